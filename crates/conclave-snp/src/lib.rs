@@ -60,7 +60,8 @@ pub struct TrustedRoot {
     pub product: Product,
     pub kind: RootKind,
     pub ark: Cert,
-    pub ask: Cert,
+    /// The ASK, used when the evidence does not carry one.
+    pub ask: Option<Cert>,
 }
 
 /// The set of roots a verifier accepts.
@@ -100,8 +101,10 @@ impl TrustedRoots {
                 kind: RootKind::Amd,
                 ark: Cert::parse(&format!("ARK-{}", product.name()), ark)
                     .expect("shipped ARK parses"),
-                ask: Cert::parse(&format!("ASK-{}", product.name()), ask)
-                    .expect("shipped ASK parses"),
+                ask: Some(
+                    Cert::parse(&format!("ASK-{}", product.name()), ask)
+                        .expect("shipped ASK parses"),
+                ),
             })
             .collect();
         TrustedRoots(roots)
@@ -112,9 +115,10 @@ impl TrustedRoots {
         root.ark
             .verify_signed_by(&root.ark)
             .map_err(VerifyError::Chain)?;
-        root.ask
-            .verify_signed_by(&root.ark)
-            .map_err(VerifyError::Chain)?;
+        if let Some(ask) = &root.ask {
+            ask.verify_signed_by(&root.ark)
+                .map_err(VerifyError::Chain)?;
+        }
         self.0.push(root);
         Ok(())
     }
@@ -234,7 +238,11 @@ pub fn verify_report(
 ) -> Result<VerifiedReport, VerifyError> {
     let report = AttestationReport::parse(raw)?;
     let root = select_root(chain, roots)?;
-    let ask = chain.ask.as_ref().unwrap_or(&root.ask);
+    let ask = chain.ask.as_ref().or(root.ask.as_ref()).ok_or_else(|| {
+        VerifyError::ChainShape(
+            "the evidence carries no ASK and the trusted root has none on file".into(),
+        )
+    })?;
     ask.verify_signed_by(&root.ark)
         .map_err(VerifyError::Chain)?;
     chain
@@ -284,8 +292,12 @@ fn select_root<'r>(
     roots
         .iter()
         .find(|r| {
-            let signer = if chain.ask.is_some() { &r.ark } else { &r.ask };
-            issuer.verify_signed_by(signer).is_ok()
+            let signer = if chain.ask.is_some() {
+                Some(&r.ark)
+            } else {
+                r.ask.as_ref()
+            };
+            signer.is_some_and(|s| issuer.verify_signed_by(s).is_ok())
         })
         .ok_or(VerifyError::NoRootSignedVcek)
 }

@@ -519,3 +519,39 @@ pub fn raw_extension(oid: ObjectIdentifier, value: &[u8]) -> Extension {
         extn_value: OctetString::new(value.to_vec()).expect("small octet string"),
     }
 }
+
+/// PKCS#1 `RSAPublicKey`.
+#[derive(Clone, Debug, Eq, PartialEq, Sequence)]
+struct RsaPublicKey {
+    modulus: der::asn1::Uint,
+    public_exponent: der::asn1::Uint,
+}
+
+/// The modulus and exponent (big-endian, no leading zeros) of a DER RSA SubjectPublicKeyInfo.
+pub fn parse_rsa_spki(spki_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), der::Error> {
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)?;
+    if spki.algorithm.oid != OID_RSA_ENCRYPTION {
+        return Err(der::Tag::ObjectIdentifier.value_error().into());
+    }
+    let key = RsaPublicKey::from_der(spki.subject_public_key.raw_bytes())?;
+    Ok((
+        key.modulus.as_bytes().to_vec(),
+        key.public_exponent.as_bytes().to_vec(),
+    ))
+}
+
+/// A DER RSA SubjectPublicKeyInfo from its modulus and exponent (big-endian).
+pub fn rsa_spki_from_components(n: &[u8], e: &[u8]) -> Result<Vec<u8>, der::Error> {
+    let key = RsaPublicKey {
+        modulus: der::asn1::Uint::new(n)?,
+        public_exponent: der::asn1::Uint::new(e)?,
+    };
+    let spki = SubjectPublicKeyInfoOwned {
+        algorithm: AlgorithmIdentifierOwned {
+            oid: OID_RSA_ENCRYPTION,
+            parameters: Some(der::Any::null()),
+        },
+        subject_public_key: BitString::from_bytes(&key.to_der()?)?,
+    };
+    spki.to_der()
+}

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod azure;
+pub mod ephemeral;
 pub mod sim;
 pub mod snp;
 

@@ -194,7 +194,7 @@ impl SimPlatform {
             product: SIM_PRODUCT,
             kind: RootKind::Simulated,
             ark: self.ark.clone(),
-            ask: self.ask.clone(),
+            ask: Some(self.ask.clone()),
         }
     }
 

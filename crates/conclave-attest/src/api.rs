@@ -1,0 +1,158 @@
+//! The wire format of `POST /attest/SevSnpVm`, shaped as Microsoft Azure Attestation accepts it,
+//! and a client for it.
+
+use base64::Engine as _;
+use conclave_tee::Evidence;
+
+/// Request body of `POST /attest/SevSnpVm`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestSevSnpVmRequest {
+    /// base64url of the JSON [`SnpEvidence`].
+    pub report: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_data: Option<RuntimeData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// Data the TEE chose, bound by the report: `report_data[..32] = SHA-256(data bytes)`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeData {
+    /// base64url of the bytes.
+    pub data: String,
+    /// `JSON` (the claims appear as `x-ms-runtime`) or `Binary`.
+    pub data_type: String,
+}
+
+/// The evidence inside `report`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SnpEvidence {
+    /// base64url of the 1184-byte report.
+    #[serde(rename = "SnpReport")]
+    pub snp_report: String,
+    /// base64url of the PEM chain: VCEK (or VLEK), ASK, ARK.
+    #[serde(rename = "VcekCertChain")]
+    pub vcek_cert_chain: String,
+    #[serde(
+        rename = "Endorsements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub endorsements: Option<String>,
+    /// Azure confidential VMs: base64url of the paravisor's runtime claims JSON.
+    #[serde(
+        rename = "HclRuntimeClaims",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hcl_runtime_claims: Option<String>,
+}
+
+/// `{"token": "<JWT>"}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+}
+
+/// Azure-style error body: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url, padded or not (MAA clients send both).
+pub fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim().trim_end_matches('='))
+}
+
+/// `report_data` that binds `runtime_data`: its SHA-256, then 32 zero bytes.
+pub fn report_data_for(runtime_data: &[u8]) -> [u8; 64] {
+    let mut rd = [0u8; 64];
+    rd[..32].copy_from_slice(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, runtime_data).as_ref(),
+    );
+    rd
+}
+
+impl AttestSevSnpVmRequest {
+    /// Packs evidence and the runtime JSON it binds.
+    pub fn new(evidence: &Evidence, runtime_json: &[u8], nonce: Option<String>) -> Self {
+        let inner = SnpEvidence {
+            snp_report: b64url(&evidence.report),
+            vcek_cert_chain: b64url(evidence.cert_chain_pem.as_bytes()),
+            endorsements: None,
+            hcl_runtime_claims: evidence.hcl_runtime_claims.as_deref().map(b64url),
+        };
+        AttestSevSnpVmRequest {
+            report: b64url(&serde_json::to_vec(&inner).expect("evidence serialises")),
+            runtime_data: Some(RuntimeData {
+                data: b64url(runtime_json),
+                data_type: "JSON".into(),
+            }),
+            nonce,
+        }
+    }
+}
+
+/// Why the attestation service did not issue a token.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestClientError {
+    #[error("cannot reach the attestation service at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the attestation service refused: {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the attestation service answered something unexpected: {0}")]
+    Malformed(String),
+}
+
+/// Posts the request to `{base_url}/attest/SevSnpVm` and returns the token.
+pub async fn attest(
+    client: &reqwest::Client,
+    base_url: &str,
+    request: &AttestSevSnpVmRequest,
+) -> Result<String, AttestClientError> {
+    let url = format!(
+        "{}/attest/SevSnpVm?api-version=2022-08-01",
+        base_url.trim_end_matches('/')
+    );
+    let resp = client.post(&url).json(request).send().await.map_err(|e| {
+        AttestClientError::Unreachable {
+            url: url.clone(),
+            detail: e.to_string(),
+        }
+    })?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| AttestClientError::Malformed(e.to_string()))?;
+    if status.is_success() {
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| AttestClientError::Malformed(e.to_string()))?;
+        return Ok(t.token);
+    }
+    match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => Err(AttestClientError::Refused {
+            status: status.as_u16(),
+            code: e.error.code,
+            message: e.error.message,
+        }),
+        Err(_) => Err(AttestClientError::Malformed(format!("HTTP {status}"))),
+    }
+}

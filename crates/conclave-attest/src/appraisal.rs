@@ -1,0 +1,212 @@
+//! Appraisal: turns an attestation request into verified facts, then checks them against the
+//! service's own appraisal policy. Evidence checking (is this a genuine report, bound to this
+//! runtime data?) is separate from policy (do we accept this platform, TCB, debug state?).
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use conclave_snp::{
+    Cert, CertChain, RootKind, TcbParts, TrustedRoots, VerifiedReport, verify_report,
+};
+use conclave_tee::Platform;
+
+use crate::api::{AttestSevSnpVmRequest, SnpEvidence, b64url_decode};
+
+/// What the service accepts, beyond "the evidence is genuine".
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AppraisalPolicy {
+    /// Platforms whose evidence is accepted. A production service lists only `snp` and/or
+    /// `azure-vtpm`: sim evidence is then refused even if its root were configured.
+    pub allowed_platforms: BTreeSet<PlatformName>,
+    /// Accept guests launched with the debug policy bit (the host can read their memory).
+    pub allow_debug: bool,
+    /// The reported TCB must be at least this.
+    pub min_tcb: Option<TcbParts>,
+    /// Check certificate validity periods at the time of appraisal.
+    pub check_cert_validity: bool,
+}
+
+/// A platform name, ordered for stable serialisation.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlatformName {
+    Sim,
+    Snp,
+    AzureVtpm,
+}
+
+impl From<Platform> for PlatformName {
+    fn from(p: Platform) -> Self {
+        match p {
+            Platform::Sim => PlatformName::Sim,
+            Platform::Snp => PlatformName::Snp,
+            Platform::AzureVtpm => PlatformName::AzureVtpm,
+        }
+    }
+}
+
+impl AppraisalPolicy {
+    /// Hardware only, no debug guests, certificate validity checked.
+    pub fn production() -> Self {
+        AppraisalPolicy {
+            allowed_platforms: [PlatformName::Snp, PlatformName::AzureVtpm].into(),
+            allow_debug: false,
+            min_tcb: None,
+            check_cert_validity: true,
+        }
+    }
+}
+
+/// Why evidence was refused. Messages name the failing check and never echo secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum AppraisalError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("evidence does not verify: {0}")]
+    Evidence(#[from] conclave_snp::VerifyError),
+    #[error(
+        "report_data does not bind the runtime data: report_data[0..32] must equal SHA-256(runtime data)"
+    )]
+    RuntimeDataNotBound,
+    #[error(
+        "the HCL runtime claims are not bound by the report, or do not carry the runtime data: {0}"
+    )]
+    HclNotBound(String),
+    #[error("platform {0} is not accepted by this attestation service's policy")]
+    PlatformNotAllowed(&'static str),
+    #[error(
+        "the guest was launched with the debug policy bit set; this service does not accept debuggable guests"
+    )]
+    DebugNotAllowed,
+    #[error("reported TCB {have:?} is below the minimum {min:?}")]
+    TcbTooLow { have: TcbParts, min: TcbParts },
+}
+
+/// Evidence that verified and satisfied the policy.
+pub struct Appraisal {
+    pub platform: Platform,
+    pub report: VerifiedReport,
+    /// The runtime JSON (`x-ms-runtime`), when `dataType` is JSON.
+    pub runtime: Option<serde_json::Value>,
+    /// Azure only: the paravisor's runtime claims.
+    pub hcl_claims: Option<serde_json::Value>,
+    pub nonce: Option<String>,
+}
+
+fn malformed(what: &str, e: impl std::fmt::Display) -> AppraisalError {
+    AppraisalError::Malformed(format!("{what}: {e}"))
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .try_into()
+        .expect("32 bytes")
+}
+
+/// Verifies and appraises one request.
+pub fn appraise(
+    request: &AttestSevSnpVmRequest,
+    roots: &TrustedRoots,
+    policy: &AppraisalPolicy,
+) -> Result<Appraisal, AppraisalError> {
+    let evidence_json =
+        b64url_decode(&request.report).map_err(|e| malformed("report is not base64url", e))?;
+    let evidence: SnpEvidence = serde_json::from_slice(&evidence_json)
+        .map_err(|e| malformed("report is not the SNP evidence JSON", e))?;
+    let raw = b64url_decode(&evidence.snp_report)
+        .map_err(|e| malformed("SnpReport is not base64url", e))?;
+    let chain_pem = b64url_decode(&evidence.vcek_cert_chain)
+        .map_err(|e| malformed("VcekCertChain is not base64url", e))?;
+    let certs = Cert::parse_pem_bundle("VcekCertChain", &chain_pem)
+        .map_err(|e| malformed("VcekCertChain", e))?;
+    let chain = CertChain::from_certs(certs)?;
+
+    let (runtime_bytes, runtime) = match &request.runtime_data {
+        None => (Vec::new(), None),
+        Some(rd) => {
+            let bytes = b64url_decode(&rd.data)
+                .map_err(|e| malformed("runtimeData.data is not base64url", e))?;
+            let value = match rd.data_type.as_str() {
+                "JSON" => Some(serde_json::from_slice::<serde_json::Value>(&bytes).map_err(
+                    |e| malformed("runtimeData is declared JSON but does not parse", e),
+                )?),
+                "Binary" => None,
+                other => {
+                    return Err(malformed(
+                        "runtimeData.dataType",
+                        format!("{other:?} is not JSON or Binary"),
+                    ));
+                }
+            };
+            (bytes, value)
+        }
+    };
+
+    let at = policy.check_cert_validity.then(SystemTime::now);
+    let report = verify_report(&raw, &chain, roots, at)?;
+    let rd = report.report().report_data;
+
+    let hcl_bytes = evidence
+        .hcl_runtime_claims
+        .as_deref()
+        .map(b64url_decode)
+        .transpose()
+        .map_err(|e| malformed("HclRuntimeClaims is not base64url", e))?;
+    let (platform, hcl_claims) = match (report.root_kind(), hcl_bytes) {
+        (RootKind::Simulated, None) => (Platform::Sim, None),
+        (RootKind::Amd, None) => (Platform::Snp, None),
+        (RootKind::Simulated, Some(_)) => {
+            return Err(malformed(
+                "HclRuntimeClaims",
+                "simulated evidence cannot carry Azure HCL claims",
+            ));
+        }
+        (RootKind::Amd, Some(hcl)) => {
+            // report binds the HCL claims; the HCL claims carry our report data as user-data.
+            if rd[..32] != sha256(&hcl) {
+                return Err(AppraisalError::HclNotBound(
+                    "report_data[0..32] ≠ SHA-256(HCL runtime claims)".into(),
+                ));
+            }
+            let claims: serde_json::Value = serde_json::from_slice(&hcl)
+                .map_err(|e| AppraisalError::HclNotBound(e.to_string()))?;
+            let user_data = claims
+                .get("user-data")
+                .and_then(|v| v.as_str())
+                .and_then(|s| hex::decode(s).ok())
+                .ok_or_else(|| {
+                    AppraisalError::HclNotBound("no hex user-data in the HCL claims".into())
+                })?;
+            if user_data.get(..32) != Some(sha256(&runtime_bytes).as_slice()) {
+                return Err(AppraisalError::RuntimeDataNotBound);
+            }
+            (Platform::AzureVtpm, Some(claims))
+        }
+    };
+    if platform != Platform::AzureVtpm && rd[..32] != sha256(&runtime_bytes) {
+        return Err(AppraisalError::RuntimeDataNotBound);
+    }
+
+    if !policy.allowed_platforms.contains(&platform.into()) {
+        return Err(AppraisalError::PlatformNotAllowed(platform.as_str()));
+    }
+    if report.report().policy.debug_allowed() && !policy.allow_debug {
+        return Err(AppraisalError::DebugNotAllowed);
+    }
+    if let Some(min) = &policy.min_tcb {
+        let have = report.reported_tcb();
+        if !have.at_least(min) {
+            return Err(AppraisalError::TcbTooLow { have, min: *min });
+        }
+    }
+    Ok(Appraisal {
+        platform,
+        report,
+        runtime,
+        hcl_claims,
+        nonce: request.nonce.clone(),
+    })
+}

@@ -1,0 +1,262 @@
+//! The HTTP service: `POST /attest/SevSnpVm`, `GET /.well-known/openid-configuration`,
+//! `GET /certs`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use conclave_snp::TrustedRoots;
+use serde_json::{Value, json};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::api::{AttestSevSnpVmRequest, ErrorBody, ErrorDetail, TokenResponse};
+use crate::appraisal::{AppraisalError, AppraisalPolicy, appraise};
+use crate::claims::token_claims;
+use crate::jws;
+use crate::keys::{KeyError, KeyRing};
+
+/// Largest request body accepted (an SNP report with its chain is about 8 KiB).
+pub const MAX_BODY: usize = 256 * 1024;
+/// Longest time one request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Configuration of one attestation service.
+pub struct ServiceConfig {
+    /// The `iss` of every token, and the base of `jku` and `jwks_uri` (e.g. `http://127.0.0.1:8400`).
+    pub issuer: String,
+    pub roots: TrustedRoots,
+    pub policy: AppraisalPolicy,
+    pub key_dir: PathBuf,
+    pub token_lifetime: Duration,
+}
+
+/// The running service's state.
+pub struct AttestationService {
+    config: ServiceConfig,
+    keys: RwLock<KeyRing>,
+    keys_mtime: RwLock<Option<SystemTime>>,
+}
+
+impl AttestationService {
+    pub fn new(mut config: ServiceConfig) -> Result<Arc<Self>, KeyError> {
+        config.issuer = config.issuer.trim_end_matches('/').to_string();
+        let keys = KeyRing::open(&config.key_dir)?;
+        Ok(Arc::new(AttestationService {
+            keys_mtime: RwLock::new(KeyRing::state_mtime(&config.key_dir)),
+            keys: RwLock::new(keys),
+            config,
+        }))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// Picks up a rotation done by `conclave attest rotate-key` while the service runs.
+    fn reload_keys_if_rotated(&self) {
+        let current = KeyRing::state_mtime(&self.config.key_dir);
+        if *self.keys_mtime.read().expect("mtime lock") == current {
+            return;
+        }
+        match KeyRing::open(&self.config.key_dir) {
+            Ok(ring) => {
+                tracing::info!(kid = %ring.active().kid, "token signing key rotated");
+                *self.keys.write().expect("key lock") = ring;
+                *self.keys_mtime.write().expect("mtime lock") = current;
+            }
+            Err(e) => tracing::error!("token key store changed but cannot be loaded: {e}"),
+        }
+    }
+
+    /// Issues a token for verified claims.
+    pub fn issue_token(
+        &self,
+        mut claims: serde_json::Map<String, Value>,
+    ) -> Result<String, ApiError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut jti = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut jti)
+            .map_err(|_| ApiError::internal("no randomness"))?;
+        claims.insert("iss".into(), self.config.issuer.clone().into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("nbf".into(), now.into());
+        claims.insert(
+            "exp".into(),
+            (now + self.config.token_lifetime.as_secs()).into(),
+        );
+        claims.insert("jti".into(), hex::encode(jti).into());
+        let keys = self.keys.read().expect("key lock");
+        let key = keys.active();
+        let mut header = serde_json::Map::new();
+        header.insert("typ".into(), "JWT".into());
+        header.insert("kid".into(), key.kid.clone().into());
+        header.insert("jku".into(), format!("{}/certs", self.config.issuer).into());
+        jws::sign_rs256(header, &Value::Object(claims), &key.key)
+            .map_err(|_| ApiError::internal("token signing failed"))
+    }
+
+    pub fn jwks(&self) -> Value {
+        self.keys
+            .read()
+            .expect("key lock")
+            .jwks(self.config.token_lifetime)
+    }
+}
+
+/// An error answered as `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn internal(message: &str) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "InternalError",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AppraisalError> for ApiError {
+    fn from(e: AppraisalError) -> Self {
+        let code = match &e {
+            AppraisalError::Malformed(_) => "InvalidParameter",
+            AppraisalError::Evidence(_) => "InvalidEvidence",
+            AppraisalError::RuntimeDataNotBound | AppraisalError::HclNotBound(_) => {
+                "RuntimeDataNotBound"
+            }
+            _ => "PolicyEvaluationFailed",
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn attest_sev_snp_vm(
+    State(service): State<Arc<AttestationService>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let body = body.map_err(|rejection| ApiError {
+        status: rejection.status(),
+        code: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "RequestTooLarge"
+        } else {
+            "InvalidRequest"
+        },
+        message: format!("{rejection} (limit {MAX_BODY} bytes)"),
+    })?;
+    let request: AttestSevSnpVmRequest = serde_json::from_slice(&body).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "InvalidRequest",
+        message: format!("the body is not an attestation request: {e}"),
+    })?;
+    service.reload_keys_if_rotated();
+    let appraisal = match appraise(&request, &service.config.roots, &service.config.policy) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("attestation denied: {e}");
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        platform = appraisal.platform.as_str(),
+        measurement = %hex::encode(appraisal.report.report().measurement),
+        "attestation token issued"
+    );
+    let token = service.issue_token(token_claims(&appraisal))?;
+    Ok(Json(TokenResponse { token }))
+}
+
+async fn openid_configuration(State(service): State<Arc<AttestationService>>) -> Json<Value> {
+    let issuer = service.issuer();
+    Json(json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/certs"),
+        "response_types_supported": ["token", "none"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "revocation_endpoint": format!("{issuer}/revocations"),
+        "claims_supported": [
+            "iss", "iat", "nbf", "exp", "jti", "nonce", "x-ms-ver", "x-ms-attestation-type",
+            "x-ms-compliance-status", "x-ms-runtime", "x-ms-isolation-tee",
+            "x-ms-sevsnpvm-launchmeasurement", "x-ms-sevsnpvm-hostdata", "x-ms-sevsnpvm-is-debuggable",
+            "x-ms-sevsnpvm-guestsvn", "x-ms-sevsnpvm-reportdata", "x-ms-sevsnpvm-chipid",
+            "x-ms-sevsnpvm-vmpl", "x-ms-sevsnpvm-bootloader-svn", "x-ms-sevsnpvm-tee-svn",
+            "x-ms-sevsnpvm-snpfw-svn", "x-ms-sevsnpvm-microcode-svn", crate::claims::PLATFORM_CLAIM
+        ],
+    }))
+}
+
+async fn certs(State(service): State<Arc<AttestationService>>) -> Json<Value> {
+    service.reload_keys_if_rotated();
+    Json(service.jwks())
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "NotFound",
+        message: "no such endpoint: try POST /attest/SevSnpVm, GET /certs or GET /.well-known/openid-configuration"
+            .into(),
+    }
+}
+
+/// The service's routes with body limit and timeout.
+pub fn router(service: Arc<AttestationService>) -> axum::Router {
+    axum::Router::new()
+        .route("/attest/SevSnpVm", post(attest_sev_snp_vm))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/certs", get(certs))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(service)
+}
+
+/// Serves on a bound listener until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<AttestationService>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

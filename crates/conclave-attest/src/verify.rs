@@ -1,0 +1,242 @@
+//! Verifying attestation tokens: RS256 only, keys from the issuer's published JWKS (found through
+//! its OpenID configuration), cached and refreshed when an unknown `kid` appears.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 60;
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a token is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT: {0}")]
+    Malformed(String),
+    #[error("token algorithm {0} is not accepted: attestation tokens are RS256")]
+    Algorithm(String),
+    #[error("the token has no kid; cannot pick a verification key")]
+    NoKid,
+    #[error("no key with kid {0:?} is published by the attestation service")]
+    UnknownKid(String),
+    #[error("the token signature does not verify with the published key {0:?}")]
+    BadSignature(String),
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet (nbf is in the future)")]
+    NotYetValid,
+    #[error("the token was issued by {found:?}, expected {expected:?}")]
+    WrongIssuer { expected: String, found: String },
+    #[error("cannot fetch the attestation service's keys: {0}")]
+    KeysUnavailable(String),
+    #[error("the token does not satisfy the required claims: {0}")]
+    Claims(String),
+}
+
+/// A token whose signature, lifetime and issuer were checked.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub kid: String,
+    pub claims: serde_json::Value,
+}
+
+impl VerifiedToken {
+    pub fn issuer(&self) -> &str {
+        self.claims
+            .get("iss")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    }
+}
+
+enum KeySource {
+    Fixed,
+    Issuer {
+        http: reqwest::Client,
+        config_url: String,
+    },
+    JwksUrl {
+        http: reqwest::Client,
+        url: String,
+    },
+}
+
+/// Verifies tokens of one issuer.
+pub struct TokenVerifier {
+    issuer: Option<String>,
+    source: KeySource,
+    keys: Mutex<HashMap<String, DecodingKey>>,
+    last_refresh: Mutex<Option<Instant>>,
+}
+
+fn keys_from_jwks(jwks: &JwkSet) -> HashMap<String, DecodingKey> {
+    jwks.keys
+        .iter()
+        .filter(|k| matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)))
+        .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
+        .collect()
+}
+
+impl TokenVerifier {
+    /// Keys from a JWKS document the caller already has (a file, say).
+    pub fn with_jwks(issuer: Option<String>, jwks: &JwkSet) -> Self {
+        TokenVerifier {
+            issuer,
+            source: KeySource::Fixed,
+            keys: Mutex::new(keys_from_jwks(jwks)),
+            last_refresh: Mutex::new(None),
+        }
+    }
+
+    /// Keys found through `{issuer}/.well-known/openid-configuration`; tokens must name `issuer`.
+    pub fn for_issuer(issuer: &str, http: reqwest::Client) -> Self {
+        let issuer = issuer.trim_end_matches('/').to_string();
+        TokenVerifier {
+            source: KeySource::Issuer {
+                http,
+                config_url: format!("{issuer}/.well-known/openid-configuration"),
+            },
+            issuer: Some(issuer),
+            keys: Mutex::default(),
+            last_refresh: Mutex::new(None),
+        }
+    }
+
+    /// Keys fetched from a JWKS URL directly; any issuer (the caller checks it).
+    pub fn for_jwks_url(url: &str, http: reqwest::Client) -> Self {
+        TokenVerifier {
+            issuer: None,
+            source: KeySource::JwksUrl {
+                http,
+                url: url.to_string(),
+            },
+            keys: Mutex::default(),
+            last_refresh: Mutex::new(None),
+        }
+    }
+
+    async fn fetch_json<T: serde::de::DeserializeOwned>(
+        http: &reqwest::Client,
+        url: &str,
+    ) -> Result<T, TokenError> {
+        let unavailable = |e: reqwest::Error| TokenError::KeysUnavailable(format!("{url}: {e}"));
+        http.get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn refresh(&self) -> Result<(), TokenError> {
+        {
+            let mut last = self.last_refresh.lock().expect("refresh lock");
+            if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let (http, jwks_url) = match &self.source {
+            KeySource::Fixed => return Ok(()),
+            KeySource::JwksUrl { http, url } => (http, url.clone()),
+            KeySource::Issuer { http, config_url } => {
+                let config: serde_json::Value = Self::fetch_json(http, config_url).await?;
+                let jwks_uri =
+                    config
+                        .get("jwks_uri")
+                        .and_then(|v| v.as_str())
+                        .ok_or_else(|| {
+                            TokenError::KeysUnavailable(format!("{config_url} has no jwks_uri"))
+                        })?;
+                // Keys must come from the issuer itself, not wherever its configuration points.
+                let issuer = self.issuer.as_deref().unwrap_or_default();
+                if !jwks_uri.starts_with(&format!("{issuer}/")) {
+                    return Err(TokenError::KeysUnavailable(format!(
+                        "jwks_uri {jwks_uri} is not under the issuer {issuer}"
+                    )));
+                }
+                (http, jwks_uri.to_string())
+            }
+        };
+        let jwks: JwkSet = Self::fetch_json(http, &jwks_url).await?;
+        *self.keys.lock().expect("key cache lock") = keys_from_jwks(&jwks);
+        Ok(())
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.lock().expect("key cache lock").get(kid).cloned()
+    }
+
+    /// Checks signature (RS256 with a published key), `exp`/`nbf` with [`LEEWAY_SECS`] of skew,
+    /// and the issuer.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            // An algorithm jsonwebtoken does not know ("none", say) fails here.
+            if token_alg(token).is_some_and(|alg| alg != "RS256") {
+                TokenError::Algorithm(token_alg(token).unwrap_or_default())
+            } else {
+                TokenError::Malformed(e.to_string())
+            }
+        })?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
+        }
+        let kid = header.kid.ok_or(TokenError::NoKid)?;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refresh().await?;
+                self.key(&kid)
+                    .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?
+            }
+        };
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iat"]);
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature(kid.clone()),
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    ErrorKind::InvalidAlgorithm => {
+                        TokenError::Algorithm(format!("{:?}", header.alg))
+                    }
+                    ErrorKind::MissingRequiredClaim(c) => {
+                        TokenError::Claims(format!("missing {c}"))
+                    }
+                    other => TokenError::Malformed(format!("{other:?}")),
+                }
+            })?;
+        let verified = VerifiedToken {
+            kid,
+            claims: data.claims,
+        };
+        if let Some(expected) = &self.issuer
+            && verified.issuer().trim_end_matches('/') != expected
+        {
+            return Err(TokenError::WrongIssuer {
+                expected: expected.clone(),
+                found: verified.issuer().to_string(),
+            });
+        }
+        Ok(verified)
+    }
+}
+
+/// The `alg` a token's header names, read without trusting anything else in it.
+fn token_alg(token: &str) -> Option<String> {
+    let header = crate::api::b64url_decode(token.split('.').next()?).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    Some(v.get("alg")?.as_str()?.to_string())
+}

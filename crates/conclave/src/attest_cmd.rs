@@ -1,0 +1,377 @@
+//! `conclave attest`: run the attestation service; verify tokens and raw evidence offline.
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use conclave_attest::keys::KeyRing;
+use conclave_attest::service::{AttestationService, ServiceConfig, serve};
+use conclave_attest::{AppraisalPolicy, PlatformName, TokenVerifier};
+use conclave_snp::{
+    AttestationReport, Cert, CertChain, RootKind, SIM_PRODUCT, TcbParts, TrustedRoot, TrustedRoots,
+    verify_report,
+};
+
+#[derive(Subcommand)]
+pub enum AttestCommand {
+    /// Run the attestation service (MAA-compatible `POST /attest/SevSnpVm`).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8400")]
+        listen: SocketAddr,
+        /// Where the token-signing keys live (`<dir>/token-keys`).
+        #[arg(long, env = "CONCLAVE_ATTEST_STATE")]
+        state_dir: PathBuf,
+        /// Issuer URL put in tokens (default: http://<listen>).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Also trust a simulated platform's root: its platform directory or its ark.pem.
+        /// Tokens for its evidence say `x-conclave-platform: sim`.
+        #[arg(long)]
+        sim_root: Vec<PathBuf>,
+        /// Platforms to accept (default: snp and azure-vtpm, plus sim when --sim-root is given).
+        #[arg(long, value_delimiter = ',')]
+        allow_platform: Vec<conclave_tee::Platform>,
+        /// Accept guests launched with the debug policy bit.
+        #[arg(long)]
+        allow_debug: bool,
+        /// Minimum reported TCB, e.g. `bootloader=3,tee=0,snp=8,microcode=115`.
+        #[arg(long)]
+        min_tcb: Option<String>,
+        /// Token lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        token_lifetime: u64,
+    },
+    /// Make a new token-signing key; the old one stays published until its tokens expire. A
+    /// running service picks the new key up by itself.
+    RotateKey {
+        #[arg(long, env = "CONCLAVE_ATTEST_STATE")]
+        state_dir: PathBuf,
+    },
+    /// Verify tokens offline.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Verify raw SEV-SNP evidence offline.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Verify a token's signature, lifetime and issuer, and print its claims.
+    Verify {
+        /// The token, `@file`, or `-` for stdin.
+        token: String,
+        /// JWKS: a URL (e.g. http://127.0.0.1:8400/certs) or a file.
+        #[arg(long, required_unless_present = "issuer")]
+        jwks: Option<String>,
+        /// Expected issuer; without --jwks, its keys are found through OpenID discovery.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceCommand {
+    /// Verify an SEV-SNP report against AMD's roots (or a simulated root) and print it.
+    Verify {
+        /// The raw 1184-byte report.
+        #[arg(long)]
+        report: PathBuf,
+        /// Directory with the VCEK (vcek.der/.pem, or vlek.*) and optionally ark.* and ask.*.
+        #[arg(long)]
+        certs: PathBuf,
+        /// Trust this simulated root (ark.pem, or its platform directory) instead of AMD's.
+        #[arg(long)]
+        sim_root: Option<PathBuf>,
+        /// Do not check certificate validity periods (for archived evidence).
+        #[arg(long)]
+        no_time_check: bool,
+    },
+}
+
+pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AttestCommand::Serve {
+            listen,
+            state_dir,
+            issuer,
+            sim_root,
+            allow_platform,
+            allow_debug,
+            min_tcb,
+            token_lifetime,
+        } => {
+            let mut roots = TrustedRoots::amd();
+            for path in &sim_root {
+                roots
+                    .add(load_sim_root(path)?)
+                    .context("the simulated root is not a valid ARK/ASK pair")?;
+            }
+            let mut allowed: BTreeSet<PlatformName> =
+                allow_platform.into_iter().map(Into::into).collect();
+            if allowed.is_empty() {
+                allowed = [PlatformName::Snp, PlatformName::AzureVtpm].into();
+                if !sim_root.is_empty() {
+                    allowed.insert(PlatformName::Sim);
+                }
+            }
+            if allowed.contains(&PlatformName::Sim) && sim_root.is_empty() {
+                bail!(
+                    "--allow-platform sim needs --sim-root: name the simulated platform to trust"
+                );
+            }
+            let policy = AppraisalPolicy {
+                allowed_platforms: allowed.clone(),
+                allow_debug,
+                min_tcb: min_tcb.as_deref().map(parse_tcb).transpose()?,
+                check_cert_validity: true,
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {listen} (in use? choose another with --listen)")
+                })?;
+            let addr = listener.local_addr()?;
+            let issuer = issuer.unwrap_or_else(|| format!("http://{addr}"));
+            let service = AttestationService::new(ServiceConfig {
+                issuer: issuer.clone(),
+                roots,
+                policy,
+                key_dir: state_dir.join("token-keys"),
+                token_lifetime: Duration::from_secs(token_lifetime),
+            })?;
+            eprintln!("attestation service listening on http://{addr} (issuer {issuer})");
+            eprintln!("accepting platforms: {allowed:?}; debug guests: {allow_debug}");
+            if allowed.contains(&PlatformName::Sim) {
+                eprintln!(
+                    "WARNING: simulated SEV-SNP evidence is accepted; its tokens say x-conclave-platform: sim"
+                );
+            }
+            serve(listener, service, crate::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AttestCommand::RotateKey { state_dir } => {
+            let mut ring = KeyRing::open(&state_dir.join("token-keys"))?;
+            let kid = ring.rotate()?.kid.clone();
+            println!("new token-signing key: {kid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AttestCommand::Token(TokenCommand::Verify {
+            token,
+            jwks,
+            issuer,
+        }) => {
+            let token = read_token(&token)?;
+            let http = reqwest::Client::new();
+            let verifier = match (jwks, issuer) {
+                (Some(src), issuer)
+                    if src.starts_with("http://") || src.starts_with("https://") =>
+                {
+                    let v = TokenVerifier::for_jwks_url(&src, http);
+                    (v, issuer)
+                }
+                (Some(file), issuer) => {
+                    let text =
+                        std::fs::read(&file).with_context(|| format!("reading JWKS {file}"))?;
+                    let set = serde_json::from_slice(&text)
+                        .with_context(|| format!("{file} is not a JWKS"))?;
+                    (TokenVerifier::with_jwks(None, &set), issuer)
+                }
+                (None, Some(issuer)) => (TokenVerifier::for_issuer(&issuer, http), None),
+                (None, None) => unreachable!("clap requires --jwks or --issuer"),
+            };
+            let (verifier, expected_issuer) = verifier;
+            let verified = verifier.verify(&token).await?;
+            if let Some(expected) = expected_issuer
+                && verified.issuer().trim_end_matches('/') != expected.trim_end_matches('/')
+            {
+                bail!(
+                    "the token was issued by {:?}, expected {expected:?}",
+                    verified.issuer()
+                );
+            }
+            eprintln!("token verified (kid {})", verified.kid);
+            println!("{}", serde_json::to_string_pretty(&verified.claims)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AttestCommand::Evidence(EvidenceCommand::Verify {
+            report,
+            certs,
+            sim_root,
+            no_time_check,
+        }) => {
+            let raw =
+                std::fs::read(&report).with_context(|| format!("reading {}", report.display()))?;
+            let chain = load_chain_dir(&certs)?;
+            let roots = match sim_root {
+                Some(path) => {
+                    let mut roots = TrustedRoots::empty();
+                    roots.add(load_sim_root(&path)?)?;
+                    roots
+                }
+                None => TrustedRoots::amd(),
+            };
+            let at = (!no_time_check).then(SystemTime::now);
+            let verified = verify_report(&raw, &chain, &roots, at).context("evidence rejected")?;
+            let kind = match verified.root_kind() {
+                RootKind::Amd => "AMD hardware",
+                RootKind::Simulated => "SIMULATED platform (no hardware protection)",
+            };
+            eprintln!(
+                "report verified: signed by a VCEK chained to the {} root of {kind}",
+                verified.product().name()
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&describe(
+                    verified.report(),
+                    verified.reported_tcb()
+                ))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_token(arg: &str) -> anyhow::Result<String> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+    } else {
+        arg.to_string()
+    };
+    Ok(text.trim().to_string())
+}
+
+fn parse_tcb(s: &str) -> anyhow::Result<TcbParts> {
+    let mut tcb = TcbParts {
+        fmc: None,
+        bootloader: 0,
+        tee: 0,
+        snp: 0,
+        microcode: 0,
+    };
+    for part in s.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("{part:?}: expected name=value"))?;
+        let v: u8 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("{part:?}: SVNs are 0..255"))?;
+        match k.trim() {
+            "bootloader" => tcb.bootloader = v,
+            "tee" => tcb.tee = v,
+            "snp" => tcb.snp = v,
+            "microcode" => tcb.microcode = v,
+            "fmc" => tcb.fmc = Some(v),
+            other => {
+                bail!("unknown TCB component {other:?}: use bootloader, tee, snp, microcode, fmc")
+            }
+        }
+    }
+    Ok(tcb)
+}
+
+/// A simulated root from its platform directory or its ark.pem (the ASK beside it is optional).
+fn load_sim_root(path: &Path) -> anyhow::Result<TrustedRoot> {
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+    let ark_path = if path.is_dir() {
+        dir.join("ark.pem")
+    } else {
+        path.to_path_buf()
+    };
+    let ark = Cert::parse(
+        "sim ARK",
+        &std::fs::read(&ark_path).with_context(|| format!("reading {}", ark_path.display()))?,
+    )?;
+    let ask = std::fs::read(dir.join("ask.pem"))
+        .ok()
+        .map(|b| Cert::parse("sim ASK", &b))
+        .transpose()?;
+    Ok(TrustedRoot {
+        product: SIM_PRODUCT,
+        kind: RootKind::Simulated,
+        ark,
+        ask,
+    })
+}
+
+fn find_cert(dir: &Path, stem: &str) -> anyhow::Result<Option<Cert>> {
+    for ext in ["der", "pem", "crt", "cer"] {
+        let p = dir.join(format!("{stem}.{ext}"));
+        if p.exists() {
+            let bytes = std::fs::read(&p)?;
+            return Ok(Some(
+                Cert::parse(stem, &bytes).with_context(|| p.display().to_string())?,
+            ));
+        }
+    }
+    Ok(None)
+}
+
+fn load_chain_dir(dir: &Path) -> anyhow::Result<CertChain> {
+    let vcek = match find_cert(dir, "vcek")? {
+        Some(c) => c,
+        None => find_cert(dir, "vlek")?.with_context(|| {
+            format!("{} holds no vcek.der/.pem or vlek.der/.pem", dir.display())
+        })?,
+    };
+    Ok(CertChain {
+        ark: find_cert(dir, "ark")?,
+        ask: find_cert(dir, "ask")?,
+        vcek,
+    })
+}
+
+fn describe(r: &AttestationReport, tcb: TcbParts) -> serde_json::Value {
+    serde_json::json!({
+        "version": r.version,
+        "guest_svn": r.guest_svn,
+        "policy": {
+            "raw": format!("{:#x}", r.policy.0),
+            "abi": format!("{}.{}", r.policy.abi_major(), r.policy.abi_minor()),
+            "debug_allowed": r.policy.debug_allowed(),
+            "migrate_ma_allowed": r.policy.migrate_ma_allowed(),
+            "smt_allowed": r.policy.smt_allowed(),
+            "single_socket_required": r.policy.single_socket_required(),
+        },
+        "family_id": hex::encode(r.family_id),
+        "image_id": hex::encode(r.image_id),
+        "vmpl": r.vmpl,
+        "signature_algo": r.signature_algo,
+        "signing_key": format!("{:?}", r.signing_key),
+        "platform_info": {
+            "raw": format!("{:#x}", r.platform_info.0),
+            "smt_enabled": r.platform_info.smt_enabled(),
+            "tsme_enabled": r.platform_info.tsme_enabled(),
+            "ecc_enabled": r.platform_info.ecc_enabled(),
+        },
+        "current_tcb": format!("{:#018x}", r.current_tcb.0),
+        "reported_tcb": tcb,
+        "committed_tcb": format!("{:#018x}", r.committed_tcb.0),
+        "launch_tcb": format!("{:#018x}", r.launch_tcb.0),
+        "report_data": hex::encode(r.report_data),
+        "measurement": hex::encode(r.measurement),
+        "host_data": hex::encode(r.host_data),
+        "id_key_digest": hex::encode(r.id_key_digest),
+        "author_key_digest": hex::encode(r.author_key_digest),
+        "report_id": hex::encode(r.report_id),
+        "chip_id": hex::encode(r.chip_id),
+        "cpuid": format!("family {:#x} model {:#x} stepping {:#x}", r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step),
+        "firmware": format!("{}.{}.{}", r.current_version.major, r.current_version.minor, r.current_version.build),
+    })
+}

@@ -1,0 +1,75 @@
+//! `conclave`: the operator's command line. Each subcommand is a thin layer over a library
+//! crate: `sim-host` and `tee` over conclave-tee, `attest` over conclave-attest and
+//! conclave-snp.
+
+#![forbid(unsafe_code)]
+
+mod attest_cmd;
+mod sim_cmd;
+mod tee_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "conclave",
+    version,
+    about = "Confidential multi-party analytics on (simulated) AMD SEV-SNP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the launch measurement a release policy should pin for a workload.
+    Measure(sim_cmd::MeasureArgs),
+    /// The simulated SEV-SNP platform (no hardware protection; for development and demos).
+    #[command(subcommand)]
+    SimHost(sim_cmd::SimHostCommand),
+    /// The attestation service and offline verification tools.
+    #[command(subcommand)]
+    Attest(attest_cmd::AttestCommand),
+    /// Run inside a TEE: get evidence and attest it.
+    #[command(subcommand)]
+    Tee(tee_cmd::TeeCommand),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Measure(args) => sim_cmd::measure(args),
+        Command::SimHost(cmd) => sim_cmd::run(cmd).await,
+        Command::Attest(cmd) => attest_cmd::run(cmd).await,
+        Command::Tee(cmd) => tee_cmd::run(cmd).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves when the process gets Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
