@@ -189,7 +189,7 @@ fn vcek_from_another_generation_does_not_chain() {
         .clone();
     let chain = CertChain {
         ark: None,
-        ask: Some(genoa_ask),
+        ask: genoa_ask,
         ..milan_chain()
     };
     let err = verify_report(&raw, &chain, &TrustedRoots::amd(), in_validity()).unwrap_err();
