@@ -164,27 +164,10 @@ pub fn appraise(
                 "simulated evidence cannot carry Azure HCL claims",
             ));
         }
-        (RootKind::Amd, Some(hcl)) => {
-            // report binds the HCL claims; the HCL claims carry our report data as user-data.
-            if rd[..32] != sha256(&hcl) {
-                return Err(AppraisalError::HclNotBound(
-                    "report_data[0..32] ≠ SHA-256(HCL runtime claims)".into(),
-                ));
-            }
-            let claims: serde_json::Value = serde_json::from_slice(&hcl)
-                .map_err(|e| AppraisalError::HclNotBound(e.to_string()))?;
-            let user_data = claims
-                .get("user-data")
-                .and_then(|v| v.as_str())
-                .and_then(|s| hex::decode(s).ok())
-                .ok_or_else(|| {
-                    AppraisalError::HclNotBound("no hex user-data in the HCL claims".into())
-                })?;
-            if user_data.get(..32) != Some(sha256(&runtime_bytes).as_slice()) {
-                return Err(AppraisalError::RuntimeDataNotBound);
-            }
-            (Platform::AzureVtpm, Some(claims))
-        }
+        (RootKind::Amd, Some(hcl)) => (
+            Platform::AzureVtpm,
+            Some(check_hcl_binding(&rd, &hcl, &runtime_bytes)?),
+        ),
     };
     if platform != Platform::AzureVtpm && rd[..32] != sha256(&runtime_bytes) {
         return Err(AppraisalError::RuntimeDataNotBound);
@@ -209,4 +192,65 @@ pub fn appraise(
         hcl_claims,
         nonce: request.nonce.clone(),
     })
+}
+
+/// Azure's two-hop binding: the report binds the paravisor's runtime claims, and those claims
+/// carry (as hex `user-data`) the report data that binds our runtime data.
+pub fn check_hcl_binding(
+    report_data: &[u8; 64],
+    hcl: &[u8],
+    runtime: &[u8],
+) -> Result<serde_json::Value, AppraisalError> {
+    if report_data[..32] != sha256(hcl) {
+        return Err(AppraisalError::HclNotBound(
+            "report_data[0..32] is not SHA-256(HCL runtime claims)".into(),
+        ));
+    }
+    let claims: serde_json::Value =
+        serde_json::from_slice(hcl).map_err(|e| AppraisalError::HclNotBound(e.to_string()))?;
+    let user_data = claims
+        .get("user-data")
+        .and_then(|v| v.as_str())
+        .and_then(|s| hex::decode(s).ok())
+        .ok_or_else(|| AppraisalError::HclNotBound("no hex user-data in the HCL claims".into()))?;
+    if user_data.get(..32) != Some(sha256(runtime).as_slice()) {
+        return Err(AppraisalError::RuntimeDataNotBound);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::report_data_for;
+
+    #[test]
+    fn hcl_binding_needs_both_hops() {
+        let runtime = br#"{"keys":[]}"#;
+        let hcl = format!(
+            r#"{{"vm-configuration":{{"vmUniqueId":"abc"}},"user-data":"{}"}}"#,
+            hex::encode_upper(report_data_for(runtime))
+        );
+        let rd = report_data_for(hcl.as_bytes());
+        let claims = check_hcl_binding(&rd, hcl.as_bytes(), runtime).unwrap();
+        assert_eq!(claims["vm-configuration"]["vmUniqueId"], "abc");
+
+        // The report does not bind these HCL claims.
+        let other_rd = report_data_for(b"other");
+        assert!(matches!(
+            check_hcl_binding(&other_rd, hcl.as_bytes(), runtime),
+            Err(AppraisalError::HclNotBound(_))
+        ));
+        // The HCL claims carry someone else's report data.
+        assert!(matches!(
+            check_hcl_binding(&rd, hcl.as_bytes(), b"{}"),
+            Err(AppraisalError::RuntimeDataNotBound)
+        ));
+        // No user-data at all.
+        let bare = br#"{"vm-configuration":{}}"#;
+        assert!(matches!(
+            check_hcl_binding(&report_data_for(bare), bare, runtime),
+            Err(AppraisalError::HclNotBound(_))
+        ));
+    }
 }

@@ -1,0 +1,184 @@
+//! The verifier accepts only RS256 tokens signed by a published key, within their lifetime,
+//! from the expected issuer.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use conclave_attest::api::b64url;
+use conclave_attest::jws::sign_rs256;
+use conclave_attest::keys::KeyRing;
+use conclave_attest::{TokenError, TokenVerifier};
+use serde_json::{Map, Value, json};
+
+const ISSUER: &str = "https://attest.example";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn claims(iat: i64, nbf: i64, exp: i64, iss: &str) -> Value {
+    json!({ "iss": iss, "iat": iat, "nbf": nbf, "exp": exp, "x-conclave-platform": "sim" })
+}
+
+fn header(kid: &str) -> Map<String, Value> {
+    let mut h = Map::new();
+    h.insert("typ".into(), "JWT".into());
+    h.insert("kid".into(), kid.into());
+    h
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ring: KeyRing,
+    verifier: TokenVerifier,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = KeyRing::open(dir.path()).unwrap();
+    let jwks = serde_json::from_value(ring.jwks(std::time::Duration::from_secs(3600))).unwrap();
+    let verifier = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
+    Fixture {
+        _dir: dir,
+        ring,
+        verifier,
+    }
+}
+
+fn sign(f: &Fixture, claims: &Value) -> String {
+    let k = f.ring.active();
+    sign_rs256(header(&k.kid), claims, &k.key).unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_token_verifies() {
+    let f = fixture();
+    let t = sign(&f, &claims(now(), now(), now() + 600, ISSUER));
+    let v = f.verifier.verify(&t).await.unwrap();
+    assert_eq!(v.claims["x-conclave-platform"], "sim");
+    assert_eq!(v.kid, f.ring.active().kid);
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let f = fixture();
+    let head = b64url(
+        json!({"alg": "none", "typ": "JWT", "kid": f.ring.active().kid})
+            .to_string()
+            .as_bytes(),
+    );
+    let body = b64url(
+        claims(now(), now(), now() + 600, ISSUER)
+            .to_string()
+            .as_bytes(),
+    );
+    let err = f
+        .verifier
+        .verify(&format!("{head}.{body}."))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Algorithm(_)), "{err}");
+}
+
+#[tokio::test]
+async fn hs256_keyed_with_the_public_key_is_refused() {
+    let f = fixture();
+    let jwks = f.ring.jwks(std::time::Duration::from_secs(3600));
+    let public_material = jwks["keys"][0]["n"].as_str().unwrap().to_string();
+    let head = b64url(
+        json!({"alg": "HS256", "typ": "JWT", "kid": f.ring.active().kid})
+            .to_string()
+            .as_bytes(),
+    );
+    let body = b64url(
+        claims(now(), now(), now() + 600, ISSUER)
+            .to_string()
+            .as_bytes(),
+    );
+    let input = format!("{head}.{body}");
+    let key = hmac::Key::new(hmac::HMAC_SHA256, public_material.as_bytes());
+    let sig = b64url(hmac::sign(&key, input.as_bytes()).as_ref());
+    let err = f
+        .verifier
+        .verify(&format!("{input}.{sig}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Algorithm(_)), "{err}");
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_tokens_are_refused() {
+    let f = fixture();
+    let expired = sign(
+        &f,
+        &claims(now() - 7200, now() - 7200, now() - 3600, ISSUER),
+    );
+    assert_eq!(
+        f.verifier.verify(&expired).await.unwrap_err(),
+        TokenError::Expired
+    );
+    let future = sign(&f, &claims(now(), now() + 3600, now() + 7200, ISSUER));
+    assert_eq!(
+        f.verifier.verify(&future).await.unwrap_err(),
+        TokenError::NotYetValid
+    );
+    // Within the clock-skew allowance both pass.
+    let skewed = sign(&f, &claims(now(), now() + 30, now() + 600, ISSUER));
+    f.verifier.verify(&skewed).await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_kid_wrong_issuer_and_foreign_keys_are_refused() {
+    let f = fixture();
+    let k = f.ring.active();
+    let unknown = sign_rs256(
+        header("no-such-key"),
+        &claims(now(), now(), now() + 600, ISSUER),
+        &k.key,
+    )
+    .unwrap();
+    assert_eq!(
+        f.verifier.verify(&unknown).await.unwrap_err(),
+        TokenError::UnknownKid("no-such-key".into())
+    );
+
+    let other_issuer = sign(
+        &f,
+        &claims(now(), now(), now() + 600, "https://evil.example"),
+    );
+    assert!(matches!(
+        f.verifier.verify(&other_issuer).await.unwrap_err(),
+        TokenError::WrongIssuer { .. }
+    ));
+
+    // A different key claiming the published kid (a forged JWKS entry elsewhere).
+    let other = fixture();
+    let forged = sign_rs256(
+        header(&k.kid),
+        &claims(now(), now(), now() + 600, ISSUER),
+        &other.ring.active().key,
+    )
+    .unwrap();
+    assert!(matches!(
+        f.verifier.verify(&forged).await.unwrap_err(),
+        TokenError::BadSignature(_)
+    ));
+
+    let no_kid = sign_rs256(
+        Map::new(),
+        &claims(now(), now(), now() + 600, ISSUER),
+        &k.key,
+    )
+    .unwrap();
+    assert_eq!(
+        f.verifier.verify(&no_kid).await.unwrap_err(),
+        TokenError::NoKid
+    );
+    assert!(matches!(
+        f.verifier.verify("garbage").await.unwrap_err(),
+        TokenError::Malformed(_)
+    ));
+}
