@@ -250,13 +250,12 @@ pub fn router(service: Arc<AttestationService>) -> axum::Router {
         .with_state(service)
 }
 
-/// Serves on a bound listener until `shutdown` completes.
+/// Serves on a bound listener (TLS when `tls` is given) until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<AttestationService>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown)
-        .await
+    conclave_net::serve(listener, router(service), tls, shutdown).await
 }

@@ -46,6 +46,12 @@ pub enum AttestCommand {
         /// Token lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         token_lifetime: u64,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Private key (PKCS#8, DER or PEM) for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Make a new token-signing key; the old one stays published until its tokens expire. A
     /// running service picks the new key up by itself.
@@ -106,6 +112,8 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             allow_debug,
             min_tcb,
             token_lifetime,
+            tls_cert,
+            tls_key,
         } => {
             let mut roots = TrustedRoots::amd();
             for path in &sim_root {
@@ -138,7 +146,12 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                     format!("cannot listen on {listen} (in use? choose another with --listen)")
                 })?;
             let addr = listener.local_addr()?;
-            let issuer = issuer.unwrap_or_else(|| format!("http://{addr}"));
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => Some(conclave_net::server_config(c, k)?),
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let issuer = issuer.unwrap_or_else(|| format!("{scheme}://{addr}"));
             let service = AttestationService::new(ServiceConfig {
                 issuer: issuer.clone(),
                 roots,
@@ -146,14 +159,14 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 key_dir: state_dir.join("token-keys"),
                 token_lifetime: Duration::from_secs(token_lifetime),
             })?;
-            eprintln!("attestation service listening on http://{addr} (issuer {issuer})");
+            eprintln!("attestation service listening on {scheme}://{addr} (issuer {issuer})");
             eprintln!("accepting platforms: {allowed:?}; debug guests: {allow_debug}");
             if allowed.contains(&PlatformName::Sim) {
                 eprintln!(
                     "WARNING: simulated SEV-SNP evidence is accepted; its tokens say x-conclave-platform: sim"
                 );
             }
-            serve(listener, service, crate::shutdown_signal()).await?;
+            serve(listener, service, tls, crate::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         AttestCommand::RotateKey { state_dir } => {

@@ -39,7 +39,7 @@ async fn start_service(dir: &Path, roots: TrustedRoots, policy: AppraisalPolicy)
     })
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, service, async {
+    tokio::spawn(serve(listener, service, None, async {
         stopped.await.ok();
     }));
     Running { url, _stop: stop }

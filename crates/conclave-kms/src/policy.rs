@@ -1,0 +1,462 @@
+//! Release policies in Azure Key Vault's secure key release grammar:
+//!
+//! ```json
+//! {"version": "1.0.0",
+//!  "anyOf": [{"authority": "https://attest.example",
+//!             "allOf": [{"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
+//!                       {"claim": "x-ms-isolation-tee.x-ms-compliance-status", "equals": "azure-compliant-cvm"},
+//!                       {"anyOf": [{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "…"}]}]}]}
+//! ```
+//!
+//! A policy is satisfied when, for some authority block whose `authority` is the token's
+//! issuer, its condition holds. Claim names are dot-paths into nested claims. Operators:
+//! `equals`, `notEquals` (strings compare ASCII-case-insensitively, as in Azure Policy; other
+//! values exactly), `less`, `lessOrEquals`, `greater`, `greaterOrEquals` (numbers), `exists`
+//! (`true`: the claim is present; `false`: absent). Versions `0.2`, `1.0` and `1.0.0` share this
+//! grammar.
+
+use serde_json::Value;
+
+/// Deepest nesting of anyOf/allOf accepted (a defence against pathological policies).
+pub const MAX_DEPTH: usize = 16;
+
+/// A parsed release policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasePolicy {
+    pub version: String,
+    pub authorities: Vec<AuthorityBlock>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorityBlock {
+    pub authority: String,
+    pub condition: Condition,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    AllOf(Vec<Condition>),
+    AnyOf(Vec<Condition>),
+    Claim {
+        claim: String,
+        op: Operator,
+        value: Value,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    Equals,
+    NotEquals,
+    Less,
+    LessOrEquals,
+    Greater,
+    GreaterOrEquals,
+    Exists,
+}
+
+impl Operator {
+    const ALL: [(&'static str, Operator); 7] = [
+        ("equals", Operator::Equals),
+        ("notEquals", Operator::NotEquals),
+        ("less", Operator::Less),
+        ("lessOrEquals", Operator::LessOrEquals),
+        ("greater", Operator::Greater),
+        ("greaterOrEquals", Operator::GreaterOrEquals),
+        ("exists", Operator::Exists),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// Why a policy document is not a valid policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid release policy: {0}")]
+pub struct PolicyError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, PolicyError> {
+    Err(PolicyError(msg.into()))
+}
+
+/// Looks up a key case-insensitively (Azure accepts `anyOf`, `anyof`, `AnyOf`).
+fn get_ci<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+impl ReleasePolicy {
+    pub fn parse(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let v: Value =
+            serde_json::from_slice(bytes).map_err(|e| PolicyError(format!("not JSON: {e}")))?;
+        Self::from_value(&v)
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self, PolicyError> {
+        let Some(obj) = v.as_object() else {
+            return err("the policy must be a JSON object");
+        };
+        let version = match get_ci(obj, "version") {
+            Some(Value::String(s)) if matches!(s.as_str(), "0.2" | "1.0" | "1.0.0") => s.clone(),
+            Some(other) => return err(format!("unsupported version {other}; use \"1.0.0\"")),
+            None => return err("missing \"version\""),
+        };
+        let Some(Value::Array(blocks)) = get_ci(obj, "anyOf") else {
+            return err("the top level must have \"anyOf\": [authority blocks]");
+        };
+        if blocks.is_empty() {
+            return err("\"anyOf\" lists no authority");
+        }
+        let authorities = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let Some(b) = b.as_object() else {
+                    return err(format!("anyOf[{i}] is not an object"));
+                };
+                let Some(Value::String(authority)) = get_ci(b, "authority") else {
+                    return err(format!("anyOf[{i}] has no \"authority\" string"));
+                };
+                let condition = match (get_ci(b, "allOf"), get_ci(b, "anyOf")) {
+                    (Some(all), None) => Condition::AllOf(parse_list(all, 1)?),
+                    (None, Some(any)) => Condition::AnyOf(parse_list(any, 1)?),
+                    _ => {
+                        return err(format!(
+                            "anyOf[{i}] (authority {authority}) needs exactly one of \"allOf\" or \"anyOf\""
+                        ));
+                    }
+                };
+                Ok(AuthorityBlock {
+                    authority: authority.trim_end_matches('/').to_string(),
+                    condition,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ReleasePolicy {
+            version,
+            authorities,
+        })
+    }
+
+    /// Evaluates against verified claims from `issuer`. `Err` names why it is not satisfied.
+    pub fn evaluate(&self, issuer: &str, claims: &Value) -> Result<(), String> {
+        let issuer = issuer.trim_end_matches('/');
+        let matching: Vec<_> = self
+            .authorities
+            .iter()
+            .filter(|b| b.authority.eq_ignore_ascii_case(issuer))
+            .collect();
+        if matching.is_empty() {
+            let known: Vec<_> = self
+                .authorities
+                .iter()
+                .map(|b| b.authority.as_str())
+                .collect();
+            return Err(format!(
+                "the token's issuer {issuer} is not an authority of this policy (authorities: {})",
+                known.join(", ")
+            ));
+        }
+        let mut reasons = Vec::new();
+        for block in matching {
+            match block.condition.evaluate(claims) {
+                Ok(()) => return Ok(()),
+                Err(r) => reasons.push(r),
+            }
+        }
+        Err(reasons.join("; or "))
+    }
+}
+
+fn parse_list(v: &Value, depth: usize) -> Result<Vec<Condition>, PolicyError> {
+    if depth > MAX_DEPTH {
+        return err(format!("conditions nest deeper than {MAX_DEPTH} levels"));
+    }
+    let Value::Array(items) = v else {
+        return err("allOf/anyOf must be an array of conditions");
+    };
+    if items.is_empty() {
+        return err("allOf/anyOf lists no condition");
+    }
+    items.iter().map(|c| parse_condition(c, depth)).collect()
+}
+
+fn parse_condition(v: &Value, depth: usize) -> Result<Condition, PolicyError> {
+    let Some(obj) = v.as_object() else {
+        return err(format!("condition {v} is not an object"));
+    };
+    if let Some(all) = get_ci(obj, "allOf") {
+        return Ok(Condition::AllOf(parse_list(all, depth + 1)?));
+    }
+    if let Some(any) = get_ci(obj, "anyOf") {
+        return Ok(Condition::AnyOf(parse_list(any, depth + 1)?));
+    }
+    let Some(Value::String(claim)) = get_ci(obj, "claim") else {
+        return err(format!(
+            "condition {v} has no \"claim\", \"allOf\" or \"anyOf\""
+        ));
+    };
+    let ops: Vec<_> = Operator::ALL
+        .iter()
+        .filter_map(|(name, op)| get_ci(obj, name).map(|val| (*op, val.clone())))
+        .collect();
+    let [(op, value)] = ops.as_slice() else {
+        return err(format!(
+            "condition on {claim} needs exactly one operator (equals, notEquals, less, lessOrEquals, greater, greaterOrEquals, exists)"
+        ));
+    };
+    match (op, value) {
+        (Operator::Exists, Value::Bool(_)) => {}
+        (Operator::Exists, _) => return err(format!("\"exists\" on {claim} takes true or false")),
+        (
+            Operator::Less | Operator::LessOrEquals | Operator::Greater | Operator::GreaterOrEquals,
+            Value::Number(_),
+        ) => {}
+        (
+            Operator::Less | Operator::LessOrEquals | Operator::Greater | Operator::GreaterOrEquals,
+            _,
+        ) => {
+            return err(format!("\"{}\" on {claim} takes a number", op.name()));
+        }
+        (_, Value::String(_) | Value::Number(_) | Value::Bool(_)) => {}
+        _ => {
+            return err(format!(
+                "the value for {claim} must be a string, number or boolean"
+            ));
+        }
+    }
+    Ok(Condition::Claim {
+        claim: claim.clone(),
+        op: *op,
+        value: value.clone(),
+    })
+}
+
+/// Follows a dot-path into nested claims.
+pub fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(claims, |v, part| v.get(part))
+}
+
+fn shown(v: Option<&Value>) -> String {
+    match v {
+        None => "nothing (claim absent)".into(),
+        Some(Value::String(s)) if s.len() > 100 => format!("\"{}…\"", &s[..100]),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.eq_ignore_ascii_case(y),
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+impl Condition {
+    fn evaluate(&self, claims: &Value) -> Result<(), String> {
+        match self {
+            Condition::AllOf(cs) => cs.iter().try_for_each(|c| c.evaluate(claims)),
+            Condition::AnyOf(cs) => {
+                let mut reasons = Vec::new();
+                for c in cs {
+                    match c.evaluate(claims) {
+                        Ok(()) => return Ok(()),
+                        Err(r) => reasons.push(r),
+                    }
+                }
+                Err(format!("none of: [{}]", reasons.join("; ")))
+            }
+            Condition::Claim { claim, op, value } => {
+                let found = claim_at(claims, claim);
+                let ok = match op {
+                    Operator::Exists => found.is_some() == value.as_bool().unwrap_or(true),
+                    Operator::Equals => found.is_some_and(|f| values_equal(f, value)),
+                    Operator::NotEquals => found.is_some_and(|f| !values_equal(f, value)),
+                    _ => match (found.and_then(Value::as_f64), value.as_f64()) {
+                        (Some(f), Some(v)) => match op {
+                            Operator::Less => f < v,
+                            Operator::LessOrEquals => f <= v,
+                            Operator::Greater => f > v,
+                            Operator::GreaterOrEquals => f >= v,
+                            _ => unreachable!("handled above"),
+                        },
+                        _ => false,
+                    },
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "claim {claim} {} {value} failed: found {}",
+                        op.name(),
+                        shown(found)
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Every claim path a policy mentions (for explanations in the UI).
+    pub fn claims(&self) -> Vec<&str> {
+        match self {
+            Condition::AllOf(cs) | Condition::AnyOf(cs) => {
+                cs.iter().flat_map(|c| c.claims()).collect()
+            }
+            Condition::Claim { claim, .. } => vec![claim.as_str()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const AUTH: &str = "https://attest.example";
+
+    fn policy(v: Value) -> ReleasePolicy {
+        ReleasePolicy::from_value(&v).unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({
+            "x-ms-attestation-type": "sevsnpvm",
+            "x-ms-sevsnpvm-launchmeasurement": "ABCDEF",
+            "x-ms-sevsnpvm-is-debuggable": false,
+            "x-ms-sevsnpvm-snpfw-svn": 23,
+            "x-ms-isolation-tee": {"x-ms-compliance-status": "azure-compliant-cvm"},
+            "x-ms-runtime": {"vm-configuration": {"vmUniqueId": "vm-1"}}
+        })
+    }
+
+    #[test]
+    fn nested_any_and_all_with_dot_paths() {
+        let p = policy(
+            json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [
+                {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
+                {"claim": "x-ms-isolation-tee.x-ms-compliance-status", "equals": "azure-compliant-cvm"},
+                {"claim": "x-ms-runtime.vm-configuration.vmUniqueId", "equals": "vm-1"},
+                {"anyOf": [
+                    {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "000000"},
+                    {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "abcdef"}
+                ]},
+                {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+                {"claim": "x-ms-sevsnpvm-snpfw-svn", "greaterOrEquals": 20},
+                {"claim": "x-ms-sevsnpvm-snpfw-svn", "less": 24},
+                {"claim": "x-ms-runtime", "exists": true},
+                {"claim": "x-ms-nothing", "exists": false},
+                {"claim": "x-ms-attestation-type", "notEquals": "sgx"}
+            ]}]}),
+        );
+        p.evaluate(AUTH, &claims()).unwrap();
+        p.evaluate(&format!("{AUTH}/"), &claims()).unwrap();
+    }
+
+    #[test]
+    fn failures_name_the_claim_expected_and_found() {
+        let p = policy(
+            json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [
+                {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "112233"}
+            ]}]}),
+        );
+        let e = p.evaluate(AUTH, &claims()).unwrap_err();
+        assert!(e.contains("x-ms-sevsnpvm-launchmeasurement"), "{e}");
+        assert!(e.contains("112233") && e.contains("ABCDEF"), "{e}");
+
+        let absent = policy(
+            json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [
+            {"claim": "x-ms-sevsnpvm-hostdata", "equals": "aa"}]}]}),
+        );
+        assert!(
+            absent
+                .evaluate(AUTH, &claims())
+                .unwrap_err()
+                .contains("claim absent")
+        );
+    }
+
+    #[test]
+    fn issuer_must_be_an_authority_of_the_policy() {
+        let p = policy(
+            json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [
+            {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"}]}]}),
+        );
+        let e = p.evaluate("https://evil.example", &claims()).unwrap_err();
+        assert!(e.contains("not an authority"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_do_not_match() {
+        let p = policy(
+            json!({"version": "1.0", "anyOf": [{"authority": AUTH, "allOf": [
+            {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": "false"}]}]}),
+        );
+        assert!(
+            p.evaluate(AUTH, &claims()).is_err(),
+            "the string \"false\" is not the boolean false"
+        );
+        let p = policy(
+            json!({"version": "0.2", "anyOf": [{"authority": AUTH, "allOf": [
+            {"claim": "x-ms-attestation-type", "greater": 1}]}]}),
+        );
+        assert!(p.evaluate(AUTH, &claims()).is_err());
+    }
+
+    #[test]
+    fn malformed_policies_are_rejected_with_reasons() {
+        for (bad, why) in [
+            (json!([]), "JSON object"),
+            (json!({"anyOf": []}), "version"),
+            (
+                json!({"version": "2.0", "anyOf": []}),
+                "unsupported version",
+            ),
+            (json!({"version": "1.0.0", "anyOf": []}), "no authority"),
+            (
+                json!({"version": "1.0.0", "anyOf": [{"allOf": []}]}),
+                "authority",
+            ),
+            (
+                json!({"version": "1.0.0", "anyOf": [{"authority": AUTH}]}),
+                "exactly one",
+            ),
+            (
+                json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [{"claim": "a"}]}]}),
+                "exactly one operator",
+            ),
+            (
+                json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [{"claim": "a", "equals": 1, "less": 2}]}]}),
+                "exactly one operator",
+            ),
+            (
+                json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [{"claim": "a", "less": "x"}]}]}),
+                "takes a number",
+            ),
+            (
+                json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [{"claim": "a", "equals": {"x": 1}}]}]}),
+                "string, number or boolean",
+            ),
+        ] {
+            let e = ReleasePolicy::from_value(&bad).unwrap_err();
+            assert!(e.0.contains(why), "{bad}: {e}");
+        }
+        let mut deep = json!({"claim": "a", "equals": 1});
+        for _ in 0..(MAX_DEPTH + 2) {
+            deep = json!({"anyOf": [deep]});
+        }
+        let p = json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [deep]}]});
+        assert!(
+            ReleasePolicy::from_value(&p)
+                .unwrap_err()
+                .0
+                .contains("deeper")
+        );
+    }
+}
