@@ -1,1 +1,4 @@
+pub mod audit;
+pub mod crypto;
 pub mod policy;
+pub mod store;

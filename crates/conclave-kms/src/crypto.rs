@@ -1,0 +1,333 @@
+//! The vault's cryptography, all through aws-lc-rs: the master key that seals private keys at
+//! rest (AES-256-GCM), party key generation, and the secure-key-release wrap
+//! (`CKM_RSA_AES_KEY_WRAP`: RSA-OAEP wraps a fresh AES-256 key, AES-KWP (RFC 5649) wraps the
+//! PKCS#8 private key).
+
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384, OaepAlgorithm,
+    OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+};
+
+/// Environment variable holding the master key (64 hex digits), instead of a file.
+pub const MASTER_KEY_ENV: &str = "CONCLAVE_VAULT_MASTER_KEY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error(
+        "a sealed key does not decrypt under this vault's master key (wrong master key, or the store was tampered with)"
+    )]
+    Unseal,
+    #[error("the TEE key in the token is not a usable RSA public key: {0}")]
+    BadTeeKey(String),
+    #[error("key wrapping failed")]
+    Wrap,
+    #[error("the wrapped key does not unwrap with this private key")]
+    Unwrap,
+    #[error("unsupported key size {0}: use 2048, 3072 or 4096")]
+    KeySize(u32),
+}
+
+/// The key that seals party private keys at rest. Never stored in the vault's database.
+pub struct MasterKey {
+    aead: LessSafeKey,
+    raw: [u8; 32],
+}
+
+impl MasterKey {
+    /// From the environment variable [`MASTER_KEY_ENV`] if set, else from `path`; with `create`,
+    /// a missing file is created with a fresh random key (mode 0600).
+    pub fn load(path: &Path, create: bool) -> Result<Self, CryptoError> {
+        if let Ok(hexed) = std::env::var(MASTER_KEY_ENV) {
+            let bytes = hex::decode(hexed.trim())
+                .map_err(|_| CryptoError::MasterKey(format!("{MASTER_KEY_ENV} is not hex")))?;
+            return Self::from_bytes(&bytes);
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => Self::from_bytes(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let mut key = [0u8; 32];
+                SystemRandom::new()
+                    .fill(&mut key)
+                    .map_err(|_| CryptoError::MasterKey("no randomness".into()))?;
+                write_secret(path, &key)
+                    .map_err(|e| CryptoError::MasterKey(format!("{}: {e}", path.display())))?;
+                Self::from_bytes(&key)
+            }
+            Err(e) => Err(CryptoError::MasterKey(format!(
+                "{}: {e} (set {MASTER_KEY_ENV} or give --master-key-file)",
+                path.display()
+            ))),
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let raw: [u8; 32] = bytes.try_into().map_err(|_| {
+            CryptoError::MasterKey(format!("must be 32 bytes, got {}", bytes.len()))
+        })?;
+        let key = UnboundKey::new(&AES_256_GCM, &raw)
+            .map_err(|_| CryptoError::MasterKey("unusable key".into()))?;
+        Ok(MasterKey {
+            aead: LessSafeKey::new(key),
+            raw,
+        })
+    }
+
+    /// `nonce || ciphertext || tag`, bound to `aad` (the key's name and version).
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("system randomness");
+        let mut buf = plaintext.to_vec();
+        self.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
+            .expect("AES-GCM seal of a bounded buffer");
+        [nonce.as_slice(), &buf].concat()
+    }
+
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(CryptoError::Unseal);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Unseal)?;
+        let mut buf = ct.to_vec();
+        let plain = self
+            .aead
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .map_err(|_| CryptoError::Unseal)?;
+        Ok(plain.to_vec())
+    }
+
+    /// A key derived for one purpose (HKDF-SHA256), e.g. the audit chain's MAC key, so the
+    /// master key itself is used only for sealing.
+    pub fn derive(&self, purpose: &str) -> aws_lc_rs::hmac::Key {
+        let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"conclave-vault");
+        let prk = salt.extract(&self.raw);
+        let info = [purpose.as_bytes()];
+        let okm = prk
+            .expand(&info, aws_lc_rs::hmac::HMAC_SHA256)
+            .expect("HKDF output length is valid");
+        aws_lc_rs::hmac::Key::from(okm)
+    }
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// A freshly generated party key.
+pub struct NewKey {
+    /// PKCS#8 DER of the private key (seal it immediately).
+    pub pkcs8: Vec<u8>,
+    pub n: Vec<u8>,
+    pub e: Vec<u8>,
+}
+
+pub fn generate_rsa(bits: u32) -> Result<NewKey, CryptoError> {
+    let size = match bits {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        4096 => KeySize::Rsa4096,
+        other => return Err(CryptoError::KeySize(other)),
+    };
+    let key = PrivateDecryptingKey::generate(size).map_err(|_| CryptoError::Wrap)?;
+    let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
+        .map_err(|_| CryptoError::Wrap)?
+        .as_ref()
+        .to_vec();
+    let spki = key.public_key().as_der().map_err(|_| CryptoError::Wrap)?;
+    let (n, e) =
+        conclave_snp::x509::parse_rsa_spki(spki.as_ref()).map_err(|_| CryptoError::Wrap)?;
+    Ok(NewKey { pkcs8, n, e })
+}
+
+/// The wrapping schemes a release may ask for (`enc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrapAlgorithm {
+    /// RSA-OAEP (SHA-1) + AES-KWP, PKCS#11's `CKM_RSA_AES_KEY_WRAP`.
+    CkmRsaAesKeyWrap,
+    /// RSA-OAEP-256 + AES-KWP.
+    RsaAesKeyWrap256,
+    /// RSA-OAEP-384 + AES-KWP.
+    RsaAesKeyWrap384,
+}
+
+impl WrapAlgorithm {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "CKM_RSA_AES_KEY_WRAP" => Some(Self::CkmRsaAesKeyWrap),
+            "RSA_AES_KEY_WRAP_256" => Some(Self::RsaAesKeyWrap256),
+            "RSA_AES_KEY_WRAP_384" => Some(Self::RsaAesKeyWrap384),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CkmRsaAesKeyWrap => "CKM_RSA_AES_KEY_WRAP",
+            Self::RsaAesKeyWrap256 => "RSA_AES_KEY_WRAP_256",
+            Self::RsaAesKeyWrap384 => "RSA_AES_KEY_WRAP_384",
+        }
+    }
+
+    fn oaep(self) -> &'static OaepAlgorithm {
+        match self {
+            Self::CkmRsaAesKeyWrap => &OAEP_SHA1_MGF1SHA1,
+            Self::RsaAesKeyWrap256 => &OAEP_SHA256_MGF1SHA256,
+            Self::RsaAesKeyWrap384 => &OAEP_SHA384_MGF1SHA384,
+        }
+    }
+}
+
+/// Wraps `pkcs8` to the RSA public key (`n`, `e`): `RSA-OAEP(aes_key) || AES-KWP(aes_key, pkcs8)`.
+pub fn wrap(pkcs8: &[u8], n: &[u8], e: &[u8], alg: WrapAlgorithm) -> Result<Vec<u8>, CryptoError> {
+    let spki = conclave_snp::x509::rsa_spki_from_components(n, e)
+        .map_err(|e| CryptoError::BadTeeKey(e.to_string()))?;
+    let public =
+        PublicEncryptingKey::from_der(&spki).map_err(|e| CryptoError::BadTeeKey(e.to_string()))?;
+    if public.key_size_bits() < 2048 {
+        return Err(CryptoError::BadTeeKey(format!(
+            "{} bits is too small (at least 2048)",
+            public.key_size_bits()
+        )));
+    }
+    let oaep =
+        OaepPublicEncryptingKey::new(public).map_err(|e| CryptoError::BadTeeKey(e.to_string()))?;
+    let mut aes_key = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut aes_key)
+        .map_err(|_| CryptoError::Wrap)?;
+    let mut wrapped_key = vec![0u8; oaep.ciphertext_size()];
+    let wrapped_key = oaep
+        .encrypt(alg.oaep(), &aes_key, &mut wrapped_key, None)
+        .map_err(|_| CryptoError::Wrap)?
+        .to_vec();
+    let kek = AesKek::new(&AES_256, &aes_key).map_err(|_| CryptoError::Wrap)?;
+    let mut out = vec![0u8; pkcs8.len() + 16];
+    let wrapped_target = kek
+        .wrap_with_padding(pkcs8, &mut out)
+        .map_err(|_| CryptoError::Wrap)?;
+    Ok([wrapped_key.as_slice(), wrapped_target].concat())
+}
+
+/// The inverse of [`wrap`], inside the TEE: returns the PKCS#8 private key.
+pub fn unwrap(
+    wrapped: &[u8],
+    tee_key: &PrivateDecryptingKey,
+    alg: WrapAlgorithm,
+) -> Result<Vec<u8>, CryptoError> {
+    let size = tee_key.key_size_bytes();
+    if wrapped.len() <= size {
+        return Err(CryptoError::Unwrap);
+    }
+    let (wrapped_key, wrapped_target) = wrapped.split_at(size);
+    let oaep = OaepPrivateDecryptingKey::new(tee_key.clone()).map_err(|_| CryptoError::Unwrap)?;
+    let mut aes_key = vec![0u8; oaep.min_output_size()];
+    let aes_key = oaep
+        .decrypt(alg.oaep(), wrapped_key, &mut aes_key, None)
+        .map_err(|_| CryptoError::Unwrap)?;
+    let kek = AesKek::new(&AES_256, aes_key).map_err(|_| CryptoError::Unwrap)?;
+    let mut out = vec![0u8; wrapped_target.len()];
+    let plain = kek
+        .unwrap_with_padding(wrapped_target, &mut out)
+        .map_err(|_| CryptoError::Unwrap)?;
+    Ok(plain.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_is_bound_to_its_label() {
+        let mk = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let sealed = mk.seal(b"contoso/v1", b"secret key bytes");
+        assert_eq!(
+            mk.open(b"contoso/v1", &sealed).unwrap(),
+            b"secret key bytes"
+        );
+        assert!(
+            mk.open(b"contoso/v2", &sealed).is_err(),
+            "a sealed key moved to another name does not open"
+        );
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert!(mk.open(b"contoso/v1", &tampered).is_err());
+        assert!(
+            MasterKey::from_bytes(&[8u8; 32])
+                .unwrap()
+                .open(b"contoso/v1", &sealed)
+                .is_err()
+        );
+        assert!(MasterKey::from_bytes(&[1u8; 16]).is_err());
+    }
+
+    #[test]
+    fn derived_keys_are_deterministic_and_distinct() {
+        let mk = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let tag = |k: &aws_lc_rs::hmac::Key| aws_lc_rs::hmac::sign(k, b"x").as_ref().to_vec();
+        assert_eq!(tag(&mk.derive("audit")), tag(&mk.derive("audit")));
+        assert_ne!(tag(&mk.derive("audit")), tag(&mk.derive("other")));
+    }
+
+    #[test]
+    fn wrap_round_trips_for_every_scheme() {
+        let target = generate_rsa(2048).unwrap();
+        let tee = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let spki = tee.public_key().as_der().unwrap();
+        let (n, e) = conclave_snp::x509::parse_rsa_spki(spki.as_ref()).unwrap();
+        for alg in [
+            WrapAlgorithm::CkmRsaAesKeyWrap,
+            WrapAlgorithm::RsaAesKeyWrap256,
+            WrapAlgorithm::RsaAesKeyWrap384,
+        ] {
+            let wrapped = wrap(&target.pkcs8, &n, &e, alg).unwrap();
+            assert_eq!(unwrap(&wrapped, &tee, alg).unwrap(), target.pkcs8);
+            let mut bad = wrapped.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert!(unwrap(&bad, &tee, alg).is_err());
+        }
+        let other = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let wrapped = wrap(&target.pkcs8, &n, &e, WrapAlgorithm::CkmRsaAesKeyWrap).unwrap();
+        assert!(unwrap(&wrapped, &other, WrapAlgorithm::CkmRsaAesKeyWrap).is_err());
+    }
+
+    #[test]
+    fn tiny_tee_keys_are_refused() {
+        let target = generate_rsa(2048).unwrap();
+        assert!(matches!(
+            wrap(
+                &target.pkcs8,
+                &[0xC5; 64],
+                &[1, 0, 1],
+                WrapAlgorithm::RsaAesKeyWrap256
+            ),
+            Err(CryptoError::BadTeeKey(_))
+        ));
+    }
+}

@@ -1,0 +1,373 @@
+//! The vault's durable state in one embedded ACID database (redb): keys (private parts sealed
+//! under the master key), grants, principals and the audit log. Every change and the audit
+//! entry that records it commit in one transaction, and a commit returns only once it is on
+//! disk, so an acknowledged write survives `kill -9`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+use crate::audit::{AuditEntry, AuditEvent, chain_mac};
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const LATEST: TableDefinition<&str, &str> = TableDefinition::new("latest");
+const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
+const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principals");
+const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("vault store: {0}")]
+    Db(String),
+    #[error("vault store holds a corrupt record {0}")]
+    Corrupt(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A release policy as stored: the owner's exact bytes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredPolicy {
+    pub content_type: String,
+    /// base64url of the policy JSON bytes.
+    pub data: String,
+    pub immutable: bool,
+}
+
+/// One version of a key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRecord {
+    pub name: String,
+    pub version: String,
+    pub kty: String,
+    pub key_size: u32,
+    pub key_ops: Vec<String>,
+    /// base64url modulus and exponent.
+    pub n: String,
+    pub e: String,
+    /// base64 of the PKCS#8 private key sealed under the master key (AAD: `name/version`).
+    pub sealed_private: String,
+    pub enabled: bool,
+    pub exportable: bool,
+    pub created: u64,
+    pub updated: u64,
+    pub nbf: Option<u64>,
+    pub exp: Option<u64>,
+    pub release_policy: Option<StoredPolicy>,
+    pub owner: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What a grantee may do with a key.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Get,
+    Release,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Grant {
+    pub principal: String,
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// A principal: a name and the SHA-256 of its bearer token (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Principal {
+    pub name: String,
+    pub token_sha256: String,
+    /// May read the whole audit log and manage principals.
+    pub admin: bool,
+}
+
+pub struct Store {
+    db: Database,
+    audit_key: aws_lc_rs::hmac::Key,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt(what.to_string()))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+fn grant_key(name: &str, principal: &str) -> String {
+    format!("{name}\u{0}{principal}")
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`; `audit_key` MACs the audit chain.
+    pub fn open(path: &Path, audit_key: aws_lc_rs::hmac::Key) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path)?;
+        // Create every table so read transactions never meet a missing one.
+        let tx = db.begin_write()?;
+        tx.open_table(KEYS)?;
+        tx.open_table(LATEST)?;
+        tx.open_table(GRANTS)?;
+        tx.open_table(PRINCIPALS)?;
+        tx.open_table(TOKENS)?;
+        tx.open_table(AUDIT)?;
+        tx.open_table(META)?;
+        tx.commit()?;
+        Ok(Store { db, audit_key })
+    }
+
+    /// Runs `change` and appends `event` to the audit log in one durable transaction.
+    fn write<T>(
+        &self,
+        event: AuditEvent,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<(T, AuditEntry), StoreError> {
+        let tx = self.db.begin_write()?;
+        let out = change(&tx)?;
+        let entry = self.append(&tx, event)?;
+        tx.commit()?;
+        Ok((out, entry))
+    }
+
+    fn append(
+        &self,
+        tx: &redb::WriteTransaction,
+        event: AuditEvent,
+    ) -> Result<AuditEntry, StoreError> {
+        let mut meta = tx.open_table(META)?;
+        let (seq, prev) = match meta.get("audit_head")? {
+            Some(v) => {
+                let (seq, mac): (u64, String) = decode("audit head", v.value())?;
+                (seq + 1, mac)
+            }
+            None => (0, "0".repeat(64)),
+        };
+        let mac = chain_mac(&self.audit_key, seq, &prev, &event);
+        let entry = AuditEntry {
+            seq,
+            prev,
+            mac: mac.clone(),
+            event,
+        };
+        tx.open_table(AUDIT)?
+            .insert(seq, encode(&entry).as_slice())?;
+        meta.insert("audit_head", encode(&(seq, mac)).as_slice())?;
+        Ok(entry)
+    }
+
+    /// Appends an audit entry on its own (denied requests change nothing else).
+    pub fn audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        Ok(self.write(event, |_| Ok(()))?.1)
+    }
+
+    /// Stores a new key version, which becomes the key's latest.
+    pub fn create_key(&self, rec: &KeyRecord, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        let id = format!("{}/{}", rec.name, rec.version);
+        Ok(self
+            .write(event, |tx| {
+                tx.open_table(KEYS)?
+                    .insert(id.as_str(), encode(rec).as_slice())?;
+                tx.open_table(LATEST)?
+                    .insert(rec.name.as_str(), rec.version.as_str())?;
+                Ok(())
+            })?
+            .1)
+    }
+
+    /// Replaces an existing key version's record (attributes, policy, tags).
+    pub fn update_key(&self, rec: &KeyRecord, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        let id = format!("{}/{}", rec.name, rec.version);
+        Ok(self
+            .write(event, |tx| {
+                tx.open_table(KEYS)?
+                    .insert(id.as_str(), encode(rec).as_slice())?;
+                Ok(())
+            })?
+            .1)
+    }
+
+    pub fn key(&self, name: &str, version: Option<&str>) -> Result<Option<KeyRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let version = match version {
+            Some(v) => v.to_string(),
+            None => match tx.open_table(LATEST)?.get(name)? {
+                Some(v) => v.value().to_string(),
+                None => return Ok(None),
+            },
+        };
+        let id = format!("{name}/{version}");
+        match tx.open_table(KEYS)?.get(id.as_str())? {
+            Some(v) => Ok(Some(decode(&id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every version of a key, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let keys = tx.open_table(KEYS)?;
+        let (start, end) = (format!("{name}/"), format!("{name}0"));
+        let mut out = Vec::new();
+        for item in keys.range(start.as_str()..end.as_str())? {
+            let (k, v) = item?;
+            out.push(decode::<KeyRecord>(k.value(), v.value())?);
+        }
+        out.sort_by_key(|r| r.created);
+        Ok(out)
+    }
+
+    /// Names of all keys.
+    pub fn key_names(&self) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let latest = tx.open_table(LATEST)?;
+        let mut out = Vec::new();
+        for item in latest.iter()? {
+            out.push(item?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    pub fn put_grant(
+        &self,
+        name: &str,
+        grant: &Grant,
+        event: AuditEvent,
+    ) -> Result<AuditEntry, StoreError> {
+        let k = grant_key(name, &grant.principal);
+        Ok(self
+            .write(event, |tx| {
+                tx.open_table(GRANTS)?
+                    .insert(k.as_str(), encode(grant).as_slice())?;
+                Ok(())
+            })?
+            .1)
+    }
+
+    /// Removes a grant; `Ok(false)` if there was none.
+    pub fn delete_grant(
+        &self,
+        name: &str,
+        principal: &str,
+        event: AuditEvent,
+    ) -> Result<(bool, AuditEntry), StoreError> {
+        let k = grant_key(name, principal);
+        self.write(event, |tx| {
+            Ok(tx.open_table(GRANTS)?.remove(k.as_str())?.is_some())
+        })
+    }
+
+    pub fn grant(&self, name: &str, principal: &str) -> Result<Option<Grant>, StoreError> {
+        let tx = self.db.begin_read()?;
+        match tx
+            .open_table(GRANTS)?
+            .get(grant_key(name, principal).as_str())?
+        {
+            Some(v) => Ok(Some(decode("grant", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn grants(&self, name: &str) -> Result<Vec<Grant>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let grants = tx.open_table(GRANTS)?;
+        let (start, end) = (format!("{name}\u{0}"), format!("{name}\u{1}"));
+        let mut out = Vec::new();
+        for item in grants.range(start.as_str()..end.as_str())? {
+            out.push(decode("grant", item?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Adds or replaces a principal (its old token stops working).
+    pub fn put_principal(
+        &self,
+        p: &Principal,
+        event: AuditEvent,
+    ) -> Result<AuditEntry, StoreError> {
+        Ok(self
+            .write(event, |tx| {
+                let mut principals = tx.open_table(PRINCIPALS)?;
+                let mut tokens = tx.open_table(TOKENS)?;
+                if let Some(old) = principals.get(p.name.as_str())? {
+                    let old: Principal = decode("principal", old.value())?;
+                    tokens.remove(old.token_sha256.as_str())?;
+                }
+                principals.insert(p.name.as_str(), encode(p).as_slice())?;
+                tokens.insert(p.token_sha256.as_str(), p.name.as_str())?;
+                Ok(())
+            })?
+            .1)
+    }
+
+    pub fn principal_by_token_hash(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let Some(name) = tx
+            .open_table(TOKENS)?
+            .get(hash)?
+            .map(|v| v.value().to_string())
+        else {
+            return Ok(None);
+        };
+        match tx.open_table(PRINCIPALS)?.get(name.as_str())? {
+            Some(v) => Ok(Some(decode("principal", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn principals(&self) -> Result<Vec<Principal>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in tx.open_table(PRINCIPALS)?.iter()? {
+            out.push(decode("principal", item?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Audit entries from `from` on, at most `limit`.
+    pub fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in tx.open_table(AUDIT)?.range(from..)?.take(limit) {
+            let (k, v) = item?;
+            out.push(decode(&format!("audit entry {}", k.value()), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The last entry's sequence number and MAC, to record outside the vault.
+    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        match tx.open_table(META)?.get("audit_head")? {
+            Some(v) => Ok(Some(decode("audit head", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn audit_key(&self) -> &aws_lc_rs::hmac::Key {
+        &self.audit_key
+    }
+}
