@@ -1,4 +1,17 @@
+//! A party's key vault with secure key release, compatible with Azure Key Vault's keys API.
+//!
+//! Keys live in a durable store ([`store`]) sealed under the vault's master key ([`crypto`]);
+//! every change and release attempt is recorded in a MAC-chained audit log ([`audit`]). A key
+//! is released only to a TEE whose attestation token satisfies the key's release policy
+//! ([`policy`]), wrapped to the TEE's own key ([`service`]).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
 pub mod audit;
+pub mod client;
 pub mod crypto;
 pub mod policy;
+pub mod service;
+pub mod setup;
 pub mod store;

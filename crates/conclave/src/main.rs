@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod attest_cmd;
+mod kms_cmd;
 mod sim_cmd;
 mod tee_cmd;
 
@@ -34,6 +35,15 @@ enum Command {
     /// Run inside a TEE: get evidence and attest it.
     #[command(subcommand)]
     Tee(tee_cmd::TeeCommand),
+    /// A party's key vault (Azure Key Vault-compatible, with secure key release).
+    #[command(subcommand)]
+    Kms(kms_cmd::KmsCommand),
+    /// Manage keys, release policies and grants in a vault.
+    #[command(subcommand)]
+    Key(kms_cmd::KeyCommand),
+    /// Check or print a vault's audit log.
+    #[command(subcommand)]
+    Audit(kms_cmd::AuditCommand),
 }
 
 fn init_logging() {
@@ -54,6 +64,9 @@ async fn main() -> std::process::ExitCode {
         Command::SimHost(cmd) => sim_cmd::run(cmd).await,
         Command::Attest(cmd) => attest_cmd::run(cmd).await,
         Command::Tee(cmd) => tee_cmd::run(cmd).await,
+        Command::Kms(cmd) => kms_cmd::run_kms(cmd).await,
+        Command::Key(cmd) => kms_cmd::run_key(cmd).await,
+        Command::Audit(cmd) => kms_cmd::run_audit(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,285 @@
+//! A client for a Conclave (or Azure) key vault, and the TEE-side opening of a released key.
+
+use aws_lc_rs::rsa::PrivateDecryptingKey;
+use serde_json::Value;
+
+use crate::api::{CreateKeyRequest, GrantRequest, ReleaseRequest, UpdateKeyRequest};
+use crate::crypto::{self, WrapAlgorithm};
+use crate::store::Permission;
+
+/// API version sent with every request (the vault accepts any).
+pub const API_VERSION: &str = "7.4";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the vault at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the vault refused ({status} {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the vault's answer is malformed: {0}")]
+    Malformed(String),
+    #[error("the released key does not open: {0}")]
+    Open(String),
+}
+
+impl ClientError {
+    /// The vault's reason for a refusal, as shown to users.
+    pub fn reason(&self) -> String {
+        match self {
+            ClientError::Refused { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub struct VaultClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl VaultClient {
+    pub fn new(http: reqwest::Client, base: &str, token: &str) -> Self {
+        VaultClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Option<Value>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut req = self
+            .http
+            .request(method, format!("{url}{sep}api-version={API_VERSION}"))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            detail: e.to_string(),
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Malformed(e.to_string()))?;
+        if status.is_success() {
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ClientError::Malformed(e.to_string()));
+        }
+        let err: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            code: err["error"]["code"]
+                .as_str()
+                .unwrap_or("Unknown")
+                .to_string(),
+            message: err["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_string(),
+        })
+    }
+
+    fn expect(v: Option<Value>) -> Result<Value, ClientError> {
+        v.ok_or_else(|| ClientError::Malformed("empty answer".into()))
+    }
+
+    pub async fn create_key(
+        &self,
+        name: &str,
+        req: &CreateKeyRequest,
+    ) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(
+                reqwest::Method::POST,
+                &format!("/keys/{name}/create"),
+                Some(serde_json::to_value(req).expect("JSON")),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn get_key(&self, name: &str) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(reqwest::Method::GET, &format!("/keys/{name}"), None)
+                .await?,
+        )
+    }
+
+    pub async fn update_key(
+        &self,
+        name: &str,
+        version: &str,
+        req: &UpdateKeyRequest,
+    ) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(
+                reqwest::Method::PATCH,
+                &format!("/keys/{name}/{version}"),
+                Some(serde_json::to_value(req).expect("JSON")),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn grant(
+        &self,
+        name: &str,
+        principal: &str,
+        permissions: &[Permission],
+    ) -> Result<Value, ClientError> {
+        let body = serde_json::to_value(GrantRequest {
+            permissions: permissions.to_vec(),
+        })
+        .expect("JSON");
+        Self::expect(
+            self.call(
+                reqwest::Method::PUT,
+                &format!("/keys/{name}/grants/{principal}"),
+                Some(body),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn revoke(&self, name: &str, principal: &str) -> Result<(), ClientError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/keys/{name}/grants/{principal}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn grants(&self, name: &str) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(reqwest::Method::GET, &format!("/keys/{name}/grants"), None)
+                .await?,
+        )
+    }
+
+    pub async fn release(&self, name: &str, req: &ReleaseRequest) -> Result<String, ClientError> {
+        let v = Self::expect(
+            self.call(
+                reqwest::Method::POST,
+                &format!("/keys/{name}/release"),
+                Some(serde_json::to_value(req).expect("JSON")),
+            )
+            .await?,
+        )?;
+        v["value"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| ClientError::Malformed("no value in the release answer".into()))
+    }
+
+    pub async fn audit(&self, from: u64) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(reqwest::Method::GET, &format!("/audit?from={from}"), None)
+                .await?,
+        )
+    }
+
+    pub async fn add_principal(&self, name: &str, admin: bool) -> Result<String, ClientError> {
+        let v = Self::expect(
+            self.call(
+                reqwest::Method::POST,
+                &format!("/principals/{name}"),
+                Some(serde_json::json!({ "admin": admin })),
+            )
+            .await?,
+        )?;
+        v["token"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| ClientError::Malformed("no token in the answer".into()))
+    }
+}
+
+/// A key opened inside the TEE.
+pub struct ReleasedKey {
+    /// The key's id (`https://<vault>/keys/<name>/<version>`).
+    pub kid: String,
+    /// The private key.
+    pub key: PrivateDecryptingKey,
+}
+
+/// Checks a release JWS (RS256 by a certificate that chains to `vault_ca`), and unwraps the key
+/// it carries with the TEE's private key.
+pub fn open_release(
+    jws: &str,
+    vault_ca: &conclave_snp::Cert,
+    tee_key: &PrivateDecryptingKey,
+) -> Result<ReleasedKey, ClientError> {
+    let open_err = |m: &str| ClientError::Open(m.to_string());
+    let header = jsonwebtoken::decode_header(jws).map_err(|e| ClientError::Open(e.to_string()))?;
+    if header.alg != jsonwebtoken::Algorithm::RS256 {
+        return Err(open_err("the release is not signed with RS256"));
+    }
+    let x5c = header
+        .x5c
+        .ok_or_else(|| open_err("the release carries no x5c certificate chain"))?;
+    let leaf_der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        x5c.first().ok_or_else(|| open_err("empty x5c"))?,
+    )
+    .map_err(|_| open_err("x5c is not base64"))?;
+    let leaf = conclave_snp::Cert::parse("vault signing certificate", &leaf_der)
+        .map_err(|e| ClientError::Open(e.to_string()))?;
+    leaf.verify_signed_by(vault_ca).map_err(|_| {
+        open_err("the release's signing certificate is not issued by the vault's CA")
+    })?;
+    leaf.check_validity(std::time::SystemTime::now())
+        .map_err(|e| ClientError::Open(e.to_string()))?;
+    let (n, e) = conclave_snp::x509::parse_rsa_spki(&leaf.spki_der())
+        .map_err(|e| ClientError::Open(e.to_string()))?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_raw_components(&n, &e);
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.set_required_spec_claims::<&str>(&[]);
+    let payload = jsonwebtoken::decode::<Value>(jws, &key, &validation)
+        .map_err(|_| open_err("the release's signature does not verify"))?
+        .claims;
+    let k = &payload["response"]["key"]["key"];
+    let kid = k["kid"].as_str().unwrap_or_default().to_string();
+    let key_hsm = conclave_attest::api::b64url_decode(
+        k["key_hsm"]
+            .as_str()
+            .ok_or_else(|| open_err("no key_hsm"))?,
+    )
+    .map_err(|_| open_err("key_hsm is not base64url"))?;
+    let blob: Value = serde_json::from_slice(&key_hsm)
+        .map_err(|_| open_err("key_hsm is not the transfer-blob JSON"))?;
+    let enc = WrapAlgorithm::parse(blob["header"]["enc"].as_str().unwrap_or_default())
+        .ok_or_else(|| open_err("key_hsm names no supported wrapping"))?;
+    let wrapped =
+        conclave_attest::api::b64url_decode(blob["ciphertext"].as_str().unwrap_or_default())
+            .map_err(|_| open_err("key_hsm ciphertext is not base64url"))?;
+    let pkcs8 =
+        crypto::unwrap(&wrapped, tee_key, enc).map_err(|e| ClientError::Open(e.to_string()))?;
+    let key = PrivateDecryptingKey::from_pkcs8(&pkcs8)
+        .map_err(|_| open_err("the unwrapped key is not an RSA PKCS#8 key"))?;
+    Ok(ReleasedKey { kid, key })
+}

@@ -1,0 +1,1005 @@
+//! The vault's HTTP service: Azure Key Vault's keys API (create, get, list versions, update,
+//! release), plus grants, principals and the audit log.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::signature::RsaKeyPair;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use conclave_attest::TokenVerifier;
+use serde_json::{Value, json};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::api::{
+    self, CreateKeyRequest, GrantRequest, ReleasePolicyBody, ReleaseRequest, UpdateKeyRequest,
+};
+use crate::audit::AuditEvent;
+use crate::crypto::{self, MasterKey, WrapAlgorithm};
+use crate::policy::{ReleasePolicy, claim_at};
+use crate::store::{Grant, KeyRecord, Permission, Principal, Store, StoredPolicy};
+
+/// Largest request body (policies and tokens are a few KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deepest JSON nesting accepted in a request body.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// The kid the TEE's key carries in `x-ms-runtime.keys` (named in `key_hsm`'s header).
+const TEE_KEY_ID: &str = "TeeEncryptionKey";
+
+/// An attestation service whose tokens this vault accepts (when a key's policy names it).
+pub struct Authority {
+    pub issuer: String,
+    pub verifier: TokenVerifier,
+}
+
+/// The vault's certificate chain and key for signing release responses.
+pub struct SigningIdentity {
+    pub key: RsaKeyPair,
+    /// DER certificates, leaf first.
+    pub chain: Vec<Vec<u8>>,
+}
+
+pub struct VaultConfig {
+    /// Public base URL, e.g. `https://127.0.0.1:8443` (key ids start with it).
+    pub vault_url: String,
+    pub authorities: Vec<Authority>,
+    /// Refuse tokens for simulated evidence (`x-conclave-platform: sim`).
+    pub hardware_only: bool,
+    pub signing: SigningIdentity,
+}
+
+pub struct Vault {
+    config: VaultConfig,
+    store: Store,
+    master: MasterKey,
+}
+
+/// An Azure-style error: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct VaultError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    challenge: Option<String>,
+}
+
+impl VaultError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        VaultError {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadParameter", message)
+    }
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+    fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "KeyNotFound",
+            format!("{what} was not found in this vault"),
+        )
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("vault internal error: {e}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "the vault could not complete the request; see its log",
+        )
+    }
+}
+
+impl From<crate::store::StoreError> for VaultError {
+    fn from(e: crate::store::StoreError) -> Self {
+        VaultError::internal(e)
+    }
+}
+
+impl IntoResponse for VaultError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        resp
+    }
+}
+
+type VResult<T> = Result<T, VaultError>;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
+
+/// A fresh bearer token for a principal.
+pub fn new_token() -> String {
+    let mut raw = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut raw)
+        .expect("system randomness");
+    format!(
+        "cvt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    )
+}
+
+/// Depth of a JSON text, without parsing it into values (so a deep body cannot exhaust the stack).
+fn json_depth(body: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> VResult<T> {
+    let body = body.map_err(|r| {
+        let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "RequestTooLarge"
+        } else {
+            "BadParameter"
+        };
+        VaultError::new(r.status(), code, format!("{r} (limit {MAX_BODY} bytes)"))
+    })?;
+    if json_depth(&body) > MAX_JSON_DEPTH {
+        return Err(VaultError::bad(format!(
+            "the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| VaultError::bad(format!("malformed request body: {e}")))
+}
+
+impl Vault {
+    pub fn new(config: VaultConfig, store: Store, master: MasterKey) -> Arc<Self> {
+        let mut config = config;
+        config.vault_url = config.vault_url.trim_end_matches('/').to_string();
+        Arc::new(Vault {
+            config,
+            store,
+            master,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn vault_url(&self) -> &str {
+        &self.config.vault_url
+    }
+
+    /// Creates (or replaces the token of) a principal; returns its new bearer token.
+    pub fn add_principal(&self, actor: &str, name: &str, admin: bool) -> VResult<String> {
+        if !api::valid_name(name) {
+            return Err(VaultError::bad(
+                "principal names are 1-127 letters, digits and dashes",
+            ));
+        }
+        let token = new_token();
+        let p = Principal {
+            name: name.into(),
+            token_sha256: sha256_hex(token.as_bytes()),
+            admin,
+        };
+        self.store.put_principal(
+            &p,
+            AuditEvent::new(actor, "principal", None, "ok")
+                .detail(json!({"principal": name, "admin": admin})),
+        )?;
+        Ok(token)
+    }
+
+    fn challenge(&self, message: &str) -> VaultError {
+        let url = &self.config.vault_url;
+        VaultError {
+            challenge: Some(format!(
+                r#"Bearer authorization="{url}/oauth2/authorize", resource="{url}""#
+            )),
+            ..VaultError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+        }
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> VResult<Principal> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(
+                self.challenge("this request needs a bearer token (Authorization: Bearer <token>)")
+            );
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| self.challenge("the Authorization header is not a bearer token"))?;
+        match self
+            .store
+            .principal_by_token_hash(&sha256_hex(token.as_bytes()))?
+        {
+            Some(p) => Ok(p),
+            None => {
+                let _ = self.store.audit(
+                    AuditEvent::new("anonymous", "authenticate", None, "denied")
+                        .reason("unknown bearer token"),
+                );
+                Err(self.challenge("the bearer token is not valid for this vault"))
+            }
+        }
+    }
+
+    fn key_or_404(&self, name: &str, version: Option<&str>) -> VResult<KeyRecord> {
+        if !api::valid_name(name) || version.is_some_and(|v| !api::valid_version(v)) {
+            return Err(VaultError::bad(
+                "key names are 1-127 letters, digits and dashes; versions are 32 hex digits",
+            ));
+        }
+        self.store
+            .key(name, version)?
+            .ok_or_else(|| VaultError::not_found(&format!("key {name}")))
+    }
+
+    fn permitted(&self, who: &Principal, rec: &KeyRecord, perm: Permission) -> VResult<bool> {
+        if rec.owner == who.name {
+            return Ok(true);
+        }
+        let grant = self.store.grant(&rec.name, &who.name)?;
+        Ok(grant.is_some_and(|g| {
+            g.permissions.contains(&perm)
+                || (perm == Permission::Get && g.permissions.contains(&Permission::Release))
+        }))
+    }
+
+    fn parse_policy(body: &ReleasePolicyBody) -> VResult<StoredPolicy> {
+        let data = body
+            .data
+            .as_deref()
+            .ok_or_else(|| VaultError::bad("release_policy.data is missing"))?;
+        let bytes = conclave_attest::api::b64url_decode(data)
+            .map_err(|_| VaultError::bad("release_policy.data is not base64url"))?;
+        ReleasePolicy::parse(&bytes).map_err(|e| VaultError::bad(e.to_string()))?;
+        Ok(StoredPolicy {
+            content_type: body
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/json; charset=utf-8".into()),
+            data: conclave_attest::api::b64url(&bytes),
+            immutable: body.immutable.unwrap_or(false),
+        })
+    }
+
+    fn create_key(&self, who: &Principal, name: &str, req: CreateKeyRequest) -> VResult<Value> {
+        if !api::valid_name(name) {
+            return Err(VaultError::bad(
+                "key names are 1-127 letters, digits and dashes",
+            ));
+        }
+        if let Some(existing) = self.store.key(name, None)?
+            && existing.owner != who.name
+        {
+            return Err(self.deny(
+                who,
+                "create",
+                name,
+                "the key exists and belongs to another principal",
+            ));
+        }
+        let kty = req.kty.unwrap_or_else(|| "RSA".into());
+        if kty != "RSA" && kty != "RSA-HSM" {
+            return Err(VaultError::bad(format!(
+                "kty {kty} is not supported: use RSA or RSA-HSM"
+            )));
+        }
+        if req.public_exponent.is_some_and(|e| e != 65537) {
+            return Err(VaultError::bad(
+                "only the public exponent 65537 is supported",
+            ));
+        }
+        let attributes = req.attributes.unwrap_or_default();
+        let exportable = attributes.exportable.unwrap_or(false);
+        let release_policy = req
+            .release_policy
+            .as_ref()
+            .map(Self::parse_policy)
+            .transpose()?;
+        if exportable != release_policy.is_some() {
+            return Err(VaultError::bad(
+                "an exportable key needs a release policy, and a release policy needs an exportable key",
+            ));
+        }
+        let size = req.key_size.unwrap_or(2048);
+        let new = crypto::generate_rsa(size).map_err(|e| VaultError::bad(e.to_string()))?;
+        let mut version = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut version)
+            .map_err(VaultError::internal)?;
+        let version = hex::encode(version);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let t = now();
+        let rec = KeyRecord {
+            name: name.into(),
+            sealed_private: base64::engine::general_purpose::STANDARD.encode(
+                self.master
+                    .seal(format!("{name}/{version}").as_bytes(), &new.pkcs8),
+            ),
+            version,
+            kty,
+            key_size: size,
+            key_ops: req
+                .key_ops
+                .unwrap_or_else(|| api::DEFAULT_KEY_OPS.map(String::from).to_vec()),
+            n: b64(&new.n),
+            e: b64(&new.e),
+            enabled: attributes.enabled.unwrap_or(true),
+            exportable,
+            created: t,
+            updated: t,
+            nbf: attributes.nbf,
+            exp: attributes.exp,
+            release_policy,
+            owner: who.name.clone(),
+            tags: req.tags.unwrap_or_default(),
+        };
+        self.store.create_key(
+            &rec,
+            AuditEvent::new(&who.name, "create", Some(name), "ok").detail(
+                json!({"version": rec.version, "exportable": exportable, "key_size": size}),
+            ),
+        )?;
+        Ok(api::bundle_json(&self.config.vault_url, &rec))
+    }
+
+    fn deny(&self, who: &Principal, action: &str, key: &str, reason: &str) -> VaultError {
+        if let Err(e) = self
+            .store
+            .audit(AuditEvent::new(&who.name, action, Some(key), "denied").reason(reason))
+        {
+            return VaultError::internal(e);
+        }
+        VaultError::forbidden(reason.to_string())
+    }
+
+    fn update_key(
+        &self,
+        who: &Principal,
+        name: &str,
+        version: &str,
+        req: UpdateKeyRequest,
+    ) -> VResult<Value> {
+        let mut rec = self.key_or_404(name, Some(version))?;
+        if rec.owner != who.name {
+            return Err(self.deny(who, "update", name, "only the key's owner may change it"));
+        }
+        let mut detail = serde_json::Map::new();
+        if let Some(body) = &req.release_policy {
+            let new = Self::parse_policy(body)?;
+            if let Some(old) = &rec.release_policy
+                && old.immutable
+                && old != &new
+            {
+                return Err(self.deny(
+                    who,
+                    "policy-change",
+                    name,
+                    "the key's release policy is immutable and cannot be changed",
+                ));
+            }
+            if !rec.exportable {
+                return Err(VaultError::bad("a release policy needs an exportable key"));
+            }
+            detail.insert("release_policy".into(), api::policy_json(&new));
+            rec.release_policy = Some(new);
+        }
+        if let Some(a) = req.attributes {
+            if let Some(e) = a.enabled {
+                rec.enabled = e;
+            }
+            if a.exportable.is_some_and(|e| e != rec.exportable) {
+                return Err(VaultError::bad(
+                    "exportable cannot be changed after creation",
+                ));
+            }
+            rec.nbf = a.nbf.or(rec.nbf);
+            rec.exp = a.exp.or(rec.exp);
+            detail.insert("enabled".into(), rec.enabled.into());
+        }
+        if let Some(ops) = req.key_ops {
+            rec.key_ops = ops;
+        }
+        if let Some(tags) = req.tags {
+            rec.tags = tags;
+        }
+        rec.updated = now();
+        let action = if detail.contains_key("release_policy") {
+            "policy-change"
+        } else {
+            "update"
+        };
+        self.store.update_key(
+            &rec,
+            AuditEvent::new(&who.name, action, Some(name), "ok").detail(Value::Object(detail)),
+        )?;
+        Ok(api::bundle_json(&self.config.vault_url, &rec))
+    }
+
+    /// Secure key release.
+    async fn release(
+        &self,
+        who: &Principal,
+        name: &str,
+        version: Option<&str>,
+        req: ReleaseRequest,
+    ) -> VResult<Value> {
+        let rec = self.key_or_404(name, version)?;
+        let deny = |reason: String, claims: Option<&Value>| -> VaultError {
+            let mut event =
+                AuditEvent::new(&who.name, "release", Some(name), "denied").reason(reason.clone());
+            if let Some(c) = claims {
+                event.measurement = measurement_of(c);
+                event.platform = c
+                    .get(conclave_attest::claims::PLATFORM_CLAIM)
+                    .and_then(Value::as_str)
+                    .map(String::from);
+            }
+            tracing::warn!(principal = %who.name, key = name, "release denied: {reason}");
+            match self.store.audit(event) {
+                Ok(_) => VaultError::forbidden(reason),
+                Err(e) => VaultError::internal(e),
+            }
+        };
+        if !self.permitted(who, &rec, Permission::Release)? {
+            return Err(deny(
+                format!(
+                    "principal {} has no release grant on key {name}; its owner ({}) must grant it",
+                    who.name, rec.owner
+                ),
+                None,
+            ));
+        }
+        if !rec.enabled {
+            return Err(deny("the key is disabled".into(), None));
+        }
+        let t = now();
+        if rec.nbf.is_some_and(|nbf| t < nbf) || rec.exp.is_some_and(|exp| t > exp) {
+            return Err(deny(
+                "the key is outside its validity period (nbf/exp)".into(),
+                None,
+            ));
+        }
+        let (Some(stored), true) = (&rec.release_policy, rec.exportable) else {
+            return Err(deny(
+                "the key is not exportable (it has no release policy)".into(),
+                None,
+            ));
+        };
+        let enc = match req.enc.as_deref() {
+            None => WrapAlgorithm::CkmRsaAesKeyWrap,
+            Some(e) => WrapAlgorithm::parse(e).ok_or_else(|| {
+                VaultError::bad(format!("enc {e} is not supported: use CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256 or RSA_AES_KEY_WRAP_384"))
+            })?,
+        };
+
+        // Which authority does the token claim to come from? Only configured ones are asked.
+        let issuer = unverified_issuer(&req.target)
+            .ok_or_else(|| deny("the target is not a JWT with an iss claim".into(), None))?;
+        let Some(authority) = self
+            .config
+            .authorities
+            .iter()
+            .find(|a| a.issuer.eq_ignore_ascii_case(issuer.trim_end_matches('/')))
+        else {
+            return Err(deny(
+                format!(
+                    "the token's issuer {issuer} is not an attestation authority this vault trusts"
+                ),
+                None,
+            ));
+        };
+        let verified = match authority.verifier.verify(&req.target).await {
+            Ok(v) => v,
+            Err(e) => return Err(deny(format!("attestation token rejected: {e}"), None)),
+        };
+        let claims = &verified.claims;
+        if self.config.hardware_only
+            && claims
+                .get(conclave_attest::claims::PLATFORM_CLAIM)
+                .and_then(Value::as_str)
+                == Some("sim")
+        {
+            return Err(deny("this vault releases keys to hardware TEEs only; the token is for a simulated platform".into(), Some(claims)));
+        }
+        if let Some(nonce) = &req.nonce
+            && claims.get("nonce").and_then(Value::as_str) != Some(nonce.as_str())
+        {
+            return Err(deny(
+                "the token's nonce does not match the request's nonce".into(),
+                Some(claims),
+            ));
+        }
+        let policy_bytes =
+            conclave_attest::api::b64url_decode(&stored.data).map_err(VaultError::internal)?;
+        let policy = ReleasePolicy::parse(&policy_bytes).map_err(VaultError::internal)?;
+        if let Err(reason) = policy.evaluate(verified.issuer(), claims) {
+            return Err(deny(
+                format!("release policy not satisfied: {reason}"),
+                Some(claims),
+            ));
+        }
+        let Some((n, e)) = tee_key(claims) else {
+            return Err(deny("the token carries no TEE encryption key (an RSA key with key_ops encrypt in x-ms-runtime.keys)".into(), Some(claims)));
+        };
+
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&rec.sealed_private)
+            .map_err(VaultError::internal)?;
+        let pkcs8 = self
+            .master
+            .open(format!("{}/{}", rec.name, rec.version).as_bytes(), &sealed)
+            .map_err(VaultError::internal)?;
+        let wrapped = match crypto::wrap(&pkcs8, &n, &e, enc) {
+            Ok(w) => w,
+            Err(err @ crypto::CryptoError::BadTeeKey(_)) => {
+                return Err(deny(err.to_string(), Some(claims)));
+            }
+            Err(err) => return Err(VaultError::internal(err)),
+        };
+        drop(pkcs8);
+        let jws = self.release_jws(&rec, &req, enc, &wrapped)?;
+        let mut event = AuditEvent::new(&who.name, "release", Some(name), "granted").detail(
+            json!({"version": rec.version, "enc": enc.name(), "issuer": verified.issuer()}),
+        );
+        event.measurement = measurement_of(claims);
+        event.platform = claims
+            .get(conclave_attest::claims::PLATFORM_CLAIM)
+            .and_then(Value::as_str)
+            .map(String::from);
+        self.store.audit(event)?;
+        tracing::info!(principal = %who.name, key = name, "key released to an attested TEE");
+        Ok(json!({ "value": jws }))
+    }
+
+    fn release_jws(
+        &self,
+        rec: &KeyRecord,
+        req: &ReleaseRequest,
+        enc: WrapAlgorithm,
+        wrapped: &[u8],
+    ) -> VResult<String> {
+        let b64url = conclave_attest::api::b64url;
+        let kid = api::kid(&self.config.vault_url, &rec.name, &rec.version);
+        // key_hsm carries the wrapped key in Azure's BYOK transfer-blob shape.
+        let key_hsm = json!({
+            "schema_version": "1.0",
+            "header": { "kid": TEE_KEY_ID, "alg": "dir", "enc": enc.name() },
+            "ciphertext": b64url(wrapped),
+            "generator": concat!("conclave-kms/", env!("CARGO_PKG_VERSION")),
+        });
+        let mut key = api::jwk_json(&self.config.vault_url, rec);
+        key["key_hsm"] = b64url(&serde_json::to_vec(&key_hsm).expect("JSON")).into();
+        let mut response_key = json!({
+            "key": key,
+            "attributes": api::bundle_json(&self.config.vault_url, rec)["attributes"].clone(),
+        });
+        if let Some(p) = &rec.release_policy {
+            response_key["release_policy"] = api::policy_json(p);
+        }
+        let payload = json!({
+            "request": { "api-version": "7.4", "enc": enc.name(), "kid": kid, "nonce": req.nonce },
+            "response": { "key": response_key },
+        });
+        let mut header = serde_json::Map::new();
+        header.insert(
+            "x5c".into(),
+            self.config
+                .signing
+                .chain
+                .iter()
+                .map(|c| Value::String(base64::engine::general_purpose::STANDARD.encode(c)))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        header.insert("typ".into(), "JWT".into());
+        conclave_attest::jws::sign_rs256(header, &payload, &self.config.signing.key)
+            .map_err(VaultError::internal)
+    }
+
+    fn audit_for(&self, who: &Principal, from: u64, limit: usize) -> VResult<Value> {
+        let entries = self.store.audit_entries(from, limit)?;
+        let owned: BTreeSet<String> = if who.admin {
+            BTreeSet::new()
+        } else {
+            self.store
+                .key_names()?
+                .into_iter()
+                .filter(|n| {
+                    self.store
+                        .key(n, None)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.owner == who.name)
+                })
+                .collect()
+        };
+        let visible: Vec<_> = entries
+            .into_iter()
+            .filter(|e| {
+                who.admin
+                    || e.event.principal == who.name
+                    || e.event.key.as_ref().is_some_and(|k| owned.contains(k))
+            })
+            .collect();
+        Ok(json!({ "value": visible, "head": self.store.audit_head()? }))
+    }
+}
+
+/// The `iss` of a token, read before verification only to pick the verifier.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = conclave_attest::api::b64url_decode(payload).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(v.get("iss")?.as_str()?.to_string())
+}
+
+/// The launch measurement in a token, wherever its platform puts it.
+pub fn measurement_of(claims: &Value) -> Option<String> {
+    claim_at(claims, "x-ms-sevsnpvm-launchmeasurement")
+        .or_else(|| claim_at(claims, "x-ms-isolation-tee.x-ms-sevsnpvm-launchmeasurement"))
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+/// The TEE's encryption key from `x-ms-runtime.keys`: an RSA JWK usable for encryption.
+pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
+    let keys = claim_at(claims, "x-ms-runtime.keys")?.as_array()?;
+    keys.iter().find_map(|k| {
+        let usable = k.get("kty")?.as_str()? == "RSA"
+            && (k
+                .get("key_ops")
+                .and_then(Value::as_array)
+                .is_some_and(|ops| ops.iter().any(|o| o == "encrypt"))
+                || k.get("use").and_then(Value::as_str) == Some("enc"));
+        if !usable {
+            return None;
+        }
+        let n = conclave_attest::api::b64url_decode(k.get("n")?.as_str()?).ok()?;
+        let e = conclave_attest::api::b64url_decode(k.get("e")?.as_str()?).ok()?;
+        Some((n, e))
+    })
+}
+
+// --- handlers --------------------------------------------------------------------------------
+
+type St = State<Arc<Vault>>;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> VResult<T> + Send + 'static,
+) -> VResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(VaultError::internal)?
+}
+
+async fn create_key(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let req: CreateKeyRequest = parse_body(body)?;
+    blocking(move || v.create_key(&who, &name, req))
+        .await
+        .map(Json)
+}
+
+async fn get_key(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    get_version(State(v), Path((name, String::new())), headers).await
+}
+
+async fn get_version(
+    State(v): St,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let rec = v.key_or_404(&name, (!version.is_empty()).then_some(version.as_str()))?;
+    if !v.permitted(&who, &rec, Permission::Get)? {
+        return Err(v.deny(
+            &who,
+            "get",
+            &name,
+            &format!("principal {} has no get grant on key {name}", who.name),
+        ));
+    }
+    Ok(Json(api::bundle_json(v.vault_url(), &rec)))
+}
+
+async fn list_versions(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let latest = v.key_or_404(&name, None)?;
+    if !v.permitted(&who, &latest, Permission::Get)? {
+        return Err(v.deny(
+            &who,
+            "get",
+            &name,
+            &format!("principal {} has no get grant on key {name}", who.name),
+        ));
+    }
+    let items: Vec<Value> = v
+        .store
+        .versions(&name)?
+        .iter()
+        .map(|r| api::item_json(v.vault_url(), r))
+        .collect();
+    Ok(Json(json!({ "value": items, "nextLink": null })))
+}
+
+async fn list_keys(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let mut items = Vec::new();
+    for name in v.store.key_names()? {
+        if let Some(rec) = v.store.key(&name, None)?
+            && v.permitted(&who, &rec, Permission::Get)?
+        {
+            items.push(api::item_json(v.vault_url(), &rec));
+        }
+    }
+    Ok(Json(json!({ "value": items, "nextLink": null })))
+}
+
+async fn update_key(
+    State(v): St,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let req: UpdateKeyRequest = parse_body(body)?;
+    blocking(move || v.update_key(&who, &name, &version, req))
+        .await
+        .map(Json)
+}
+
+async fn release_latest(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let req: ReleaseRequest = parse_body(body)?;
+    v.release(&who, &name, None, req).await.map(Json)
+}
+
+async fn release_version(
+    State(v): St,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let req: ReleaseRequest = parse_body(body)?;
+    v.release(&who, &name, Some(&version), req).await.map(Json)
+}
+
+async fn list_grants(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let rec = v.key_or_404(&name, None)?;
+    if rec.owner != who.name {
+        return Err(v.deny(
+            &who,
+            "grants",
+            &name,
+            "only the key's owner may see its grants",
+        ));
+    }
+    Ok(Json(
+        json!({ "owner": rec.owner, "value": v.store.grants(&name)? }),
+    ))
+}
+
+async fn put_grant(
+    State(v): St,
+    Path((name, principal)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let req: GrantRequest = parse_body(body)?;
+    if !api::valid_name(&principal) {
+        return Err(VaultError::bad(
+            "principal names are 1-127 letters, digits and dashes",
+        ));
+    }
+    let rec = v.key_or_404(&name, None)?;
+    if rec.owner != who.name {
+        return Err(v.deny(
+            &who,
+            "grant",
+            &name,
+            "only the key's owner may grant access to it",
+        ));
+    }
+    let grant = Grant {
+        principal: principal.clone(),
+        permissions: req.permissions.into_iter().collect(),
+    };
+    let g = grant.clone();
+    blocking(move || {
+        v.store.put_grant(
+            &name,
+            &g,
+            AuditEvent::new(&who.name, "grant", Some(&name), "ok").detail(json!(g)),
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!(grant)))
+}
+
+async fn delete_grant(
+    State(v): St,
+    Path((name, principal)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> VResult<StatusCode> {
+    let who = v.authenticate(&headers)?;
+    let rec = v.key_or_404(&name, None)?;
+    if rec.owner != who.name {
+        return Err(v.deny(
+            &who,
+            "revoke",
+            &name,
+            "only the key's owner may revoke access to it",
+        ));
+    }
+    let existed = blocking(move || {
+        let event = AuditEvent::new(&who.name, "revoke", Some(&name), "ok")
+            .detail(json!({ "principal": principal }));
+        Ok(v.store.delete_grant(&name, &principal, event)?.0)
+    })
+    .await?;
+    Ok(if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(v): St,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    v.audit_for(
+        &who,
+        q.from.unwrap_or(0),
+        q.limit.unwrap_or(1000).min(10_000),
+    )
+    .map(Json)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PrincipalRequest {
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn add_principal(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    if !who.admin {
+        return Err(v.deny(
+            &who,
+            "principal",
+            "-",
+            "only a vault admin may add principals",
+        ));
+    }
+    let req: PrincipalRequest = match body {
+        Ok(b) if b.is_empty() => PrincipalRequest::default(),
+        other => parse_body(other)?,
+    };
+    let token = blocking(move || v.add_principal(&who.name, &name, req.admin)).await?;
+    Ok(Json(json!({ "token": token })))
+}
+
+async fn not_found() -> VaultError {
+    VaultError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "no such endpoint (the keys API lives under /keys)",
+    )
+}
+
+/// The vault's routes with body limit and timeout.
+pub fn router(vault: Arc<Vault>) -> Router {
+    Router::new()
+        .route("/keys", get(list_keys))
+        .route("/keys/{name}", get(get_key))
+        .route("/keys/{name}/create", post(create_key))
+        .route("/keys/{name}/versions", get(list_versions))
+        .route("/keys/{name}/release", post(release_latest))
+        .route("/keys/{name}/grants", get(list_grants))
+        .route(
+            "/keys/{name}/grants/{principal}",
+            put(put_grant).delete(delete_grant),
+        )
+        .route("/keys/{name}/{version}", get(get_version).patch(update_key))
+        .route("/keys/{name}/{version}/release", post(release_version))
+        .route("/principals/{name}", post(add_principal))
+        .route("/audit", get(audit))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(vault)
+}

@@ -1,0 +1,148 @@
+//! Opening a vault from its state directory: store, master key, local CA certificates, signing
+//! identity, the first admin principal. `conclave kms serve`, `conclave demo` and the tests all
+//! go through [`open`].
+//!
+//! State directory layout:
+//! - `vault.redb`: keys (sealed), grants, principals, audit log;
+//! - `master.key`: the master key (mode 0600), unless `CONCLAVE_VAULT_MASTER_KEY` is set;
+//! - `admin.token`: the first admin's bearer token (mode 0600), written once;
+//! - `tls/`: the vault's server and signing certificates from the local CA.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::signature::RsaKeyPair;
+use conclave_attest::TokenVerifier;
+use conclave_net::LocalCa;
+
+use crate::audit::AuditEvent;
+use crate::crypto::MasterKey;
+use crate::service::{Authority, SigningIdentity, Vault, VaultConfig};
+use crate::store::{Principal, Store};
+
+pub struct VaultOptions {
+    pub state_dir: PathBuf,
+    /// Public URL, e.g. `https://127.0.0.1:8443`.
+    pub vault_url: String,
+    /// Host names / IPs the TLS certificate must cover.
+    pub tls_names: Vec<String>,
+    /// Issuer URLs of trusted attestation services.
+    pub authorities: Vec<String>,
+    /// Client used to fetch the authorities' keys (trusting the local CA when TLS is local).
+    pub http: reqwest::Client,
+    pub hardware_only: bool,
+    /// Master key file (default `<state>/master.key`, created if missing).
+    pub master_key_file: Option<PathBuf>,
+}
+
+pub struct OpenedVault {
+    pub vault: Arc<Vault>,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Where the first admin's token is kept.
+    pub admin_token_path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Net(#[from] conclave_net::NetError),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), SetupError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| SetupError::Other(format!("{}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| SetupError::Other(format!("{}: {e}", path.display())))
+}
+
+/// Opens (creating on first use) the vault in `opts.state_dir`, with certificates from `ca`.
+pub fn open(opts: VaultOptions, ca: &LocalCa) -> Result<OpenedVault, SetupError> {
+    let dir = &opts.state_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SetupError::Other(format!("{}: {e}", dir.display())))?;
+    let master = MasterKey::load(
+        &opts
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| dir.join("master.key")),
+        true,
+    )?;
+    let store = Store::open(
+        &dir.join("vault.redb"),
+        master.derive("conclave audit chain v1"),
+    )?;
+
+    let tls_dir = dir.join("tls");
+    let names: Vec<&str> = opts.tls_names.iter().map(String::as_str).collect();
+    let server = ca.server_cert(&tls_dir, "server", &names)?;
+    let tls = conclave_net::server_config(&server.chain_pem, &server.key_pk8)?;
+    let signing = ca.signing_cert(&tls_dir, "release-signing")?;
+    let key = RsaKeyPair::from_pkcs8(
+        &std::fs::read(&signing.key_pk8)
+            .map_err(|e| SetupError::Other(format!("{}: {e}", signing.key_pk8.display())))?,
+    )
+    .map_err(|e| SetupError::Other(format!("release signing key: {e}")))?;
+    let chain_pem =
+        std::fs::read(&signing.chain_pem).map_err(|e| SetupError::Other(e.to_string()))?;
+    let chain = conclave_snp::Cert::parse_pem_bundle("release signing chain", &chain_pem)
+        .map_err(|e| SetupError::Other(e.to_string()))?
+        .into_iter()
+        .map(|c| c.der)
+        .collect();
+
+    let authorities = opts
+        .authorities
+        .iter()
+        .map(|issuer| {
+            let issuer = issuer.trim_end_matches('/').to_string();
+            Authority {
+                verifier: TokenVerifier::for_issuer(&issuer, opts.http.clone()),
+                issuer,
+            }
+        })
+        .collect();
+    let vault = Vault::new(
+        VaultConfig {
+            vault_url: opts.vault_url.clone(),
+            authorities,
+            hardware_only: opts.hardware_only,
+            signing: SigningIdentity { key, chain },
+        },
+        store,
+        master,
+    );
+
+    let admin_token_path = dir.join("admin.token");
+    if vault
+        .store()
+        .principals()?
+        .iter()
+        .all(|p: &Principal| !p.admin)
+    {
+        let token = vault
+            .add_principal("setup", "admin", true)
+            .map_err(|e| SetupError::Other(e.message))?;
+        write_secret(&admin_token_path, &token)?;
+        vault
+            .store()
+            .audit(AuditEvent::new("setup", "vault-created", None, "ok"))?;
+    }
+    Ok(OpenedVault {
+        vault,
+        tls,
+        admin_token_path,
+    })
+}

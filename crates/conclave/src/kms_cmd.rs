@@ -1,0 +1,352 @@
+//! `conclave kms`, `conclave key`, `conclave audit`: run a vault, manage keys and grants, check
+//! the audit log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, UpdateKeyRequest};
+use conclave_kms::client::VaultClient;
+use conclave_kms::crypto::MasterKey;
+use conclave_kms::store::{Permission, Store};
+use conclave_net::LocalCa;
+
+#[derive(Subcommand)]
+pub enum KmsCommand {
+    /// Run a key vault (Azure Key Vault keys API with secure key release) over TLS.
+    Serve {
+        #[arg(long, env = "CONCLAVE_VAULT_STATE")]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Public URL of the vault (default https://<listen>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Issuer URL of an attestation service whose tokens may release keys (repeatable).
+        #[arg(long = "attestation-authority", required = true)]
+        authorities: Vec<String>,
+        /// Local CA directory: the vault's TLS and signing certificates are issued from it, and
+        /// it is trusted when fetching the attestation services' keys.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// Release keys to hardware TEEs only (refuse tokens for simulated evidence).
+        #[arg(long)]
+        hardware_only: bool,
+        /// Master key file (default <state-dir>/master.key, created if missing); or set
+        /// CONCLAVE_VAULT_MASTER_KEY.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Add a principal (or give an existing one a new token); prints its bearer token.
+    Principal {
+        #[command(flatten)]
+        conn: VaultConn,
+        /// The principal's name.
+        name: String,
+        /// Make it a vault admin.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// How to reach a vault.
+#[derive(Args)]
+pub struct VaultConn {
+    /// Vault URL.
+    #[arg(long, env = "CONCLAVE_VAULT")]
+    vault: String,
+    /// Bearer token, or @file.
+    #[arg(long, env = "CONCLAVE_VAULT_TOKEN")]
+    token: String,
+    /// CA certificate to trust (the local CA of `conclave kms serve`).
+    #[arg(long, env = "CONCLAVE_CA")]
+    ca: Option<PathBuf>,
+}
+
+impl VaultConn {
+    fn client(&self) -> anyhow::Result<VaultClient> {
+        let token = match self.token.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading token file {path}"))?,
+            None => self.token.clone(),
+        };
+        Ok(VaultClient::new(
+            conclave_net::client(self.ca.as_deref())?,
+            &self.vault,
+            &token,
+        ))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Create an RSA key (a new version if it exists). With --policy the key is exportable and
+    /// released only under that policy.
+    Create {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+        #[arg(long, default_value_t = 2048)]
+        size: u32,
+        /// Release policy JSON file (Azure's secure key release grammar).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Make the release policy immutable.
+        #[arg(long, requires = "policy")]
+        immutable: bool,
+    },
+    /// Show a key's public part, attributes and release policy.
+    Get {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+    },
+    /// Grant another principal get and/or release on a key (owner only).
+    Grant {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_delimiter = ',', default_value = "get,release")]
+        permissions: Vec<String>,
+    },
+    /// Revoke a principal's grant (owner only); applies to the next request.
+    Revoke {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+        #[arg(long)]
+        from: String,
+    },
+    /// Replace the release policy of a key's latest version (owner only; not if immutable).
+    Policy {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        immutable: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check a stopped vault's audit chain; exits non-zero naming the first bad entry.
+    Verify {
+        #[arg(long, env = "CONCLAVE_VAULT_STATE")]
+        state_dir: PathBuf,
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Print a stopped vault's audit log (one JSON entry per line) and its head.
+    Show {
+        #[arg(long, env = "CONCLAVE_VAULT_STATE")]
+        state_dir: PathBuf,
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+    },
+}
+
+fn policy_body(path: &PathBuf, immutable: bool) -> anyhow::Result<ReleasePolicyBody> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    conclave_kms::policy::ReleasePolicy::parse(&bytes)
+        .with_context(|| path.display().to_string())?;
+    Ok(ReleasePolicyBody {
+        content_type: Some("application/json; charset=utf-8".into()),
+        data: Some(conclave_attest::api::b64url(&bytes)),
+        immutable: Some(immutable),
+    })
+}
+
+fn print(v: &serde_json::Value) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KmsCommand::Serve {
+            state_dir,
+            listen,
+            url,
+            authorities,
+            ca_dir,
+            hardware_only,
+            master_key_file,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {listen} (in use? choose another with --listen)")
+                })?;
+            let addr = listener.local_addr()?;
+            let url = url.unwrap_or_else(|| format!("https://{addr}"));
+            let ca_dir = ca_dir.unwrap_or_else(|| state_dir.join("ca"));
+            let ca = LocalCa::load_or_create(&ca_dir)?;
+            let opened = conclave_kms::setup::open(
+                conclave_kms::setup::VaultOptions {
+                    state_dir: state_dir.clone(),
+                    vault_url: url.clone(),
+                    tls_names: vec![addr.ip().to_string(), "localhost".into()],
+                    authorities: authorities.clone(),
+                    http: conclave_net::client(Some(&ca.cert_path()))?,
+                    hardware_only,
+                    master_key_file,
+                },
+                &ca,
+            )?;
+            eprintln!("vault listening on {url}");
+            eprintln!("  CA certificate: {}", ca.cert_path().display());
+            eprintln!("  admin token:    {}", opened.admin_token_path.display());
+            eprintln!(
+                "  trusted attestation authorities: {}",
+                authorities.join(", ")
+            );
+            if hardware_only {
+                eprintln!("  hardware TEEs only: tokens for simulated evidence are refused");
+            }
+            let router = conclave_kms::service::router(opened.vault);
+            conclave_net::serve(listener, router, Some(opened.tls), crate::shutdown_signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        KmsCommand::Principal { conn, name, admin } => {
+            let token = conn.client()?.add_principal(&name, admin).await?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeyCommand::Create {
+            conn,
+            name,
+            size,
+            policy,
+            immutable,
+        } => {
+            let release_policy = policy
+                .as_ref()
+                .map(|p| policy_body(p, immutable))
+                .transpose()?;
+            let req = CreateKeyRequest {
+                kty: Some("RSA-HSM".into()),
+                key_size: Some(size),
+                attributes: Some(KeyAttributes {
+                    exportable: Some(release_policy.is_some()),
+                    ..Default::default()
+                }),
+                release_policy,
+                ..Default::default()
+            };
+            print(&conn.client()?.create_key(&name, &req).await?)
+        }
+        KeyCommand::Get { conn, name } => print(&conn.client()?.get_key(&name).await?),
+        KeyCommand::Grant {
+            conn,
+            name,
+            to,
+            permissions,
+        } => {
+            let perms = permissions
+                .iter()
+                .map(|p| match p.as_str() {
+                    "get" => Ok(Permission::Get),
+                    "release" => Ok(Permission::Release),
+                    other => bail!("unknown permission {other:?}: use get and/or release"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print(&conn.client()?.grant(&name, &to, &perms).await?)
+        }
+        KeyCommand::Revoke { conn, name, from } => {
+            conn.client()?.revoke(&name, &from).await?;
+            eprintln!("revoked {from}'s access to {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Policy {
+            conn,
+            name,
+            policy,
+            immutable,
+        } => {
+            let client = conn.client()?;
+            let key = client.get_key(&name).await?;
+            let kid = key["key"]["kid"]
+                .as_str()
+                .context("the vault returned no kid")?;
+            let version = kid.rsplit('/').next().unwrap_or_default().to_string();
+            let req = UpdateKeyRequest {
+                release_policy: Some(policy_body(&policy, immutable)?),
+                ..Default::default()
+            };
+            print(&client.update_key(&name, &version, &req).await?)
+        }
+    }
+}
+
+fn open_store(
+    state_dir: &std::path::Path,
+    master_key_file: Option<PathBuf>,
+) -> anyhow::Result<Store> {
+    let master = MasterKey::load(
+        &master_key_file.unwrap_or_else(|| state_dir.join("master.key")),
+        false,
+    )?;
+    let db = state_dir.join("vault.redb");
+    if !db.exists() {
+        bail!(
+            "{} does not exist: is {} a vault state directory?",
+            db.display(),
+            state_dir.display()
+        );
+    }
+    Store::open(&db, master.derive("conclave audit chain v1")).with_context(|| {
+        "cannot open the vault store (is the vault still running? stop it first)".to_string()
+    })
+}
+
+pub async fn run_audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify {
+            state_dir,
+            master_key_file,
+        } => {
+            let store = open_store(&state_dir, master_key_file)?;
+            let entries = store.audit_entries(0, usize::MAX)?;
+            let head = store.audit_head()?;
+            conclave_kms::audit::verify(
+                store.audit_key(),
+                &entries,
+                head.as_ref().map(|(s, m)| (*s, m.as_str())),
+            )
+            .context("the audit log does not verify")?;
+            match head {
+                Some((seq, mac)) => eprintln!(
+                    "audit log verified: {} entries, head {seq} {mac}",
+                    entries.len()
+                ),
+                None => eprintln!("audit log verified: empty"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Show {
+            state_dir,
+            master_key_file,
+        } => {
+            let store = open_store(&state_dir, master_key_file)?;
+            for e in store.audit_entries(0, usize::MAX)? {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+            if let Some((seq, mac)) = store.audit_head()? {
+                eprintln!("head: {seq} {mac} (keep a copy elsewhere to detect truncation)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
