@@ -830,7 +830,9 @@ async fn release_version(
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
     let req: ReleaseRequest = parse_body(body)?;
-    v.release(&who, &name, Some(&version), req).await.map(Json)
+    // Azure's SDKs release the latest version as `/keys/{name}//release`.
+    let version = (!version.is_empty()).then_some(version.as_str());
+    v.release(&who, &name, version, req).await.map(Json)
 }
 
 async fn list_grants(
@@ -982,6 +984,8 @@ pub fn router(vault: Arc<Vault>) -> Router {
     Router::new()
         .route("/keys", get(list_keys))
         .route("/keys/{name}", get(get_key))
+        // Azure's SDKs ask for the latest version as `/keys/{name}/` (an empty version).
+        .route("/keys/{name}/", get(get_key))
         .route("/keys/{name}/create", post(create_key))
         .route("/keys/{name}/versions", get(list_versions))
         .route("/keys/{name}/release", post(release_latest))

@@ -52,6 +52,9 @@ pub enum AttestCommand {
         /// Private key (PKCS#8, DER or PEM) for --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Serve HTTPS with a certificate from this local CA directory (created if missing).
+        #[arg(long, conflicts_with = "tls_cert")]
+        ca_dir: Option<PathBuf>,
     },
     /// Make a new token-signing key; the old one stays published until its tokens expire. A
     /// running service picks the new key up by itself.
@@ -114,6 +117,7 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             token_lifetime,
             tls_cert,
             tls_key,
+            ca_dir,
         } => {
             let mut roots = TrustedRoots::amd();
             for path in &sim_root {
@@ -146,8 +150,22 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                     format!("cannot listen on {listen} (in use? choose another with --listen)")
                 })?;
             let addr = listener.local_addr()?;
-            let tls = match (&tls_cert, &tls_key) {
-                (Some(c), Some(k)) => Some(conclave_net::server_config(c, k)?),
+            let tls = match (&tls_cert, &tls_key, &ca_dir) {
+                (Some(c), Some(k), _) => Some(conclave_net::server_config(c, k)?),
+                (_, _, Some(dir)) => {
+                    let ca = conclave_net::LocalCa::load_or_create(dir)?;
+                    let names = [addr.ip().to_string(), "localhost".to_string()];
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let issued = ca.server_cert(&state_dir.join("tls"), "server", &names)?;
+                    eprintln!(
+                        "TLS certificate from the local CA {}",
+                        ca.cert_path().display()
+                    );
+                    Some(conclave_net::server_config(
+                        &issued.chain_pem,
+                        &issued.key_pk8,
+                    )?)
+                }
                 _ => None,
             };
             let scheme = if tls.is_some() { "https" } else { "http" };
