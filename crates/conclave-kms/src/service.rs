@@ -392,6 +392,29 @@ impl Vault {
         Ok(api::bundle_json(&self.config.vault_url, &rec))
     }
 
+    /// Parses a request body; a rejected body is recorded in the audit log too.
+    fn body<T: serde::de::DeserializeOwned>(
+        &self,
+        who: &Principal,
+        action: &str,
+        key: &str,
+        body: Result<Bytes, BytesRejection>,
+    ) -> VResult<T> {
+        parse_body(body).map_err(|e| self.rejected(who, action, key, e))
+    }
+
+    /// Records a refused request in the audit log (403s are recorded where they are decided).
+    fn rejected(&self, who: &Principal, action: &str, key: &str, e: VaultError) -> VaultError {
+        if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN {
+            let event =
+                AuditEvent::new(&who.name, action, Some(key), "denied").reason(e.message.clone());
+            if let Err(err) = self.store.audit(event) {
+                return VaultError::internal(err);
+            }
+        }
+        e
+    }
+
     fn deny(&self, who: &Principal, action: &str, key: &str, reason: &str) -> VaultError {
         if let Err(e) = self
             .store
@@ -729,10 +752,13 @@ async fn create_key(
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
-    let req: CreateKeyRequest = parse_body(body)?;
-    blocking(move || v.create_key(&who, &name, req))
-        .await
-        .map(Json)
+    let req: CreateKeyRequest = v.body(&who, "create", &name, body)?;
+    blocking(move || {
+        v.create_key(&who, &name, req)
+            .map_err(|e| v.rejected(&who, "create", &name, e))
+    })
+    .await
+    .map(Json)
 }
 
 async fn get_key(
@@ -805,10 +831,13 @@ async fn update_key(
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
-    let req: UpdateKeyRequest = parse_body(body)?;
-    blocking(move || v.update_key(&who, &name, &version, req))
-        .await
-        .map(Json)
+    let req: UpdateKeyRequest = v.body(&who, "update", &name, body)?;
+    blocking(move || {
+        v.update_key(&who, &name, &version, req)
+            .map_err(|e| v.rejected(&who, "update", &name, e))
+    })
+    .await
+    .map(Json)
 }
 
 async fn release_latest(
@@ -818,8 +847,11 @@ async fn release_latest(
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
-    let req: ReleaseRequest = parse_body(body)?;
-    v.release(&who, &name, None, req).await.map(Json)
+    let req: ReleaseRequest = v.body(&who, "release", &name, body)?;
+    v.release(&who, &name, None, req)
+        .await
+        .map(Json)
+        .map_err(|e| v.rejected(&who, "release", &name, e))
 }
 
 async fn release_version(
@@ -829,10 +861,13 @@ async fn release_version(
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
-    let req: ReleaseRequest = parse_body(body)?;
+    let req: ReleaseRequest = v.body(&who, "release", &name, body)?;
     // Azure's SDKs release the latest version as `/keys/{name}//release`.
     let version = (!version.is_empty()).then_some(version.as_str());
-    v.release(&who, &name, version, req).await.map(Json)
+    v.release(&who, &name, version, req)
+        .await
+        .map(Json)
+        .map_err(|e| v.rejected(&who, "release", &name, e))
 }
 
 async fn list_grants(
@@ -862,7 +897,7 @@ async fn put_grant(
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
-    let req: GrantRequest = parse_body(body)?;
+    let req: GrantRequest = v.body(&who, "grant", &name, body)?;
     if !api::valid_name(&principal) {
         return Err(VaultError::bad(
             "principal names are 1-127 letters, digits and dashes",

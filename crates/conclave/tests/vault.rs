@@ -660,7 +660,14 @@ async fn authentication_and_malformed_requests() {
             "nests deeper",
         ),
     ];
+    let audit_len = || async {
+        env.client(&env.admin).audit(0).await.unwrap()["value"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
     for (path, body, status, needle) in cases {
+        let before = audit_len().await;
         let resp = post(path, body).await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{path}");
         let v: Value = resp.json().await.unwrap();
@@ -668,6 +675,11 @@ async fn authentication_and_malformed_requests() {
             v["error"]["message"].as_str().unwrap().contains(needle),
             "{path}: {v}"
         );
+        // Rejected requests are audited like any other refusal, once.
+        assert_eq!(audit_len().await, before + 1, "{path} {status} {needle}");
+        let tail = env.audit_tail().await;
+        assert_eq!(tail["outcome"], "denied", "{path}");
+        assert_eq!(tail["principal"], "contoso", "{path}");
     }
     let (status, _) = refused(env.client(&token).get_key("missing").await.unwrap_err());
     assert_eq!(status, 404);

@@ -1,0 +1,208 @@
+//! The operator's story with the CLI only: run a vault, add principals, create a key with a
+//! release policy, grant, revoke, change the policy, check the audit log.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_conclave");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(out: Output, needle: &str) {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} does not mention {needle:?}"
+    );
+}
+
+#[test]
+fn manage_a_vault_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let vault = format!("https://127.0.0.1:{port}");
+    let state = dir.join("vault");
+    let mut child = Command::new(BIN)
+        .args([
+            "kms",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--attestation-authority",
+            "https://attest.example",
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ca = state.join("ca/ca.pem");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("admin.token").exists()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "the vault did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ca_s = ca.to_str().unwrap();
+    let admin = format!("@{}", state.join("admin.token").display());
+    let base = [("CONCLAVE_VAULT", vault.as_str()), ("CONCLAVE_CA", ca_s)];
+    let as_admin = [base[0], base[1], ("CONCLAVE_VAULT_TOKEN", admin.as_str())];
+
+    let owner = ok(run(&["kms", "principal", "contoso"], &as_admin))
+        .trim()
+        .to_string();
+    ok(run(&["kms", "principal", "woodgrove"], &as_admin));
+    let as_owner = [base[0], base[1], ("CONCLAVE_VAULT_TOKEN", owner.as_str())];
+
+    let policy = dir.join("policy.json");
+    write_policy(&policy, "aa");
+    let created: serde_json::Value = serde_json::from_str(&ok(run(
+        &[
+            "key",
+            "create",
+            "contoso-data",
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+        &as_owner,
+    )))
+    .unwrap();
+    assert_eq!(created["attributes"]["exportable"], true);
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(run(&["key", "get", "contoso-data"], &as_owner))).unwrap();
+    assert_eq!(got["key"]["kid"], created["key"]["kid"]);
+
+    let granted = ok(run(
+        &[
+            "key",
+            "grant",
+            "contoso-data",
+            "--to",
+            "woodgrove",
+            "--permissions",
+            "release",
+        ],
+        &as_owner,
+    ));
+    assert!(granted.contains("release"));
+    ok(run(
+        &["key", "revoke", "contoso-data", "--from", "woodgrove"],
+        &as_owner,
+    ));
+
+    write_policy(&policy, "bb");
+    let updated: serde_json::Value = serde_json::from_str(&ok(run(
+        &[
+            "key",
+            "policy",
+            "contoso-data",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--immutable",
+        ],
+        &as_owner,
+    )))
+    .unwrap();
+    assert_eq!(updated["release_policy"]["immutable"], true);
+    write_policy(&policy, "cc");
+    fails(
+        run(
+            &[
+                "key",
+                "policy",
+                "contoso-data",
+                "--policy",
+                policy.to_str().unwrap(),
+            ],
+            &as_owner,
+        ),
+        "immutable",
+    );
+
+    // Errors say what was wrong.
+    std::fs::write(&policy, "{\"version\": \"1.0.0\"}").unwrap();
+    fails(
+        run(
+            &[
+                "key",
+                "create",
+                "other",
+                "--policy",
+                policy.to_str().unwrap(),
+            ],
+            &as_owner,
+        ),
+        "anyOf",
+    );
+    fails(
+        run(
+            &["key", "get", "contoso-data"],
+            &[base[0], base[1], ("CONCLAVE_VAULT_TOKEN", "cvt_nope")],
+        ),
+        "not valid for this vault",
+    );
+    fails(
+        run(
+            &["key", "get", "contoso-data"],
+            &[base[0], ("CONCLAVE_VAULT_TOKEN", owner.as_str())],
+        ),
+        "cannot reach the vault",
+    );
+
+    // The audit log verifies once the vault is stopped, and names the actions.
+    fails(
+        run(
+            &["audit", "verify", "--state-dir", state.to_str().unwrap()],
+            &[],
+        ),
+        "stop it first",
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(
+        child.wait().unwrap().success(),
+        "Ctrl-C stops the vault cleanly"
+    );
+    ok(run(
+        &["audit", "verify", "--state-dir", state.to_str().unwrap()],
+        &[],
+    ));
+    let log = ok(run(
+        &["audit", "show", "--state-dir", state.to_str().unwrap()],
+        &[],
+    ));
+    for action in ["\"create\"", "\"grant\"", "\"revoke\"", "\"policy-change\""] {
+        assert!(log.contains(action), "the audit log has no {action} entry");
+    }
+}
+
+fn write_policy(path: &Path, measurement: &str) {
+    let p = serde_json::json!({"version": "1.0.0", "anyOf": [{"authority": "https://attest.example", "allOf": [
+        {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": measurement}]}]});
+    std::fs::write(path, p.to_string()).unwrap();
+}
