@@ -69,7 +69,16 @@ fn write_secret(path: &Path, text: &str) -> Result<(), SetupError> {
 }
 
 /// Opens (creating on first use) the vault in `opts.state_dir`, with certificates from `ca`.
-pub fn open(opts: VaultOptions, ca: &LocalCa) -> Result<OpenedVault, SetupError> {
+/// Where the vault's TLS and release-signing certificates come from.
+pub enum Certificates<'a> {
+    /// Issued (once) by a local CA: a server certificate and a separate signing certificate.
+    LocalCa(&'a LocalCa),
+    /// An operator-provided chain (PEM, leaf first) and RSA PKCS#8 key, used for both TLS and
+    /// signing release responses.
+    Files { chain_pem: PathBuf, key: PathBuf },
+}
+
+pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, SetupError> {
     let dir = &opts.state_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| SetupError::Other(format!("{}: {e}", dir.display())))?;
@@ -85,18 +94,29 @@ pub fn open(opts: VaultOptions, ca: &LocalCa) -> Result<OpenedVault, SetupError>
         master.derive("conclave audit chain v1"),
     )?;
 
-    let tls_dir = dir.join("tls");
-    let names: Vec<&str> = opts.tls_names.iter().map(String::as_str).collect();
-    let server = ca.server_cert(&tls_dir, "server", &names)?;
-    let tls = conclave_net::server_config(&server.chain_pem, &server.key_pk8)?;
-    let signing = ca.signing_cert(&tls_dir, "release-signing")?;
-    let key = RsaKeyPair::from_pkcs8(
-        &std::fs::read(&signing.key_pk8)
-            .map_err(|e| SetupError::Other(format!("{}: {e}", signing.key_pk8.display())))?,
-    )
-    .map_err(|e| SetupError::Other(format!("release signing key: {e}")))?;
-    let chain_pem =
-        std::fs::read(&signing.chain_pem).map_err(|e| SetupError::Other(e.to_string()))?;
+    let (tls, signing_chain_pem, signing_key) = match certs {
+        Certificates::LocalCa(ca) => {
+            let tls_dir = dir.join("tls");
+            let names: Vec<&str> = opts.tls_names.iter().map(String::as_str).collect();
+            let server = ca.server_cert(&tls_dir, "server", &names)?;
+            let tls = conclave_net::server_config(&server.chain_pem, &server.key_pk8)?;
+            let signing = ca.signing_cert(&tls_dir, "release-signing")?;
+            (tls, signing.chain_pem, signing.key_pk8)
+        }
+        Certificates::Files { chain_pem, key } => (
+            conclave_net::server_config(&chain_pem, &key)?,
+            chain_pem,
+            key,
+        ),
+    };
+    let key = RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&signing_key)?).map_err(|e| {
+        SetupError::Other(format!(
+            "{}: the signing key must be an RSA PKCS#8 key: {e}",
+            signing_key.display()
+        ))
+    })?;
+    let chain_pem = std::fs::read(&signing_chain_pem)
+        .map_err(|e| SetupError::Other(format!("{}: {e}", signing_chain_pem.display())))?;
     let chain = conclave_snp::Cert::parse_pem_bundle("release signing chain", &chain_pem)
         .map_err(|e| SetupError::Other(e.to_string()))?
         .into_iter()

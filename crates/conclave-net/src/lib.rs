@@ -275,12 +275,8 @@ pub fn server_config(chain_pem: &Path, key: &Path) -> Result<Arc<rustls::ServerC
         .map_err(|e| file_err(chain_pem, e))?
         .collect::<Result<_, _>>()
         .map_err(|e| file_err(chain_pem, e))?;
-    let key_bytes = std::fs::read(key).map_err(|e| file_err(key, e))?;
-    let key: PrivateKeyDer<'static> = if key_bytes.starts_with(b"-----") {
-        PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| file_err(key, e))?
-    } else {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_bytes))
-    };
+    let key: PrivateKeyDer<'static> =
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read_pkcs8(key)?));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -290,6 +286,20 @@ pub fn server_config(chain_pem: &Path, key: &Path) -> Result<Arc<rustls::ServerC
         .map_err(|e| NetError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A PKCS#8 private key file, DER or PEM, as DER.
+pub fn read_pkcs8(path: &Path) -> Result<Vec<u8>, NetError> {
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    if bytes.starts_with(b"-----") {
+        let key = PrivatePkcs8KeyDer::from_pem_slice(&bytes)
+            .map_err(|e| file_err(path, format!("not a PKCS#8 PEM key: {e}")))?;
+        Ok(key.secret_pkcs8_der().to_vec())
+    } else {
+        Ok(bytes)
+    }
 }
 
 /// Serves `router` on `listener` (TLS when `tls` is given) until `shutdown` completes, then

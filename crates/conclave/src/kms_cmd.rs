@@ -31,6 +31,13 @@ pub enum KmsCommand {
         /// it is trusted when fetching the attestation services' keys.
         #[arg(long)]
         ca_dir: Option<PathBuf>,
+        /// TLS certificate chain (PEM, leaf first) instead of the local CA; its RSA key also
+        /// signs release responses.
+        #[arg(long, requires = "tls_key", conflicts_with = "ca_dir")]
+        tls_cert: Option<PathBuf>,
+        /// Private key (RSA PKCS#8, DER or PEM) for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Release keys to hardware TEEs only (refuse tokens for simulated evidence).
         #[arg(long)]
         hardware_only: bool,
@@ -175,6 +182,8 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             url,
             authorities,
             ca_dir,
+            tls_cert,
+            tls_key,
             hardware_only,
             master_key_file,
         } => {
@@ -185,22 +194,38 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                 })?;
             let addr = listener.local_addr()?;
             let url = url.unwrap_or_else(|| format!("https://{addr}"));
-            let ca_dir = ca_dir.unwrap_or_else(|| state_dir.join("ca"));
-            let ca = LocalCa::load_or_create(&ca_dir)?;
+            // With operator certificates, attestation services are reached with system roots;
+            // otherwise a local CA issues the vault's certificates and is trusted for them.
+            let ca = match &tls_cert {
+                Some(_) => None,
+                None => Some(LocalCa::load_or_create(
+                    &ca_dir.unwrap_or_else(|| state_dir.join("ca")),
+                )?),
+            };
+            let certs = match (&ca, tls_cert, tls_key) {
+                (Some(ca), _, _) => conclave_kms::setup::Certificates::LocalCa(ca),
+                (None, Some(chain_pem), Some(key)) => {
+                    conclave_kms::setup::Certificates::Files { chain_pem, key }
+                }
+                (None, _, _) => bail!("--tls-cert needs --tls-key"),
+            };
+            let ca_path = ca.as_ref().map(|c| c.cert_path());
             let opened = conclave_kms::setup::open(
                 conclave_kms::setup::VaultOptions {
                     state_dir: state_dir.clone(),
                     vault_url: url.clone(),
                     tls_names: vec![addr.ip().to_string(), "localhost".into()],
                     authorities: authorities.clone(),
-                    http: conclave_net::client(Some(&ca.cert_path()))?,
+                    http: conclave_net::client(ca_path.as_deref())?,
                     hardware_only,
                     master_key_file,
                 },
-                &ca,
+                certs,
             )?;
             eprintln!("vault listening on {url}");
-            eprintln!("  CA certificate: {}", ca.cert_path().display());
+            if let Some(path) = &ca_path {
+                eprintln!("  CA certificate: {}", path.display());
+            }
             eprintln!("  admin token:    {}", opened.admin_token_path.display());
             eprintln!(
                 "  trusted attestation authorities: {}",

@@ -102,7 +102,7 @@ async fn start_vault(
             hardware_only,
             master_key_file: None,
         },
-        ca,
+        conclave_kms::setup::Certificates::LocalCa(ca),
     )
     .unwrap();
     let stop = spawn_tls(

@@ -206,3 +206,63 @@ fn write_policy(path: &Path, measurement: &str) {
         {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": measurement}]}]});
     std::fs::write(path, p.to_string()).unwrap();
 }
+
+#[test]
+fn the_vault_serves_operator_provided_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // An operator's own CA and server certificate (made here with the local CA code).
+    let ca = conclave_net::LocalCa::load_or_create(&dir.join("operator-ca")).unwrap();
+    let issued = ca
+        .server_cert(&dir.join("certs"), "vault", &["127.0.0.1"])
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = dir.join("vault");
+    let mut child = Command::new(BIN)
+        .args([
+            "kms",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--attestation-authority",
+            "https://attest.example",
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--tls-cert")
+        .arg(&issued.chain_pem)
+        .arg("--tls-key")
+        .arg(&issued.key_pk8)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("admin.token").exists()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "the vault did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !state.join("ca").exists(),
+        "no local CA is made when certificates are given"
+    );
+    let vault = format!("https://127.0.0.1:{port}");
+    let admin = format!("@{}", state.join("admin.token").display());
+    let ca_path = ca.cert_path();
+    let env = [
+        ("CONCLAVE_VAULT", vault.as_str()),
+        ("CONCLAVE_CA", ca_path.to_str().unwrap()),
+        ("CONCLAVE_VAULT_TOKEN", admin.as_str()),
+    ];
+    let token = ok(run(&["kms", "principal", "contoso"], &env));
+    assert!(token.starts_with("cvt_"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
