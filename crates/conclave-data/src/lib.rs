@@ -1,0 +1,7 @@
+//! Encrypted datasets: the record generator, Parquet modular encryption under vault keys,
+//! object stores.
+
+#![forbid(unsafe_code)]
+
+pub mod generator;
+pub mod world;
