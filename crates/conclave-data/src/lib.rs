@@ -3,5 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dataset;
 pub mod generator;
+pub mod store;
 pub mod world;
