@@ -420,6 +420,94 @@ impl Generator {
     }
 }
 
+/// Reads a string column whether it is plain or dictionary-encoded.
+pub fn string_column(col: &arrow_array::ArrayRef) -> Option<Box<dyn Fn(usize) -> String + '_>> {
+    use arrow_array::cast::AsArray as _;
+    match col.data_type() {
+        DataType::Utf8 => {
+            let a = col.as_string::<i32>();
+            Some(Box::new(move |i| a.value(i).to_string()))
+        }
+        DataType::LargeUtf8 => {
+            let a = col.as_string::<i64>();
+            Some(Box::new(move |i| a.value(i).to_string()))
+        }
+        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+            let d = col.as_dictionary::<Int32Type>();
+            let values = d.values().as_string::<i32>();
+            let keys = d.keys();
+            Some(Box::new(move |i| {
+                values.value(keys.value(i) as usize).to_string()
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Turns a batch (in this crate's schema, or as PyArrow writes it) back into records.
+pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<Record>, String> {
+    use arrow_array::cast::AsArray as _;
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("no column {name}"))
+    };
+    let text = |name: &str| -> Result<Box<dyn Fn(usize) -> String + '_>, String> {
+        string_column(col(name)?).ok_or_else(|| format!("column {name} is not text"))
+    };
+    let int = |name: &str| -> Result<Box<dyn Fn(usize) -> u64 + '_>, String> {
+        let c = col(name)?;
+        Ok(match c.data_type() {
+            DataType::UInt8 => {
+                let a = c.as_primitive::<arrow_array::types::UInt8Type>();
+                Box::new(move |i| u64::from(a.value(i)))
+            }
+            DataType::UInt32 => {
+                let a = c.as_primitive::<arrow_array::types::UInt32Type>();
+                Box::new(move |i| u64::from(a.value(i)))
+            }
+            DataType::Int32 => {
+                let a = c.as_primitive::<arrow_array::types::Int32Type>();
+                Box::new(move |i| a.value(i).max(0) as u64)
+            }
+            DataType::Int64 => {
+                let a = c.as_primitive::<arrow_array::types::Int64Type>();
+                Box::new(move |i| a.value(i).max(0) as u64)
+            }
+            other => {
+                return Err(format!(
+                    "column {name} has type {other}, expected an integer"
+                ));
+            }
+        })
+    };
+    let (name, phone, address, postal, eye, color, city, country) = (
+        text("name")?,
+        text("phone")?,
+        text("address")?,
+        text("postal_code")?,
+        text("eye_color")?,
+        text("favorite_color")?,
+        text("city")?,
+        text("country")?,
+    );
+    let (age, salary) = (int("age")?, int("salary")?);
+    Ok((0..batch.num_rows())
+        .map(|i| Record {
+            name: name(i),
+            phone: phone(i),
+            age: age(i).min(255) as u8,
+            salary: salary(i).min(u64::from(u32::MAX)) as u32,
+            eye_color: eye(i),
+            favorite_color: color(i),
+            address: address(i),
+            postal_code: postal(i),
+            city: city(i),
+            country: country(i),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,92 +598,4 @@ mod tests {
                 .all(|r| r.phone.starts_with('+') && !r.postal_code.contains('#'))
         );
     }
-}
-
-/// Reads a string column whether it is plain or dictionary-encoded.
-pub fn string_column(col: &arrow_array::ArrayRef) -> Option<Box<dyn Fn(usize) -> String + '_>> {
-    use arrow_array::cast::AsArray as _;
-    match col.data_type() {
-        DataType::Utf8 => {
-            let a = col.as_string::<i32>();
-            Some(Box::new(move |i| a.value(i).to_string()))
-        }
-        DataType::LargeUtf8 => {
-            let a = col.as_string::<i64>();
-            Some(Box::new(move |i| a.value(i).to_string()))
-        }
-        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
-            let d = col.as_dictionary::<Int32Type>();
-            let values = d.values().as_string::<i32>();
-            let keys = d.keys();
-            Some(Box::new(move |i| {
-                values.value(keys.value(i) as usize).to_string()
-            }))
-        }
-        _ => None,
-    }
-}
-
-/// Turns a batch (in this crate's schema, or as PyArrow writes it) back into records.
-pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<Record>, String> {
-    use arrow_array::cast::AsArray as _;
-    let col = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| format!("no column {name}"))
-    };
-    let text = |name: &str| -> Result<Box<dyn Fn(usize) -> String + '_>, String> {
-        string_column(col(name)?).ok_or_else(|| format!("column {name} is not text"))
-    };
-    let int = |name: &str| -> Result<Box<dyn Fn(usize) -> u64 + '_>, String> {
-        let c = col(name)?;
-        Ok(match c.data_type() {
-            DataType::UInt8 => {
-                let a = c.as_primitive::<arrow_array::types::UInt8Type>();
-                Box::new(move |i| u64::from(a.value(i)))
-            }
-            DataType::UInt32 => {
-                let a = c.as_primitive::<arrow_array::types::UInt32Type>();
-                Box::new(move |i| u64::from(a.value(i)))
-            }
-            DataType::Int32 => {
-                let a = c.as_primitive::<arrow_array::types::Int32Type>();
-                Box::new(move |i| a.value(i).max(0) as u64)
-            }
-            DataType::Int64 => {
-                let a = c.as_primitive::<arrow_array::types::Int64Type>();
-                Box::new(move |i| a.value(i).max(0) as u64)
-            }
-            other => {
-                return Err(format!(
-                    "column {name} has type {other}, expected an integer"
-                ));
-            }
-        })
-    };
-    let (name, phone, address, postal, eye, color, city, country) = (
-        text("name")?,
-        text("phone")?,
-        text("address")?,
-        text("postal_code")?,
-        text("eye_color")?,
-        text("favorite_color")?,
-        text("city")?,
-        text("country")?,
-    );
-    let (age, salary) = (int("age")?, int("salary")?);
-    Ok((0..batch.num_rows())
-        .map(|i| Record {
-            name: name(i),
-            phone: phone(i),
-            age: age(i).min(255) as u8,
-            salary: salary(i).min(u64::from(u32::MAX)) as u32,
-            eye_color: eye(i),
-            favorite_color: color(i),
-            address: address(i),
-            postal_code: postal(i),
-            city: city(i),
-            country: country(i),
-        })
-        .collect())
 }
