@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 mod attest_cmd;
+mod data_cmd;
 mod kms_cmd;
+mod progress;
 mod sim_cmd;
 mod tee_cmd;
 
@@ -41,6 +43,9 @@ enum Command {
     /// Manage keys, release policies and grants in a vault.
     #[command(subcommand)]
     Key(kms_cmd::KeyCommand),
+    /// Generate, encrypt and inspect datasets.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
     /// Check or print a vault's audit log.
     #[command(subcommand)]
     Audit(kms_cmd::AuditCommand),
@@ -67,6 +72,7 @@ async fn main() -> std::process::ExitCode {
         Command::Kms(cmd) => kms_cmd::run_kms(cmd).await,
         Command::Key(cmd) => kms_cmd::run_key(cmd).await,
         Command::Audit(cmd) => kms_cmd::run_audit(cmd).await,
+        Command::Data(cmd) => data_cmd::run(cmd).await,
     };
     match result {
         Ok(code) => code,
