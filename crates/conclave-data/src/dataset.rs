@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, TryFutureExt as _};
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::{
     AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStream,
@@ -52,6 +52,8 @@ pub enum DataError {
     ObjectStore(#[from] object_store::Error),
     #[error("{0}")]
     Input(String),
+    #[error("cannot write the dataset to {url}: {detail}")]
+    Write { url: String, detail: String },
 }
 
 /// The key material PyArrow and Spark store in an encrypted Parquet file (`PKMT1`).
@@ -260,18 +262,15 @@ impl AsyncFileReader for StoreReader {
 }
 
 impl MetadataSuffixFetch for &mut StoreReader {
+    // Azure Blob Storage has no suffix ranges, so the size is asked first.
     fn fetch_suffix(&mut self, suffix: usize) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        let options = GetOptions {
-            range: Some(GetRange::Suffix(suffix as u64)),
-            ..Default::default()
-        };
         async move {
-            let resp = self
-                .store
-                .get_opts(&self.path, options)
+            let size = self.store.head(&self.path).await.map_err(store_err)?.size;
+            let start = size.saturating_sub(suffix as u64);
+            self.store
+                .get_range(&self.path, start..size)
                 .await
-                .map_err(store_err)?;
-            resp.bytes().await.map_err(store_err)
+                .map_err(store_err)
         }
         .boxed()
     }
@@ -355,15 +354,19 @@ async fn write(
     master_key_id: String,
 ) -> Result<WriteSummary, DataError> {
     let sink = object_store::buffered::BufWriter::new(loc.store.clone(), loc.path.clone());
-    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
+    let write_err = |e: parquet::errors::ParquetError| DataError::Write {
+        url: loc.url.clone(),
+        detail: e.to_string(),
+    };
+    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props)).map_err(write_err)?;
     let mut rows = 0u64;
     for batch in batches {
         let batch = batch?;
         rows += batch.num_rows() as u64;
-        writer.write(&batch).await?;
+        writer.write(&batch).await.map_err(write_err)?;
         progress(rows);
     }
-    writer.close().await?;
+    writer.close().await.map_err(write_err)?;
     let bytes = loc.store.head(&loc.path).await?.size;
     Ok(WriteSummary {
         url: loc.url.clone(),
@@ -473,13 +476,19 @@ pub async fn inspect(loc: &Location) -> Result<Inspection, DataError> {
             store: loc.store.clone(),
             path: loc.path.clone(),
         };
-        let _ = ParquetRecordBatchStreamBuilder::new_with_options(
+        let attempt = ParquetRecordBatchStreamBuilder::new_with_options(
             reader,
             ArrowReaderOptions::new().with_file_decryption_properties(props),
         )
         .await;
         let captured = capture.0.lock().expect("capture lock").take();
-        captured.map(|m| KeyMaterial::parse(&m)).transpose()?
+        match (captured, attempt) {
+            (Some(m), _) => Some(KeyMaterial::parse(&m)?),
+            (None, Err(e)) => return Err(e.into()),
+            (None, Ok(_)) => {
+                return Err(DataError::Input("the encrypted footer names no key".into()));
+            }
+        }
     } else if footer == "PAR1" {
         None
     } else {

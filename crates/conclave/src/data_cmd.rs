@@ -57,16 +57,25 @@ pub enum DataCommand {
     },
 }
 
-async fn public_key(key: &str, token: Option<&str>, ca: Option<&std::path::Path>) -> anyhow::Result<VaultPublicKey> {
+async fn public_key(
+    key: &str,
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<VaultPublicKey> {
     let jwk: serde_json::Value = if key.starts_with("https://") {
-        let (vault, rest) = key.split_once("/keys/").context("a vault key id looks like https://<vault>/keys/<name>")?;
+        let (vault, rest) = key
+            .split_once("/keys/")
+            .context("a vault key id looks like https://<vault>/keys/<name>")?;
         let name = rest.split('/').next().unwrap_or_default();
-        let token = token.context("fetching a key from the vault needs --token (or CONCLAVE_VAULT_TOKEN)")?;
+        let token = token
+            .context("fetching a key from the vault needs --token (or CONCLAVE_VAULT_TOKEN)")?;
         let token = match token.strip_prefix('@') {
             Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?,
             None => token.to_string(),
         };
-        conclave_kms::client::VaultClient::new(conclave_net::client(ca)?, vault, &token).get_key(name).await?
+        conclave_kms::client::VaultClient::new(conclave_net::client(ca)?, vault, &token)
+            .get_key(name)
+            .await?
     } else {
         let text = std::fs::read(key).with_context(|| format!("reading the key file {key}"))?;
         serde_json::from_slice(&text).with_context(|| format!("{key} is not a JWK"))?
@@ -74,16 +83,29 @@ async fn public_key(key: &str, token: Option<&str>, ca: Option<&std::path::Path>
     Ok(VaultPublicKey::from_jwk(&jwk)?)
 }
 
-fn input_batches(input: &PathBuf) -> anyhow::Result<Box<dyn Iterator<Item = Result<arrow_array::RecordBatch, DataError>>>> {
-    let file = std::fs::File::open(input).with_context(|| format!("reading {}", input.display()))?;
+fn input_batches(
+    input: &PathBuf,
+) -> anyhow::Result<Box<dyn Iterator<Item = Result<arrow_array::RecordBatch, DataError>>>> {
+    let file =
+        std::fs::File::open(input).with_context(|| format!("reading {}", input.display()))?;
     match input.extension().and_then(|e| e.to_str()) {
         Some("csv") => {
-            let reader = arrow_csv::ReaderBuilder::new(schema()).with_header(true).with_batch_size(BATCH).build(file)?;
-            Ok(Box::new(reader.map(|b| b.map_err(|e| DataError::Input(format!("CSV: {e}"))))))
+            let reader = arrow_csv::ReaderBuilder::new(schema())
+                .with_header(true)
+                .with_batch_size(BATCH)
+                .build(file)?;
+            Ok(Box::new(reader.map(|b| {
+                b.map_err(|e| DataError::Input(format!("CSV: {e}")))
+            })))
         }
         Some("parquet") => {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(BATCH).build()?;
-            Ok(Box::new(reader.map(|b| b.map_err(|e| DataError::Input(format!("Parquet: {e}"))))))
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                    .with_batch_size(BATCH)
+                    .build()?;
+            Ok(Box::new(reader.map(|b| {
+                b.map_err(|e| DataError::Input(format!("Parquet: {e}")))
+            })))
         }
         _ => bail!("{}: give a .csv or .parquet file", input.display()),
     }
@@ -91,7 +113,12 @@ fn input_batches(input: &PathBuf) -> anyhow::Result<Box<dyn Iterator<Item = Resu
 
 pub async fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DataCommand::Generate { party, records, seed, out } => {
+        DataCommand::Generate {
+            party,
+            records,
+            seed,
+            out,
+        } => {
             if !(10..=100_000_000).contains(&records) {
                 bail!("--records must be between 10 and 100000000");
             }
@@ -100,8 +127,13 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
             let mut done = 0u64;
             match out.extension().and_then(|e| e.to_str()) {
                 Some("csv") => {
-                    let file = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
-                    let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(file);
+                    let file = std::io::BufWriter::new(
+                        std::fs::File::create(&out)
+                            .with_context(|| format!("creating {}", out.display()))?,
+                    );
+                    let mut writer = arrow_csv::WriterBuilder::new()
+                        .with_header(true)
+                        .build(file);
                     while let Some(batch) = generator.next_batch(BATCH) {
                         writer.write(&batch)?;
                         done += batch.num_rows() as u64;
@@ -116,39 +148,64 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
                 _ => bail!("{}: the output must end in .csv or .parquet", out.display()),
             }
             progress.finish();
-            eprintln!("wrote {records} {} records to {}", party.name(), out.display());
+            eprintln!(
+                "wrote {records} {} records to {}",
+                party.name(),
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        DataCommand::Encrypt { key, token, ca, input, out } => {
+        DataCommand::Encrypt {
+            key,
+            token,
+            ca,
+            input,
+            out,
+        } => {
             let public = public_key(&key, token.as_deref(), ca.as_deref()).await?;
             let loc = locate(&out)?;
             let batches = input_batches(&input)?;
             let size = std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0);
             let mut progress = Progress::new("encrypting", size / 100);
-            let summary = dataset::write_encrypted(batches, schema(), &loc, &public, |n| progress.set(n.min(size / 100))).await?;
+            let summary = dataset::write_encrypted(batches, schema(), &loc, &public, |n| {
+                progress.set(n.min(size / 100))
+            })
+            .await?;
             progress.finish();
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
         }
-        DataCommand::Inspect { url, key_file, sample } => {
+        DataCommand::Inspect {
+            url,
+            key_file,
+            sample,
+        } => {
             let loc = locate(&url)?;
             let inspection = dataset::inspect(&loc).await?;
             let mut out = serde_json::to_value(&inspection)?;
             out["note"] = match &inspection.key_material {
-                Some(_) => "footer and all columns are encrypted: schema and row count need the key".into(),
+                Some(_) => {
+                    "footer and all columns are encrypted: schema and row count need the key".into()
+                }
                 None => "plaintext Parquet: anyone with the file can read it".into(),
             };
             if let Some(path) = key_file {
-                let material = inspection.key_material.as_ref().context("the dataset is not encrypted")?;
+                let material = inspection
+                    .key_material
+                    .as_ref()
+                    .context("the dataset is not encrypted")?;
                 let pkcs8 = conclave_net::read_pkcs8(&path)?;
-                let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("{} is not an RSA PKCS#8 key", path.display()))?;
+                let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8)
+                    .map_err(|_| anyhow::anyhow!("{} is not an RSA PKCS#8 key", path.display()))?;
                 let unwrapper = Arc::new(PrivateKeyUnwrapper::new(&material.master_key_id, key)?);
-                let mut stream = dataset::read_encrypted(&loc, unwrapper, None, sample.max(1)).await?;
+                let mut stream =
+                    dataset::read_encrypted(&loc, unwrapper, None, sample.max(1)).await?;
                 let rows = match stream.next().await {
                     Some(batch) => records_from_batch(&batch?).map_err(|e| anyhow::anyhow!(e))?,
                     None => Vec::new(),
                 };
-                out["sample"] = serde_json::to_value(rows.into_iter().take(sample).collect::<Vec<_>>())?;
+                out["sample"] =
+                    serde_json::to_value(rows.into_iter().take(sample).collect::<Vec<_>>())?;
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)

@@ -13,16 +13,31 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: &str, total: u64) -> Self {
-        Progress { label: label.into(), total, started: Instant::now(), last: None, enabled: std::io::stderr().is_terminal() }
+        Progress {
+            label: label.into(),
+            total,
+            started: Instant::now(),
+            last: None,
+            enabled: std::io::stderr().is_terminal(),
+        }
     }
 
     /// Redraws at most ten times a second.
     pub fn set(&mut self, done: u64) {
-        if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) && done < self.total {
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+                && done < self.total
+        {
             return;
         }
         self.last = Some(Instant::now());
-        let frac = if self.total == 0 { 1.0 } else { done as f64 / self.total as f64 };
+        let frac = if self.total == 0 {
+            1.0
+        } else {
+            done as f64 / self.total as f64
+        };
         let width = 30;
         let filled = (frac * width as f64).round() as usize;
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);

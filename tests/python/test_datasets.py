@@ -1,0 +1,195 @@
+"""Encrypted datasets interoperate with PyArrow's Parquet modular encryption (both directions),
+and round-trip through Azure Blob Storage (Azurite, the real Azure Storage emulator)."""
+
+import base64
+import csv
+import datetime
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyarrow.parquet.encryption as pe
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from conftest import ROOT, conclave, free_port, wait_http
+
+KID = "https://127.0.0.1:8443/keys/fabrikam-data/00112233445566778899aabbccddeeff"
+OAEP256 = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def b64url_int(i, length):
+    return base64.urlsafe_b64encode(i.to_bytes(length, "big")).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def vault_key(tmp_path_factory):
+    """An RSA key standing in for a vault key: its public JWK, and its PKCS#8 private key."""
+    d = tmp_path_factory.mktemp("key")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = key.public_key().public_numbers()
+    (d / "public.json").write_text(json.dumps({"kid": KID, "kty": "RSA-HSM", "n": b64url_int(n.n, 256), "e": b64url_int(n.e, 3)}))
+    (d / "private.pk8").write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    return key, d / "public.json", d / "private.pk8"
+
+
+def crypto_factory(key):
+    class RsaKmsClient(pe.KmsClient):
+        """The owner's side: wraps data keys under the vault key's public part, and (for the
+        owner's own reading) unwraps with its private part."""
+
+        def __init__(self, config):
+            super().__init__()
+
+        def wrap_key(self, key_bytes, master_key_identifier):
+            assert master_key_identifier == KID
+            return base64.b64encode(key.public_key().encrypt(key_bytes, OAEP256)).decode()
+
+        def unwrap_key(self, wrapped_key, master_key_identifier):
+            assert master_key_identifier == KID
+            return key.decrypt(base64.b64decode(wrapped_key), OAEP256)
+
+    return pe.CryptoFactory(lambda config: RsaKmsClient(config))
+
+
+def generated(tmp_path, n=500):
+    out = tmp_path / "records.csv"
+    conclave("data", "generate", "--party", "fabrikam", "--records", str(n), "--seed", "3", "--out", str(out))
+    with open(out, newline="") as f:
+        return out, list(csv.DictReader(f))
+
+
+def as_rows(table):
+    rows = table.to_pylist()
+    return [{k: str(v) for k, v in r.items()} for r in rows]
+
+
+def test_pyarrow_reads_a_file_conclave_wrote(tmp_path, vault_key):
+    key, public, _ = vault_key
+    csv_path, expected = generated(tmp_path)
+    out = tmp_path / "enc.parquet"
+    conclave("data", "encrypt", "--key", str(public), "-i", str(csv_path), "-o", str(out))
+
+    metadata = json.loads(conclave("data", "inspect", str(out)))
+    assert metadata["key_material"]["masterKeyID"] == KID
+    assert metadata["key_material"]["keyMaterialType"] == "PKMT1"
+
+    decryption = crypto_factory(key).file_decryption_properties(pe.KmsConnectionConfig())
+    table = pq.read_table(out, decryption_properties=decryption)
+    assert table.num_rows == len(expected)
+    assert as_rows(table) == expected
+
+    with pytest.raises(Exception):
+        pq.read_table(out)  # no key, no data
+
+
+def test_conclave_reads_a_file_pyarrow_wrote(tmp_path, vault_key):
+    key, _, private = vault_key
+    _, expected = generated(tmp_path, 40)
+    table = pa.table({
+        "name": [r["name"] for r in expected],
+        "phone": [r["phone"] for r in expected],
+        "age": pa.array([int(r["age"]) for r in expected], pa.int32()),
+        "salary": pa.array([int(r["salary"]) for r in expected], pa.int64()),
+        **{c: [r[c] for r in expected] for c in ["eye_color", "favorite_color", "address", "postal_code", "city", "country"]},
+    })
+    config = pe.EncryptionConfiguration(footer_key=KID, uniform_encryption=True, double_wrapping=False,
+                                        data_key_length_bits=256, plaintext_footer=False)
+    props = crypto_factory(key).file_encryption_properties(pe.KmsConnectionConfig(), config)
+    out = tmp_path / "pyarrow.parquet"
+    pq.write_table(table, out, encryption_properties=props)
+
+    shown = json.loads(conclave("data", "inspect", str(out), "--key-file", str(private), "--sample", "40"))
+    assert shown["key_material"]["masterKeyID"] == KID
+    assert [{k: str(v) for k, v in r.items()} for r in shown["sample"]] == expected
+
+
+def shared_key_request(url, account, key_b64, method="PUT", body=b""):
+    """A request signed with the storage account key (Shared Key), as Azure Storage accepts it."""
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    version = "2021-08-06"
+    parsed = urllib.request.urlparse(url)
+    params = urllib.parse.parse_qs(parsed.query)
+    resource = f"/{account}{parsed.path}" + "".join(f"\n{k}:{v[0]}" for k, v in sorted(params.items()))
+    length = str(len(body)) if body else ""
+    to_sign = f"{method}\n\n\n{length}\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}"
+    signature = base64.b64encode(hmac.new(base64.b64decode(key_b64), to_sign.encode(), hashlib.sha256).digest()).decode()
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    headers = {"x-ms-date": date, "x-ms-version": version, "Authorization": f"SharedKey {account}:{signature}"}
+    if method == "PUT":
+        headers["Content-Length"] = str(len(body))
+    conn.request(method, parsed.path + (f"?{parsed.query}" if parsed.query else ""), body=body or None, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    assert resp.status < 300, f"{method} {url}: {resp.status} {data[:300]!r}"
+    return data
+
+
+# Azurite's documented development account (public, emulator-only).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture
+def azurite(tmp_path):
+    binary = os.environ.get("AZURITE_BLOB", str(ROOT / ".ci-cache" / "node" / "node_modules" / ".bin" / "azurite-blob"))
+    assert os.path.exists(binary), f"azurite is not installed at {binary}: run scripts/test, which installs it"
+    port = free_port()
+    log = open(tmp_path / "azurite.log", "wb")
+    proc = subprocess.Popen([binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
+                             "--skipApiVersionCheck", "--disableProductStyleUrl", "--silent"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+            except urllib.error.HTTPError:
+                break  # it answers (with an error for the bare URL): it is up
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_round_trip_through_azure_blob_storage(tmp_path, vault_key, azurite):
+    _, public, private = vault_key
+    csv_path, expected = generated(tmp_path, 300)
+    shared_key_request(f"{azurite}/{AZURITE_ACCOUNT}/datasets?restype=container", AZURITE_ACCOUNT, AZURITE_KEY)
+    env = {**os.environ, "AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": azurite}
+    url = "az://datasets/fabrikam/records.parquet"
+
+    def run(*args):
+        r = subprocess.run([conclave.path, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    summary = json.loads(run("data", "encrypt", "--key", str(public), "-i", str(csv_path), "-o", url))
+    assert summary["rows"] == 300
+    shown = json.loads(run("data", "inspect", url, "--key-file", str(private), "--sample", "300"))
+    assert shown["footer"] == "PARE"
+    assert [{k: str(v) for k, v in r.items()} for r in shown["sample"]] == expected
+
+    # Storage holds ciphertext only.
+    blob = shared_key_request(f"{azurite}/{AZURITE_ACCOUNT}/datasets/fabrikam/records.parquet", AZURITE_ACCOUNT, AZURITE_KEY,
+                              method="GET")
+    assert len(blob) == summary["bytes"]
+    for r in expected[:20]:
+        assert r["name"].encode() not in blob and r["phone"].encode() not in blob
