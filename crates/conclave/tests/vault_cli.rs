@@ -96,6 +96,43 @@ fn manage_a_vault_from_the_command_line() {
         serde_json::from_str(&ok(run(&["key", "get", "contoso-data"], &as_owner))).unwrap();
     assert_eq!(got["key"]["kid"], created["key"]["kid"]);
 
+    // An owner encrypts a dataset with only the key's public part, fetched from the vault by id.
+    let csv = dir.join("records.csv");
+    ok(run(
+        &[
+            "data",
+            "generate",
+            "--party",
+            "contoso",
+            "--records",
+            "50",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let kid = created["key"]["kid"].as_str().unwrap();
+    let enc = dir.join("store/contoso.parquet");
+    let summary: serde_json::Value = serde_json::from_str(&ok(run(
+        &[
+            "data",
+            "encrypt",
+            "--key",
+            kid,
+            "-i",
+            csv.to_str().unwrap(),
+            "-o",
+            enc.to_str().unwrap(),
+        ],
+        &as_owner,
+    )))
+    .unwrap();
+    assert_eq!(summary["rows"], 50);
+    assert_eq!(summary["master_key_id"], kid);
+    let inspected: serde_json::Value =
+        serde_json::from_str(&ok(run(&["data", "inspect", enc.to_str().unwrap()], &[]))).unwrap();
+    assert_eq!(inspected["key_material"]["masterKeyID"], kid);
+
     let granted = ok(run(
         &[
             "key",
