@@ -89,7 +89,7 @@ async fn encrypted_analysis_matches_plaintext_and_fails_closed() {
     .unwrap();
     assert_eq!(result, finish(&plain, 5, YEAR));
     assert_eq!(result.total_records, 60_000);
-    let events = events.lock().unwrap();
+    let events = events.lock().unwrap().clone();
     for (p, n) in parties {
         let last = events.iter().rev().find(|e| e.company == p.name()).unwrap();
         assert_eq!((last.phase, last.records), (Phase::Done, n), "{}", p.name());
