@@ -16,7 +16,8 @@ use crate::analytics::{AnalysisResult, COLUMNS, CompanyAggregate, finish};
 pub struct Input {
     pub company: String,
     pub location: Location,
-    pub unwrapper: Arc<dyn KeyUnwrapper>,
+    /// The released key; `None` reads a plaintext dataset (for comparisons in benchmarks).
+    pub unwrapper: Option<Arc<dyn KeyUnwrapper>>,
 }
 
 /// Progress of one dataset.
@@ -70,10 +71,13 @@ async fn one(
     };
     report(progress.clone());
     let result = async {
-        let mut stream =
-            dataset::read_encrypted(&input.location, input.unwrapper, Some(&COLUMNS), BATCH_ROWS)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+        let opened = match input.unwrapper {
+            Some(u) => {
+                dataset::read_encrypted(&input.location, u, Some(&COLUMNS), BATCH_ROWS).await
+            }
+            None => dataset::read_plain(&input.location, Some(&COLUMNS), BATCH_ROWS).await,
+        };
+        let mut stream = opened.map_err(|e| fail(e.to_string()))?;
         progress.phase = Phase::Decrypting;
         let mut agg = CompanyAggregate::default();
         while let Some(batch) = stream.next().await {

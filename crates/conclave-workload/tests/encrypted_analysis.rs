@@ -50,7 +50,7 @@ fn inputs(sets: &[(Party, String, Arc<dyn KeyUnwrapper>)]) -> Vec<Input> {
         .map(|(p, url, u)| Input {
             company: p.name().into(),
             location: locate(url).unwrap(),
-            unwrapper: u.clone(),
+            unwrapper: Some(u.clone()),
         })
         .collect()
 }

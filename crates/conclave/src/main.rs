@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod attest_cmd;
+mod bench_cmd;
 mod data_cmd;
 mod kms_cmd;
 mod progress;
@@ -46,6 +47,9 @@ enum Command {
     /// Generate, encrypt and inspect datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Benchmarks: figures and ratios measured side by side in one run.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
     /// Check or print a vault's audit log.
     #[command(subcommand)]
     Audit(kms_cmd::AuditCommand),
@@ -73,6 +77,7 @@ async fn main() -> std::process::ExitCode {
         Command::Key(cmd) => kms_cmd::run_key(cmd).await,
         Command::Audit(cmd) => kms_cmd::run_audit(cmd).await,
         Command::Data(cmd) => data_cmd::run(cmd).await,
+        Command::Bench(cmd) => bench_cmd::run(cmd).await,
     };
     match result {
         Ok(code) => code,

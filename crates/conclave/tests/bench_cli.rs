@@ -1,0 +1,46 @@
+//! `conclave bench analysis` runs end to end on a small input and reports every figure (no
+//! timing is asserted: figures are printed, not tested).
+
+#[test]
+fn analysis_bench_reports_all_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args([
+            "bench",
+            "analysis",
+            "--records",
+            "3000",
+            "--rsa-sample",
+            "20",
+            "--json",
+            "--cache-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "aes_gcm_floor",
+        "encrypted_analysis",
+        "plaintext_analysis",
+        "original_rsa_scheme",
+    ] {
+        assert!(v["records_per_s"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert!(v["speedup_vs_original"].as_f64().is_some());
+    assert_eq!(v["records"], 3000);
+    // The cache is reused: a second run does not regenerate.
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("3000"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        files.len(),
+        7,
+        "three encrypted, three plaintext datasets and the key"
+    );
+}
