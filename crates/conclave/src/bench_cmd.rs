@@ -35,6 +35,16 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Attest + release throughput against a real attestation service and a real vault over TLS
+    /// on loopback, beside the crypto-only bound of the same operations.
+    Release {
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const KID: &str = "https://bench.invalid/keys/bench/1";
@@ -223,6 +233,11 @@ fn original_scheme(sample: u64) -> anyhow::Result<f64> {
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Release {
+            concurrency,
+            seconds,
+            json,
+        } => crate::bench_release::run(concurrency, seconds, json).await,
         BenchCommand::Analysis {
             records,
             cache_dir,

@@ -6,6 +6,7 @@
 
 mod attest_cmd;
 mod bench_cmd;
+mod bench_release;
 mod data_cmd;
 mod kms_cmd;
 mod progress;
@@ -55,9 +56,9 @@ enum Command {
     Audit(kms_cmd::AuditCommand),
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -66,8 +67,13 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // Benchmarks log only warnings by default: per-request logs would be measured too.
+    init_logging(if matches!(cli.command, Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     let result = match cli.command {
         Command::Measure(args) => sim_cmd::measure(args),
         Command::SimHost(cmd) => sim_cmd::run(cmd).await,

@@ -1,0 +1,333 @@
+//! `conclave bench release`: evidence → token → release → unwrap cycles per second and latency
+//! percentiles over real TLS on loopback, and the crypto bound of the same operations without
+//! HTTP, measured in the same run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use conclave_attest::api::{AttestSevSnpVmRequest, attest, report_data_for};
+use conclave_attest::service::{AttestationService, ServiceConfig};
+use conclave_attest::{AppraisalPolicy, PlatformName};
+use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, ReleaseRequest};
+use conclave_kms::client::{VaultClient, open_release};
+use conclave_net::LocalCa;
+use conclave_snp::TrustedRoots;
+use conclave_tee::ephemeral::EphemeralKey;
+use conclave_tee::sim::{LaunchIdentity, SimHost, measure};
+use conclave_tee::{Evidence, Platform};
+
+const CONFIG: &[u8] = b"party = \"woodgrove\"\n";
+
+fn identity() -> LaunchIdentity {
+    LaunchIdentity {
+        measurement: measure(b"bench-workload", &[], CONFIG),
+        host_data: conclave_tee::sim::host_data(CONFIG),
+        policy: conclave_snp::report::GuestPolicy(0x3_0000),
+        report_id: [9; 32],
+    }
+}
+
+fn evidence(sim: &SimHost, runtime: &[u8]) -> anyhow::Result<Evidence> {
+    Ok(Evidence {
+        platform: Platform::Sim,
+        report: sim
+            .platform()
+            .sign_report(&identity(), report_data_for(runtime))?,
+        cert_chain_pem: sim.platform().cert_chain_pem(),
+        hcl_runtime_claims: None,
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result<ExitCode> {
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+    let dir = tmp.path();
+    let ca = LocalCa::load_or_create(&dir.join("ca"))?;
+    let http = conclave_net::client(Some(&ca.cert_path()))?;
+    let sim = SimHost::open(&dir.join("sim"))?;
+
+    // Attestation service over TLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let attest_url = format!("https://{}", listener.local_addr()?);
+    let cert = ca.server_cert(&dir.join("attest-tls"), "attest", &["127.0.0.1"])?;
+    let mut roots = TrustedRoots::amd();
+    roots.add(sim.platform().trusted_root())?;
+    let service = AttestationService::new(ServiceConfig {
+        issuer: attest_url.clone(),
+        roots,
+        policy: AppraisalPolicy {
+            allowed_platforms: [PlatformName::Sim].into(),
+            allow_debug: false,
+            min_tcb: None,
+            check_cert_validity: true,
+        },
+        key_dir: dir.join("token-keys"),
+        token_lifetime: Duration::from_secs(600),
+    })?;
+    let tls = conclave_net::server_config(&cert.chain_pem, &cert.key_pk8)?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let s1 = stop.clone();
+    tokio::spawn(conclave_net::serve(
+        listener,
+        conclave_attest::service::router(service),
+        Some(tls),
+        async move { s1.notified().await },
+    ));
+
+    // Vault over TLS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let vault_url = format!("https://{}", listener.local_addr()?);
+    let opened = conclave_kms::setup::open(
+        conclave_kms::setup::VaultOptions {
+            state_dir: dir.join("vault"),
+            vault_url: vault_url.clone(),
+            tls_names: vec!["127.0.0.1".into()],
+            authorities: vec![attest_url.clone()],
+            http: http.clone(),
+            hardware_only: false,
+            master_key_file: None,
+        },
+        conclave_kms::setup::Certificates::LocalCa(&ca),
+    )?;
+    let s2 = stop.clone();
+    tokio::spawn(conclave_net::serve(
+        listener,
+        conclave_kms::service::router(opened.vault),
+        Some(opened.tls),
+        async move { s2.notified().await },
+    ));
+
+    let admin = std::fs::read_to_string(&opened.admin_token_path)?;
+    let token = VaultClient::new(http.clone(), &vault_url, &admin)
+        .add_principal("bench", false)
+        .await?;
+    let client = Arc::new(VaultClient::new(http.clone(), &vault_url, &token));
+    let policy = serde_json::json!({"version": "1.0.0", "anyOf": [{"authority": attest_url, "allOf": [
+        {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex::encode(identity().measurement)}]}]});
+    client
+        .create_key(
+            "bench-key",
+            &CreateKeyRequest {
+                attributes: Some(KeyAttributes {
+                    exportable: Some(true),
+                    ..Default::default()
+                }),
+                release_policy: Some(ReleasePolicyBody {
+                    content_type: None,
+                    data: Some(conclave_attest::api::b64url(policy.to_string().as_bytes())),
+                    immutable: None,
+                }),
+                ..Default::default()
+            },
+        )
+        .await?;
+
+    // One TEE key per client, as each workload has one.
+    eprintln!("preparing {concurrency} TEE keys …");
+    let tee_keys: Vec<Arc<EphemeralKey>> = (0..concurrency)
+        .map(|_| EphemeralKey::generate().map(Arc::new))
+        .collect::<Result<_, _>>()?;
+    let sim = Arc::new(sim);
+    let ca_cert = Arc::new(ca.cert().clone());
+    let running = Arc::new(AtomicBool::new(true));
+    eprintln!("running {concurrency} clients for {seconds} s …");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for tee in tee_keys.iter().cloned() {
+        let (sim, client, http, attest_url, running, ca_cert) = (
+            sim.clone(),
+            client.clone(),
+            http.clone(),
+            attest_url.clone(),
+            running.clone(),
+            ca_cert.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut first_error: Option<String> = None;
+            let runtime = tee.runtime_json();
+            while running.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let cycle = async {
+                    let ev = evidence(&sim, &runtime)?;
+                    let token = attest(
+                        &http,
+                        &attest_url,
+                        &AttestSevSnpVmRequest::new(&ev, &runtime, None),
+                    )
+                    .await?;
+                    let jws = client
+                        .release(
+                            "bench-key",
+                            &ReleaseRequest {
+                                target: token,
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    open_release(&jws, &ca_cert, tee.private_key())?;
+                    anyhow::Ok(())
+                }
+                .await;
+                match cycle {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(format!("{e:#}"));
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    running.store(false, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (l, e, f) = t.await?;
+        lat.extend(l);
+        errors += e;
+        first_error = first_error.or(f);
+    }
+    if let Some(e) = &first_error {
+        eprintln!("first error: {e}");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    let http_rate = lat.len() as f64 / elapsed;
+
+    // The same cryptography without HTTP, on every core.
+    eprintln!("measuring the crypto bound …");
+    let (bound_sim, bound_dir) = (sim.clone(), dir.to_path_buf());
+    let bound = tokio::task::spawn_blocking(move || {
+        crypto_bound(
+            &bound_sim,
+            &bound_dir,
+            Duration::from_secs(seconds.clamp(2, 10)),
+        )
+    })
+    .await??;
+    stop.notify_waiters();
+
+    let out = serde_json::json!({
+        "concurrency": concurrency,
+        "cycles": lat.len(),
+        "errors": errors,
+        "first_error": first_error,
+        "cycles_per_s": http_rate,
+        "latency_ms": {"p50": percentile(&lat, 0.5), "p95": percentile(&lat, 0.95), "p99": percentile(&lat, 0.99)},
+        "crypto_bound_cycles_per_s": bound,
+        "ratio_to_crypto_bound": http_rate / bound,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("attest + release over TLS, {concurrency} clients, {seconds} s");
+        println!(
+            "  cycles/s                 {http_rate:>10.1}   ({} cycles, {errors} errors)",
+            lat.len()
+        );
+        println!(
+            "  latency p50/p95/p99 (ms) {:>10.1} {:.1} {:.1}",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.95),
+            percentile(&lat, 0.99)
+        );
+        println!("  crypto bound cycles/s    {bound:>10.1}");
+        println!("  ratio to the bound       {:>10.2}", http_rate / bound);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cycles per second of the cycle's cryptography alone: report signature, chain and report
+/// verification, token signing and verification, key unsealing-free wrap, JWS signing, unwrap.
+fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> anyhow::Result<f64> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let ring = conclave_attest::keys::KeyRing::open(&dir.join("token-keys"))?;
+    let token_key = ring.active();
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(ring.jwks(Duration::from_secs(600)))?;
+    let verifier = conclave_attest::TokenVerifier::with_jwks(None, &jwks);
+    let target = conclave_kms::crypto::generate_rsa(2048)?;
+    let tee = EphemeralKey::generate()?;
+    let runtime = tee.runtime_json();
+    let jwk = tee.public_jwk();
+    let b64 = |k: &str| conclave_attest::api::b64url_decode(jwk[k].as_str().unwrap_or_default());
+    let (n, e) = (b64("n")?, b64("e")?);
+    let mut roots = TrustedRoots::empty();
+    roots.add(sim.platform().trusted_root())?;
+    let count = std::sync::atomic::AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            handles.push(s.spawn(|| -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread().build()?;
+                while start.elapsed() < duration {
+                    let ev = evidence(sim, &runtime)?;
+                    let request = AttestSevSnpVmRequest::new(&ev, &runtime, None);
+                    let appraisal = conclave_attest::appraisal::appraise(
+                        &request,
+                        &roots,
+                        &AppraisalPolicy {
+                            allowed_platforms: [PlatformName::Sim].into(),
+                            allow_debug: false,
+                            min_tcb: None,
+                            check_cert_validity: true,
+                        },
+                    )?;
+                    let mut claims = conclave_attest::claims::token_claims(&appraisal);
+                    claims.insert("iat".into(), 1.into());
+                    claims.insert("exp".into(), 4_000_000_000u64.into());
+                    let mut header = serde_json::Map::new();
+                    header.insert("kid".into(), token_key.kid.clone().into());
+                    let token = conclave_attest::jws::sign_rs256(
+                        header,
+                        &serde_json::Value::Object(claims),
+                        &token_key.key,
+                    )?;
+                    rt.block_on(verifier.verify(&token))?;
+                    let wrapped = conclave_kms::crypto::wrap(
+                        &target.pkcs8,
+                        &n,
+                        &e,
+                        conclave_kms::crypto::WrapAlgorithm::CkmRsaAesKeyWrap,
+                    )?;
+                    let _jws = conclave_attest::jws::sign_rs256(
+                        serde_json::Map::new(),
+                        &serde_json::json!({"k": conclave_attest::api::b64url(&wrapped)}),
+                        &token_key.key,
+                    )?;
+                    conclave_kms::crypto::unwrap(
+                        &wrapped,
+                        tee.private_key(),
+                        conclave_kms::crypto::WrapAlgorithm::CkmRsaAesKeyWrap,
+                    )?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a bound thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
