@@ -143,7 +143,7 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
     eprintln!("running {concurrency} clients for {seconds} s …");
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for tee in tee_keys.iter().cloned() {
+    for tee in tee_keys {
         let (sim, client, http, attest_url, running, ca_cert) = (
             sim.clone(),
             client.clone(),
