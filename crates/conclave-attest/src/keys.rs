@@ -69,20 +69,7 @@ fn now_secs() -> u64 {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| store_err(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| store_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| store_err(path, e))
+    conclave_net::write_file(path, bytes, mode).map_err(|e| store_err(path, e))
 }
 
 /// RFC 7638 JWK thumbprint of an RSA public key: the key id.

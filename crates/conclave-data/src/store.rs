@@ -53,26 +53,14 @@ pub fn locate(url: &str) -> Result<Location, StoreError> {
         Some("az") | Some("azure") | Some("abfs") => {
             let store = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(url)
-                .build()
-                .map_err(|e| bad(&e.to_string()))?;
-            let path = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-            Ok(Location {
-                store: Arc::new(store),
-                path: Path::from(path.path().trim_start_matches('/')),
-                url: url.into(),
-            })
+                .build();
+            cloud(url, store.map(|s| Arc::new(s) as Arc<dyn ObjectStore>))
         }
         Some("s3") => {
             let store = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url)
-                .build()
-                .map_err(|e| bad(&e.to_string()))?;
-            let path = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-            Ok(Location {
-                store: Arc::new(store),
-                path: Path::from(path.path().trim_start_matches('/')),
-                url: url.into(),
-            })
+                .build();
+            cloud(url, store.map(|s| Arc::new(s) as Arc<dyn ObjectStore>))
         }
         Some("file") | None => {
             let local = match scheme {
@@ -112,4 +100,23 @@ pub fn locate(url: &str) -> Result<Location, StoreError> {
             "unsupported scheme {other}: use a path, file://, az:// or s3://"
         ))),
     }
+}
+
+/// A cloud store from its builder's result; the object path is the URL's path.
+fn cloud(
+    url: &str,
+    store: object_store::Result<Arc<dyn ObjectStore>>,
+) -> Result<Location, StoreError> {
+    let bad = |detail: String| StoreError::BadUrl {
+        url: url.to_string(),
+        detail,
+    };
+    let store = store.map_err(|e| bad(e.to_string()))?;
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let path = Path::from(parsed.path().trim_start_matches('/'));
+    Ok(Location {
+        store,
+        path,
+        url: url.into(),
+    })
 }

@@ -46,7 +46,9 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> NetError {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NetError> {
+/// Writes a file atomically (temporary file, fsync, rename) with the given mode: key files and
+/// certificates are never seen half-written.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NetError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");

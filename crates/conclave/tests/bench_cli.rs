@@ -48,10 +48,22 @@ fn analysis_bench_reports_all_figures() {
 #[test]
 fn release_bench_runs_cycles_against_real_services() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .args(["bench", "release", "--concurrency", "2", "--seconds", "2", "--json"])
+        .args([
+            "bench",
+            "release",
+            "--concurrency",
+            "2",
+            "--seconds",
+            "2",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["cycles"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
