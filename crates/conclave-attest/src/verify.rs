@@ -70,7 +70,9 @@ pub struct TokenVerifier {
     issuer: Option<String>,
     source: KeySource,
     keys: Mutex<HashMap<String, DecodingKey>>,
-    last_refresh: Mutex<Option<Instant>>,
+    /// Held across a refresh, so concurrent verifications of a new kid wait for one fetch
+    /// instead of finding the rate limit and failing.
+    last_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
 
 fn keys_from_jwks(jwks: &JwkSet) -> HashMap<String, DecodingKey> {
@@ -88,7 +90,7 @@ impl TokenVerifier {
             issuer,
             source: KeySource::Fixed,
             keys: Mutex::new(keys_from_jwks(jwks)),
-            last_refresh: Mutex::new(None),
+            last_refresh: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -102,7 +104,7 @@ impl TokenVerifier {
             },
             issuer: Some(issuer),
             keys: Mutex::default(),
-            last_refresh: Mutex::new(None),
+            last_refresh: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -115,7 +117,7 @@ impl TokenVerifier {
                 url: url.to_string(),
             },
             keys: Mutex::default(),
-            last_refresh: Mutex::new(None),
+            last_refresh: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -135,14 +137,15 @@ impl TokenVerifier {
             .map_err(unavailable)
     }
 
-    async fn refresh(&self) -> Result<(), TokenError> {
-        {
-            let mut last = self.last_refresh.lock().expect("refresh lock");
-            if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
+    async fn refresh(&self, kid: &str) -> Result<(), TokenError> {
+        let mut last = self.last_refresh.lock().await;
+        if self.key(kid).is_some() {
+            return Ok(()); // another verification fetched it while this one waited
         }
+        if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
         let (http, jwks_url) = match &self.source {
             KeySource::Fixed => return Ok(()),
             KeySource::JwksUrl { http, url } => (http, url.clone()),
@@ -192,7 +195,7 @@ impl TokenVerifier {
         let key = match self.key(&kid) {
             Some(k) => k,
             None => {
-                self.refresh().await?;
+                self.refresh(&kid).await?;
                 self.key(&kid)
                     .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?
             }

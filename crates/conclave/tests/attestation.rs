@@ -440,3 +440,28 @@ async fn rotated_keys_stay_published_until_their_tokens_expire() {
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_verifications_all_succeed() {
+    // Regression: concurrent verifications of a not-yet-cached kid used to hit the refresh rate
+    // limit while the first fetch was still in flight, and fail with "unknown kid".
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_sim_host(&dir.path().join("sim"));
+    let svc = start_service(dir.path(), roots_with(&host), sim_policy()).await;
+    let request = AttestSevSnpVmRequest::new(
+        &sim_evidence(&host, report_data_for(RUNTIME), false),
+        RUNTIME,
+        None,
+    );
+    let token = post(&svc.url, &request).await.unwrap();
+    let verifier = std::sync::Arc::new(TokenVerifier::for_issuer(&svc.url, reqwest::Client::new()));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (v, t) = (verifier.clone(), token.clone());
+            tokio::spawn(async move { v.verify(&t).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
