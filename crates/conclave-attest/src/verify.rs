@@ -121,6 +121,12 @@ impl TokenVerifier {
         }
     }
 
+    /// Also require tokens to name `issuer`.
+    pub fn with_issuer(mut self, issuer: &str) -> Self {
+        self.issuer = Some(issuer.trim_end_matches('/').to_string());
+        self
+    }
+
     async fn fetch_json<T: serde::de::DeserializeOwned>(
         http: &reqwest::Client,
         url: &str,
@@ -180,6 +186,20 @@ impl TokenVerifier {
     /// Checks signature (RS256 with a published key), `exp`/`nbf` with [`LEEWAY_SECS`] of skew,
     /// and the issuer.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.verify_valid_at(token, None).await
+    }
+
+    /// As [`verify`](Self::verify), but checks `exp`/`nbf` at the given time (Unix seconds)
+    /// instead of now: was this token valid when something that embeds it was signed?
+    pub async fn verify_at(&self, token: &str, at: u64) -> Result<VerifiedToken, TokenError> {
+        self.verify_valid_at(token, Some(at)).await
+    }
+
+    async fn verify_valid_at(
+        &self,
+        token: &str,
+        at: Option<u64>,
+    ) -> Result<VerifiedToken, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             // An algorithm jsonwebtoken does not know ("none", say) fails here.
             if token_alg(token).is_some_and(|alg| alg != "RS256") {
@@ -202,7 +222,8 @@ impl TokenVerifier {
         };
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
+        validation.validate_nbf = at.is_none();
+        validation.validate_exp = at.is_none();
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "iat"]);
         let data =
@@ -221,6 +242,15 @@ impl TokenVerifier {
                     other => TokenError::Malformed(format!("{other:?}")),
                 }
             })?;
+        if let Some(at) = at {
+            let claim = |name: &str| data.claims.get(name).and_then(|v| v.as_u64());
+            if claim("exp").is_some_and(|exp| at > exp + LEEWAY_SECS) {
+                return Err(TokenError::Expired);
+            }
+            if claim("nbf").is_some_and(|nbf| at + LEEWAY_SECS < nbf) {
+                return Err(TokenError::NotYetValid);
+            }
+        }
         let verified = VerifiedToken {
             kid,
             claims: data.claims,

@@ -399,6 +399,25 @@ pub async fn read_plain(
     open(loc, None, columns, batch_size).await
 }
 
+/// The number of records in a dataset, from its footer (decrypted with `unwrapper` when given).
+pub async fn row_count(
+    loc: &Location,
+    unwrapper: Option<Arc<dyn KeyUnwrapper>>,
+) -> Result<u64, DataError> {
+    let reader = StoreReader {
+        store: loc.store.clone(),
+        path: loc.path.clone(),
+    };
+    let mut options = ArrowReaderOptions::new();
+    if let Some(u) = unwrapper {
+        options = options.with_file_decryption_properties(
+            FileDecryptionProperties::with_key_retriever(Arc::new(Retriever(u))).build()?,
+        );
+    }
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+    Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
+}
+
 async fn open(
     loc: &Location,
     decryption: Option<Arc<FileDecryptionProperties>>,
@@ -514,4 +533,18 @@ pub async fn count_rows(
         n += batch?.num_rows() as u64;
     }
     Ok(n)
+}
+
+/// SHA-256 of a dataset's stored bytes (the ciphertext), and their length: what a result
+/// receipt names as its input.
+pub async fn digest(loc: &Location) -> Result<(String, u64), DataError> {
+    let mut stream = loc.store.get(&loc.path).await?.into_stream();
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut len = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        len += chunk.len() as u64;
+        ctx.update(&chunk);
+    }
+    Ok((hex::encode(ctx.finish().as_ref()), len))
 }

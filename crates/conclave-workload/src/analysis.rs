@@ -26,6 +26,8 @@ pub struct Progress {
     pub company: String,
     pub phase: Phase,
     pub records: u64,
+    /// Records in the dataset (from its footer); 0 until known.
+    pub records_total: u64,
     pub bytes_total: u64,
 }
 
@@ -67,10 +69,14 @@ async fn one(
         company: company.clone(),
         phase: Phase::Opening,
         records: 0,
+        records_total: 0,
         bytes_total,
     };
     report(progress.clone());
     let result = async {
+        progress.records_total = dataset::row_count(&input.location, input.unwrapper.clone())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         let opened = match input.unwrapper {
             Some(u) => {
                 dataset::read_encrypted(&input.location, u, Some(&COLUMNS), BATCH_ROWS).await

@@ -1,6 +1,85 @@
-//! The party workload that runs inside the TEE. So far: the partner analysis ([`analytics`]).
+//! The party workload that runs inside the TEE: it attests with keys that exist only in its
+//! memory ([`identity`]), has its vaults release dataset keys to it ([`release`]), shows its own
+//! records, runs the partner analysis ([`analysis`], [`analytics`]) with live progress, signs
+//! result receipts ([`receipt`]), and serves its page and JSON API ([`service`]).
 
 #![forbid(unsafe_code)]
 
 pub mod analysis;
 pub mod analytics;
+pub mod config;
+pub mod identity;
+pub mod receipt;
+pub mod release;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use conclave_tee::Platform;
+
+use crate::config::PartyConfig;
+use crate::identity::TeeIdentity;
+use crate::service::Workload;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error(transparent)]
+    Tee(#[from] conclave_tee::TeeError),
+    #[error(transparent)]
+    Net(#[from] conclave_net::NetError),
+    #[error("the CA certificate {path}: {detail}")]
+    Ca { path: String, detail: String },
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the workload on `listener` until `shutdown` completes. `platform` is `None` for a
+/// workload started without a TEE (it attests nothing, and every release is refused).
+pub async fn serve(
+    config: PartyConfig,
+    platform: Option<Platform>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkloadError> {
+    let ca_err = |detail: String| WorkloadError::Ca {
+        path: config.ca_file.display().to_string(),
+        detail,
+    };
+    let pem = std::fs::read(&config.ca_file).map_err(|e| ca_err(e.to_string()))?;
+    let vault_ca = conclave_snp::Cert::parse_pem_bundle("CA certificate", &pem)
+        .map_err(|e| ca_err(e.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ca_err("no certificate in the file".into()))?;
+    let http = conclave_net::client(Some(&config.ca_file))?;
+    let identity = TeeIdentity::generate(platform)?;
+    let mut background = Vec::new();
+    if let Some(p) = platform {
+        let source = conclave_tee::source(p)?;
+        background.push(tokio::spawn(identity.clone().keep_attested(
+            source,
+            http.clone(),
+            config.attestation_url.clone(),
+        )));
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workload = Workload::new(Arc::new(config), identity, http, vault_ca, stopped);
+    background.push(tokio::spawn(
+        workload.clone().release_own_key_when_attested(),
+    ));
+    let result = conclave_net::serve(
+        listener,
+        service::router(workload),
+        None,
+        async move {
+            shutdown.await;
+            stop.send(true).ok();
+        },
+    )
+    .await;
+    for task in background {
+        task.abort();
+    }
+    Ok(result?)
+}

@@ -9,6 +9,7 @@ mod bench_cmd;
 mod bench_release;
 mod data_cmd;
 mod kms_cmd;
+mod party_cmd;
 mod progress;
 mod sim_cmd;
 mod tee_cmd;
@@ -51,6 +52,12 @@ enum Command {
     /// Benchmarks: figures and ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
+    /// A party's workload (runs inside the TEE).
+    #[command(subcommand)]
+    Party(party_cmd::PartyCommand),
+    /// Check result receipts.
+    #[command(subcommand)]
+    Receipt(party_cmd::ReceiptCommand),
     /// Check or print a vault's audit log.
     #[command(subcommand)]
     Audit(kms_cmd::AuditCommand),
@@ -84,6 +91,8 @@ async fn main() -> std::process::ExitCode {
         Command::Audit(cmd) => kms_cmd::run_audit(cmd).await,
         Command::Data(cmd) => data_cmd::run(cmd).await,
         Command::Bench(cmd) => bench_cmd::run(cmd).await,
+        Command::Party(cmd) => party_cmd::run_party(cmd).await,
+        Command::Receipt(cmd) => party_cmd::run_receipt(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,199 @@
+//! A party workload's launch config (`party.toml`). On the simulated platform the config is
+//! measured with the binary, so everything that decides what the workload does with released
+//! keys lives here; secrets (vault bearer tokens) are only named by path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole config.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyConfig {
+    /// Short id of the party (`woodgrove`); its own dataset has this `company`.
+    pub party: String,
+    /// Name shown in the UI (`Woodgrove Bank`).
+    pub display_name: String,
+    /// Where the UI and API listen.
+    pub listen: SocketAddr,
+    /// Base URL of the attestation service.
+    pub attestation_url: String,
+    /// CA certificate (PEM) trusted for the attestation service's and the vaults' TLS, and as
+    /// the issuer of the vaults' release-signing certificates.
+    pub ca_file: PathBuf,
+    /// Smallest group released by the partner analysis.
+    #[serde(default = "default_k")]
+    pub k: u64,
+    /// Year ages are counted from (`birth_year = reference_year - age`); the current year when
+    /// absent.
+    #[serde(default)]
+    pub reference_year: Option<i32>,
+    /// Whether this workload runs the partner analysis over every dataset it lists.
+    #[serde(default)]
+    pub analysis: bool,
+    /// Datasets this workload knows of: its own, and partners' it may (or may not) be granted.
+    pub datasets: Vec<DatasetConfig>,
+}
+
+fn default_k() -> u64 {
+    5
+}
+
+/// One company's encrypted dataset and the vault key that opens it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Short id of the owning company (`contoso`).
+    pub company: String,
+    pub display_name: String,
+    /// Where the ciphertext lives (path, `file://`, `az://`, `s3://`).
+    pub url: String,
+    /// The vault key: `https://<vault>/keys/<name>`.
+    pub key: String,
+    /// File holding this workload's bearer token for that vault.
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the party config {path}: {detail}")]
+    Read { path: String, detail: String },
+    #[error("the party config {path} is invalid: {detail}")]
+    Invalid { path: String, detail: String },
+}
+
+impl PartyConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|detail| ConfigError::Invalid {
+            path: path.display().to_string(),
+            detail,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: PartyConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a party config serialises")
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !valid_id(&self.party) {
+            return Err(format!(
+                "party {:?}: use lower-case letters, digits and '-'",
+                self.party
+            ));
+        }
+        if self.k == 0 {
+            return Err("k must be at least 1".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &self.datasets {
+            if !valid_id(&d.company) {
+                return Err(format!(
+                    "dataset company {:?}: use lower-case letters, digits and '-'",
+                    d.company
+                ));
+            }
+            if !seen.insert(&d.company) {
+                return Err(format!("dataset {:?} is listed twice", d.company));
+            }
+            KeyRef::parse(&d.key).map_err(|e| format!("dataset {:?}: {e}", d.company))?;
+        }
+        Ok(())
+    }
+
+    /// The party's own dataset, if it lists one.
+    pub fn own(&self) -> Option<&DatasetConfig> {
+        self.datasets.iter().find(|d| d.company == self.party)
+    }
+
+    pub fn dataset(&self, company: &str) -> Option<&DatasetConfig> {
+        self.datasets.iter().find(|d| d.company == company)
+    }
+}
+
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A vault key URL split into the vault's base URL and the key's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    pub vault: String,
+    pub name: String,
+}
+
+impl KeyRef {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let bad = || format!("key {url:?} is not of the form https://<vault>/keys/<name>");
+        let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+        let (host, path) = rest.split_once('/').ok_or_else(bad)?;
+        let name = path.strip_prefix("keys/").ok_or_else(bad)?;
+        if host.is_empty() || !conclave_kms::api::valid_name(name) {
+            return Err(bad());
+        }
+        Ok(KeyRef {
+            vault: format!("https://{host}"),
+            name: name.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+party = "woodgrove"
+display_name = "Woodgrove Bank"
+listen = "127.0.0.1:8503"
+attestation_url = "https://127.0.0.1:8400"
+ca_file = "/tmp/ca.pem"
+analysis = true
+
+[[datasets]]
+company = "woodgrove"
+display_name = "Woodgrove Bank"
+url = "/tmp/woodgrove.parquet"
+key = "https://127.0.0.1:8443/keys/woodgrove-data"
+token_file = "/tmp/woodgrove.token"
+"#;
+
+    #[test]
+    fn parses_and_round_trips() {
+        let c = PartyConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(c.k, 5);
+        assert_eq!(c.own().unwrap().company, "woodgrove");
+        assert_eq!(PartyConfig::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn rejects_what_it_does_not_know() {
+        let e = PartyConfig::parse(&format!("{EXAMPLE}\nexport_plaintext = true\n")).unwrap_err();
+        assert!(e.contains("export_plaintext"), "{e}");
+        let e = PartyConfig::parse(&EXAMPLE.replace("keys/woodgrove-data", "woodgrove-data"))
+            .unwrap_err();
+        assert!(e.contains("https://<vault>/keys/<name>"), "{e}");
+        let e = PartyConfig::parse(&EXAMPLE.replace("analysis = true", "k = 0")).unwrap_err();
+        assert!(e.contains("k must be"), "{e}");
+    }
+
+    #[test]
+    fn key_refs() {
+        let k = KeyRef::parse("https://v.example:8443/keys/contoso-data").unwrap();
+        assert_eq!(k.vault, "https://v.example:8443");
+        assert_eq!(k.name, "contoso-data");
+        assert!(KeyRef::parse("https://v/keys/../etc").is_err());
+        assert!(KeyRef::parse("http://v/keys/a").is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Result receipts: an analysis result signed inside the TEE (ES256, the key published in the
+//! attestation token's `x-ms-runtime.keys`), embedding that token and the ids and SHA-256 of
+//! every input. Anyone holding the attestation service's JWKS checks offline which measured code
+//! produced the result, over which ciphertexts.
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+use conclave_attest::api::b64url_decode;
+use conclave_attest::verify::{TokenError, TokenVerifier};
+use serde_json::{Value, json};
+
+use crate::analytics::AnalysisResult;
+use crate::identity::{SIGNING_KEY_ID, TeeIdentity, now};
+
+/// Value of the receipt's `typ` claim.
+pub const RECEIPT_TYPE: &str = "conclave-analysis-receipt/v1";
+
+/// One input of an analysis, as the receipt names it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputDescriptor {
+    pub company: String,
+    /// Where the ciphertext was read from.
+    pub dataset: String,
+    /// The vault key that opened it.
+    pub key: String,
+    /// SHA-256 of the stored bytes (the ciphertext).
+    pub sha256: String,
+    pub bytes: u64,
+    pub records: u64,
+}
+
+/// Signs a receipt (compact JWS) for `result`.
+pub fn issue(
+    identity: &TeeIdentity,
+    token: &str,
+    party: &str,
+    inputs: &[InputDescriptor],
+    result: &AnalysisResult,
+) -> String {
+    identity.sign_jws(
+        &json!({"alg": "ES256", "typ": "JWT", "kid": SIGNING_KEY_ID}),
+        &json!({
+            "typ": RECEIPT_TYPE,
+            "iat": now(),
+            "party": party,
+            "inputs": inputs,
+            "result": result,
+            "attestation": token,
+        }),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("the receipt is not a compact JWS ({0})")]
+    Malformed(String),
+    #[error("the receipt is signed with {0}; receipts are ES256")]
+    Algorithm(String),
+    #[error("the embedded attestation token is not valid at the receipt's time: {0}")]
+    Token(#[from] TokenError),
+    #[error("the attestation token publishes no P-256 signing key {SIGNING_KEY_ID:?}")]
+    NoSigningKey,
+    #[error("the receipt's signature does not verify with the attested TEE's signing key")]
+    BadSignature,
+}
+
+/// A receipt whose signature chains to an attested TEE.
+#[derive(Debug, Clone)]
+pub struct VerifiedReceipt {
+    pub issued_at: u64,
+    pub party: String,
+    pub inputs: Vec<InputDescriptor>,
+    pub result: Value,
+    /// The verified claims of the embedded attestation token.
+    pub token_claims: Value,
+}
+
+impl VerifiedReceipt {
+    pub fn measurement(&self) -> Option<&str> {
+        self.token_claims["x-ms-sevsnpvm-launchmeasurement"]
+            .as_str()
+            .or_else(|| {
+                self.token_claims["x-ms-isolation-tee"]["x-ms-sevsnpvm-launchmeasurement"].as_str()
+            })
+    }
+
+    pub fn platform(&self) -> Option<&str> {
+        self.token_claims["x-conclave-platform"].as_str()
+    }
+}
+
+fn signing_key(claims: &Value) -> Option<Vec<u8>> {
+    let keys = claims["x-ms-runtime"]["keys"].as_array()?;
+    let k = keys.iter().find(|k| {
+        k["kid"] == SIGNING_KEY_ID && k["kty"] == "EC" && k["crv"] == "P-256"
+    })?;
+    let x = b64url_decode(k["x"].as_str()?).ok()?;
+    let y = b64url_decode(k["y"].as_str()?).ok()?;
+    (x.len() == 32 && y.len() == 32).then(|| [&[4u8][..], &x, &y].concat())
+}
+
+/// Checks a receipt: its token against the attestation service's keys (valid when the receipt
+/// was signed), then its signature against the signing key that token attests.
+pub async fn verify(
+    receipt: &str,
+    verifier: &TokenVerifier,
+) -> Result<VerifiedReceipt, ReceiptError> {
+    let receipt = receipt.trim();
+    let parts: Vec<&str> = receipt.split('.').collect();
+    let [h, p, s] = parts[..] else {
+        return Err(ReceiptError::Malformed("expected three parts".into()));
+    };
+    let decode = |part: &str, what: &str| {
+        b64url_decode(part).map_err(|_| ReceiptError::Malformed(format!("{what} is not base64url")))
+    };
+    let header: Value = serde_json::from_slice(&decode(h, "header")?)
+        .map_err(|_| ReceiptError::Malformed("header is not JSON".into()))?;
+    if header["alg"] != "ES256" {
+        return Err(ReceiptError::Algorithm(header["alg"].to_string()));
+    }
+    let payload: Value = serde_json::from_slice(&decode(p, "payload")?)
+        .map_err(|_| ReceiptError::Malformed("payload is not JSON".into()))?;
+    if payload["typ"] != RECEIPT_TYPE {
+        return Err(ReceiptError::Malformed(format!(
+            "typ is {}, expected {RECEIPT_TYPE:?}",
+            payload["typ"]
+        )));
+    }
+    let issued_at = payload["iat"]
+        .as_u64()
+        .ok_or_else(|| ReceiptError::Malformed("no iat".into()))?;
+    let token = payload["attestation"]
+        .as_str()
+        .ok_or_else(|| ReceiptError::Malformed("no attestation token".into()))?;
+    let verified = verifier.verify_at(token, issued_at).await?;
+    let key = signing_key(&verified.claims).ok_or(ReceiptError::NoSigningKey)?;
+    let signature = decode(s, "signature")?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
+        .verify(format!("{h}.{p}").as_bytes(), &signature)
+        .map_err(|_| ReceiptError::BadSignature)?;
+    let inputs = serde_json::from_value(payload["inputs"].clone())
+        .map_err(|e| ReceiptError::Malformed(format!("inputs: {e}")))?;
+    Ok(VerifiedReceipt {
+        issued_at,
+        party: payload["party"].as_str().unwrap_or_default().to_string(),
+        inputs,
+        result: payload["result"].clone(),
+        token_claims: verified.claims,
+    })
+}

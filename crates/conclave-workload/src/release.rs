@@ -1,0 +1,171 @@
+//! Secure key release from the workload's side: present the attestation token to a dataset's
+//! vault, open the wrapped key with the TEE's private key, and keep it in memory only. A
+//! refusal is kept with the vault's own reason, so the UI can show it as it is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use conclave_data::dataset::{KeyUnwrapper, PrivateKeyUnwrapper};
+use conclave_kms::api::ReleaseRequest;
+use conclave_kms::client::{ClientError, VaultClient, open_release};
+
+use crate::config::{DatasetConfig, KeyRef, PartyConfig};
+use crate::identity::{TeeIdentity, now};
+
+/// What happened the last time this workload asked for a dataset's key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum ReleaseState {
+    NotRequested,
+    Released {
+        kid: String,
+        at: u64,
+    },
+    Denied {
+        /// Who refused: `vault` (with its reason), or `workload` (nothing was sent).
+        by: &'static str,
+        /// The vault's HTTP status, when it answered.
+        status: Option<u16>,
+        reason: String,
+        at: u64,
+    },
+}
+
+/// Released keys (in memory only) and the outcome of each request.
+pub struct Keyring {
+    config: Arc<PartyConfig>,
+    identity: Arc<TeeIdentity>,
+    http: reqwest::Client,
+    vault_ca: conclave_snp::Cert,
+    states: Mutex<BTreeMap<String, ReleaseState>>,
+    keys: Mutex<HashMap<String, Arc<dyn KeyUnwrapper>>>,
+}
+
+impl Keyring {
+    pub fn new(
+        config: Arc<PartyConfig>,
+        identity: Arc<TeeIdentity>,
+        http: reqwest::Client,
+        vault_ca: conclave_snp::Cert,
+    ) -> Self {
+        let states = config
+            .datasets
+            .iter()
+            .map(|d| (d.company.clone(), ReleaseState::NotRequested))
+            .collect();
+        Keyring {
+            config,
+            identity,
+            http,
+            vault_ca,
+            states: Mutex::new(states),
+            keys: Mutex::default(),
+        }
+    }
+
+    pub fn state(&self, company: &str) -> ReleaseState {
+        self.states
+            .lock()
+            .expect("release state lock")
+            .get(company)
+            .cloned()
+            .unwrap_or(ReleaseState::NotRequested)
+    }
+
+    /// The released key of `company`'s dataset, if this workload holds it.
+    pub fn key(&self, company: &str) -> Option<Arc<dyn KeyUnwrapper>> {
+        self.keys
+            .lock()
+            .expect("released keys lock")
+            .get(company)
+            .cloned()
+    }
+
+    /// Asks the dataset's vault for its key; records and returns the outcome.
+    pub async fn release(&self, dataset: &DatasetConfig) -> ReleaseState {
+        let outcome = self.try_release(dataset).await;
+        let state = match outcome {
+            Ok((kid, key)) => {
+                self.keys
+                    .lock()
+                    .expect("released keys lock")
+                    .insert(dataset.company.clone(), key);
+                tracing::info!(company = %dataset.company, %kid, "key released to this workload");
+                ReleaseState::Released { kid, at: now() }
+            }
+            Err(denied) => {
+                // A refusal also forgets an earlier release: a revoked grant takes effect here.
+                self.keys
+                    .lock()
+                    .expect("released keys lock")
+                    .remove(&dataset.company);
+                if let ReleaseState::Denied { reason, .. } = &denied {
+                    tracing::warn!(company = %dataset.company, "release denied: {reason}");
+                }
+                denied
+            }
+        };
+        self.states
+            .lock()
+            .expect("release state lock")
+            .insert(dataset.company.clone(), state.clone());
+        state
+    }
+
+    async fn try_release(
+        &self,
+        dataset: &DatasetConfig,
+    ) -> Result<(String, Arc<dyn KeyUnwrapper>), ReleaseState> {
+        let local = |reason: String| ReleaseState::Denied {
+            by: "workload",
+            status: None,
+            reason,
+            at: now(),
+        };
+        let key = KeyRef::parse(&dataset.key).map_err(local)?;
+        let token = match (self.identity.token(), self.identity.platform()) {
+            (Some(t), _) => t,
+            // Without a TEE there is no token; present what such a workload can make itself,
+            // and let the vault say why that is not enough.
+            (None, None) => self
+                .identity
+                .self_issued_token(&self.config.attestation_url),
+            (None, Some(_)) => {
+                return Err(local(format!(
+                    "not requested: {}",
+                    self.identity.not_attested_reason()
+                )));
+            }
+        };
+        let bearer = std::fs::read_to_string(&dataset.token_file).map_err(|e| {
+            local(format!(
+                "cannot read the vault token file {}: {e}",
+                dataset.token_file.display()
+            ))
+        })?;
+        let vault = VaultClient::new(self.http.clone(), &key.vault, &bearer);
+        let request = ReleaseRequest {
+            target: token,
+            nonce: None,
+            enc: None,
+        };
+        let jws = vault
+            .release(&key.name, &request)
+            .await
+            .map_err(|e| ReleaseState::Denied {
+                by: "vault",
+                status: match &e {
+                    ClientError::Refused { status, .. } => Some(*status),
+                    _ => None,
+                },
+                reason: e.reason(),
+                at: now(),
+            })?;
+        let released = open_release(&jws, &self.vault_ca, self.identity.encryption_key())
+            .map_err(|e| local(format!("the vault's answer does not open: {e}")))?;
+        let kid = released.kid.clone();
+        let unwrapper = PrivateKeyUnwrapper::new(&kid, released.key)
+            .map_err(|e| local(format!("the released key is unusable: {e}")))?;
+        Ok((kid, Arc::new(unwrapper)))
+    }
+}

@@ -1,0 +1,618 @@
+//! The party workload's HTTP service: the web page (embedded, works offline) and the JSON API
+//! it uses (`/api/...`), so scripts can drive everything the page does.
+//!
+//! Nothing here serves a partner's records: the only record endpoint reads the party's own
+//! dataset, with its own released key. A workload without a released key serves nothing but
+//! the reasons it was refused.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use conclave_data::generator::{Record, records_from_batch};
+use conclave_data::store::locate;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::analysis::{self, Input, Phase, Progress};
+use crate::analytics::AnalysisResult;
+use crate::config::PartyConfig;
+use crate::identity::{TeeIdentity, claim_explanations, now};
+use crate::receipt::{self, InputDescriptor};
+use crate::release::{Keyring, ReleaseState};
+
+/// Largest page of records the API returns.
+pub const MAX_PAGE: usize = 200;
+
+/// Everything the handlers share.
+pub struct Workload {
+    pub config: Arc<PartyConfig>,
+    pub identity: Arc<TeeIdentity>,
+    pub keyring: Keyring,
+    analysis: Mutex<AnalysisView>,
+    cancel: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    changed: tokio::sync::watch::Sender<u64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    receipt: Mutex<Option<String>>,
+}
+
+/// The analysis as the page sees it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AnalysisView {
+    /// `idle`, `releasing`, `hashing`, `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub datasets: Vec<DatasetProgress>,
+    pub error: Option<String>,
+    pub inputs: Vec<InputDescriptor>,
+    pub result: Option<AnalysisResult>,
+    pub receipt_available: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatasetProgress {
+    pub company: String,
+    pub display_name: String,
+    pub phase: Phase,
+    pub records: u64,
+    pub records_total: u64,
+    pub bytes_total: u64,
+    /// Records per second since this dataset started.
+    pub rate: f64,
+    /// 0..=100.
+    pub percent: f64,
+}
+
+/// An API error: `{"error": {"code", "message"}}` with a status.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl Workload {
+    pub fn new(
+        config: Arc<PartyConfig>,
+        identity: Arc<TeeIdentity>,
+        http: reqwest::Client,
+        vault_ca: conclave_snp::Cert,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(Workload {
+            keyring: Keyring::new(config.clone(), identity.clone(), http, vault_ca),
+            config,
+            identity,
+            analysis: Mutex::new(AnalysisView {
+                state: "idle".into(),
+                ..AnalysisView::default()
+            }),
+            cancel: Mutex::default(),
+            changed: tokio::sync::watch::channel(0).0,
+            shutdown,
+            receipt: Mutex::default(),
+        })
+    }
+
+    fn reference_year(&self) -> i32 {
+        self.config.reference_year.unwrap_or_else(current_year)
+    }
+
+    pub fn status(&self) -> Value {
+        let platform = self.identity.platform();
+        json!({
+            "party": self.config.party,
+            "display_name": self.config.display_name,
+            "tee": platform.is_some(),
+            "platform": platform.map(|p| p.as_str()),
+            "simulated": platform == Some(conclave_tee::Platform::Sim),
+            "attestation": self.identity.state(),
+            "claim_explanations": claim_explanations(),
+            "analysis_enabled": self.config.analysis,
+            "k": self.config.k,
+            "reference_year": self.reference_year(),
+            "datasets": self.config.datasets.iter().map(|d| json!({
+                "company": d.company,
+                "display_name": d.display_name,
+                "url": d.url,
+                "key": d.key,
+                "own": d.company == self.config.party,
+                "release": self.keyring.state(&d.company),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut AnalysisView)) {
+        f(&mut self.analysis.lock().expect("analysis lock"));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn analysis(&self) -> AnalysisView {
+        self.analysis.lock().expect("analysis lock").clone()
+    }
+
+    /// Releases the party's own key once attested (or, without a TEE, tries once and records
+    /// the refusal).
+    pub async fn release_own_key_when_attested(self: Arc<Self>) {
+        let Some(own) = self.config.own().cloned() else {
+            return;
+        };
+        if self.identity.platform().is_some() {
+            while self.identity.token().is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.keyring.release(&own).await;
+    }
+
+    /// One page of the party's own records, decrypted in memory as they stream by.
+    pub async fn records(
+        &self,
+        offset: usize,
+        limit: usize,
+        query: &str,
+    ) -> Result<(u64, Vec<Record>), ApiError> {
+        let own = self.config.own().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoOwnDataset",
+                "this workload's config lists no dataset of its own party",
+            )
+        })?;
+        let key = self.keyring.key(&own.company).ok_or_else(|| {
+            let why = match self.keyring.state(&own.company) {
+                ReleaseState::Denied { reason, .. } => format!("the key was denied: {reason}"),
+                _ => "the key has not been released to this workload yet".into(),
+            };
+            ApiError::new(StatusCode::FORBIDDEN, "KeyNotReleased", why)
+        })?;
+        let location = locate(&own.url)
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "Storage", e.to_string()))?;
+        let mut stream = conclave_data::dataset::read_encrypted(&location, key, None, 8192)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "Dataset", e.to_string()))?;
+        let needle = query.trim().to_lowercase();
+        let mut matched = 0u64;
+        let mut page = Vec::new();
+        while let Some(batch) = stream.next().await {
+            // A stream that ends in an error is discarded whole: nothing is shown from it.
+            let batch = batch.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "Dataset",
+                    format!("{e} (the dataset may be tampered with)"),
+                )
+            })?;
+            let rows = records_from_batch(&batch)
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "Dataset", e))?;
+            for r in rows {
+                if !needle.is_empty() && !matches(&r, &needle) {
+                    continue;
+                }
+                if matched as usize >= offset && page.len() < limit {
+                    page.push(r);
+                }
+                matched += 1;
+            }
+        }
+        Ok((matched, page))
+    }
+
+    /// Starts the partner analysis in the background.
+    pub fn start_analysis(self: &Arc<Self>) -> Result<AnalysisView, ApiError> {
+        if !self.config.analysis {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AnalysisNotConfigured",
+                format!(
+                    "{}'s workload is not configured for the partner analysis (analysis = true in its launch config)",
+                    self.config.display_name
+                ),
+            ));
+        }
+        {
+            let mut view = self.analysis.lock().expect("analysis lock");
+            if matches!(view.state.as_str(), "releasing" | "hashing" | "running") {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "AnalysisRunning",
+                    "an analysis is already running; cancel it or wait for it",
+                ));
+            }
+            *view = AnalysisView {
+                state: "releasing".into(),
+                started_at: Some(now()),
+                datasets: self
+                    .config
+                    .datasets
+                    .iter()
+                    .map(|d| DatasetProgress {
+                        company: d.company.clone(),
+                        display_name: d.display_name.clone(),
+                        phase: Phase::Opening,
+                        records: 0,
+                        records_total: 0,
+                        bytes_total: 0,
+                        rate: 0.0,
+                        percent: 0.0,
+                    })
+                    .collect(),
+                ..AnalysisView::default()
+            };
+        }
+        *self.receipt.lock().expect("receipt lock") = None;
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        *self.cancel.lock().expect("cancel lock") = Some(cancel);
+        self.changed.send_modify(|v| *v += 1);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let outcome = me.clone().run_analysis(cancelled).await;
+            me.update(|v| {
+                v.finished_at = Some(now());
+                match outcome {
+                    Ok(()) => v.state = "done".into(),
+                    Err(analysis::AnalysisError::Cancelled) => {
+                        v.state = "cancelled".into();
+                        v.error = Some("the analysis was cancelled; nothing was released".into());
+                    }
+                    Err(e) => {
+                        v.state = "failed".into();
+                        v.error = Some(e.to_string());
+                    }
+                }
+            });
+        });
+        Ok(self.analysis())
+    }
+
+    pub fn cancel_analysis(&self) -> bool {
+        match &*self.cancel.lock().expect("cancel lock") {
+            Some(c) => c.send(true).is_ok(),
+            None => false,
+        }
+    }
+
+    async fn run_analysis(
+        self: Arc<Self>,
+        cancelled: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), analysis::AnalysisError> {
+        let fail = |company: &str, detail: String| analysis::AnalysisError::Dataset {
+            company: company.to_string(),
+            detail,
+        };
+        // 1. Every key, fresh from its vault: a revoked grant stops the analysis here.
+        let mut keys = BTreeMap::new();
+        for d in &self.config.datasets {
+            match self.keyring.release(d).await {
+                ReleaseState::Released { kid, .. } => {
+                    let key = self.keyring.key(&d.company).expect("a released key is held");
+                    keys.insert(d.company.clone(), (kid, key));
+                }
+                ReleaseState::Denied { reason, .. } => {
+                    return Err(fail(&d.display_name, format!("key release denied: {reason}")));
+                }
+                ReleaseState::NotRequested => unreachable!("release always records an outcome"),
+            }
+        }
+        if *cancelled.borrow() {
+            return Err(analysis::AnalysisError::Cancelled);
+        }
+        // 2. What exactly is analysed: the receipt names each ciphertext by its hash.
+        self.update(|v| v.state = "hashing".into());
+        let mut inputs = Vec::new();
+        let mut descriptors = Vec::new();
+        for d in &self.config.datasets {
+            let (kid, key) = keys.remove(&d.company).expect("every key was released");
+            let location = locate(&d.url).map_err(|e| fail(&d.display_name, e.to_string()))?;
+            let (sha256, bytes) = conclave_data::dataset::digest(&location)
+                .await
+                .map_err(|e| fail(&d.display_name, e.to_string()))?;
+            descriptors.push(InputDescriptor {
+                company: d.company.clone(),
+                dataset: d.url.clone(),
+                key: kid,
+                sha256,
+                bytes,
+                records: 0,
+            });
+            inputs.push(Input {
+                company: d.company.clone(),
+                location,
+                unwrapper: Some(key),
+            });
+        }
+        // 3. The analysis, with progress.
+        self.update(|v| v.state = "running".into());
+        let started: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+        let me = self.clone();
+        let report = Arc::new(move |p: Progress| {
+            let since = *started
+                .lock()
+                .expect("start times lock")
+                .entry(p.company.clone())
+                .or_insert_with(Instant::now);
+            let elapsed = since.elapsed().as_secs_f64();
+            me.update(|v| {
+                if let Some(d) = v.datasets.iter_mut().find(|d| d.company == p.company) {
+                    d.phase = p.phase;
+                    d.records = p.records;
+                    d.records_total = p.records_total;
+                    d.bytes_total = p.bytes_total;
+                    d.rate = if elapsed > 0.0 {
+                        p.records as f64 / elapsed
+                    } else {
+                        0.0
+                    };
+                    d.percent = match (p.phase, p.records_total) {
+                        (Phase::Done, _) => 100.0,
+                        (_, 0) => 0.0,
+                        (_, total) => (p.records as f64 * 100.0 / total as f64).min(100.0),
+                    };
+                }
+            });
+        });
+        let result = analysis::analyze(
+            inputs,
+            self.config.k,
+            self.reference_year(),
+            report,
+            cancelled,
+        )
+        .await?;
+        for d in &mut descriptors {
+            d.records = result.companies.get(&d.company).map_or(0, |c| c.records);
+        }
+        // 4. The receipt, signed with the TEE's key and carrying its current token.
+        let token = self.identity.token().ok_or_else(|| {
+            fail(
+                "receipt",
+                format!(
+                    "cannot sign a receipt: {}",
+                    self.identity.not_attested_reason()
+                ),
+            )
+        })?;
+        let signed = receipt::issue(
+            &self.identity,
+            &token,
+            &self.config.party,
+            &descriptors,
+            &result,
+        );
+        *self.receipt.lock().expect("receipt lock") = Some(signed);
+        self.update(|v| {
+            v.inputs = descriptors;
+            v.result = Some(result);
+            v.receipt_available = true;
+        });
+        Ok(())
+    }
+}
+
+fn matches(r: &Record, needle: &str) -> bool {
+    [
+        &r.name,
+        &r.phone,
+        &r.address,
+        &r.postal_code,
+        &r.city,
+        &r.country,
+        &r.eye_color,
+        &r.favorite_color,
+    ]
+    .iter()
+    .any(|f| f.to_lowercase().contains(needle))
+}
+
+/// The current calendar year (UTC).
+pub fn current_year() -> i32 {
+    // Days since 1970 to a civil year (Howard Hinnant's algorithm).
+    let days = (now() / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2)) as i32
+}
+
+// --- HTTP --------------------------------------------------------------------------------------
+
+type St = State<Arc<Workload>>;
+
+const INDEX_HTML: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const STYLE_CSS: &str = include_str!("../ui/style.css");
+const WORLD_JSON: &str = include_str!("../ui/world-110m.json");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'",
+            ),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn status(State(w): St) -> Json<Value> {
+    Json(w.status())
+}
+
+async fn release(State(w): St, Path(company): Path<String>) -> Result<Response, ApiError> {
+    let dataset = w.config.dataset(&company).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownDataset",
+            format!("this workload's config lists no dataset of {company:?}"),
+        )
+    })?;
+    let state = w.keyring.release(&dataset).await;
+    let code = match state {
+        ReleaseState::Released { .. } => StatusCode::OK,
+        _ => StatusCode::FORBIDDEN,
+    };
+    Ok((code, Json(state)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct RecordsQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    q: String,
+}
+
+async fn records(State(w): St, Query(q): Query<RecordsQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(25).clamp(1, MAX_PAGE);
+    let (total, records) = w.records(q.offset, limit, &q.q).await?;
+    Ok(Json(json!({
+        "total": total,
+        "offset": q.offset,
+        "limit": limit,
+        "query": q.q,
+        "records": records,
+    })))
+}
+
+async fn analysis_get(State(w): St) -> Json<AnalysisView> {
+    Json(w.analysis())
+}
+
+async fn analysis_start(State(w): St) -> Result<(StatusCode, Json<AnalysisView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(w.start_analysis()?)))
+}
+
+async fn analysis_cancel(State(w): St) -> Json<Value> {
+    Json(json!({ "cancelled": w.cancel_analysis() }))
+}
+
+async fn analysis_receipt(State(w): St) -> Result<Response, ApiError> {
+    let receipt = w.receipt.lock().expect("receipt lock").clone();
+    let receipt = receipt.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoReceipt",
+            "no analysis has completed yet",
+        )
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/jose"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"analysis-receipt.jws\"",
+            ),
+        ],
+        receipt,
+    )
+        .into_response())
+}
+
+/// Server-Sent Events: the analysis view whenever it changes (at most ten times a second),
+/// until the workload shuts down.
+async fn analysis_events(State(w): St) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let changes = w.changed.subscribe();
+    let shutdown = w.shutdown.clone();
+    let stream = futures::stream::unfold(
+        (w, changes, shutdown, true),
+        |(w, mut changes, mut shutdown, first)| async move {
+            if !first {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    changed = changes.changed() => changed.ok()?,
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                }
+            }
+            changes.borrow_and_update();
+            let event = Event::default()
+                .event("analysis")
+                .json_data(w.analysis())
+                .expect("the view serialises");
+            Some((Ok(event), (w, changes, shutdown, false)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+pub fn router(w: Arc<Workload>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(index))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route(
+            "/ui/world-110m.json",
+            get(|| async { asset("application/json", WORLD_JSON) }),
+        )
+        .route("/api/status", get(status))
+        .route("/api/keys/{company}/release", post(release))
+        .route("/api/records", get(records))
+        .route("/api/analysis", get(analysis_get).post(analysis_start))
+        .route("/api/analysis/cancel", post(analysis_cancel))
+        .route("/api/analysis/events", get(analysis_events))
+        .route("/api/analysis/receipt", get(analysis_receipt))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such page or API")
+        })
+        .with_state(w)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn current_year_is_plausible() {
+        let y = super::current_year();
+        assert!((2024..2200).contains(&y), "{y}");
+    }
+}

@@ -1,0 +1,159 @@
+//! `conclave party serve` (the party workload) and `conclave receipt verify`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use conclave_attest::verify::TokenVerifier;
+use conclave_tee::Platform;
+use conclave_workload::config::PartyConfig;
+
+#[derive(Subcommand)]
+pub enum PartyCommand {
+    /// Run a party's workload: attest, have its vaults release dataset keys, serve its page and
+    /// API. Under the sim host the config comes from the (measured) launch config.
+    Serve {
+        /// The party config (party.toml).
+        #[arg(long, env = "CONCLAVE_LAUNCH_CONFIG")]
+        config: PathBuf,
+        /// The TEE to get evidence from: sim, snp, azure-vtpm, or none (no TEE: nothing is
+        /// attested, every release is refused).
+        #[arg(long, default_value = "sim")]
+        tee: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReceiptCommand {
+    /// Check a result receipt offline: its attestation token against the attestation service's
+    /// keys, its signature against the attested TEE's key. Prints what produced it, from what.
+    Verify {
+        /// The receipt (a compact JWS, as the workload's page downloads it).
+        file: PathBuf,
+        /// The attestation service's JWKS: a file, or an https:// URL (`<service>/certs`).
+        #[arg(long)]
+        jwks: String,
+        /// Require this issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Require this launch measurement (hex).
+        #[arg(long)]
+        expect_measurement: Option<String>,
+        /// CA certificate to trust when fetching the JWKS over TLS.
+        #[arg(long, env = "CONCLAVE_CA")]
+        ca: Option<PathBuf>,
+        /// Print the verified receipt as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
+    let PartyCommand::Serve { config, tee } = cmd;
+    let platform = match tee.as_str() {
+        "none" => None,
+        other => Some(other.parse::<Platform>().map_err(anyhow::Error::msg)?),
+    };
+    let config = PartyConfig::load(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: change `listen` in the party config",
+                config.listen
+            )
+        })?;
+    eprintln!(
+        "{} workload on http://{}{}",
+        config.display_name,
+        config.listen,
+        match platform {
+            None => " (NO TEE: nothing will be released to it)",
+            Some(Platform::Sim) => " (SIMULATED SEV-SNP: no hardware protection)",
+            Some(_) => "",
+        }
+    );
+    conclave_workload::serve(config, platform, listener, crate::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_receipt(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
+    let ReceiptCommand::Verify {
+        file,
+        jwks,
+        issuer,
+        expect_measurement,
+        ca,
+        json,
+    } = cmd;
+    let receipt =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let verifier = if jwks.starts_with("https://") || jwks.starts_with("http://") {
+        let v = TokenVerifier::for_jwks_url(&jwks, conclave_net::client(ca.as_deref())?);
+        match issuer.clone() {
+            Some(i) => v.with_issuer(&i),
+            None => v,
+        }
+    } else {
+        let text = std::fs::read(&jwks).with_context(|| format!("reading {jwks}"))?;
+        let set = serde_json::from_slice(&text).with_context(|| format!("{jwks} is not a JWKS"))?;
+        TokenVerifier::with_jwks(issuer.clone(), &set)
+    };
+    let verified = match conclave_workload::receipt::verify(&receipt, &verifier).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("receipt REJECTED: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let measurement = verified.measurement().unwrap_or_default().to_string();
+    if let Some(want) = expect_measurement
+        && !want.eq_ignore_ascii_case(&measurement)
+    {
+        eprintln!(
+            "receipt REJECTED: produced by measurement {measurement}, expected {want}"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "issued_at": verified.issued_at,
+                "party": verified.party,
+                "platform": verified.platform(),
+                "measurement": measurement,
+                "issuer": verified.token_claims["iss"],
+                "inputs": verified.inputs,
+                "result": verified.result,
+            }))?
+        );
+    } else {
+        println!("receipt OK");
+        println!("  party:        {}", verified.party);
+        println!(
+            "  platform:     {}{}",
+            verified.platform().unwrap_or("?"),
+            if verified.platform() == Some("sim") {
+                " (SIMULATED: no hardware protection)"
+            } else {
+                ""
+            }
+        );
+        println!("  measurement:  {measurement}");
+        println!("  attested by:  {}", verified.token_claims["iss"]);
+        println!("  signed at:    {} (Unix time)", verified.issued_at);
+        for i in &verified.inputs {
+            println!(
+                "  input:        {} {} records, sha256 {} ({})",
+                i.company, i.records, i.sha256, i.dataset
+            );
+        }
+        println!(
+            "  result:       {} records, k = {}",
+            verified.result["total_records"], verified.result["k"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
