@@ -178,8 +178,9 @@ impl TeeIdentity {
             let token = attest(http, attestation_url, &request)
                 .await
                 .map_err(|e| e.to_string())?;
-            let claims = unverified_claims(&token)
-                .ok_or_else(|| "the attestation service returned an unreadable token".to_string())?;
+            let claims = unverified_claims(&token).ok_or_else(|| {
+                "the attestation service returned an unreadable token".to_string()
+            })?;
             let expires_at = claims["exp"].as_u64().unwrap_or(0);
             Ok::<_, String>(AttestationState::Attested {
                 token,

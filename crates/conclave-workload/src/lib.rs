@@ -68,15 +68,10 @@ pub async fn serve(
     background.push(tokio::spawn(
         workload.clone().release_own_key_when_attested(),
     ));
-    let result = conclave_net::serve(
-        listener,
-        service::router(workload),
-        None,
-        async move {
-            shutdown.await;
-            stop.send(true).ok();
-        },
-    )
+    let result = conclave_net::serve(listener, service::router(workload), None, async move {
+        shutdown.await;
+        stop.send(true).ok();
+    })
     .await;
     for task in background {
         task.abort();

@@ -90,9 +90,9 @@ impl VerifiedReceipt {
 
 fn signing_key(claims: &Value) -> Option<Vec<u8>> {
     let keys = claims["x-ms-runtime"]["keys"].as_array()?;
-    let k = keys.iter().find(|k| {
-        k["kid"] == SIGNING_KEY_ID && k["kty"] == "EC" && k["crv"] == "P-256"
-    })?;
+    let k = keys
+        .iter()
+        .find(|k| k["kid"] == SIGNING_KEY_ID && k["kty"] == "EC" && k["crv"] == "P-256")?;
     let x = b64url_decode(k["x"].as_str()?).ok()?;
     let y = b64url_decode(k["y"].as_str()?).ok()?;
     (x.len() == 32 && y.len() == 32).then(|| [&[4u8][..], &x, &y].concat())

@@ -312,11 +312,17 @@ impl Workload {
         for d in &self.config.datasets {
             match self.keyring.release(d).await {
                 ReleaseState::Released { kid, .. } => {
-                    let key = self.keyring.key(&d.company).expect("a released key is held");
+                    let key = self
+                        .keyring
+                        .key(&d.company)
+                        .expect("a released key is held");
                     keys.insert(d.company.clone(), (kid, key));
                 }
                 ReleaseState::Denied { reason, .. } => {
-                    return Err(fail(&d.display_name, format!("key release denied: {reason}")));
+                    return Err(fail(
+                        &d.display_name,
+                        format!("key release denied: {reason}"),
+                    ));
                 }
                 ReleaseState::NotRequested => unreachable!("release always records an outcome"),
             }
@@ -556,7 +562,9 @@ async fn analysis_receipt(State(w): St) -> Result<Response, ApiError> {
 
 /// Server-Sent Events: the analysis view whenever it changes (at most ten times a second),
 /// until the workload shuts down.
-async fn analysis_events(State(w): St) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+async fn analysis_events(
+    State(w): St,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let changes = w.changed.subscribe();
     let shutdown = w.shutdown.clone();
     let stream = futures::stream::unfold(

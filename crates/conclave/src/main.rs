@@ -8,6 +8,8 @@ mod attest_cmd;
 mod bench_cmd;
 mod bench_release;
 mod data_cmd;
+mod demo;
+mod deploy;
 mod kms_cmd;
 mod party_cmd;
 mod progress;
@@ -29,6 +31,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole multi-party story on this machine: sim host, attestation service, three
+    /// vaults, encrypted datasets, the party workloads, a snooper and a tampered workload.
+    Demo(demo::DemoArgs),
     /// Print the launch measurement a release policy should pin for a workload.
     Measure(sim_cmd::MeasureArgs),
     /// The simulated SEV-SNP platform (no hardware protection; for development and demos).
@@ -82,6 +87,7 @@ async fn main() -> std::process::ExitCode {
         "info"
     });
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args).await,
         Command::Measure(args) => sim_cmd::measure(args),
         Command::SimHost(cmd) => sim_cmd::run(cmd).await,
         Command::Attest(cmd) => attest_cmd::run(cmd).await,

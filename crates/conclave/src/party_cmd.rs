@@ -111,9 +111,7 @@ pub async fn run_receipt(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
     if let Some(want) = expect_measurement
         && !want.eq_ignore_ascii_case(&measurement)
     {
-        eprintln!(
-            "receipt REJECTED: produced by measurement {measurement}, expected {want}"
-        );
+        eprintln!("receipt REJECTED: produced by measurement {measurement}, expected {want}");
         return Ok(ExitCode::FAILURE);
     }
     if json {

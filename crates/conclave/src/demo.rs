@@ -1,0 +1,705 @@
+//! `conclave demo`: the whole multi-party story on one machine, in one process tree.
+//!
+//! Started here, in this process: the simulated SEV-SNP host, the attestation service, and one
+//! vault per party (Contoso, Fabrikam Fashion, Woodgrove Bank), each with its own store, master
+//! key and principals. Launched through the sim host: the three genuine party workloads, and a
+//! tampered Woodgrove workload (its config lowers k to 1). Started without a TEE: a snooper with
+//! Woodgrove's vault credentials. Release policies pin the measurements of the genuine
+//! workloads, computed here from the very bytes the sim host launches. A portal page shows it
+//! all. State is kept under `--state-dir` and reused by the next run unless `--fresh`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clap::Args;
+use conclave_attest::PlatformName;
+use conclave_data::generator::{Generator, Party, schema};
+use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, UpdateKeyRequest};
+use conclave_kms::client::{ClientError, VaultClient};
+use conclave_kms::store::Permission;
+use conclave_net::LocalCa;
+use conclave_tee::sim::{LaunchSpec, SimHost, measure};
+use conclave_workload::config::{DatasetConfig, PartyConfig};
+use serde_json::{Value, json};
+
+use crate::deploy::{self, Stop};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Records generated per party.
+    #[arg(long, default_value_t = 800)]
+    records: u64,
+    /// Where keys, vaults, datasets and logs live (reused by the next run).
+    #[arg(long, default_value = ".conclave-demo")]
+    state_dir: PathBuf,
+    /// First of ten consecutive ports: portal, attestation service, three vaults, five
+    /// workloads.
+    #[arg(long, default_value_t = 8400)]
+    port: u16,
+    /// Smallest group the partner analysis releases.
+    #[arg(long, default_value_t = 5)]
+    k: u64,
+    /// Start over: delete the state directory first.
+    #[arg(long)]
+    fresh: bool,
+}
+
+/// The three parties: id, display name, generator seed, what their records are.
+const PARTIES: [(Party, &str, u64, &str); 3] = [
+    (Party::Contoso, "Contoso", 1, "employer: its staff"),
+    (
+        Party::Fabrikam,
+        "Fabrikam Fashion",
+        2,
+        "retailer: its customers",
+    ),
+    (
+        Party::Woodgrove,
+        "Woodgrove Bank",
+        3,
+        "bank and analytics partner: its clients",
+    ),
+];
+
+/// Arguments every party workload is launched with (measured).
+const WORKLOAD_ARGS: [&str; 2] = ["party", "serve"];
+
+/// Attestation tokens live ten minutes; workloads re-attest after about six.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+
+struct Ports {
+    portal: u16,
+    attest: u16,
+    vault: [u16; 3],
+    workload: [u16; 3],
+    snooper: u16,
+    tampered: u16,
+}
+
+impl Ports {
+    fn from(base: u16) -> anyhow::Result<Self> {
+        if base > u16::MAX - 9 {
+            bail!("--port {base} leaves no room for the ten ports the demo uses");
+        }
+        Ok(Ports {
+            portal: base,
+            attest: base + 1,
+            vault: [base + 2, base + 3, base + 4],
+            workload: [base + 5, base + 6, base + 7],
+            snooper: base + 8,
+            tampered: base + 9,
+        })
+    }
+}
+
+async fn bind(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| {
+            format!(
+                "port {port} is in use (another program, or a demo already running): choose another range with --port"
+            )
+        })
+}
+
+/// Checks a workload's port is free now; the workload binds it itself.
+async fn check_free(port: u16) -> anyhow::Result<()> {
+    bind(port).await.map(drop)
+}
+
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    conclave_net::write_file(path, text.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+fn policy(attest_url: &str, measurements: &[String]) -> Value {
+    json!({
+        "version": "1.0.0",
+        "anyOf": measurements.iter().map(|m| json!({
+            "authority": attest_url,
+            "allOf": [
+                {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
+                {"claim": "x-ms-compliance-status", "equals": "conclave-compliant"},
+                {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+                {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": m},
+            ]
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn policy_body(p: &Value) -> ReleasePolicyBody {
+    ReleasePolicyBody {
+        content_type: Some("application/json; charset=utf-8".into()),
+        data: Some(conclave_attest::api::b64url(p.to_string().as_bytes())),
+        immutable: None,
+    }
+}
+
+/// Everything the portal and the tests need to know, also written to `<state>/demo.json`.
+#[derive(Clone, serde::Serialize)]
+struct DemoInfo {
+    portal: String,
+    attestation: String,
+    ca: PathBuf,
+    state_dir: PathBuf,
+    records_per_party: u64,
+    k: u64,
+    parties: Vec<PartyInfo>,
+    workloads: Vec<WorkloadInfo>,
+}
+
+#[derive(Clone, serde::Serialize)]
+struct PartyInfo {
+    id: String,
+    name: String,
+    holds: String,
+    seed: u64,
+    vault: String,
+    vault_dir: PathBuf,
+    key: String,
+    dataset: String,
+    #[serde(skip)]
+    admin_token: String,
+}
+
+#[derive(Clone, serde::Serialize)]
+struct WorkloadInfo {
+    id: String,
+    name: String,
+    url: String,
+    role: String,
+    measurement: Option<String>,
+    log: PathBuf,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let ports = Ports::from(args.port)?;
+    if args.fresh && args.state_dir.exists() {
+        std::fs::remove_dir_all(&args.state_dir)
+            .with_context(|| format!("removing {}", args.state_dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let state = std::fs::canonicalize(&args.state_dir)?;
+    for dir in ["logs", "storage", "tokens", "workloads"] {
+        std::fs::create_dir_all(state.join(dir))?;
+    }
+    let portal_listener = bind(ports.portal).await?;
+    let attest_listener = bind(ports.attest).await?;
+    let mut vault_listeners = Vec::new();
+    for p in ports.vault {
+        vault_listeners.push(bind(p).await?);
+    }
+    for p in ports
+        .workload
+        .iter()
+        .chain([&ports.snooper, &ports.tampered])
+    {
+        check_free(*p).await?;
+    }
+
+    let stop = Stop::default();
+    let ca = LocalCa::load_or_create(&state.join("ca"))?;
+    let http = conclave_net::client(Some(&ca.cert_path()))?;
+
+    // The simulated secure processor.
+    let sim = SimHost::open(&state.join("sim"))?;
+    let sim_listener = sim.bind()?;
+    let sim_task = {
+        let sim = sim.clone();
+        let signal = stop.signal();
+        tokio::spawn(async move { sim.serve(sim_listener, signal).await })
+    };
+
+    let (attest_url, _) = deploy::attestation_service(
+        &state.join("attest"),
+        &ca,
+        &sim,
+        &[PlatformName::Sim, PlatformName::Snp],
+        TOKEN_LIFETIME,
+        attest_listener,
+        &stop,
+    )?;
+
+    // What the genuine workloads will be: their configs, hence their measurements.
+    let binary_path = std::env::current_exe().context("finding this program's binary")?;
+    let binary = std::fs::read(&binary_path)
+        .with_context(|| format!("reading {}", binary_path.display()))?;
+    let args_measured: Vec<String> = WORKLOAD_ARGS.iter().map(|s| s.to_string()).collect();
+
+    let mut parties = Vec::new();
+    for (party, name, seed, holds) in PARTIES.iter() {
+        let id = party.name();
+        let vault_dir = state.join("vaults").join(id);
+        let (vault_url, admin_path, _) = deploy::vault(
+            &vault_dir,
+            &ca,
+            &http,
+            &attest_url,
+            vault_listeners.remove(0),
+            &stop,
+        )?;
+        let admin_token = std::fs::read_to_string(&admin_path)
+            .with_context(|| format!("reading {}", admin_path.display()))?;
+        parties.push(PartyInfo {
+            id: id.to_string(),
+            name: name.to_string(),
+            holds: holds.to_string(),
+            seed: *seed,
+            key: format!("{vault_url}/keys/{id}-data"),
+            vault: vault_url,
+            vault_dir,
+            dataset: format!(
+                "file://{}",
+                state
+                    .join("storage")
+                    .join(format!("{id}.parquet"))
+                    .display()
+            ),
+            admin_token,
+        });
+    }
+
+    // Principals: on each vault, its owner and both other parties; a token file each.
+    for vault in &parties {
+        let admin = VaultClient::new(http.clone(), &vault.vault, &vault.admin_token);
+        for who in &parties {
+            let path = token_path(&state, &vault.id, &who.id);
+            if !path.exists() {
+                let token = admin.add_principal(&who.id, false).await?;
+                write_secret(&path, &token)?;
+            }
+        }
+    }
+
+    // Workload configs and measurements.
+    let config_of = |me: usize, port: u16, k: u64| -> PartyConfig {
+        let p = &parties[me];
+        // Woodgrove lists every company's dataset (it is granted them); Contoso and Fabrikam
+        // list their own and the other's (which they are not granted), to show the refusal.
+        let listed: Vec<usize> = match me {
+            0 => vec![0, 1],
+            1 => vec![1, 0],
+            _ => vec![2, 0, 1],
+        };
+        PartyConfig {
+            party: p.id.clone(),
+            display_name: p.name.clone(),
+            listen: ([127, 0, 0, 1], port).into(),
+            attestation_url: attest_url.clone(),
+            ca_file: ca.cert_path(),
+            k,
+            reference_year: None,
+            analysis: me == 2,
+            datasets: listed
+                .into_iter()
+                .map(|d| DatasetConfig {
+                    company: parties[d].id.clone(),
+                    display_name: parties[d].name.clone(),
+                    url: parties[d].dataset.clone(),
+                    key: parties[d].key.clone(),
+                    token_file: token_path(&state, &parties[d].id, &p.id),
+                })
+                .collect(),
+        }
+    };
+    let genuine: Vec<PartyConfig> = (0..3)
+        .map(|i| config_of(i, ports.workload[i], args.k))
+        .collect();
+    let measurement_of =
+        |c: &PartyConfig| hex::encode(measure(&binary, &args_measured, c.to_toml().as_bytes()));
+    let measurements: Vec<String> = genuine.iter().map(measurement_of).collect();
+
+    // Keys: each owner creates its key (or, on a later run, updates its policy: the genuine
+    // workloads' measurements change when the binary or the ports do). Woodgrove's workload
+    // may release every key; Contoso's and Fabrikam's only their own.
+    for (i, p) in parties.iter().enumerate() {
+        let mut allowed = vec![measurements[i].clone()];
+        if i != 2 {
+            allowed.push(measurements[2].clone());
+        }
+        let owner = VaultClient::new(
+            http.clone(),
+            &p.vault,
+            &std::fs::read_to_string(token_path(&state, &p.id, &p.id))?,
+        );
+        let name = format!("{}-data", p.id);
+        let body = policy_body(&policy(&attest_url, &allowed));
+        match owner.get_key(&name).await {
+            Ok(existing) => {
+                let kid = existing["key"]["kid"].as_str().unwrap_or_default();
+                let version = kid.rsplit('/').next().unwrap_or_default().to_string();
+                owner
+                    .update_key(
+                        &name,
+                        &version,
+                        &UpdateKeyRequest {
+                            release_policy: Some(body),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+            }
+            Err(ClientError::Refused { status: 404, .. }) => {
+                owner
+                    .create_key(
+                        &name,
+                        &CreateKeyRequest {
+                            kty: Some("RSA-HSM".into()),
+                            key_size: Some(2048),
+                            attributes: Some(KeyAttributes {
+                                exportable: Some(true),
+                                ..Default::default()
+                            }),
+                            release_policy: Some(body),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if i != 2 {
+            owner
+                .grant(&name, "woodgrove", &[Permission::Release])
+                .await?;
+        }
+        ensure_dataset(&state, p, &owner, &name, args.records).await?;
+    }
+
+    // Launch: genuine workloads and the tampered one through the sim host; the snooper without.
+    let mut guests = Vec::new();
+    let mut workloads = Vec::new();
+    for (i, c) in genuine.iter().enumerate() {
+        let (guest, info) = launch(
+            &sim,
+            &binary_path,
+            &state,
+            &parties[i].id,
+            &parties[i].name,
+            c,
+            if i == 2 {
+                "analytics partner: releases all three keys, shows only aggregates"
+            } else {
+                "sees its own records; refused the other company's key"
+            },
+        )?;
+        guests.push(guest);
+        workloads.push(info);
+    }
+    let mut tampered = config_of(2, ports.tampered, 1);
+    tampered.display_name = "Woodgrove Bank (tampered: k = 1)".into();
+    let (guest, info) = launch(
+        &sim,
+        &binary_path,
+        &state,
+        "tampered",
+        &tampered.display_name,
+        &tampered,
+        "a genuine TEE running a modified config (k = 1): its measurement matches no policy",
+    )?;
+    guests.push(guest);
+    workloads.push(info);
+
+    let mut snooper = config_of(2, ports.snooper, args.k);
+    snooper.display_name = "Snooper (no TEE, Woodgrove's credentials)".into();
+    let snooper_config = state.join("workloads/snooper.toml");
+    std::fs::write(&snooper_config, snooper.to_toml())?;
+    let snooper_log = state.join("logs/snooper.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&snooper_log)?;
+    let snooper_child = tokio::process::Command::new(&binary_path)
+        .args(["party", "serve", "--tee", "none", "--config"])
+        .arg(&snooper_config)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the snooper")?;
+    workloads.push(WorkloadInfo {
+        id: "snooper".into(),
+        name: snooper.display_name.clone(),
+        url: format!("http://127.0.0.1:{}/", ports.snooper),
+        role: "the same app started without a TEE, holding Woodgrove's vault tokens: every release is refused".into(),
+        measurement: None,
+        log: snooper_log,
+    });
+
+    let info = DemoInfo {
+        portal: format!("http://127.0.0.1:{}/", ports.portal),
+        attestation: attest_url.clone(),
+        ca: ca.cert_path(),
+        state_dir: state.clone(),
+        records_per_party: args.records,
+        k: args.k,
+        parties,
+        workloads,
+    };
+    std::fs::write(state.join("demo.json"), serde_json::to_vec_pretty(&info)?)?;
+    let portal_task = tokio::spawn(conclave_net::serve(
+        portal_listener,
+        portal_router(info.clone(), http.clone()),
+        None,
+        stop.signal(),
+    ));
+
+    // Ready when every workload has attested (or found it cannot) and tried its own key.
+    let waiting = wait_ready(&http, &info).await;
+    if let Err(e) = waiting {
+        stop.stop();
+        bail!("{e}");
+    }
+    print_summary(&info, started.elapsed());
+
+    let mut snooper_child = snooper_child;
+    tokio::select! {
+        _ = crate::shutdown_signal() => {}
+        status = snooper_child.wait() => eprintln!("the snooper exited ({status:?}); see its log"),
+    }
+    eprintln!("\nstopping: workloads, portal, vaults, attestation service, sim host …");
+    for mut g in guests {
+        g.child.kill().await.ok();
+    }
+    snooper_child.kill().await.ok();
+    stop.stop();
+    portal_task.await.ok();
+    sim_task.abort();
+    eprintln!(
+        "stopped. State kept in {} (run again to reuse it, or pass --fresh).",
+        state.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_path(state: &Path, vault: &str, principal: &str) -> PathBuf {
+    state
+        .join("tokens")
+        .join(format!("{vault}-vault.{principal}.token"))
+}
+
+/// Generates and encrypts the party's records, unless the stored dataset already holds the
+/// same number under the same key.
+async fn ensure_dataset(
+    state: &Path,
+    p: &PartyInfo,
+    owner: &VaultClient,
+    key_name: &str,
+    records: u64,
+) -> anyhow::Result<()> {
+    let public = conclave_data::dataset::VaultPublicKey::from_jwk(&owner.get_key(key_name).await?)?;
+    let manifest_path = state.join("storage").join(format!("{}.json", p.id));
+    let want = json!({"records": records, "seed": p.seed, "kid": public.kid});
+    let loc = conclave_data::store::locate(&p.dataset)?;
+    if std::fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|m| m == want)
+        && conclave_data::dataset::inspect(&loc).await.is_ok()
+    {
+        return Ok(());
+    }
+    let party: Party = p.id.parse().map_err(anyhow::Error::msg)?;
+    let mut generator = Generator::new(party, p.seed, records);
+    let mut bar = crate::progress::Progress::new(&format!("{:<9} records", p.id), records);
+    let batches = std::iter::from_fn(move || generator.next_batch(64 * 1024).map(Ok));
+    conclave_data::dataset::write_encrypted(batches, schema(), &loc, &public, |n| bar.set(n))
+        .await?;
+    std::fs::write(&manifest_path, serde_json::to_vec(&want)?)?;
+    Ok(())
+}
+
+fn launch(
+    sim: &SimHost,
+    binary: &Path,
+    state: &Path,
+    id: &str,
+    name: &str,
+    config: &PartyConfig,
+    role: &str,
+) -> anyhow::Result<(conclave_tee::sim::Guest, WorkloadInfo)> {
+    let text = config.to_toml();
+    std::fs::write(state.join(format!("workloads/{id}.toml")), &text)?;
+    let log = state.join(format!("logs/{id}.log"));
+    let guest = sim.launch(&LaunchSpec {
+        binary: binary.to_path_buf(),
+        args: WORKLOAD_ARGS.iter().map(|s| s.to_string()).collect(),
+        config: text.into_bytes(),
+        debug: false,
+        log: Some(log.clone()),
+    })?;
+    let info = WorkloadInfo {
+        id: id.to_string(),
+        name: name.to_string(),
+        url: format!("http://{}/", config.listen),
+        role: role.to_string(),
+        measurement: Some(hex::encode(guest.identity.measurement)),
+        log,
+    };
+    Ok((guest, info))
+}
+
+async fn wait_ready(http: &reqwest::Client, info: &DemoInfo) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for w in &info.workloads {
+        loop {
+            let status: Option<Value> = match http.get(format!("{}api/status", w.url)).send().await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            let ready = status.as_ref().is_some_and(|s| {
+                let attested = matches!(
+                    s["attestation"]["state"].as_str(),
+                    Some("attested" | "no-tee" | "failed")
+                );
+                let own_tried = s["datasets"]
+                    .as_array()
+                    .and_then(|d| d.iter().find(|d| d["own"] == true))
+                    .is_some_and(|d| d["release"]["state"] != "not-requested");
+                attested && own_tried
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not become ready within 60 s; its log is {}",
+                    w.name,
+                    w.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(info: &DemoInfo, took: Duration) {
+    let w = |id: &str| {
+        info.workloads
+            .iter()
+            .find(|w| w.id == id)
+            .map(|w| w.url.clone())
+            .unwrap_or_default()
+    };
+    println!();
+    println!(
+        "Conclave demo ready in {:.1} s — SIMULATED SEV-SNP: no hardware protection.",
+        took.as_secs_f64()
+    );
+    println!();
+    println!("  Portal (start here)       {}", info.portal);
+    println!(
+        "  Contoso                   {}   its own records; Fabrikam's key is refused",
+        w("contoso")
+    );
+    println!(
+        "  Fabrikam Fashion          {}   its own records; Contoso's key is refused",
+        w("fabrikam")
+    );
+    println!(
+        "  Woodgrove Bank            {}   click \"Run the analysis\"",
+        w("woodgrove")
+    );
+    println!(
+        "  Snooper (no TEE)          {}   every release refused",
+        w("snooper")
+    );
+    println!(
+        "  Tampered workload         {}   wrong measurement, refused",
+        w("tampered")
+    );
+    println!();
+    println!("  Attestation service       {}", info.attestation);
+    for p in &info.parties {
+        println!("  {:<25} {}", format!("{} vault", p.name), p.vault);
+    }
+    println!("  Local CA certificate      {}", info.ca.display());
+    println!(
+        "  State (reused next run)   {}   (--fresh starts over)",
+        info.state_dir.display()
+    );
+    println!();
+    println!("Stop with Ctrl-C.");
+}
+
+// --- the portal --------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Portal {
+    info: DemoInfo,
+    http: reqwest::Client,
+}
+
+const PORTAL_HTML: &str = include_str!("portal/index.html");
+const PORTAL_JS: &str = include_str!("portal/portal.js");
+const PORTAL_CSS: &str = include_str!("portal/portal.css");
+
+fn portal_router(info: DemoInfo, http: reqwest::Client) -> axum::Router {
+    let asset = |ct: &'static str, body: &'static str| {
+        move || async move { ([(header::CONTENT_TYPE, ct)], body).into_response() }
+    };
+    axum::Router::new()
+        .route("/", get(asset("text/html; charset=utf-8", PORTAL_HTML)))
+        .route(
+            "/portal.js",
+            get(asset("text/javascript; charset=utf-8", PORTAL_JS)),
+        )
+        .route(
+            "/portal.css",
+            get(asset("text/css; charset=utf-8", PORTAL_CSS)),
+        )
+        .route("/api/demo", get(demo_status))
+        .route("/api/audit/{party}", get(audit))
+        .with_state(Portal { info, http })
+}
+
+/// The demo's layout with each workload's live status (fetched here: the pages are on other
+/// origins).
+async fn demo_status(State(p): State<Portal>) -> Json<Value> {
+    let mut workloads = Vec::new();
+    for w in &p.info.workloads {
+        let status: Value = match p.http.get(format!("{}api/status", w.url)).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let mut v = serde_json::to_value(w).expect("JSON");
+        v["status"] = status;
+        workloads.push(v);
+    }
+    let mut v = serde_json::to_value(&p.info).expect("JSON");
+    v["workloads"] = Value::Array(workloads);
+    Json(v)
+}
+
+/// A vault's audit log, read with its admin token (which never leaves this process).
+async fn audit(State(p): State<Portal>, UrlPath(party): UrlPath<String>) -> Response {
+    let Some(v) = p.info.parties.iter().find(|v| v.id == party) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "NotFound", "message": format!("no party {party:?}")}})),
+        )
+            .into_response();
+    };
+    match VaultClient::new(p.http.clone(), &v.vault, &v.admin_token)
+        .audit(0)
+        .await
+    {
+        Ok(log) => Json(log).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": {"code": "Vault", "message": e.to_string()}})),
+        )
+            .into_response(),
+    }
+}

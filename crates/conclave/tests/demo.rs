@@ -1,0 +1,504 @@
+//! `conclave demo` end to end, as a newcomer runs it: started as a subprocess on free ports,
+//! driven only through its HTTP APIs, stopped with Ctrl-C, started again on the same state.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conclave_data::generator::{Generator, Party, Record};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_conclave");
+const RECORDS: u64 = 300;
+const SEEDS: [(Party, u64); 3] = [
+    (Party::Contoso, 1),
+    (Party::Fabrikam, 2),
+    (Party::Woodgrove, 3),
+];
+
+/// A base port with the nine after it free.
+fn free_ports() -> u16 {
+    for attempt in 0..200u32 {
+        let base = 20_000 + ((std::process::id() * 7 + attempt * 131) % 4000) as u16 * 10;
+        let all_free =
+            (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no ten consecutive free ports");
+}
+
+struct Demo {
+    child: Child,
+    info: Value,
+    http: reqwest::blocking::Client,
+    stdout: Vec<String>,
+}
+
+fn start(state: &Path, port: u16) -> Demo {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--records",
+            &RECORDS.to_string(),
+            "--port",
+            &port.to_string(),
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut stdout = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("the demo did not get ready; it printed {stdout:#?}"));
+        let ready = line.contains("Conclave demo ready");
+        stdout.push(line);
+        if ready {
+            break;
+        }
+    }
+    // The rest of the summary.
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+        stdout.push(line);
+    }
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(state.join("demo.json")).unwrap()).unwrap();
+    Demo {
+        child,
+        info,
+        http: reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        stdout,
+    }
+}
+
+impl Demo {
+    fn url(&self, workload: &str) -> String {
+        self.info["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == workload)
+            .unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn get(&self, workload: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url(workload)))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn get_text(&self, workload: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url(workload)))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    fn post(&self, workload: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url(workload)))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn all_own_records(&self, workload: &str) -> Vec<Record> {
+        let mut out = Vec::new();
+        loop {
+            let (status, page) = self.get(
+                workload,
+                &format!("api/records?offset={}&limit=200", out.len()),
+            );
+            assert_eq!(status, 200, "{page}");
+            let records: Vec<Record> = serde_json::from_value(page["records"].clone()).unwrap();
+            if records.is_empty() {
+                return out;
+            }
+            out.extend(records);
+        }
+    }
+
+    /// Ctrl-C, and a clean exit.
+    fn interrupt(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the demo exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not stop after Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn generated(party: Party) -> Vec<Record> {
+    let seed = SEEDS.iter().find(|(p, _)| *p == party).unwrap().1;
+    Generator::new(party, seed, RECORDS).records().collect()
+}
+
+fn reference_analysis(dir: &Path, k: u64, year: i64) -> Value {
+    let mut csvs: Vec<PathBuf> = Vec::new();
+    for (party, seed) in SEEDS {
+        let path = dir.join(format!("{}.csv", party.name()));
+        let mut w = arrow_csv::WriterBuilder::new()
+            .with_header(true)
+            .build(std::fs::File::create(&path).unwrap());
+        let mut g = Generator::new(party, seed, RECORDS);
+        while let Some(b) = g.next_batch(1000) {
+            w.write(&b).unwrap();
+        }
+        csvs.push(path);
+    }
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/reference/analytics.py"
+        ))
+        .arg(k.to_string())
+        .arg(year.to_string())
+        .args(&csvs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn conclave(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let port = free_ports();
+    let demo = start(&state, port);
+    let summary = demo.stdout.join("\n");
+    assert!(summary.contains("SIMULATED SEV-SNP"), "{summary}");
+    assert!(
+        summary.contains(&format!("http://127.0.0.1:{port}/")),
+        "{summary}"
+    );
+    assert!(summary.contains("Ctrl-C"), "{summary}");
+
+    // The genuine parties: attested on the sim platform, own key released.
+    let mut kids = Vec::new();
+    for party in ["contoso", "fabrikam", "woodgrove"] {
+        let (code, s) = demo.get(party, "api/status");
+        assert_eq!(code, 200);
+        assert_eq!(s["attestation"]["state"], "attested", "{party}: {s}");
+        assert_eq!(s["simulated"], true);
+        assert_eq!(s["attestation"]["claims"]["x-conclave-platform"], "sim");
+        let own = s["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["own"] == true)
+            .unwrap();
+        assert_eq!(own["release"]["state"], "released", "{party}: {s}");
+        kids.push(own["release"]["kid"].as_str().unwrap().to_string());
+    }
+
+    // Each party sees its own records, exactly the generated ones.
+    let contoso = demo.all_own_records("contoso");
+    assert_eq!(contoso, generated(Party::Contoso));
+    assert_eq!(demo.all_own_records("fabrikam"), generated(Party::Fabrikam));
+    // Woodgrove's record view is its own records only, never a partner's.
+    assert_eq!(
+        demo.all_own_records("woodgrove"),
+        generated(Party::Woodgrove)
+    );
+    let (_, found) = demo.get("contoso", "api/records?q=united&limit=200");
+    let found: Vec<Record> = serde_json::from_value(found["records"].clone()).unwrap();
+    assert!(!found.is_empty());
+    assert!(
+        found
+            .iter()
+            .all(|r| format!("{r:?}").to_lowercase().contains("united"))
+    );
+
+    // Cross-company release: refused by Fabrikam's vault, with its reason.
+    let (code, denied) = demo.post("contoso", "api/keys/fabrikam/release");
+    assert_eq!(code, 403);
+    assert_eq!(denied["state"], "denied");
+    assert_eq!(denied["by"], "vault");
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no release grant"),
+        "{denied}"
+    );
+
+    // The snooper: no TEE, Woodgrove's tokens; nothing is released, nothing is shown.
+    let (_, s) = demo.get("snooper", "api/status");
+    assert_eq!(s["tee"], false);
+    assert_eq!(s["attestation"]["state"], "no-tee");
+    for company in ["woodgrove", "contoso", "fabrikam"] {
+        let (code, d) = demo.post("snooper", &format!("api/keys/{company}/release"));
+        assert_eq!(code, 403, "{d}");
+        assert_eq!(d["by"], "vault");
+        assert!(
+            d["reason"]
+                .as_str()
+                .unwrap()
+                .contains("attestation token rejected"),
+            "{d}"
+        );
+    }
+    let (code, _) = demo.get("snooper", "api/records");
+    assert_eq!(code, 403);
+
+    // The tampered workload: a real (sim) TEE, but the wrong measurement.
+    let (_, s) = demo.get("tampered", "api/status");
+    assert_eq!(s["attestation"]["state"], "attested");
+    let (code, d) = demo.post("tampered", "api/keys/contoso/release");
+    assert_eq!(code, 403);
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("x-ms-sevsnpvm-launchmeasurement"),
+        "{d}"
+    );
+
+    // Woodgrove's analysis, with live progress over SSE, matching an independent computation.
+    let (code, started) = demo.post("woodgrove", "api/analysis");
+    assert_eq!(code, 202, "{started}");
+    let events = demo
+        .http
+        .get(format!("{}api/analysis/events", demo.url("woodgrove")))
+        .send()
+        .unwrap();
+    assert_eq!(
+        events.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut reader = BufReader::new(events);
+    let mut last = Value::Null;
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if let Some(data) = line.trim_end().strip_prefix("data:") {
+            last = serde_json::from_str(data.trim()).unwrap();
+            if ["done", "failed", "cancelled"].contains(&last["state"].as_str().unwrap()) {
+                break;
+            }
+        }
+        line.clear();
+    }
+    assert_eq!(last["state"], "done", "{last}");
+    for d in last["datasets"].as_array().unwrap() {
+        assert_eq!(d["percent"], 100.0, "{d}");
+        assert_eq!(d["records"], RECORDS);
+    }
+    let (_, status) = demo.get("woodgrove", "api/status");
+    let year = status["reference_year"].as_i64().unwrap();
+    let k = demo.info["k"].as_u64().unwrap();
+    let expected = reference_analysis(tmp.path(), k, year);
+    assert_eq!(last["result"], expected);
+
+    // The receipt verifies offline against the attestation service's keys, and names the
+    // genuine Woodgrove measurement; a changed byte breaks it.
+    let (code, receipt) = demo.get_text("woodgrove", "api/analysis/receipt");
+    assert_eq!(code, 200);
+    let receipt_path = tmp.path().join("receipt.jws");
+    std::fs::write(&receipt_path, &receipt).unwrap();
+    let jwks = format!("{}/certs", demo.info["attestation"].as_str().unwrap());
+    let ca = demo.info["ca"].as_str().unwrap().to_string();
+    let out = conclave(&[
+        "receipt",
+        "verify",
+        receipt_path.to_str().unwrap(),
+        "--jwks",
+        &jwks,
+        "--ca",
+        &ca,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let woodgrove_measurement = demo.info["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "woodgrove")
+        .unwrap()["measurement"]
+        .clone();
+    assert_eq!(verified["measurement"], woodgrove_measurement);
+    assert_eq!(verified["platform"], "sim");
+    assert_eq!(verified["inputs"].as_array().unwrap().len(), 3);
+    assert_eq!(verified["result"], expected);
+    let mut forged = receipt.clone().into_bytes();
+    let dot = receipt.find('.').unwrap() + 10;
+    forged[dot] = if forged[dot] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&receipt_path, &forged).unwrap();
+    let out = conclave(&[
+        "receipt",
+        "verify",
+        receipt_path.to_str().unwrap(),
+        "--jwks",
+        &jwks,
+        "--ca",
+        &ca,
+    ]);
+    assert!(!out.status.success());
+
+    // The snooper's analysis fails at the first key, and releases nothing.
+    let (code, _) = demo.post("snooper", "api/analysis");
+    assert_eq!(code, 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let snooped = loop {
+        let (_, v) = demo.get("snooper", "api/analysis");
+        if v["state"] == "failed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(snooped["result"].is_null());
+    assert!(
+        snooped["error"]
+            .as_str()
+            .unwrap()
+            .contains("key release denied")
+    );
+
+    // No plaintext from any endpoint of the snooper or the tampered workload.
+    let secrets: HashSet<String> = [Party::Contoso, Party::Fabrikam, Party::Woodgrove]
+        .into_iter()
+        .flat_map(generated)
+        .flat_map(|r| [r.phone, r.address])
+        .collect();
+    for w in ["snooper", "tampered"] {
+        for path in [
+            "api/status",
+            "api/records",
+            "api/records?limit=200",
+            "api/analysis",
+            "api/analysis/receipt",
+            "api/keys/woodgrove/release",
+        ] {
+            let (_, body) = demo.get_text(w, path);
+            for s in &secrets {
+                assert!(!body.contains(s.as_str()), "{w} {path} leaks {s}");
+            }
+        }
+    }
+
+    // The portal lists everything and serves each vault's audit log.
+    let portal = demo.info["portal"].as_str().unwrap().to_string();
+    let page = demo.http.get(&portal).send().unwrap().text().unwrap();
+    assert!(page.contains("SIMULATED TEE"));
+    let layout: Value = demo
+        .http
+        .get(format!("{portal}api/demo"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(layout["workloads"].as_array().unwrap().len(), 5);
+    let audit: Value = demo
+        .http
+        .get(format!("{portal}api/audit/contoso"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entries = audit["value"].as_array().unwrap();
+    assert!(entries.iter().any(|e| {
+        let e = e.get("event").unwrap_or(e);
+        e["action"] == "release" && e["outcome"] == "denied" && e["principal"] == "fabrikam"
+    }));
+
+    // Ctrl-C: a clean exit; then every vault's audit chain verifies.
+    demo.interrupt();
+    for party in demo_parties(&state) {
+        let out = conclave(&["audit", "verify", "--state-dir", party.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            party.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A second start reuses the state: same keys, same records.
+    let again = start(&state, port);
+    for (i, party) in ["contoso", "fabrikam", "woodgrove"].iter().enumerate() {
+        let (_, s) = again.get(party, "api/status");
+        let own = s["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["own"] == true)
+            .unwrap()
+            .clone();
+        assert_eq!(own["release"]["kid"].as_str().unwrap(), kids[i], "{party}");
+    }
+    assert_eq!(again.all_own_records("contoso"), contoso);
+    again.interrupt();
+}
+
+fn demo_parties(state: &Path) -> Vec<PathBuf> {
+    ["contoso", "fabrikam", "woodgrove"]
+        .iter()
+        .map(|p| state.join("vaults").join(p))
+        .collect()
+}
