@@ -456,7 +456,7 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     assert_eq!(layout["workloads"].as_array().unwrap().len(), 5);
     let audit: Value = demo
         .http
-        .get(format!("{portal}api/audit/contoso"))
+        .get(format!("{portal}api/audit/fabrikam"))
         .send()
         .unwrap()
         .json()
@@ -464,7 +464,7 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     let entries = audit["value"].as_array().unwrap();
     assert!(entries.iter().any(|e| {
         let e = e.get("event").unwrap_or(e);
-        e["action"] == "release" && e["outcome"] == "denied" && e["principal"] == "fabrikam"
+        e["action"] == "release" && e["outcome"] == "denied" && e["principal"] == "contoso"
     }));
 
     // Ctrl-C: a clean exit; then every vault's audit chain verifies.
