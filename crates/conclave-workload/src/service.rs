@@ -439,8 +439,13 @@ fn matches(r: &Record, needle: &str) -> bool {
 
 /// The current calendar year (UTC).
 pub fn current_year() -> i32 {
+    year_of(now())
+}
+
+/// The calendar year (UTC) of a Unix time.
+fn year_of(unix_secs: u64) -> i32 {
     // Days since 1970 to a civil year (Howard Hinnant's algorithm).
-    let days = (now() / 86_400) as i64 + 719_468;
+    let days = (unix_secs / 86_400) as i64 + 719_468;
     let era = days.div_euclid(146_097);
     let doe = days - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -619,8 +624,13 @@ pub fn router(w: Arc<Workload>) -> axum::Router {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn current_year_is_plausible() {
-        let y = super::current_year();
-        assert!((2024..2200).contains(&y), "{y}");
+    fn years_of_unix_times() {
+        use super::year_of;
+        assert_eq!(year_of(0), 1970);
+        assert_eq!(year_of(951_782_399), 2000); // 2000-02-28T23:59:59Z
+        assert_eq!(year_of(978_307_199), 2000); // 2000-12-31T23:59:59Z
+        assert_eq!(year_of(978_307_200), 2001);
+        assert_eq!(year_of(1_795_651_200), 2026); // 2026-11-26
+        assert_eq!(year_of(4_107_542_400), 2100); // 2100-03-01
     }
 }

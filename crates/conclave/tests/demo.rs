@@ -442,6 +442,21 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         }
     }
 
+    // No endpoint of any workload hands out key material.
+    for w in ["contoso", "fabrikam", "woodgrove", "snooper", "tampered"] {
+        for path in [
+            "api/status",
+            "api/analysis",
+            "api/analysis/receipt",
+            "api/records",
+        ] {
+            let (_, body) = demo.get_text(w, path);
+            for marker in ["PRIVATE KEY", "key_hsm", "\"d\":", "\"p\":", "\"dp\":"] {
+                assert!(!body.contains(marker), "{w} {path} contains {marker}");
+            }
+        }
+    }
+
     // The portal lists everything and serves each vault's audit log.
     let portal = demo.info["portal"].as_str().unwrap().to_string();
     let page = demo.http.get(&portal).send().unwrap().text().unwrap();
