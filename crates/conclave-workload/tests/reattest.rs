@@ -1,7 +1,6 @@
 //! The workload re-attests before its token expires: with a six-second token lifetime, a new
 //! token replaces the first while the first is still valid.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conclave_attest::service::{AttestationService, ServiceConfig};
