@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use conclave_attest::api::{AttestSevSnpVmRequest, attest, report_data_for};
-use conclave_attest::service::{AttestationService, ServiceConfig};
 use conclave_attest::{AppraisalPolicy, PlatformName};
 use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, ReleaseRequest};
 use conclave_kms::client::{VaultClient, open_release};
@@ -56,58 +55,26 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
     let http = conclave_net::client(Some(&ca.cert_path()))?;
     let sim = SimHost::open(&dir.join("sim"))?;
 
-    // Attestation service over TLS.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let attest_url = format!("https://{}", listener.local_addr()?);
-    let cert = ca.server_cert(&dir.join("attest-tls"), "attest", &["127.0.0.1"])?;
-    let mut roots = TrustedRoots::amd();
-    roots.add(sim.platform().trusted_root())?;
-    let service = AttestationService::new(ServiceConfig {
-        issuer: attest_url.clone(),
-        roots,
-        policy: AppraisalPolicy {
-            allowed_platforms: [PlatformName::Sim].into(),
-            allow_debug: false,
-            min_tcb: None,
-            check_cert_validity: true,
-        },
-        key_dir: dir.join("token-keys"),
-        token_lifetime: Duration::from_secs(600),
-    })?;
-    let tls = conclave_net::server_config(&cert.chain_pem, &cert.key_pk8)?;
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let s1 = stop.clone();
-    tokio::spawn(conclave_net::serve(
-        listener,
-        conclave_attest::service::router(service),
-        Some(tls),
-        async move { s1.notified().await },
-    ));
-
-    // Vault over TLS.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let vault_url = format!("https://{}", listener.local_addr()?);
-    let opened = conclave_kms::setup::open(
-        conclave_kms::setup::VaultOptions {
-            state_dir: dir.join("vault"),
-            vault_url: vault_url.clone(),
-            tls_names: vec!["127.0.0.1".into()],
-            authorities: vec![attest_url.clone()],
-            http: http.clone(),
-            hardware_only: false,
-            master_key_file: None,
-        },
-        conclave_kms::setup::Certificates::LocalCa(&ca),
+    let stop = crate::deploy::Stop::default();
+    let (attest_url, _) = crate::deploy::attestation_service(
+        &dir.join("attest"),
+        &ca,
+        &sim,
+        &[PlatformName::Sim],
+        Duration::from_secs(600),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        &stop,
     )?;
-    let s2 = stop.clone();
-    tokio::spawn(conclave_net::serve(
-        listener,
-        conclave_kms::service::router(opened.vault),
-        Some(opened.tls),
-        async move { s2.notified().await },
-    ));
+    let (vault_url, admin_token_path, _) = crate::deploy::vault(
+        &dir.join("vault"),
+        &ca,
+        &http,
+        &attest_url,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        &stop,
+    )?;
 
-    let admin = std::fs::read_to_string(&opened.admin_token_path)?;
+    let admin = std::fs::read_to_string(&admin_token_path)?;
     let token = VaultClient::new(http.clone(), &vault_url, &admin)
         .add_principal("bench", false)
         .await?;
@@ -220,7 +187,7 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
         )
     })
     .await??;
-    stop.notify_waiters();
+    stop.stop();
 
     let out = serde_json::json!({
         "concurrency": concurrency,
