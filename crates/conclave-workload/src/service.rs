@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::analysis::{self, Input, Phase, Progress};
 use crate::analytics::AnalysisResult;
 use crate::config::PartyConfig;
-use crate::identity::{TeeIdentity, claim_explanations, now};
+use crate::identity::{AttestationState, TeeIdentity, claim_explanations, now};
 use crate::receipt::{self, InputDescriptor};
 use crate::release::{Keyring, ReleaseState};
 
@@ -158,16 +158,19 @@ impl Workload {
         self.analysis.lock().expect("analysis lock").clone()
     }
 
-    /// Releases the party's own key once attested (or, without a TEE, tries once and records
-    /// the refusal).
+    /// Releases the party's own key once attested. Without a TEE it tries once and records the
+    /// refusal; while attestation fails, the key shows as not requested, with the reason.
     pub async fn release_own_key_when_attested(self: Arc<Self>) {
         let Some(own) = self.config.own().cloned() else {
             return;
         };
-        if self.identity.platform().is_some() {
-            while self.identity.token().is_none() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut failure_shown = false;
+        while self.identity.platform().is_some() && self.identity.token().is_none() {
+            if !failure_shown && matches!(self.identity.state(), AttestationState::Failed { .. }) {
+                self.keyring.release(&own).await;
+                failure_shown = true;
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.keyring.release(&own).await;
     }
