@@ -234,6 +234,21 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     );
     assert!(summary.contains("Ctrl-C"), "{summary}");
 
+    // A second demo on the same ports says which port is taken and how to choose others.
+    let clash = conclave(&[
+        "demo",
+        "--port",
+        &port.to_string(),
+        "--state-dir",
+        tmp.path().join("other").to_str().unwrap(),
+    ]);
+    assert!(!clash.status.success());
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        err.contains(&format!("port {port} is in use")) && err.contains("--port"),
+        "{err}"
+    );
+
     // The genuine parties: attested on the sim platform, own key released.
     let mut kids = Vec::new();
     for party in ["contoso", "fabrikam", "woodgrove"] {
