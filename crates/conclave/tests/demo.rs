@@ -93,16 +93,17 @@ fn start(state: &Path, port: u16) -> Demo {
 }
 
 impl Demo {
-    fn url(&self, workload: &str) -> String {
+    fn workload(&self, id: &str) -> &Value {
         self.info["workloads"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|w| w["id"] == workload)
-            .unwrap()["url"]
-            .as_str()
+            .find(|w| w["id"] == id)
             .unwrap()
-            .to_string()
+    }
+
+    fn url(&self, workload: &str) -> String {
+        self.workload(workload)["url"].as_str().unwrap().to_string()
     }
 
     fn get(&self, workload: &str, path: &str) -> (u16, Value) {
@@ -373,46 +374,42 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     std::fs::write(&receipt_path, &receipt).unwrap();
     let jwks = format!("{}/certs", demo.info["attestation"].as_str().unwrap());
     let ca = demo.info["ca"].as_str().unwrap().to_string();
-    let out = conclave(&[
-        "receipt",
-        "verify",
-        receipt_path.to_str().unwrap(),
-        "--jwks",
-        &jwks,
-        "--ca",
-        &ca,
-        "--json",
-    ]);
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "receipt",
+            "verify",
+            receipt_path.to_str().unwrap(),
+            "--jwks",
+            &jwks,
+            "--ca",
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        conclave(&args)
+    };
+    let out = verify(&["--json"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let woodgrove_measurement = demo.info["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["id"] == "woodgrove")
-        .unwrap()["measurement"]
-        .clone();
-    assert_eq!(verified["measurement"], woodgrove_measurement);
+    assert_eq!(
+        verified["measurement"],
+        demo.workload("woodgrove")["measurement"]
+    );
     assert_eq!(verified["platform"], "sim");
     assert_eq!(verified["inputs"].as_array().unwrap().len(), 3);
     assert_eq!(verified["result"], expected);
+    let other = "ab".repeat(48);
+    let out = verify(&["--expect-measurement", &other]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected"));
     let mut forged = receipt.clone().into_bytes();
     let dot = receipt.find('.').unwrap() + 10;
     forged[dot] = if forged[dot] == b'A' { b'B' } else { b'A' };
     std::fs::write(&receipt_path, &forged).unwrap();
-    let out = conclave(&[
-        "receipt",
-        "verify",
-        receipt_path.to_str().unwrap(),
-        "--jwks",
-        &jwks,
-        "--ca",
-        &ca,
-    ]);
+    let out = verify(&[]);
     assert!(!out.status.success());
 
     // The snooper's analysis fails at the first key, and releases nothing.
