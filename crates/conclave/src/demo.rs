@@ -376,38 +376,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     // Launch: genuine workloads and the tampered one through the sim host; the snooper without.
-    let mut guests = Vec::new();
-    let mut workloads = Vec::new();
-    for (i, c) in genuine.iter().enumerate() {
-        let (guest, info) = launch(
-            &sim,
-            &binary_path,
-            &state,
-            &parties[i].id,
-            &parties[i].name,
-            c,
-            if i == 2 {
+    let mut tampered = config_of(2, ports.tampered, 1);
+    tampered.display_name = "Woodgrove Bank (tampered: k = 1)".into();
+    let mut launches: Vec<(String, PartyConfig, &str)> = genuine
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let role = if i == 2 {
                 "analytics partner: releases all three keys, shows only aggregates"
             } else {
                 "sees its own records; refused the other company's key"
-            },
-        )?;
+            };
+            (parties[i].id.clone(), c.clone(), role)
+        })
+        .collect();
+    launches.push((
+        "tampered".into(),
+        tampered,
+        "a genuine TEE running a modified config (k = 1): its measurement matches no policy",
+    ));
+    // The sim host reads and hashes the binary for each launch: do them side by side.
+    let launching: Vec<_> = launches
+        .into_iter()
+        .map(|(id, config, role)| {
+            let (sim, binary, state) = (sim.clone(), binary_path.clone(), state.clone());
+            tokio::task::spawn_blocking(move || launch(&sim, &binary, &state, &id, &config, role))
+        })
+        .collect();
+    let mut guests = Vec::new();
+    let mut workloads = Vec::new();
+    for l in launching {
+        let (guest, info) = l.await??;
         guests.push(guest);
         workloads.push(info);
     }
-    let mut tampered = config_of(2, ports.tampered, 1);
-    tampered.display_name = "Woodgrove Bank (tampered: k = 1)".into();
-    let (guest, info) = launch(
-        &sim,
-        &binary_path,
-        &state,
-        "tampered",
-        &tampered.display_name,
-        &tampered,
-        "a genuine TEE running a modified config (k = 1): its measurement matches no policy",
-    )?;
-    guests.push(guest);
-    workloads.push(info);
 
     let mut snooper = config_of(2, ports.snooper, args.k);
     snooper.display_name = "Snooper (no TEE, Woodgrove's credentials)".into();
@@ -523,7 +525,6 @@ fn launch(
     binary: &Path,
     state: &Path,
     id: &str,
-    name: &str,
     config: &PartyConfig,
     role: &str,
 ) -> anyhow::Result<(conclave_tee::sim::Guest, WorkloadInfo)> {
@@ -539,7 +540,7 @@ fn launch(
     })?;
     let info = WorkloadInfo {
         id: id.to_string(),
-        name: name.to_string(),
+        name: config.display_name.clone(),
         url: format!("http://{}/", config.listen),
         role: role.to_string(),
         measurement: Some(hex::encode(guest.identity.measurement)),
