@@ -23,11 +23,15 @@ pub const GENERATIONS: [(&str, i32, i32); 6] = [
 ];
 
 pub fn generation(birth_year: i32) -> &'static str {
+    GENERATIONS[generation_index(birth_year)].0
+}
+
+/// The index into [`GENERATIONS`] of a birth year (the ranges are contiguous and descending).
+pub fn generation_index(birth_year: i32) -> usize {
     GENERATIONS
         .iter()
-        .find(|(_, lo, hi)| (*lo..=*hi).contains(&birth_year))
-        .map(|g| g.0)
-        .unwrap_or("Silent")
+        .position(|(_, lo, _)| birth_year >= *lo)
+        .unwrap_or(GENERATIONS.len() - 1)
 }
 
 /// Count and salary sum of a group.
@@ -168,25 +172,48 @@ impl CompanyAggregate {
 
         let n = batch.num_rows();
         let mut country_t = vec![Tally::default(); country.labels.len()];
-        let mut city_pairs: HashMap<(u32, u32), u64> = HashMap::new();
         let mut eye_c = vec![0u64; eye.labels.len()];
         let mut color_c = vec![0u64; color.labels.len()];
+        // (country, city) pairs: a dense table over both dictionaries when it is small (the usual
+        // case: tens of countries, hundreds of cities), a map otherwise.
+        let cities = city.labels.len();
+        let dense = country.labels.len().saturating_mul(cities) <= 1 << 20;
+        let mut pair_t = vec![
+            0u64;
+            if dense {
+                country.labels.len() * cities
+            } else {
+                0
+            }
+        ];
+        let mut pair_map: HashMap<(u32, u32), u64> = HashMap::new();
+        let mut generation_t = [Tally::default(); GENERATIONS.len()];
         for i in 0..n {
             let (c, s) = (country.codes[i] as usize, salary[i]);
             country_t[c].count += 1;
             country_t[c].salary_sum += s;
-            *city_pairs
-                .entry((country.codes[i], city.codes[i]))
-                .or_default() += 1;
+            if dense {
+                pair_t[c * cities + city.codes[i] as usize] += 1;
+            } else {
+                *pair_map
+                    .entry((country.codes[i], city.codes[i]))
+                    .or_default() += 1;
+            }
             eye_c[eye.codes[i] as usize] += 1;
             color_c[color.codes[i] as usize] += 1;
-            let g = GENERATIONS
-                .iter()
-                .position(|(name, _, _)| *name == generation(reference_year - age[i] as i32))
-                .unwrap_or(5);
-            self.by_generation[g].count += 1;
-            self.by_generation[g].salary_sum += s;
-            self.salary_sum += s;
+            let g = generation_index(reference_year - age[i] as i32);
+            generation_t[g].count += 1;
+            generation_t[g].salary_sum += s;
+        }
+        let city_pairs = pair_t
+            .into_iter()
+            .enumerate()
+            .filter(|(_, n)| *n > 0)
+            .map(|(i, n)| (((i / cities.max(1)) as u32, (i % cities.max(1)) as u32), n))
+            .chain(pair_map);
+        for (mine, t) in self.by_generation.iter_mut().zip(generation_t) {
+            mine.add(t);
+            self.salary_sum += t.salary_sum;
         }
         self.records += n as u64;
         for (code, t) in country_t
