@@ -219,8 +219,9 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// Cycles per second of the cycle's cryptography alone: report signature, chain and report
-/// verification, token signing and verification, key unsealing-free wrap, JWS signing, unwrap.
+/// Cycles per second of the cycle's cryptography alone, on every core: report signature, chain
+/// and report verification, token signing and verification, key wrap, release JWS signing, and
+/// the client's opening of the release (certificate and signature check, unwrap, key parse).
 fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> anyhow::Result<f64> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -238,6 +239,25 @@ fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> any
     let (n, e) = (b64("n")?, b64("e")?);
     let mut roots = TrustedRoots::empty();
     roots.add(sim.platform().trusted_root())?;
+    // A release-signing certificate from the same CA, as the vault has.
+    let ca = LocalCa::load_or_create(&dir.join("ca"))?;
+    let ca_cert = ca.cert();
+    let signing = ca.signing_cert(&dir.join("bound"), "release-signing")?;
+    let release_signer =
+        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&signing.key_pk8)?)
+            .map_err(|e| anyhow::anyhow!("release-signing key: {e}"))?;
+    let chain = conclave_snp::Cert::parse_pem_bundle(
+        "release signing chain",
+        &std::fs::read(&signing.chain_pem)?,
+    )?;
+    let x5c = serde_json::Value::Array(
+        chain
+            .iter()
+            .map(|c| {
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &c.der).into()
+            })
+            .collect(),
+    );
     let count = std::sync::atomic::AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| -> anyhow::Result<()> {
@@ -275,16 +295,21 @@ fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> any
                         &e,
                         conclave_kms::crypto::WrapAlgorithm::CkmRsaAesKeyWrap,
                     )?;
-                    let _jws = conclave_attest::jws::sign_rs256(
-                        serde_json::Map::new(),
-                        &serde_json::json!({"k": conclave_attest::api::b64url(&wrapped)}),
-                        &token_key.key,
-                    )?;
-                    conclave_kms::crypto::unwrap(
-                        &wrapped,
-                        tee.private_key(),
-                        conclave_kms::crypto::WrapAlgorithm::CkmRsaAesKeyWrap,
-                    )?;
+                    // The release JWS as the vault signs it (x5c, key_hsm transfer blob),
+                    // opened by the same client code: chain and signature check, unwrap, key
+                    // parse.
+                    let key_hsm = serde_json::json!({
+                        "header": {"alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+                        "ciphertext": conclave_attest::api::b64url(&wrapped),
+                    });
+                    let payload = serde_json::json!({"response": {"key": {"key": {
+                        "kid": "bound",
+                        "key_hsm": conclave_attest::api::b64url(key_hsm.to_string().as_bytes()),
+                    }}}});
+                    let mut header = serde_json::Map::new();
+                    header.insert("x5c".into(), x5c.clone());
+                    let jws = conclave_attest::jws::sign_rs256(header, &payload, &release_signer)?;
+                    open_release(&jws, ca_cert, tee.private_key())?;
                     count.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
