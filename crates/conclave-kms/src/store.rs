@@ -499,7 +499,11 @@ mod tests {
         let stored = store.audit_entries(0, usize::MAX).unwrap();
         assert_eq!(stored.len(), threads * each);
         for e in &returned {
-            assert_eq!(&stored[e.seq as usize], e, "entry {} differs on disk", e.seq);
+            assert_eq!(
+                &stored[e.seq as usize], e,
+                "entry {} differs on disk",
+                e.seq
+            );
         }
         let head = store.audit_head().unwrap().unwrap();
         crate::audit::verify(&key, &stored, Some((head.0, head.1.as_str()))).unwrap();

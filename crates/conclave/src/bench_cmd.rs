@@ -128,9 +128,18 @@ fn inputs(dir: &Path, unwrapper: Option<Arc<dyn KeyUnwrapper>>) -> anyhow::Resul
 }
 
 /// Peak resident set size since the last reset, in bytes (Linux).
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// Resident set size now, in bytes (Linux).
+pub(crate) fn rss() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace()
         .nth(1)?
         .parse::<u64>()
@@ -139,7 +148,7 @@ fn peak_rss() -> Option<u64> {
 }
 
 /// Resets the peak RSS counter (Linux ≥ 4.0).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

@@ -108,6 +108,8 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
     let ca_cert = Arc::new(ca.cert().clone());
     let running = Arc::new(AtomicBool::new(true));
     eprintln!("running {concurrency} clients for {seconds} s …");
+    let rss_before = crate::bench_cmd::rss();
+    crate::bench_cmd::reset_peak_rss();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for tee in tee_keys {
@@ -173,6 +175,8 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
         eprintln!("first error: {e}");
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // Memory of the whole process (clients, attestation service and vault together).
+    let (rss_after, rss_peak) = (crate::bench_cmd::rss(), crate::bench_cmd::peak_rss());
     lat.sort();
     let http_rate = lat.len() as f64 / elapsed;
 
@@ -198,6 +202,7 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
         "latency_ms": {"p50": percentile(&lat, 0.5), "p95": percentile(&lat, 0.95), "p99": percentile(&lat, 0.99)},
         "crypto_bound_cycles_per_s": bound,
         "ratio_to_crypto_bound": http_rate / bound,
+        "rss_bytes": {"before": rss_before, "peak": rss_peak, "after": rss_after},
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -215,6 +220,13 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
         );
         println!("  crypto bound cycles/s    {bound:>10.1}");
         println!("  ratio to the bound       {:>10.2}", http_rate / bound);
+        let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+        println!(
+            "  RSS before/peak/after    {:>10} {} {} MiB (clients, attestation service and vault)",
+            mib(rss_before),
+            mib(rss_peak),
+            mib(rss_after)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
