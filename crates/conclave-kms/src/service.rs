@@ -268,11 +268,12 @@ impl Vault {
         {
             Some(p) => Ok(p),
             None => {
+                // The audit entry says what the caller was told.
+                let message = "the bearer token is not valid for this vault";
                 let _ = self.store.audit(
-                    AuditEvent::new("anonymous", "authenticate", None, "denied")
-                        .reason("unknown bearer token"),
+                    AuditEvent::new("anonymous", "authenticate", None, "denied").reason(message),
                 );
-                Err(self.challenge("the bearer token is not valid for this vault"))
+                Err(self.challenge(message))
             }
         }
     }

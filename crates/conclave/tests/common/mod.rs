@@ -1,0 +1,237 @@
+//! Shared set-up of the integration tests: a local CA, the sim platform, the real attestation
+//! service and a real vault over TLS on loopback. (Each test binary uses only part of it.)
+#![allow(dead_code, unused_imports)]
+
+pub use std::path::{Path, PathBuf};
+pub use std::sync::Arc;
+pub use std::time::Duration;
+
+pub use aws_lc_rs::rsa::{
+    OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PublicEncryptingKey,
+};
+pub use conclave_attest::api::{
+    AttestSevSnpVmRequest, attest, b64url, b64url_decode, report_data_for,
+};
+pub use conclave_attest::service::{AttestationService, ServiceConfig};
+pub use conclave_attest::{AppraisalPolicy, PlatformName};
+pub use conclave_kms::api::{
+    CreateKeyRequest, KeyAttributes, ReleasePolicyBody, ReleaseRequest, UpdateKeyRequest,
+};
+pub use conclave_kms::client::{ClientError, VaultClient, open_release};
+pub use conclave_kms::store::Permission;
+pub use conclave_net::LocalCa;
+pub use conclave_snp::TrustedRoots;
+pub use conclave_tee::ephemeral::EphemeralKey;
+pub use conclave_tee::sim::{LaunchIdentity, SimHost, measure};
+pub use conclave_tee::{Evidence, Platform};
+pub use serde_json::{Value, json};
+
+pub struct Env {
+    pub _dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub ca: LocalCa,
+    pub http: reqwest::Client,
+    pub sim: SimHost,
+    pub attest_url: String,
+    pub vault_url: String,
+    pub admin: String,
+    pub _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub const GOOD_CONFIG: &[u8] = b"party = \"woodgrove\"\n";
+
+pub fn good_measurement() -> String {
+    hex::encode(measure(b"workload", &[], GOOD_CONFIG))
+}
+
+pub async fn spawn_tls(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(conclave_net::serve(listener, router, Some(tls), async {
+        stopped.await.ok();
+    }));
+    stop
+}
+
+pub fn sim_policy() -> AppraisalPolicy {
+    AppraisalPolicy {
+        allowed_platforms: [PlatformName::Sim].into(),
+        allow_debug: false,
+        min_tcb: None,
+        check_cert_validity: true,
+    }
+}
+
+pub async fn attestation_service(
+    dir: &Path,
+    ca: &LocalCa,
+    sim: &SimHost,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    attestation_service_with(dir, ca, sim, sim_policy()).await
+}
+
+/// An attestation service trusting AMD's roots and `sim`'s, appraising with `policy`.
+pub async fn attestation_service_with(
+    dir: &Path,
+    ca: &LocalCa,
+    sim: &SimHost,
+    policy: AppraisalPolicy,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let cert = ca
+        .server_cert(&dir.join("tls"), "attest", &["127.0.0.1"])
+        .unwrap();
+    let mut roots = TrustedRoots::amd();
+    roots.add(sim.platform().trusted_root()).unwrap();
+    let service = AttestationService::new(ServiceConfig {
+        issuer: url.clone(),
+        roots,
+        policy,
+        key_dir: dir.join("token-keys"),
+        token_lifetime: Duration::from_secs(600),
+    })
+    .unwrap();
+    let tls = conclave_net::server_config(&cert.chain_pem, &cert.key_pk8).unwrap();
+    let stop = spawn_tls(conclave_attest::service::router(service), listener, tls).await;
+    (url, stop)
+}
+
+pub async fn start_vault(
+    dir: &Path,
+    ca: &LocalCa,
+    http: &reqwest::Client,
+    authorities: Vec<String>,
+    hardware_only: bool,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let opened = conclave_kms::setup::open(
+        conclave_kms::setup::VaultOptions {
+            state_dir: dir.to_path_buf(),
+            vault_url: url.clone(),
+            tls_names: vec!["127.0.0.1".into()],
+            authorities,
+            http: http.clone(),
+            hardware_only,
+            master_key_file: None,
+        },
+        conclave_kms::setup::Certificates::LocalCa(ca),
+    )
+    .unwrap();
+    let stop = spawn_tls(
+        conclave_kms::service::router(opened.vault),
+        listener,
+        opened.tls,
+    )
+    .await;
+    (url, stop)
+}
+
+pub async fn env() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let ca = LocalCa::load_or_create(&dir.join("ca")).unwrap();
+    let http = conclave_net::client(Some(&ca.cert_path())).unwrap();
+    let sim = SimHost::open(&dir.join("sim")).unwrap();
+    let (attest_url, stop_a) = attestation_service(&dir.join("attest"), &ca, &sim).await;
+    let (vault_url, stop_v) = start_vault(
+        &dir.join("vault"),
+        &ca,
+        &http,
+        vec![attest_url.clone()],
+        false,
+    )
+    .await;
+    let admin = std::fs::read_to_string(dir.join("vault/admin.token")).unwrap();
+    Env {
+        _dir: tmp,
+        dir,
+        ca,
+        http,
+        sim,
+        attest_url,
+        vault_url,
+        admin,
+        _stops: vec![stop_a, stop_v],
+    }
+}
+
+impl Env {
+    pub fn client(&self, token: &str) -> VaultClient {
+        VaultClient::new(self.http.clone(), &self.vault_url, token)
+    }
+
+    pub async fn principal(&self, name: &str) -> VaultClient {
+        let token = self
+            .client(&self.admin)
+            .add_principal(name, false)
+            .await
+            .unwrap();
+        self.client(&token)
+    }
+
+    /// A token from the real attestation service for sim evidence with this launch config.
+    pub async fn token(&self, runtime: &[u8], config: &[u8], nonce: Option<&str>) -> String {
+        let identity = LaunchIdentity {
+            measurement: measure(b"workload", &[], config),
+            host_data: conclave_tee::sim::host_data(config),
+            policy: conclave_snp::report::GuestPolicy(0x3_0000),
+            report_id: [3; 32],
+        };
+        let evidence = Evidence {
+            platform: Platform::Sim,
+            report: self
+                .sim
+                .platform()
+                .sign_report(&identity, report_data_for(runtime))
+                .unwrap(),
+            cert_chain_pem: self.sim.platform().cert_chain_pem(),
+            hcl_runtime_claims: None,
+        };
+        let req = AttestSevSnpVmRequest::new(&evidence, runtime, nonce.map(String::from));
+        attest(&self.http, &self.attest_url, &req).await.unwrap()
+    }
+
+    pub fn policy(&self, measurement: &str) -> Value {
+        json!({"version": "1.0.0", "anyOf": [{"authority": self.attest_url, "allOf": [
+            {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
+            {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+            {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": measurement}
+        ]}]})
+    }
+
+    pub async fn audit_tail(&self) -> Value {
+        let log = self.client(&self.admin).audit(0).await.unwrap();
+        log["value"].as_array().unwrap().last().unwrap().clone()
+    }
+}
+
+pub fn exportable(policy: &Value, immutable: bool) -> CreateKeyRequest {
+    CreateKeyRequest {
+        kty: Some("RSA-HSM".into()),
+        key_size: Some(2048),
+        attributes: Some(KeyAttributes {
+            exportable: Some(true),
+            ..Default::default()
+        }),
+        release_policy: Some(ReleasePolicyBody {
+            content_type: None,
+            data: Some(b64url(policy.to_string().as_bytes())),
+            immutable: Some(immutable),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn refused(e: ClientError) -> (u16, String) {
+    match e {
+        ClientError::Refused {
+            status, message, ..
+        } => (status, message),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
