@@ -266,32 +266,43 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let (_cancel, watch) = tokio::sync::watch::channel(false);
             let year = 2026;
 
-            eprintln!("measuring (c) plaintext analysis …");
-            let start = Instant::now();
-            let plain = analyze(
-                inputs(&dir, None)?,
-                5,
-                year,
-                Arc::new(|_| {}),
-                watch.clone(),
-            )
-            .await?;
-            let t_plain = start.elapsed();
-
-            eprintln!("measuring (b) encrypted analysis …");
+            // (b) and (c) alternate, three rounds, and each keeps its best time: single runs of
+            // a fraction of a second swing by ±30 % on a shared machine.
             let unwrapper: Arc<dyn KeyUnwrapper> = Arc::new(PrivateKeyUnwrapper::new(KID, key)?);
-            reset_peak_rss();
-            let start = Instant::now();
-            let enc = analyze(
-                inputs(&dir, Some(unwrapper))?,
-                5,
-                year,
-                Arc::new(|_| {}),
-                watch,
-            )
-            .await?;
-            let t_enc = start.elapsed();
-            let rss = peak_rss();
+            let (mut t_plain, mut t_enc) = (Duration::MAX, Duration::MAX);
+            let (mut plain, mut enc) = (None, None);
+            let mut rss = None;
+            for round in 1..=3 {
+                eprintln!("measuring (c) plaintext analysis, round {round}/3 …");
+                let start = Instant::now();
+                plain = Some(
+                    analyze(
+                        inputs(&dir, None)?,
+                        5,
+                        year,
+                        Arc::new(|_| {}),
+                        watch.clone(),
+                    )
+                    .await?,
+                );
+                t_plain = t_plain.min(start.elapsed());
+
+                eprintln!("measuring (b) encrypted analysis, round {round}/3 …");
+                reset_peak_rss();
+                let start = Instant::now();
+                enc = Some(
+                    analyze(
+                        inputs(&dir, Some(unwrapper.clone()))?,
+                        5,
+                        year,
+                        Arc::new(|_| {}),
+                        watch.clone(),
+                    )
+                    .await?,
+                );
+                t_enc = t_enc.min(start.elapsed());
+                rss = rss.max(peak_rss());
+            }
             anyhow::ensure!(
                 enc == plain,
                 "the encrypted and plaintext analyses disagree"
