@@ -374,6 +374,11 @@ pub fn client(extra_ca_pem: Option<&Path>) -> Result<reqwest::Client, NetError> 
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
+        // Our servers close a keep-alive connection that sends no request within
+        // HEADER_READ_TIMEOUT; dropping idle connections well before that keeps the client from
+        // sending a request on a connection the server is closing (found by the load test: one
+        // failed request in 12,000).
+        .pool_idle_timeout(HEADER_READ_TIMEOUT / 2)
         .user_agent(concat!("conclave/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = extra_ca_pem {
         let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
