@@ -106,6 +106,19 @@ impl AttestSevSnpVmRequest {
     }
 }
 
+/// An error with its causes (reqwest's own message omits them: "error sending request" alone
+/// does not say whether the connection was refused, reset or timed out).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Why the attestation service did not issue a token.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestClientError {
@@ -134,7 +147,7 @@ pub async fn attest(
     let resp = client.post(&url).json(request).send().await.map_err(|e| {
         AttestClientError::Unreachable {
             url: url.clone(),
-            detail: e.to_string(),
+            detail: with_causes(&e),
         }
     })?;
     let status = resp.status();
