@@ -32,6 +32,14 @@ pub enum ReportError {
     UnsupportedSignatureAlgorithm(u32),
     #[error("report signing key field {0} is reserved")]
     ReservedSigningKey(u32),
+    #[error(
+        "byte 0x{offset:03x} of a version {version} report is {found:#04x}, but AMD's ABI reserves it (or some of its bits), and reserved bits must be zero: the report is malformed or was altered"
+    )]
+    ReservedNotZero {
+        offset: usize,
+        version: u32,
+        found: u8,
+    },
 }
 
 /// The guest policy the VM was launched with (ABI `GUEST_POLICY`).
@@ -266,8 +274,24 @@ fn arr<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
 }
 
 impl AttestationReport {
-    /// Parses exactly [`REPORT_LEN`] bytes.
+    /// Parses exactly [`REPORT_LEN`] bytes. Every byte the ABI reserves for the report's version
+    /// (in the body and in the signature structure, which the signature does not cover) must be
+    /// zero, so a signed report has exactly one accepted encoding: what parses serialises back
+    /// to the same bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, ReportError> {
+        let report = Self::parse_fields(bytes)?;
+        let canonical = report.to_bytes();
+        if let Some(offset) = (0..REPORT_LEN).find(|&i| canonical[i] != bytes[i]) {
+            return Err(ReportError::ReservedNotZero {
+                offset,
+                version: report.version,
+                found: bytes[offset],
+            });
+        }
+        Ok(report)
+    }
+
+    fn parse_fields(bytes: &[u8]) -> Result<Self, ReportError> {
         if bytes.len() < REPORT_LEN {
             return Err(ReportError::Truncated(bytes.len()));
         }
@@ -411,6 +435,93 @@ impl AttestationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MILAN: &[u8] = include_bytes!("../tests/data/milan-virtee-sev/report.bin");
+
+    /// The bytes AMD's ABI (SEV-SNP ABI specification 56860, Table 23 `ATTESTATION_REPORT`, and
+    /// its `SIGNATURE` structure) reserves in a report of `version`, written out here from the
+    /// specification rather than derived from the parser. Whole reserved bytes, and for partly
+    /// reserved bytes the mask of their reserved bits.
+    fn reserved(version: u32) -> Vec<(usize, u8)> {
+        let mut r = Vec::new();
+        let mut bytes = |range: std::ops::Range<usize>| r.extend(range.map(|i| (i, 0xFF)));
+        bytes(0x4C..0x50);
+        bytes(if version >= 3 {
+            0x18B..0x1A0
+        } else {
+            0x188..0x1A0
+        });
+        bytes(0x1EB..0x1EC);
+        bytes(0x1EF..0x1F0);
+        bytes(if version >= 5 {
+            0x208..0x2A0
+        } else {
+            0x1F8..0x2A0
+        });
+        // SIGNATURE: R and S are 72 bytes each (0x2A0..0x330); the rest is reserved.
+        bytes(0x330..REPORT_LEN);
+        // KEY_INFO (0x48, 32 bits): bits 0-4 are defined, 5-31 reserved.
+        r.extend([(0x48, 0xE0), (0x49, 0xFF), (0x4A, 0xFF), (0x4B, 0xFF)]);
+        r
+    }
+
+    fn with_version(version: u32) -> Vec<u8> {
+        let mut b = MILAN.to_vec();
+        b[0..4].copy_from_slice(&version.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_bit_flipped_in_the_unsigned_signature_reserve_is_refused() {
+        // The example from the interoperability issue: offset 0x330, after R and S.
+        let mut b = MILAN.to_vec();
+        b[0x330] ^= 1;
+        let err = AttestationReport::parse(&b).unwrap_err();
+        assert_eq!(
+            err,
+            ReportError::ReservedNotZero {
+                offset: 0x330,
+                version: 2,
+                found: 1
+            }
+        );
+        assert!(err.to_string().contains("0x330"), "{err}");
+    }
+
+    #[test]
+    fn every_reserved_byte_of_every_version_must_be_zero_and_nothing_else_is_refused_as_reserved() {
+        for version in [2, 3, 5] {
+            let base = with_version(version);
+            let parsed = AttestationReport::parse(&base).unwrap();
+            assert_eq!(parsed.to_bytes().to_vec(), base, "v{version} round trip");
+            let reserved = reserved(version);
+            for offset in 0..REPORT_LEN {
+                let mask = reserved
+                    .iter()
+                    .find(|(o, _)| *o == offset)
+                    .map_or(0, |(_, m)| *m);
+                for bit in 0..8 {
+                    let mut b = base.clone();
+                    b[offset] ^= 1 << bit;
+                    let outcome = AttestationReport::parse(&b);
+                    let refused_as_reserved =
+                        matches!(outcome, Err(ReportError::ReservedNotZero { .. }));
+                    assert_eq!(
+                        refused_as_reserved,
+                        mask & (1 << bit) != 0,
+                        "v{version}, offset {offset:#x}, bit {bit}: {outcome:?}"
+                    );
+                    if let Ok(r) = outcome {
+                        assert_eq!(
+                            r.to_bytes().to_vec(),
+                            b,
+                            "v{version} {offset:#x} round trip"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn signature_conversion_round_trips() {
