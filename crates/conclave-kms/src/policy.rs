@@ -246,7 +246,15 @@ pub fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
 fn shown(v: Option<&Value>) -> String {
     match v {
         None => "nothing (claim absent)".into(),
-        Some(Value::String(s)) if s.len() > 100 => format!("\"{}…\"", &s[..100]),
+        Some(Value::String(s)) if s.len() > 100 => {
+            // Cut at a character boundary: the claim may be any UTF-8 (a workload's runtime
+            // data is its own), and slicing inside a character panics.
+            let cut = (0..=100)
+                .rev()
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("\"{}…\"", &s[..cut])
+        }
         Some(v) => v.to_string(),
     }
 }
@@ -334,6 +342,21 @@ mod tests {
             "x-ms-isolation-tee": {"x-ms-compliance-status": "azure-compliant-cvm"},
             "x-ms-runtime": {"vm-configuration": {"vmUniqueId": "vm-1"}}
         })
+    }
+
+    #[test]
+    fn a_long_non_ascii_claim_in_a_refusal_is_cut_at_a_character_boundary() {
+        // Found by the release-policy-structured fuzz target: byte 100 fell inside "é".
+        let p = policy(json!({"version": "1.0.0", "anyOf": [{"authority": AUTH,
+            "allOf": [{"claim": "x-ms-runtime.note", "equals": "x"}]}]}));
+        let note = format!("a{}", "é".repeat(80));
+        let reason = p
+            .evaluate(AUTH, &json!({"x-ms-runtime": {"note": note}}))
+            .unwrap_err();
+        assert!(
+            reason.contains(&format!("\"a{}…\"", "é".repeat(49))),
+            "{reason}"
+        );
     }
 
     #[test]
