@@ -54,6 +54,62 @@ pub enum DataError {
     Input(String),
     #[error("cannot write the dataset to {url}: {detail}")]
     Write { url: String, detail: String },
+    /// The Parquet reader panicked on the file (see [`BatchStream`]).
+    #[error(
+        "the dataset cannot be read: the Parquet reader failed on a malformed structure in it (it may be tampered with or truncated)"
+    )]
+    ReaderFailed,
+}
+
+/// Runs one step of the Parquet reader, turning a panic inside it into
+/// [`DataError::ReaderFailed`]. The reader can panic on some malformed files (parquet 60.1: an
+/// encrypted module shorter than its 4-byte length and 12-byte nonce underflows in
+/// `RingGcmBlockDecryptor::decrypt`; found by the `parquet-file` fuzz target), and a file from
+/// untrusted storage must give an error, never unwind through the workload.
+fn contained<T>(step: impl FnOnce() -> T) -> Result<T, DataError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+        .map_err(|_| DataError::ReaderFailed)
+}
+
+/// [`contained`] for an async step.
+async fn contained_async<T>(
+    step: impl std::future::Future<Output = Result<T, DataError>>,
+) -> Result<T, DataError> {
+    std::panic::AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(DataError::ReaderFailed))
+}
+
+/// A dataset's record batches, decrypted and decoded as they stream from storage. A stream that
+/// yields an error ends there (pages are authenticated one by one: discard what came before). A
+/// panic of the Parquet reader ends it with [`DataError::ReaderFailed`].
+pub struct BatchStream {
+    inner: Option<ParquetRecordBatchStream<StoreReader>>,
+}
+
+impl futures::Stream for BatchStream {
+    type Item = Result<RecordBatch, DataError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = match contained(|| inner.poll_next_unpin(cx)) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Some(Ok(batch)))) => return Poll::Ready(Some(Ok(batch))),
+            Ok(Poll::Ready(Some(Err(e)))) => Some(Err(DataError::from(e))),
+            Ok(Poll::Ready(None)) => None,
+            Err(e) => Some(Err(e)),
+        };
+        this.inner = None;
+        Poll::Ready(polled)
+    }
 }
 
 /// The key material PyArrow and Spark store in an encrypted Parquet file (`PKMT1`).
@@ -384,7 +440,7 @@ pub async fn read_encrypted(
     unwrapper: Arc<dyn KeyUnwrapper>,
     columns: Option<&[&str]>,
     batch_size: usize,
-) -> Result<ParquetRecordBatchStream<StoreReader>, DataError> {
+) -> Result<BatchStream, DataError> {
     let decryption =
         FileDecryptionProperties::with_key_retriever(Arc::new(Retriever(unwrapper))).build()?;
     open(loc, Some(decryption), columns, batch_size).await
@@ -395,7 +451,7 @@ pub async fn read_plain(
     loc: &Location,
     columns: Option<&[&str]>,
     batch_size: usize,
-) -> Result<ParquetRecordBatchStream<StoreReader>, DataError> {
+) -> Result<BatchStream, DataError> {
     open(loc, None, columns, batch_size).await
 }
 
@@ -414,7 +470,10 @@ pub async fn row_count(
             FileDecryptionProperties::with_key_retriever(Arc::new(Retriever(u))).build()?,
         );
     }
-    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+    let builder = contained_async(async {
+        Ok(ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?)
+    })
+    .await?;
     Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
@@ -423,7 +482,7 @@ async fn open(
     decryption: Option<Arc<FileDecryptionProperties>>,
     columns: Option<&[&str]>,
     batch_size: usize,
-) -> Result<ParquetRecordBatchStream<StoreReader>, DataError> {
+) -> Result<BatchStream, DataError> {
     let reader = StoreReader {
         store: loc.store.clone(),
         path: loc.path.clone(),
@@ -432,7 +491,10 @@ async fn open(
     if let Some(d) = decryption {
         options = options.with_file_decryption_properties(d);
     }
-    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+    let builder = contained_async(async {
+        Ok(ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?)
+    })
+    .await?;
     let builder = match columns {
         Some(cols) => {
             let schema = builder.parquet_schema();
@@ -449,7 +511,10 @@ async fn open(
         }
         None => builder,
     };
-    Ok(builder.with_batch_size(batch_size).build()?)
+    let stream = contained(|| builder.with_batch_size(batch_size).build())??;
+    Ok(BatchStream {
+        inner: Some(stream),
+    })
 }
 
 /// What anyone can learn about a dataset without its key.
@@ -495,15 +560,18 @@ pub async fn inspect(loc: &Location) -> Result<Inspection, DataError> {
             store: loc.store.clone(),
             path: loc.path.clone(),
         };
-        let attempt = ParquetRecordBatchStreamBuilder::new_with_options(
-            reader,
-            ArrowReaderOptions::new().with_file_decryption_properties(props),
-        )
+        let attempt = contained_async(async {
+            Ok(ParquetRecordBatchStreamBuilder::new_with_options(
+                reader,
+                ArrowReaderOptions::new().with_file_decryption_properties(props),
+            )
+            .await?)
+        })
         .await;
         let captured = capture.0.lock().expect("capture lock").take();
         match (captured, attempt) {
             (Some(m), _) => Some(KeyMaterial::parse(&m)?),
-            (None, Err(e)) => return Err(e.into()),
+            (None, Err(e)) => return Err(e),
             (None, Ok(_)) => {
                 return Err(DataError::Input("the encrypted footer names no key".into()));
             }
@@ -525,9 +593,7 @@ pub async fn inspect(loc: &Location) -> Result<Inspection, DataError> {
 }
 
 /// Counts the rows of a stream (errors abort the count).
-pub async fn count_rows(
-    mut stream: ParquetRecordBatchStream<StoreReader>,
-) -> Result<u64, DataError> {
+pub async fn count_rows(mut stream: BatchStream) -> Result<u64, DataError> {
     let mut n = 0u64;
     while let Some(batch) = stream.next().await {
         n += batch?.num_rows() as u64;
