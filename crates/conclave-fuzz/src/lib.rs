@@ -1,4 +1,20 @@
-//! The fuzz targets: one per parser of untrusted bytes, each with seeds made by the real code.
+//! The fuzz targets of every parser that takes untrusted bytes: one harness per target, and the
+//! seeds each starts from (made by the real code, or real AMD evidence).
+//!
+//! The harnesses are driven by libFuzzer through `cargo fuzz` (the crate `fuzz/` at the
+//! repository root, one binary per target; `scripts/fuzz` runs them all), and replayed over the
+//! committed corpus and every saved crash by this crate's tests on the stable toolchain, so a bug
+//! found once stays fixed. A harness must not panic on any input; a panic (or a 5xx from a
+//! service router) is a crash.
+//!
+//! Targets: `snp-report`, `cert-chain`, `hcl-report`, `jwt`, `release-policy`,
+//! `release-policy-structured` (structure-aware, `arbitrary`), `key-material`,
+//! `parquet-file`, `vault-bodies`, `attest-request`.
+
+#![forbid(unsafe_code)]
+
+mod parquet_target;
+mod structured;
 
 use std::time::Duration;
 
@@ -14,14 +30,19 @@ use conclave_tee::sim::{LaunchIdentity, SimHost, host_data, measure};
 use conclave_tee::{Evidence, Platform};
 use serde_json::json;
 
-use crate::Target;
+/// The code under test for one target: called with each input; must not panic.
+pub type Harness = Box<dyn Fn(&[u8]) + Send + Sync>;
 
-pub const NAMES: [&str; 7] = [
+/// Every target, in the order `scripts/fuzz` runs them.
+pub const TARGETS: [&str; 10] = [
     "snp-report",
     "cert-chain",
+    "hcl-report",
     "jwt",
     "release-policy",
+    "release-policy-structured",
     "key-material",
+    "parquet-file",
     "vault-bodies",
     "attest-request",
 ];
@@ -34,8 +55,11 @@ const MILAN_VCEK: &[u8] = include_bytes!("../../conclave-snp/tests/data/milan-vi
 
 const ISSUER: &str = "https://attest.example";
 
-/// A simulated platform and an attestation service in a temporary directory (kept alive by the
-/// returned guard), for seeds made by the real code.
+/// The runtime claims an Azure paravisor publishes in its HCL report (shape of Azure's
+/// `vm-configuration` and `keys`; values made up).
+const HCL_CLAIMS: &[u8] = br#"{"keys":[{"kid":"HCLAkPub","kty":"RSA","e":"AQAB","n":"sw"}],"vm-configuration":{"console-enabled":true,"secure-boot":true,"tpm-enabled":true,"vmUniqueId":"6D1A2C0F-3E5B-4A9C-9E1D-0B7F2A4C8E11"},"user-data":"00"}"#;
+
+/// A simulated platform and an attestation service in a temporary directory.
 struct Fixture {
     _dir: tempfile::TempDir,
     sim: SimHost,
@@ -96,182 +120,232 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-pub fn make(name: &str) -> anyhow::Result<Target> {
-    Ok(match name {
-        "snp-report" => Target {
-            name: "snp-report",
-            seeds: vec![MILAN_REPORT.to_vec()],
-            run: Box::new(|input| {
+fn json_seeds(values: Vec<serde_json::Value>) -> Vec<Vec<u8>> {
+    values
+        .into_iter()
+        .map(|v| v.to_string().into_bytes())
+        .collect()
+}
+
+/// An attestation token and a receipt-shaped JWS, signed by a fresh attestation service.
+fn jwt_seeds(f: &Fixture) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut claims = serde_json::Map::new();
+    claims.insert("x-ms-attestation-type".into(), "sevsnpvm".into());
+    claims.insert(
+        "x-ms-runtime".into(),
+        json!({"keys": [{"kid": "TeeSigningKey", "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}),
+    );
+    let token = f
+        .service
+        .issue_token(claims)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let receipt = format!(
+        "eyJhbGciOiJFUzI1NiIsImtpZCI6IlRlZVNpZ25pbmdLZXkifQ.{}.AAAA",
+        conclave_attest::api::b64url(
+            json!({"typ": "conclave-analysis-receipt/v1", "iat": 1, "attestation": token})
+                .to_string()
+                .as_bytes()
+        )
+    );
+    Ok(vec![token.into_bytes(), receipt.into_bytes()])
+}
+
+fn release_policy_seeds() -> Vec<Vec<u8>> {
+    json_seeds(vec![
+        json!({"version": "1.0.0", "anyOf": [{"authority": ISSUER, "allOf": [
+            {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
+            {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+            {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "ab".repeat(48)}]}]}),
+        json!({"version": "1.0", "anyOf": [{"authority": ISSUER, "anyOf": [
+            {"claim": "x-ms-sevsnpvm-guestsvn", "greaterOrEquals": 2},
+            {"claim": "x-ms-isolation-tee.x-ms-compliance-status", "notEquals": "x"},
+            {"claim": "x-ms-runtime.keys", "exists": true},
+            {"claim": "x-ms-sevsnpvm-guestsvn", "less": 9}]}]}),
+    ])
+}
+
+/// The claims a release policy is evaluated against in the `release-policy` target.
+fn policy_claims() -> serde_json::Value {
+    json!({
+        "x-ms-attestation-type": "sevsnpvm",
+        "x-ms-sevsnpvm-is-debuggable": false,
+        "x-ms-sevsnpvm-guestsvn": 3,
+        "x-ms-sevsnpvm-launchmeasurement": "ab".repeat(48),
+        "x-ms-isolation-tee": {"x-ms-compliance-status": "azure-compliant-cvm"},
+        "x-ms-runtime": {"keys": [{"kid": "k"}], "note": "é".repeat(80)},
+    })
+}
+
+fn vault_body_seeds() -> Vec<Vec<u8>> {
+    let policy = conclave_attest::api::b64url(br#"{"version":"1.0.0","anyOf":[]}"#);
+    json_seeds(vec![
+        json!({"kty": "RSA-HSM", "key_size": 2048, "attributes": {"exportable": true},
+            "release_policy": {"contentType": "application/json", "data": policy, "immutable": true},
+            "tags": {"a": "b"}}),
+        json!({"target": "eyJ.eyJ.sig", "nonce": "n", "enc": "CKM_RSA_AES_KEY_WRAP"}),
+        json!({"attributes": {"enabled": false, "exp": 1}, "key_ops": ["wrapKey"]}),
+        json!({"permissions": ["get", "release"]}),
+    ])
+}
+
+fn key_material_seeds() -> Vec<Vec<u8>> {
+    json_seeds(vec![json!({
+        "keyMaterialType": "PKMT1", "internalStorage": true, "isFooterKey": true,
+        "kmsInstanceID": "conclave", "kmsInstanceURL": "https://v:1",
+        "masterKeyID": "https://v:1/keys/a/0123", "wrappedDEK": "AAAA",
+        "doubleWrapping": false})])
+}
+
+/// The seeds of `target`: real AMD evidence, or inputs the real code made.
+pub fn seeds(target: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(match target {
+        "snp-report" => vec![MILAN_REPORT.to_vec()],
+        "cert-chain" => {
+            let vcek = Cert::parse("VCEK", MILAN_VCEK)?;
+            vec![
+                [MILAN_ARK, MILAN_ASK, vcek.to_pem().as_bytes()].concat(),
+                MILAN_VCEK.to_vec(),
+            ]
+        }
+        "hcl-report" => vec![conclave_tee::azure::build_hcl_report(
+            MILAN_REPORT,
+            HCL_CLAIMS,
+        )],
+        "jwt" => jwt_seeds(&fixture()?)?,
+        "release-policy" => release_policy_seeds(),
+        "release-policy-structured" => structured::seeds(),
+        "key-material" => key_material_seeds(),
+        "parquet-file" => parquet_target::seeds()?,
+        "vault-bodies" => vault_body_seeds(),
+        "attest-request" => vec![sim_request(&fixture()?, br#"{"keys":[]}"#)?],
+        other => anyhow::bail!(
+            "unknown fuzz target {other} (targets: {})",
+            TARGETS.join(", ")
+        ),
+    })
+}
+
+/// The harness of `target`, with whatever fixture it needs (a simulated platform, an attestation
+/// service, a runtime).
+pub fn harness(target: &str) -> anyhow::Result<Harness> {
+    Ok(match target {
+        "snp-report" => {
+            // The genuine Milan chain: a mutated report goes through the whole verification
+            // (version, policy, signature algorithm, TCB, signature), not only the parser.
+            let vcek = Cert::parse("VCEK", MILAN_VCEK)?;
+            let chain = CertChain::from_certs(Cert::parse_pem_bundle(
+                "Milan chain",
+                &[MILAN_ARK, MILAN_ASK, vcek.to_pem().as_bytes()].concat(),
+            )?)?;
+            let roots = TrustedRoots::amd();
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            Box::new(move |input| {
                 if let Ok(r) = AttestationReport::parse(input) {
                     // What parses serialises back to something that parses to the same report.
                     let again = AttestationReport::parse(&r.to_bytes()).expect("round trip");
                     assert_eq!(again, r);
+                    let verified = verify_report(input, &chain, &roots, Some(at));
+                    // Only the genuine report's bytes carry AMD's signature.
+                    assert!(
+                        verified.is_err() || input == MILAN_REPORT,
+                        "a changed report verified"
+                    );
                 }
-            }),
-        },
-        "cert-chain" => {
-            let vcek = Cert::parse("VCEK", MILAN_VCEK)?;
-            let bundle = [MILAN_ARK, MILAN_ASK, vcek.to_pem().as_bytes()].concat();
-            let roots = TrustedRoots::amd();
-            Target {
-                name: "cert-chain",
-                seeds: vec![bundle, MILAN_VCEK.to_vec()],
-                run: Box::new(move |input| {
-                    let _ = Cert::parse("fuzz", input);
-                    if let Ok(certs) = Cert::parse_pem_bundle("fuzz", input)
-                        && let Ok(chain) = CertChain::from_certs(certs)
-                    {
-                        let _ = verify_report(MILAN_REPORT, &chain, &roots, None);
-                    }
-                }),
-            }
+            })
         }
+        "cert-chain" => {
+            let roots = TrustedRoots::amd();
+            Box::new(move |input| {
+                let _ = Cert::parse("fuzz", input);
+                if let Ok(certs) = Cert::parse_pem_bundle("fuzz", input)
+                    && let Ok(chain) = CertChain::from_certs(certs)
+                {
+                    let _ = verify_report(MILAN_REPORT, &chain, &roots, None);
+                }
+            })
+        }
+        "hcl-report" => Box::new(|input| {
+            if let Ok(hcl) = conclave_tee::azure::parse_hcl_report(input) {
+                let rebuilt =
+                    conclave_tee::azure::build_hcl_report(&hcl.snp_report, &hcl.runtime_claims);
+                assert_eq!(
+                    conclave_tee::azure::parse_hcl_report(&rebuilt).expect("rebuilt parses"),
+                    hcl
+                );
+                let _ = AttestationReport::parse(&hcl.snp_report);
+                let _ = serde_json::from_slice::<serde_json::Value>(&hcl.runtime_claims);
+            }
+        }),
         "jwt" => {
             let f = fixture()?;
             let rt = runtime();
-            let mut claims = serde_json::Map::new();
-            claims.insert("x-ms-attestation-type".into(), "sevsnpvm".into());
-            claims.insert(
-                "x-ms-runtime".into(),
-                json!({"keys": [{"kid": "TeeSigningKey", "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}),
-            );
-            let token = f
-                .service
-                .issue_token(claims)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let jwks = serde_json::from_value(f.service.jwks())?;
             let verifier = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
-            let receipt_seed = format!(
-                "eyJhbGciOiJFUzI1NiIsImtpZCI6IlRlZVNpZ25pbmdLZXkifQ.{}.AAAA",
-                conclave_attest::api::b64url(
-                    json!({"typ": "conclave-analysis-receipt/v1", "iat": 1, "attestation": token})
-                        .to_string()
-                        .as_bytes()
-                )
-            );
-            Target {
-                name: "jwt",
-                seeds: vec![token.into_bytes(), receipt_seed.into_bytes()],
-                run: Box::new(move |input| {
-                    let Ok(text) = std::str::from_utf8(input) else {
-                        return;
-                    };
-                    let _ = conclave_workload::identity::unverified_claims(text);
-                    rt.block_on(async {
-                        let _ = verifier.verify(text).await;
-                        let _ = conclave_workload::receipt::verify(text, &verifier).await;
-                    });
-                }),
-            }
+            Box::new(move |input| {
+                let _keep = &f;
+                let Ok(text) = std::str::from_utf8(input) else {
+                    return;
+                };
+                let _ = conclave_workload::identity::unverified_claims(text);
+                rt.block_on(async {
+                    let _ = verifier.verify(text).await;
+                    let _ = conclave_workload::receipt::verify(text, &verifier).await;
+                });
+            })
         }
         "release-policy" => {
-            let claims = json!({
-                "x-ms-attestation-type": "sevsnpvm",
-                "x-ms-sevsnpvm-is-debuggable": false,
-                "x-ms-sevsnpvm-guestsvn": 3,
-                "x-ms-sevsnpvm-launchmeasurement": "ab".repeat(48),
-                "x-ms-isolation-tee": {"x-ms-compliance-status": "azure-compliant-cvm"},
-                "x-ms-runtime": {"keys": [{"kid": "k"}]},
-            });
-            let seeds = vec![
-                json!({"version": "1.0.0", "anyOf": [{"authority": ISSUER, "allOf": [
-                    {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
-                    {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
-                    {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "ab".repeat(48)}]}]}),
-                json!({"version": "1.0", "anyOf": [{"authority": ISSUER, "anyOf": [
-                    {"claim": "x-ms-sevsnpvm-guestsvn", "greaterOrEquals": 2},
-                    {"claim": "x-ms-isolation-tee.x-ms-compliance-status", "notEquals": "x"},
-                    {"claim": "x-ms-runtime.keys", "exists": true},
-                    {"claim": "x-ms-sevsnpvm-guestsvn", "less": 9}]}]}),
-            ]
-            .into_iter()
-            .map(|v| v.to_string().into_bytes())
-            .collect();
-            Target {
-                name: "release-policy",
-                seeds,
-                run: Box::new(move |input| {
-                    if let Ok(p) = ReleasePolicy::parse(input) {
-                        let _ = p.evaluate(ISSUER, &claims);
-                    }
-                }),
-            }
+            let claims = policy_claims();
+            Box::new(move |input| {
+                if let Ok(p) = ReleasePolicy::parse(input) {
+                    let _ = p.evaluate(ISSUER, &claims);
+                }
+            })
         }
-        "key-material" => Target {
-            name: "key-material",
-            seeds: vec![
-                json!({"keyMaterialType": "PKMT1", "internalStorage": true, "isFooterKey": true,
-                    "kmsInstanceID": "conclave", "kmsInstanceURL": "https://v:1",
-                    "masterKeyID": "https://v:1/keys/a/0123", "wrappedDEK": "AAAA",
-                    "doubleWrapping": false})
-                .to_string()
-                .into_bytes(),
-            ],
-            run: Box::new(|input| {
-                let _ = conclave_data::dataset::KeyMaterial::parse(input);
-            }),
-        },
-        "vault-bodies" => {
-            let policy = conclave_attest::api::b64url(br#"{"version":"1.0.0","anyOf":[]}"#);
-            let seeds = vec![
-                json!({"kty": "RSA-HSM", "key_size": 2048, "attributes": {"exportable": true},
-                    "release_policy": {"contentType": "application/json", "data": policy, "immutable": true},
-                    "tags": {"a": "b"}}),
-                json!({"target": "eyJ.eyJ.sig", "nonce": "n", "enc": "CKM_RSA_AES_KEY_WRAP"}),
-                json!({"attributes": {"enabled": false, "exp": 1}, "key_ops": ["wrapKey"]}),
-                json!({"permissions": ["get", "release"]}),
-            ]
-            .into_iter()
-            .map(|v| v.to_string().into_bytes())
-            .collect();
-            Target {
-                name: "vault-bodies",
-                seeds,
-                run: Box::new(|input| {
-                    use conclave_kms::service::parse_json_body;
-                    if let Ok(r) = parse_json_body::<CreateKeyRequest>(input)
-                        && let Some(data) = r.release_policy.and_then(|p| p.data)
-                        && let Ok(bytes) = conclave_attest::api::b64url_decode(&data)
-                    {
-                        let _ = ReleasePolicy::parse(&bytes);
-                    }
-                    let _ = parse_json_body::<ReleaseRequest>(input);
-                    let _ = parse_json_body::<UpdateKeyRequest>(input);
-                    let _ = parse_json_body::<GrantRequest>(input);
-                }),
+        "release-policy-structured" => Box::new(structured::run),
+        "key-material" => Box::new(|input| {
+            let _ = conclave_data::dataset::KeyMaterial::parse(input);
+        }),
+        "parquet-file" => parquet_target::harness(),
+        "vault-bodies" => Box::new(|input| {
+            use conclave_kms::service::parse_json_body;
+            if let Ok(r) = parse_json_body::<CreateKeyRequest>(input)
+                && let Some(data) = r.release_policy.and_then(|p| p.data)
+                && let Ok(bytes) = conclave_attest::api::b64url_decode(&data)
+            {
+                let _ = ReleasePolicy::parse(&bytes);
             }
-        }
+            let _ = parse_json_body::<ReleaseRequest>(input);
+            let _ = parse_json_body::<UpdateKeyRequest>(input);
+            let _ = parse_json_body::<GrantRequest>(input);
+        }),
         "attest-request" => {
             let f = fixture()?;
-            let seed = sim_request(&f, br#"{"keys":[]}"#)?;
             let rt = runtime();
             let router = conclave_attest::service::router(f.service.clone());
-            Target {
-                name: "attest-request",
-                seeds: vec![seed],
-                run: Box::new(move |input| {
-                    let _keep = &f;
-                    let request =
-                        axum::http::Request::post("/attest/SevSnpVm?api-version=2022-08-01")
-                            .header("content-type", "application/json")
-                            .body(axum::body::Body::from(input.to_vec()))
-                            .expect("a request");
-                    let status = rt.block_on(async {
-                        use tower::Service as _;
-                        router
-                            .clone()
-                            .call(request)
-                            .await
-                            .expect("infallible")
-                            .status()
-                    });
-                    assert!(
-                        !status.is_server_error(),
-                        "a malformed request got {status}"
-                    );
-                }),
-            }
+            Box::new(move |input| {
+                let _keep = &f;
+                let request = axum::http::Request::post("/attest/SevSnpVm?api-version=2022-08-01")
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(input.to_vec()))
+                    .expect("a request");
+                let status = rt.block_on(async {
+                    use tower::Service as _;
+                    router
+                        .clone()
+                        .call(request)
+                        .await
+                        .expect("infallible")
+                        .status()
+                });
+                assert!(
+                    !status.is_server_error(),
+                    "a malformed request got {status}"
+                );
+            })
         }
-        other => anyhow::bail!("unknown target {other}"),
+        other => anyhow::bail!(
+            "unknown fuzz target {other} (targets: {})",
+            TARGETS.join(", ")
+        ),
     })
 }

@@ -1,0 +1,7 @@
+#![no_main]
+//! libFuzzer entry of the `jwt` target (harness: crates/conclave-fuzz).
+
+static HARNESS: std::sync::LazyLock<conclave_fuzz::Harness> =
+    std::sync::LazyLock::new(|| conclave_fuzz::harness("jwt").expect("the jwt fixture"));
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| HARNESS(data));
