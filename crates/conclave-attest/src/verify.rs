@@ -1,5 +1,7 @@
 //! Verifying attestation tokens: RS256 only, keys from the issuer's published JWKS (found through
-//! its OpenID configuration), cached and refreshed when an unknown `kid` appears.
+//! its OpenID configuration), cached for [`DEFAULT_KEY_LIFETIME`] and refreshed when an unknown
+//! `kid` appears or the cache is older than that, so a key the issuer withdraws stops being
+//! trusted within the lifetime. Keys given as a fixed JWKS (a file) never expire.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,6 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 60;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long fetched keys are trusted before they are fetched again.
+pub const DEFAULT_KEY_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Why a token is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,14 +69,25 @@ enum KeySource {
     },
 }
 
+/// The keys last fetched, and when.
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched: Option<Instant>,
+}
+
+/// The last attempt to fetch keys: when, and why it failed if it did.
+type LastRefresh = Option<(Instant, Option<TokenError>)>;
+
 /// Verifies tokens of one issuer.
 pub struct TokenVerifier {
     issuer: Option<String>,
     source: KeySource,
-    keys: Mutex<HashMap<String, DecodingKey>>,
+    keys: Mutex<KeyCache>,
+    key_lifetime: Duration,
     /// Held across a refresh, so concurrent verifications of a new kid wait for one fetch
     /// instead of finding the rate limit and failing.
-    last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    last_refresh: tokio::sync::Mutex<LastRefresh>,
 }
 
 fn keys_from_jwks(jwks: &JwkSet) -> HashMap<String, DecodingKey> {
@@ -89,7 +104,11 @@ impl TokenVerifier {
         TokenVerifier {
             issuer,
             source: KeySource::Fixed,
-            keys: Mutex::new(keys_from_jwks(jwks)),
+            keys: Mutex::new(KeyCache {
+                keys: keys_from_jwks(jwks),
+                fetched: None,
+            }),
+            key_lifetime: DEFAULT_KEY_LIFETIME,
             last_refresh: tokio::sync::Mutex::new(None),
         }
     }
@@ -104,6 +123,7 @@ impl TokenVerifier {
             },
             issuer: Some(issuer),
             keys: Mutex::default(),
+            key_lifetime: DEFAULT_KEY_LIFETIME,
             last_refresh: tokio::sync::Mutex::new(None),
         }
     }
@@ -117,8 +137,16 @@ impl TokenVerifier {
                 url: url.to_string(),
             },
             keys: Mutex::default(),
+            key_lifetime: DEFAULT_KEY_LIFETIME,
             last_refresh: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Trust fetched keys for `lifetime` (default [`DEFAULT_KEY_LIFETIME`]) before fetching them
+    /// again; past it, a verification fetches first and fails if the keys cannot be fetched.
+    pub fn with_key_lifetime(mut self, lifetime: Duration) -> Self {
+        self.key_lifetime = lifetime;
+        self
     }
 
     /// Also require tokens to name `issuer`.
@@ -144,16 +172,41 @@ impl TokenVerifier {
     }
 
     async fn refresh(&self, kid: &str) -> Result<(), TokenError> {
+        if matches!(self.source, KeySource::Fixed) {
+            return Ok(());
+        }
         let mut last = self.last_refresh.lock().await;
         if self.key(kid).is_some() {
             return Ok(()); // another verification fetched it while this one waited
         }
-        if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
-            return Ok(());
+        // An unknown kid fetches at most once per interval, and so does a failing authority;
+        // keys past their lifetime are fetched whenever the last fetch succeeded.
+        if let Some((at, outcome)) = &*last
+            && at.elapsed() < MIN_REFRESH_INTERVAL
+        {
+            match outcome {
+                Some(e) => return Err(e.clone()),
+                None if self.cache_fresh() => return Ok(()),
+                None => {}
+            }
         }
-        *last = Some(Instant::now());
+        let outcome = self.fetch_keys().await;
+        *last = Some((Instant::now(), outcome.as_ref().err().cloned()));
+        let keys = outcome?;
+        *self.keys.lock().expect("key cache lock") = KeyCache {
+            keys,
+            fetched: Some(Instant::now()),
+        };
+        Ok(())
+    }
+
+    async fn fetch_keys(&self) -> Result<HashMap<String, DecodingKey>, TokenError> {
         let (http, jwks_url) = match &self.source {
-            KeySource::Fixed => return Ok(()),
+            KeySource::Fixed => {
+                return Err(TokenError::KeysUnavailable(
+                    "the keys were given as a fixed set; there is nothing to fetch".into(),
+                ));
+            }
             KeySource::JwksUrl { http, url } => (http, url.clone()),
             KeySource::Issuer { http, config_url } => {
                 let config: serde_json::Value = Self::fetch_json(http, config_url).await?;
@@ -175,12 +228,30 @@ impl TokenVerifier {
             }
         };
         let jwks: JwkSet = Self::fetch_json(http, &jwks_url).await?;
-        *self.keys.lock().expect("key cache lock") = keys_from_jwks(&jwks);
-        Ok(())
+        Ok(keys_from_jwks(&jwks))
     }
 
+    /// Whether the cached keys are within their lifetime (fixed keys always are).
+    fn cache_fresh(&self) -> bool {
+        let cache = self.keys.lock().expect("key cache lock");
+        match (&self.source, cache.fetched) {
+            (KeySource::Fixed, _) => true,
+            (_, Some(at)) => at.elapsed() < self.key_lifetime,
+            (_, None) => false,
+        }
+    }
+
+    /// The cached key `kid`, unless the cache has outlived the key lifetime.
     fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.keys.lock().expect("key cache lock").get(kid).cloned()
+        if !self.cache_fresh() {
+            return None;
+        }
+        self.keys
+            .lock()
+            .expect("key cache lock")
+            .keys
+            .get(kid)
+            .cloned()
     }
 
     /// Checks signature (RS256 with a published key), `exp`/`nbf` with [`LEEWAY_SECS`] of skew,

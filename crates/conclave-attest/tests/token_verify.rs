@@ -182,3 +182,62 @@ async fn unknown_kid_wrong_issuer_and_foreign_keys_are_refused() {
         TokenError::Malformed(_)
     ));
 }
+
+/// Serves `jwks` (swappable; `null` answers 503) at `http://127.0.0.1:<port>/certs`.
+async fn serve_jwks(jwks: std::sync::Arc<std::sync::Mutex<Value>>) -> String {
+    use axum::response::IntoResponse as _;
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let jwks = jwks.lock().unwrap().clone();
+            async move {
+                if jwks.is_null() {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    axum::Json(jwks).into_response()
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/certs", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_key_the_issuer_withdraws_stops_being_trusted_once_the_cache_expires() {
+    let old = fixture();
+    let new = fixture();
+    let lifetime = std::time::Duration::from_secs(3600);
+    let published = std::sync::Arc::new(std::sync::Mutex::new(old.ring.jwks(lifetime)));
+    let url = serve_jwks(published.clone()).await;
+    let verifier = TokenVerifier::for_jwks_url(&url, reqwest::Client::new())
+        .with_issuer(ISSUER)
+        .with_key_lifetime(std::time::Duration::from_millis(300));
+    let token = sign(&old, &claims(now(), now(), now() + 600, ISSUER));
+    verifier.verify(&token).await.unwrap();
+
+    // The issuer withdraws the old key and publishes only the new one.
+    *published.lock().unwrap() = new.ring.jwks(lifetime);
+    // Within the key lifetime the cached key is still used (no fetch per token)...
+    verifier.verify(&token).await.unwrap();
+    // ...past it, the keys are fetched again and the withdrawn key is unknown.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        TokenError::UnknownKid(old.ring.active().kid.clone())
+    );
+    let fresh = sign(&new, &claims(now(), now(), now() + 600, ISSUER));
+    verifier.verify(&fresh).await.unwrap();
+
+    // When the keys cannot be fetched after the lifetime, nothing verifies (fail closed).
+    *published.lock().unwrap() = Value::Null;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(matches!(
+        verifier.verify(&fresh).await.unwrap_err(),
+        TokenError::KeysUnavailable(_)
+    ));
+}
