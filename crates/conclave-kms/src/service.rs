@@ -744,12 +744,20 @@ pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
 
 type St = State<Arc<Vault>>;
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> VResult<T> + Send + 'static,
-) -> VResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(VaultError::internal)?
+/// Runs each request on tokio's blocking pool. The store commits durably (an fsync per batch)
+/// and its group commit waits on a condition variable; neither may hold one of the runtime's few
+/// async worker threads, which would stall every other connection meanwhile. A request's own
+/// async steps (verifying a token, which may fetch an authority's keys) run there too, on the
+/// runtime's handle.
+async fn off_the_async_workers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let handle = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(next.run(req))).await {
+        Ok(response) => response,
+        Err(e) => VaultError::internal(e).into_response(),
+    }
 }
 
 async fn create_key(
@@ -760,12 +768,9 @@ async fn create_key(
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
     let req: CreateKeyRequest = v.body(&who, "create", &name, body)?;
-    blocking(move || {
-        v.create_key(&who, &name, req)
-            .map_err(|e| v.rejected(&who, "create", &name, e))
-    })
-    .await
-    .map(Json)
+    v.create_key(&who, &name, req)
+        .map_err(|e| v.rejected(&who, "create", &name, e))
+        .map(Json)
 }
 
 async fn get_key(
@@ -839,12 +844,9 @@ async fn update_key(
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
     let req: UpdateKeyRequest = v.body(&who, "update", &name, body)?;
-    blocking(move || {
-        v.update_key(&who, &name, &version, req)
-            .map_err(|e| v.rejected(&who, "update", &name, e))
-    })
-    .await
-    .map(Json)
+    v.update_key(&who, &name, &version, req)
+        .map_err(|e| v.rejected(&who, "update", &name, e))
+        .map(Json)
 }
 
 async fn release_latest(
@@ -923,16 +925,11 @@ async fn put_grant(
         principal: principal.clone(),
         permissions: req.permissions.into_iter().collect(),
     };
-    let g = grant.clone();
-    blocking(move || {
-        v.store.put_grant(
-            &name,
-            &g,
-            AuditEvent::new(&who.name, "grant", Some(&name), "ok").detail(json!(g)),
-        )?;
-        Ok(())
-    })
-    .await?;
+    v.store.put_grant(
+        &name,
+        &grant,
+        AuditEvent::new(&who.name, "grant", Some(&name), "ok").detail(json!(grant)),
+    )?;
     Ok(Json(json!(grant)))
 }
 
@@ -951,12 +948,9 @@ async fn delete_grant(
             "only the key's owner may revoke access to it",
         ));
     }
-    let existed = blocking(move || {
-        let event = AuditEvent::new(&who.name, "revoke", Some(&name), "ok")
-            .detail(json!({ "principal": principal }));
-        Ok(v.store.delete_grant(&name, &principal, event)?.0)
-    })
-    .await?;
+    let event = AuditEvent::new(&who.name, "revoke", Some(&name), "ok")
+        .detail(json!({ "principal": principal }));
+    let existed = v.store.delete_grant(&name, &principal, event)?.0;
     Ok(if existed {
         StatusCode::NO_CONTENT
     } else {
@@ -1009,7 +1003,7 @@ async fn add_principal(
         Ok(b) if b.is_empty() => PrincipalRequest::default(),
         other => parse_body(other)?,
     };
-    let token = blocking(move || v.add_principal(&who.name, &name, req.admin)).await?;
+    let token = v.add_principal(&who.name, &name, req.admin)?;
     Ok(Json(json!({ "token": token })))
 }
 
@@ -1042,10 +1036,87 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/audit", get(audit))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(off_the_async_workers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .with_state(vault)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    /// A request that waits for the audit commit (a slow disk, a busy group commit) must not
+    /// hold an async worker: on a one-thread runtime, a health check is answered meanwhile.
+    #[test]
+    fn a_request_waiting_for_an_audit_commit_leaves_the_runtime_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = conclave_net::LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
+        let opened = crate::setup::open(
+            crate::setup::VaultOptions {
+                state_dir: dir.path().join("vault"),
+                vault_url: "https://127.0.0.1:1".into(),
+                tls_names: vec!["127.0.0.1".into()],
+                authorities: vec![],
+                http: reqwest::Client::new(),
+                hardware_only: false,
+                master_key_file: None,
+            },
+            crate::setup::Certificates::LocalCa(&ca),
+        )
+        .unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (let_go_tx, let_go_rx) = std::sync::mpsc::channel::<()>();
+        let vault = opened.vault.clone();
+        let holder = std::thread::spawn(move || {
+            vault.store().with_audit_commits_held(|| {
+                held_tx.send(()).unwrap();
+                // Bounded, so that a runtime blocked by the request cannot hang the test.
+                let _ = let_go_rx.recv_timeout(Duration::from_secs(20));
+            })
+        });
+        held_rx.recv().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let app = router(opened.vault.clone());
+            // A bad bearer token is audited, so this request waits for the commit lock.
+            let denied = tokio::spawn(
+                app.clone().oneshot(
+                    Request::get("/keys")
+                        .header("authorization", "Bearer not-a-token")
+                        .body(Body::empty())
+                        .unwrap(),
+                ),
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let health = app
+                .clone()
+                .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(health.status(), StatusCode::OK);
+            assert!(
+                !denied.is_finished(),
+                "the health check waited for another request's audit commit: the commit held the runtime's thread"
+            );
+            let_go_tx.send(()).unwrap();
+            let denied = denied.await.unwrap().unwrap();
+            assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+        });
+        holder.join().unwrap();
+        let last = opened.vault.store().audit_entries(0, 100).unwrap();
+        assert!(
+            last.iter().any(|e| e.event.action == "authenticate"),
+            "the refused request is in the audit log"
+        );
+    }
 }

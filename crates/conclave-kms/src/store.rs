@@ -211,6 +211,14 @@ impl Store {
 
     /// Appends an audit entry on its own (releases and denials change nothing else). Returns once
     /// the entry is durable; concurrent calls are committed together (see [`GroupCommit`]).
+    /// Runs `f` while holding the audit commit lock: every audit append waits meanwhile (tests
+    /// use it to stand in for a slow disk).
+    #[cfg(test)]
+    pub(crate) fn with_audit_commits_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.group.lock();
+        f()
+    }
+
     pub fn audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
         let mut st = self.group.lock();
         let ticket = st.next_ticket;
