@@ -73,9 +73,15 @@ fn write_secret(path: &Path, text: &str) -> Result<(), SetupError> {
 pub enum Certificates<'a> {
     /// Issued (once) by a local CA: a server certificate and a separate signing certificate.
     LocalCa(&'a LocalCa),
-    /// An operator-provided chain (PEM, leaf first) and RSA PKCS#8 key, used for both TLS and
-    /// signing release responses.
-    Files { chain_pem: PathBuf, key: PathBuf },
+    /// Operator-provided certificates: a TLS chain (PEM, leaf first) and its key, and a separate
+    /// release-signing chain and RSA PKCS#8 key (the TLS key never signs release responses: a
+    /// TLS key lives in more places, such as load balancers, than a signing key should).
+    Files {
+        chain_pem: PathBuf,
+        key: PathBuf,
+        signing_chain_pem: PathBuf,
+        signing_key: PathBuf,
+    },
 }
 
 pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, SetupError> {
@@ -103,11 +109,26 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
             let signing = ca.signing_cert(&tls_dir, "release-signing")?;
             (tls, signing.chain_pem, signing.key_pk8)
         }
-        Certificates::Files { chain_pem, key } => (
-            conclave_net::server_config(&chain_pem, &key)?,
+        Certificates::Files {
             chain_pem,
             key,
-        ),
+            signing_chain_pem,
+            signing_key,
+        } => {
+            let tls_key = conclave_net::read_pkcs8(&key)?;
+            if conclave_net::read_pkcs8(&signing_key)? == tls_key {
+                return Err(SetupError::Other(format!(
+                    "{} is the TLS key ({}): release responses need a signing key of their own (issue one from your CA for signing, not for TLS)",
+                    signing_key.display(),
+                    key.display()
+                )));
+            }
+            (
+                conclave_net::server_config(&chain_pem, &key)?,
+                signing_chain_pem,
+                signing_key,
+            )
+        }
     };
     let key = RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&signing_key)?).map_err(|e| {
         SetupError::Other(format!(

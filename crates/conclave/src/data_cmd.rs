@@ -37,7 +37,7 @@ pub enum DataCommand {
         /// fetched with --token and --ca.
         #[arg(long)]
         key: String,
-        #[arg(long, env = "CONCLAVE_VAULT_TOKEN")]
+        #[arg(long, env = "CONCLAVE_VAULT_TOKEN", hide_env_values = true)]
         token: Option<String>,
         #[arg(long, env = "CONCLAVE_CA")]
         ca: Option<PathBuf>,

@@ -31,13 +31,20 @@ pub enum KmsCommand {
         /// it is trusted when fetching the attestation services' keys.
         #[arg(long)]
         ca_dir: Option<PathBuf>,
-        /// TLS certificate chain (PEM, leaf first) instead of the local CA; its RSA key also
-        /// signs release responses.
-        #[arg(long, requires = "tls_key", conflicts_with = "ca_dir")]
+        /// TLS certificate chain (PEM, leaf first) instead of the local CA; needs --tls-key,
+        /// --signing-cert and --signing-key.
+        #[arg(long, requires_all = ["tls_key", "signing_cert", "signing_key"], conflicts_with = "ca_dir")]
         tls_cert: Option<PathBuf>,
-        /// Private key (RSA PKCS#8, DER or PEM) for --tls-cert.
+        /// Private key (PKCS#8, DER or PEM) for --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Certificate chain (PEM, leaf first) of the key that signs release responses (with
+        /// --tls-cert); clients see it in the responses' x5c header.
+        #[arg(long, requires = "tls_cert")]
+        signing_cert: Option<PathBuf>,
+        /// RSA private key (PKCS#8, DER or PEM) for --signing-cert; must not be the TLS key.
+        #[arg(long, requires = "tls_cert")]
+        signing_key: Option<PathBuf>,
         /// Release keys to hardware TEEs only (refuse tokens for simulated evidence).
         #[arg(long)]
         hardware_only: bool,
@@ -65,7 +72,7 @@ pub struct VaultConn {
     #[arg(long, env = "CONCLAVE_VAULT")]
     vault: String,
     /// Bearer token, or @file.
-    #[arg(long, env = "CONCLAVE_VAULT_TOKEN")]
+    #[arg(long, env = "CONCLAVE_VAULT_TOKEN", hide_env_values = true)]
     token: String,
     /// CA certificate to trust (the local CA of `conclave kms serve`).
     #[arg(long, env = "CONCLAVE_CA")]
@@ -184,6 +191,8 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             ca_dir,
             tls_cert,
             tls_key,
+            signing_cert,
+            signing_key,
             hardware_only,
             master_key_file,
         } => {
@@ -202,12 +211,17 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                     &ca_dir.unwrap_or_else(|| state_dir.join("ca")),
                 )?),
             };
-            let certs = match (&ca, tls_cert, tls_key) {
-                (Some(ca), _, _) => conclave_kms::setup::Certificates::LocalCa(ca),
-                (None, Some(chain_pem), Some(key)) => {
-                    conclave_kms::setup::Certificates::Files { chain_pem, key }
+            let certs = match (&ca, tls_cert, tls_key, signing_cert, signing_key) {
+                (Some(ca), ..) => conclave_kms::setup::Certificates::LocalCa(ca),
+                (None, Some(chain_pem), Some(key), Some(signing_chain_pem), Some(signing_key)) => {
+                    conclave_kms::setup::Certificates::Files {
+                        chain_pem,
+                        key,
+                        signing_chain_pem,
+                        signing_key,
+                    }
                 }
-                (None, _, _) => bail!("--tls-cert needs --tls-key"),
+                (None, ..) => bail!("--tls-cert needs --tls-key, --signing-cert and --signing-key"),
             };
             let ca_path = ca.as_ref().map(|c| c.cert_path());
             let opened = conclave_kms::setup::open(

@@ -253,14 +253,18 @@ fn the_vault_serves_operator_provided_certificates() {
     let issued = ca
         .server_cert(&dir.join("certs"), "vault", &["127.0.0.1"])
         .unwrap();
+    let signing = ca
+        .signing_cert(&dir.join("certs"), "vault-release-signing")
+        .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let state = dir.join("vault");
-    let mut child = Command::new(BIN)
-        .args([
+    let serve = |signing_cert: &Path, signing_key: &Path| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
             "kms",
             "serve",
             "--listen",
@@ -274,6 +278,34 @@ fn the_vault_serves_operator_provided_certificates() {
         .arg(&issued.chain_pem)
         .arg("--tls-key")
         .arg(&issued.key_pk8)
+        .arg("--signing-cert")
+        .arg(signing_cert)
+        .arg("--signing-key")
+        .arg(signing_key);
+        cmd
+    };
+    // The TLS key does not sign release responses, and one certificate alone is not enough.
+    fails(
+        serve(&issued.chain_pem, &issued.key_pk8).output().unwrap(),
+        "release responses need a signing key of their own",
+    );
+    fails(
+        Command::new(BIN)
+            .args([
+                "kms",
+                "serve",
+                "--attestation-authority",
+                "https://a.example",
+            ])
+            .arg("--tls-cert")
+            .arg(&issued.chain_pem)
+            .arg("--tls-key")
+            .arg(&issued.key_pk8)
+            .output()
+            .unwrap(),
+        "--signing-cert",
+    );
+    let mut child = serve(&signing.chain_pem, &signing.key_pk8)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -302,4 +334,17 @@ fn the_vault_serves_operator_provided_certificates() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn help_never_prints_the_vault_token_from_the_environment() {
+    let secret = "bearer-token-value-that-must-not-appear";
+    for args in [
+        &["key", "create", "--help"][..],
+        &["data", "encrypt", "--help"][..],
+    ] {
+        let help = ok(run(args, &[("CONCLAVE_VAULT_TOKEN", secret)]));
+        assert!(help.contains("CONCLAVE_VAULT_TOKEN"), "{help}");
+        assert!(!help.contains(secret), "{args:?} prints the token: {help}");
+    }
 }
