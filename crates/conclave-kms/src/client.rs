@@ -1,6 +1,7 @@
 //! A client for a Conclave (or Azure) key vault, and the TEE-side opening of a released key.
 
 use aws_lc_rs::rsa::PrivateDecryptingKey;
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use serde_json::Value;
 
 use crate::api::{CreateKeyRequest, GrantRequest, ReleaseRequest, UpdateKeyRequest};
@@ -226,8 +227,67 @@ pub struct ReleasedKey {
     pub key: PrivateDecryptingKey,
 }
 
-/// Checks a release JWS (RS256 by a certificate that chains to `vault_ca`), and unwraps the key
-/// it carries with the TEE's private key.
+/// `id-kp-documentSigning` (RFC 9336, 1.3.6.1.5.5.7.3.36), DER content octets: a release
+/// signing certificate with an extended key usage must allow it (one for TLS servers only, say,
+/// does not sign releases).
+const EKU_DOCUMENT_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x24];
+
+/// Certificate signature algorithms accepted on a release signing chain.
+const SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA384,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA512,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+    webpki::aws_lc_rs::ECDSA_P256_SHA256,
+    webpki::aws_lc_rs::ECDSA_P384_SHA384,
+    webpki::aws_lc_rs::ED25519,
+];
+
+/// Validates the release's `x5c` chain (leaf first) to `vault_ca` at `now` with RFC 5280 path
+/// validation (rustls-webpki): signatures, validity periods, CA basic constraints and key usage
+/// of every certificate on the path, and the leaf's extended key usage when it has one.
+pub fn verify_signing_chain(
+    chain: &[Vec<u8>],
+    vault_ca: &conclave_snp::Cert,
+    now: UnixTime,
+) -> Result<(), ClientError> {
+    let open_err = |m: String| ClientError::Open(m);
+    let ca = CertificateDer::from(vault_ca.der.as_slice());
+    let anchor = webpki::anchor_from_trusted_cert(&ca)
+        .map_err(|e| open_err(format!("the vault CA certificate is not usable: {e}")))?;
+    let leaf = chain.first().ok_or_else(|| open_err("empty x5c".into()))?;
+    let leaf = CertificateDer::from(leaf.as_slice());
+    let end_entity = webpki::EndEntityCert::try_from(&leaf).map_err(|e| {
+        open_err(format!(
+            "the release's signing certificate does not parse: {e}"
+        ))
+    })?;
+    let intermediates: Vec<CertificateDer<'_>> = chain[1..]
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    end_entity
+        .verify_for_usage(
+            SIGNATURE_ALGORITHMS,
+            &[anchor],
+            &intermediates,
+            now,
+            webpki::KeyUsage::required_if_present(EKU_DOCUMENT_SIGNING),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            open_err(format!(
+                "the release's signing certificate does not chain to the vault's CA as a signing certificate: {e}"
+            ))
+        })?;
+    Ok(())
+}
+
+/// Checks a release JWS (RS256 by a certificate whose chain validates to `vault_ca`), and
+/// unwraps the key it carries with the TEE's private key.
 pub fn open_release(
     jws: &str,
     vault_ca: &conclave_snp::Cert,
@@ -241,17 +301,14 @@ pub fn open_release(
     let x5c = header
         .x5c
         .ok_or_else(|| open_err("the release carries no x5c certificate chain"))?;
-    let leaf_der = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        x5c.first().ok_or_else(|| open_err("empty x5c"))?,
-    )
-    .map_err(|_| open_err("x5c is not base64"))?;
-    let leaf = conclave_snp::Cert::parse("vault signing certificate", &leaf_der)
-        .map_err(|e| ClientError::Open(e.to_string()))?;
-    leaf.verify_signed_by(vault_ca).map_err(|_| {
-        open_err("the release's signing certificate is not issued by the vault's CA")
-    })?;
-    leaf.check_validity(std::time::SystemTime::now())
+    let chain = x5c
+        .iter()
+        .map(|c| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| open_err("x5c is not base64"))?;
+    let leaf_der = chain.first().ok_or_else(|| open_err("empty x5c"))?;
+    verify_signing_chain(&chain, vault_ca, UnixTime::now())?;
+    let leaf = conclave_snp::Cert::parse("vault signing certificate", leaf_der)
         .map_err(|e| ClientError::Open(e.to_string()))?;
     let (n, e) = conclave_snp::x509::parse_rsa_spki(&leaf.spki_der())
         .map_err(|e| ClientError::Open(e.to_string()))?;
