@@ -255,7 +255,7 @@ impl KeyUnwrapper for PrivateKeyUnwrapper {
         let wrapped = base64::engine::general_purpose::STANDARD
             .decode(&m.wrapped_dek)
             .map_err(|_| DataError::Key("wrappedDEK is not base64".into()))?;
-        let mut out = vec![0u8; self.key.min_output_size()];
+        let mut out = zeroize::Zeroizing::new(vec![0u8; self.key.min_output_size()]);
         let dek = self
             .key
             .decrypt(&OAEP_SHA256_MGF1SHA256, &wrapped, &mut out, None)
@@ -362,7 +362,7 @@ pub async fn write_encrypted(
     key: &VaultPublicKey,
     mut progress: impl FnMut(u64),
 ) -> Result<WriteSummary, DataError> {
-    let mut dek = vec![0u8; 32];
+    let mut dek = zeroize::Zeroizing::new(vec![0u8; 32]);
     SystemRandom::new()
         .fill(&mut dek)
         .map_err(|_| DataError::Key("no randomness".into()))?;
@@ -376,7 +376,8 @@ pub async fn write_encrypted(
         wrapped_dek: base64::engine::general_purpose::STANDARD.encode(key.wrap(&dek)?),
         double_wrapping: false,
     };
-    let encryption = FileEncryptionProperties::builder(dek)
+    // The Parquet writer takes its own copy of the data key (not wiped by us).
+    let encryption = FileEncryptionProperties::builder(dek.to_vec())
         .with_footer_key_metadata(serde_json::to_vec(&material).expect("JSON"))
         .build()?;
     let props = WriterProperties::builder()

@@ -13,6 +13,7 @@ use aws_lc_rs::rsa::{
     KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384, OaepAlgorithm,
     OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
 };
+use zeroize::Zeroizing;
 
 /// Environment variable holding the master key (64 hex digits), instead of a file.
 pub const MASTER_KEY_ENV: &str = "CONCLAVE_VAULT_MASTER_KEY";
@@ -36,7 +37,11 @@ pub enum CryptoError {
 }
 
 /// The key that seals party private keys at rest. Never stored in the vault's database.
+/// The vault's master key. Its bytes are wiped from memory when it is dropped (aws-lc wipes the
+/// AES key schedule it holds itself).
+#[derive(zeroize::ZeroizeOnDrop)]
 pub struct MasterKey {
+    #[zeroize(skip)]
     aead: LessSafeKey,
     raw: [u8; 32],
 }
@@ -46,20 +51,23 @@ impl MasterKey {
     /// a missing file is created with a fresh random key (mode 0600).
     pub fn load(path: &Path, create: bool) -> Result<Self, CryptoError> {
         if let Ok(hexed) = std::env::var(MASTER_KEY_ENV) {
-            let bytes = hex::decode(hexed.trim())
-                .map_err(|_| CryptoError::MasterKey(format!("{MASTER_KEY_ENV} is not hex")))?;
+            let hexed = Zeroizing::new(hexed);
+            let bytes = Zeroizing::new(
+                hex::decode(hexed.trim())
+                    .map_err(|_| CryptoError::MasterKey(format!("{MASTER_KEY_ENV} is not hex")))?,
+            );
             return Self::from_bytes(&bytes);
         }
-        match std::fs::read(path) {
+        match std::fs::read(path).map(Zeroizing::new) {
             Ok(bytes) => Self::from_bytes(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                let mut key = [0u8; 32];
+                let mut key = Zeroizing::new([0u8; 32]);
                 SystemRandom::new()
-                    .fill(&mut key)
+                    .fill(key.as_mut())
                     .map_err(|_| CryptoError::MasterKey("no randomness".into()))?;
-                write_secret(path, &key)
+                write_secret(path, key.as_ref())
                     .map_err(|e| CryptoError::MasterKey(format!("{}: {e}", path.display())))?;
-                Self::from_bytes(&key)
+                Self::from_bytes(key.as_ref())
             }
             Err(e) => Err(CryptoError::MasterKey(format!(
                 "{}: {e} (set {MASTER_KEY_ENV} or give --master-key-file)",
@@ -97,18 +105,21 @@ impl MasterKey {
         [nonce.as_slice(), &buf].concat()
     }
 
-    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// The inverse of [`seal`](Self::seal); the plaintext is wiped when dropped.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         if sealed.len() < NONCE_LEN {
             return Err(CryptoError::Unseal);
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Unseal)?;
-        let mut buf = ct.to_vec();
-        let plain = self
+        let mut buf = Zeroizing::new(ct.to_vec());
+        let len = self
             .aead
             .open_in_place(nonce, Aad::from(aad), &mut buf)
-            .map_err(|_| CryptoError::Unseal)?;
-        Ok(plain.to_vec())
+            .map_err(|_| CryptoError::Unseal)?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
     }
 
     /// A key derived for one purpose (HKDF-SHA256), e.g. the audit chain's MAC key, so the
@@ -141,8 +152,8 @@ fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// A freshly generated party key.
 pub struct NewKey {
-    /// PKCS#8 DER of the private key (seal it immediately).
-    pub pkcs8: Vec<u8>,
+    /// PKCS#8 DER of the private key (seal it immediately; wiped when dropped).
+    pub pkcs8: Zeroizing<Vec<u8>>,
     pub n: Vec<u8>,
     pub e: Vec<u8>,
 }
@@ -155,10 +166,12 @@ pub fn generate_rsa(bits: u32) -> Result<NewKey, CryptoError> {
         other => return Err(CryptoError::KeySize(other)),
     };
     let key = PrivateDecryptingKey::generate(size).map_err(|_| CryptoError::Wrap)?;
-    let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
-        .map_err(|_| CryptoError::Wrap)?
-        .as_ref()
-        .to_vec();
+    let pkcs8 = Zeroizing::new(
+        AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
+            .map_err(|_| CryptoError::Wrap)?
+            .as_ref()
+            .to_vec(),
+    );
     let spki = key.public_key().as_der().map_err(|_| CryptoError::Wrap)?;
     let (n, e) =
         conclave_snp::x509::parse_rsa_spki(spki.as_ref()).map_err(|_| CryptoError::Wrap)?;
@@ -217,16 +230,16 @@ pub fn wrap(pkcs8: &[u8], n: &[u8], e: &[u8], alg: WrapAlgorithm) -> Result<Vec<
     }
     let oaep =
         OaepPublicEncryptingKey::new(public).map_err(|e| CryptoError::BadTeeKey(e.to_string()))?;
-    let mut aes_key = [0u8; 32];
+    let mut aes_key = Zeroizing::new([0u8; 32]);
     SystemRandom::new()
-        .fill(&mut aes_key)
+        .fill(aes_key.as_mut())
         .map_err(|_| CryptoError::Wrap)?;
     let mut wrapped_key = vec![0u8; oaep.ciphertext_size()];
     let wrapped_key = oaep
-        .encrypt(alg.oaep(), &aes_key, &mut wrapped_key, None)
+        .encrypt(alg.oaep(), aes_key.as_ref(), &mut wrapped_key, None)
         .map_err(|_| CryptoError::Wrap)?
         .to_vec();
-    let kek = AesKek::new(&AES_256, &aes_key).map_err(|_| CryptoError::Wrap)?;
+    let kek = AesKek::new(&AES_256, aes_key.as_ref()).map_err(|_| CryptoError::Wrap)?;
     let mut out = vec![0u8; pkcs8.len() + 16];
     let wrapped_target = kek
         .wrap_with_padding(pkcs8, &mut out)
@@ -234,28 +247,30 @@ pub fn wrap(pkcs8: &[u8], n: &[u8], e: &[u8], alg: WrapAlgorithm) -> Result<Vec<
     Ok([wrapped_key.as_slice(), wrapped_target].concat())
 }
 
-/// The inverse of [`wrap`], inside the TEE: returns the PKCS#8 private key.
+/// The inverse of [`wrap`], inside the TEE: returns the PKCS#8 private key (wiped when dropped).
 pub fn unwrap(
     wrapped: &[u8],
     tee_key: &PrivateDecryptingKey,
     alg: WrapAlgorithm,
-) -> Result<Vec<u8>, CryptoError> {
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let size = tee_key.key_size_bytes();
     if wrapped.len() <= size {
         return Err(CryptoError::Unwrap);
     }
     let (wrapped_key, wrapped_target) = wrapped.split_at(size);
     let oaep = OaepPrivateDecryptingKey::new(tee_key.clone()).map_err(|_| CryptoError::Unwrap)?;
-    let mut aes_key = vec![0u8; oaep.min_output_size()];
+    let mut aes_key = Zeroizing::new(vec![0u8; oaep.min_output_size()]);
     let aes_key = oaep
         .decrypt(alg.oaep(), wrapped_key, &mut aes_key, None)
         .map_err(|_| CryptoError::Unwrap)?;
     let kek = AesKek::new(&AES_256, aes_key).map_err(|_| CryptoError::Unwrap)?;
-    let mut out = vec![0u8; wrapped_target.len()];
-    let plain = kek
+    let mut out = Zeroizing::new(vec![0u8; wrapped_target.len()]);
+    let len = kek
         .unwrap_with_padding(wrapped_target, &mut out)
-        .map_err(|_| CryptoError::Unwrap)?;
-    Ok(plain.to_vec())
+        .map_err(|_| CryptoError::Unwrap)?
+        .len();
+    out.truncate(len);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -267,7 +282,7 @@ mod tests {
         let mk = MasterKey::from_bytes(&[7u8; 32]).unwrap();
         let sealed = mk.seal(b"contoso/v1", b"secret key bytes");
         assert_eq!(
-            mk.open(b"contoso/v1", &sealed).unwrap(),
+            mk.open(b"contoso/v1", &sealed).unwrap().as_slice(),
             b"secret key bytes"
         );
         assert!(
@@ -284,6 +299,20 @@ mod tests {
                 .is_err()
         );
         assert!(MasterKey::from_bytes(&[1u8; 16]).is_err());
+    }
+
+    #[test]
+    fn key_material_is_wiped_when_dropped() {
+        // The types say it: the master key wipes its bytes on drop, and what is unsealed or
+        // unwrapped (private keys in PKCS#8) comes back in buffers that wipe themselves.
+        fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wipes_on_drop::<MasterKey>();
+        wipes_on_drop::<Zeroizing<Vec<u8>>>();
+        let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+        let opened: Zeroizing<Vec<u8>> = master.open(b"a", &master.seal(b"a", b"secret")).unwrap();
+        assert_eq!(opened.as_slice(), b"secret");
+        let key = generate_rsa(2048).unwrap();
+        let _: &Zeroizing<Vec<u8>> = &key.pkcs8;
     }
 
     #[test]
