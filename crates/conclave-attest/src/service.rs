@@ -14,6 +14,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conclave_snp::TrustedRoots;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::{Value, json};
 use tower_http::timeout::TimeoutLayer;
 
@@ -43,13 +46,32 @@ pub struct AttestationService {
     config: ServiceConfig,
     keys: RwLock<KeyRing>,
     keys_mtime: RwLock<Option<SystemTime>>,
+    metrics: Arc<conclave_net::observe::Metrics>,
+    /// `conclave_attestations_total{outcome, platform}`: `issued` with the verified platform, or
+    /// the refusal's error code with platform `unverified`.
+    attestations: Family<AttestationLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttestationLabels {
+    outcome: &'static str,
+    platform: &'static str,
 }
 
 impl AttestationService {
     pub fn new(mut config: ServiceConfig) -> Result<Arc<Self>, KeyError> {
         config.issuer = config.issuer.trim_end_matches('/').to_string();
         let keys = KeyRing::open(&config.key_dir)?;
+        let metrics = conclave_net::observe::Metrics::new("attestation");
+        let attestations = Family::<AttestationLabels, Counter>::default();
+        metrics.register(
+            "attestations",
+            "Attestation requests appraised, by outcome (issued, or the refusal's error code) and claimed platform",
+            attestations.clone(),
+        );
         Ok(Arc::new(AttestationService {
+            metrics,
+            attestations,
             keys_mtime: RwLock::new(KeyRing::state_mtime(&config.key_dir)),
             keys: RwLock::new(keys),
             config,
@@ -186,9 +208,24 @@ async fn attest_sev_snp_vm(
         Ok(a) => a,
         Err(e) => {
             tracing::warn!("attestation denied: {e}");
-            return Err(e.into());
+            let e = ApiError::from(e);
+            service
+                .attestations
+                .get_or_create(&AttestationLabels {
+                    outcome: e.code,
+                    platform: "unverified",
+                })
+                .inc();
+            return Err(e);
         }
     };
+    service
+        .attestations
+        .get_or_create(&AttestationLabels {
+            outcome: "issued",
+            platform: appraisal.platform.as_str(),
+        })
+        .inc();
     tracing::info!(
         platform = appraisal.platform.as_str(),
         measurement = %hex::encode(appraisal.report.report().measurement),
@@ -231,9 +268,39 @@ async fn not_found() -> ApiError {
     }
 }
 
-/// The service's routes with body limit and timeout.
+/// `GET /readyz`: ready when the token signing key is loaded and at least one root of trust is
+/// configured (both are at construction; the check says which key and how many roots).
+async fn readyz(State(service): State<Arc<AttestationService>>) -> (StatusCode, Json<Value>) {
+    service.reload_keys_if_rotated();
+    let kid = service
+        .keys
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .active()
+        .kid
+        .clone();
+    let roots = service.config.roots.len();
+    let ready = !service.config.roots.is_empty();
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(json!({
+            "status": if ready { "ready" } else { "not ready" },
+            "checks": {
+                "signing_key": format!("loaded ({kid})"),
+                "trusted_roots": if ready { format!("{roots} loaded") } else { "none configured".into() },
+            }
+        })),
+    )
+}
+
+/// The service's routes with body limit and timeout, metrics and request spans.
 pub fn router(service: Arc<AttestationService>) -> axum::Router {
-    axum::Router::new()
+    let metrics = service.metrics.clone();
+    let router = axum::Router::new()
         .route("/attest/SevSnpVm", post(attest_sev_snp_vm))
         .route(
             "/.well-known/openid-configuration",
@@ -241,13 +308,15 @@ pub fn router(service: Arc<AttestationService>) -> axum::Router {
         )
         .route("/certs", get(certs))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .with_state(service)
+        .with_state(service);
+    conclave_net::observe::observe(router, metrics)
 }
 
 /// Serves on a bound listener (TLS when `tls` is given) until `shutdown` completes.

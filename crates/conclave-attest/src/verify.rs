@@ -254,6 +254,22 @@ impl TokenVerifier {
             .cloned()
     }
 
+    /// Makes sure keys are at hand (fetching them when none are cached or they are past their
+    /// lifetime), and says how many: what a readiness check asks of a trusted authority.
+    pub async fn ensure_keys(&self) -> Result<usize, TokenError> {
+        if !self.cache_fresh() || self.keys.lock().expect("key cache lock").keys.is_empty() {
+            // No kid is cached under the empty name, so this fetches (rate-limited as usual).
+            self.refresh("").await?;
+        }
+        let n = self.keys.lock().expect("key cache lock").keys.len();
+        if n == 0 {
+            return Err(TokenError::KeysUnavailable(
+                "the authority publishes no RS256 key".into(),
+            ));
+        }
+        Ok(n)
+    }
+
     /// Checks signature (RS256 with a published key), `exp`/`nbf` with [`LEEWAY_SECS`] of skew,
     /// and the issuer.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {

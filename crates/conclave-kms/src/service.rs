@@ -26,6 +26,10 @@ use crate::audit::AuditEvent;
 use crate::crypto::{self, MasterKey, WrapAlgorithm};
 use crate::policy::{ReleasePolicy, claim_at};
 use crate::store::{Grant, KeyRecord, Permission, Principal, Store, StoredPolicy};
+use conclave_net::observe::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// Largest request body (policies and tokens are a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -62,6 +66,16 @@ pub struct Vault {
     config: VaultConfig,
     store: Store,
     master: MasterKey,
+    metrics: Arc<Metrics>,
+    /// `conclave_vault_key_releases_total{outcome, reason}`: `granted`, or `denied` with the
+    /// refusal's code.
+    releases: Family<ReleaseLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReleaseLabels {
+    outcome: &'static str,
+    reason: &'static str,
 }
 
 /// An Azure-style error: `{"error": {"code", "message"}}`.
@@ -201,11 +215,33 @@ impl Vault {
     pub fn new(config: VaultConfig, store: Store, master: MasterKey) -> Arc<Self> {
         let mut config = config;
         config.vault_url = config.vault_url.trim_end_matches('/').to_string();
+        let metrics = Metrics::new("vault");
+        let releases = Family::<ReleaseLabels, Counter>::default();
+        metrics.register(
+            "vault_key_releases",
+            "Secure key release requests decided, by outcome (granted, denied) and refusal reason code",
+            releases.clone(),
+        );
+        let audit_commits = conclave_net::observe::latency_histogram();
+        metrics.register(
+            "vault_audit_append_seconds",
+            "Time an audit-log append takes until its entry is durable (group commit included)",
+            audit_commits.clone(),
+        );
+        store.observe_audit_appends(audit_commits);
         Arc::new(Vault {
             config,
             store,
             master,
+            metrics,
+            releases,
         })
+    }
+
+    fn count_release(&self, outcome: &'static str, reason: &'static str) {
+        self.releases
+            .get_or_create(&ReleaseLabels { outcome, reason })
+            .inc();
     }
 
     pub fn store(&self) -> &Store {
@@ -504,7 +540,8 @@ impl Vault {
         req: ReleaseRequest,
     ) -> VResult<Value> {
         let rec = self.key_or_404(name, version)?;
-        let deny = |reason: String, claims: Option<&Value>| -> VaultError {
+        let deny = |code: &'static str, reason: String, claims: Option<&Value>| -> VaultError {
+            self.count_release("denied", code);
             let mut event =
                 AuditEvent::new(&who.name, "release", Some(name), "denied").reason(reason.clone());
             if let Some(c) = claims {
@@ -522,6 +559,7 @@ impl Vault {
         };
         if !self.permitted(who, &rec, Permission::Release)? {
             return Err(deny(
+                "no_grant",
                 format!(
                     "principal {} has no release grant on key {name}; its owner ({}) must grant it",
                     who.name, rec.owner
@@ -530,17 +568,19 @@ impl Vault {
             ));
         }
         if !rec.enabled {
-            return Err(deny("the key is disabled".into(), None));
+            return Err(deny("key_disabled", "the key is disabled".into(), None));
         }
         let t = now();
         if rec.nbf.is_some_and(|nbf| t < nbf) || rec.exp.is_some_and(|exp| t > exp) {
             return Err(deny(
+                "key_not_valid_now",
                 "the key is outside its validity period (nbf/exp)".into(),
                 None,
             ));
         }
         let (Some(stored), true) = (&rec.release_policy, rec.exportable) else {
             return Err(deny(
+                "not_exportable",
                 "the key is not exportable (it has no release policy)".into(),
                 None,
             ));
@@ -553,8 +593,13 @@ impl Vault {
         };
 
         // Which authority does the token claim to come from? Only configured ones are asked.
-        let issuer = unverified_issuer(&req.target)
-            .ok_or_else(|| deny("the target is not a JWT with an iss claim".into(), None))?;
+        let issuer = unverified_issuer(&req.target).ok_or_else(|| {
+            deny(
+                "malformed_token",
+                "the target is not a JWT with an iss claim".into(),
+                None,
+            )
+        })?;
         let Some(authority) = self
             .config
             .authorities
@@ -562,6 +607,7 @@ impl Vault {
             .find(|a| a.issuer.eq_ignore_ascii_case(issuer.trim_end_matches('/')))
         else {
             return Err(deny(
+                "untrusted_issuer",
                 format!(
                     "the token's issuer {issuer} is not an attestation authority this vault trusts"
                 ),
@@ -570,7 +616,13 @@ impl Vault {
         };
         let verified = match authority.verifier.verify(&req.target).await {
             Ok(v) => v,
-            Err(e) => return Err(deny(format!("attestation token rejected: {e}"), None)),
+            Err(e) => {
+                return Err(deny(
+                    "token_rejected",
+                    format!("attestation token rejected: {e}"),
+                    None,
+                ));
+            }
         };
         let claims = &verified.claims;
         if self.config.hardware_only
@@ -579,12 +631,13 @@ impl Vault {
                 .and_then(Value::as_str)
                 == Some("sim")
         {
-            return Err(deny("this vault releases keys to hardware TEEs only; the token is for a simulated platform".into(), Some(claims)));
+            return Err(deny("simulated_platform", "this vault releases keys to hardware TEEs only; the token is for a simulated platform".into(), Some(claims)));
         }
         if let Some(nonce) = &req.nonce
             && claims.get("nonce").and_then(Value::as_str) != Some(nonce.as_str())
         {
             return Err(deny(
+                "nonce_mismatch",
                 "the token's nonce does not match the request's nonce".into(),
                 Some(claims),
             ));
@@ -594,12 +647,13 @@ impl Vault {
         let policy = ReleasePolicy::parse(&policy_bytes).map_err(VaultError::internal)?;
         if let Err(reason) = policy.evaluate(verified.issuer(), claims) {
             return Err(deny(
+                "policy_not_satisfied",
                 format!("release policy not satisfied: {reason}"),
                 Some(claims),
             ));
         }
         let Some((n, e)) = tee_key(claims) else {
-            return Err(deny("the token carries no TEE encryption key (an RSA key with key_ops encrypt in x-ms-runtime.keys)".into(), Some(claims)));
+            return Err(deny("no_tee_key", "the token carries no TEE encryption key (an RSA key with key_ops encrypt in x-ms-runtime.keys)".into(), Some(claims)));
         };
 
         let sealed = base64::engine::general_purpose::STANDARD
@@ -612,7 +666,7 @@ impl Vault {
         let wrapped = match crypto::wrap(&pkcs8, &n, &e, enc) {
             Ok(w) => w,
             Err(err @ crypto::CryptoError::BadTeeKey(_)) => {
-                return Err(deny(err.to_string(), Some(claims)));
+                return Err(deny("bad_tee_key", err.to_string(), Some(claims)));
             }
             Err(err) => return Err(VaultError::internal(err)),
         };
@@ -627,6 +681,7 @@ impl Vault {
             .and_then(Value::as_str)
             .map(String::from);
         self.store.audit(event)?;
+        self.count_release("granted", "");
         tracing::info!(principal = %who.name, key = name, "key released to an attested TEE");
         Ok(json!({ "value": jws }))
     }
@@ -1015,9 +1070,51 @@ async fn not_found() -> VaultError {
     )
 }
 
-/// The vault's routes with body limit and timeout.
+/// `GET /readyz`: ready when the store answers, and every trusted attestation authority's
+/// signing keys are at hand (fetched if needed); 503 with the failing checks otherwise. The master
+/// key is loaded before the vault exists.
+async fn readyz(State(v): St) -> (StatusCode, Json<Value>) {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    match v.store.audit_head() {
+        Ok(_) => checks.insert("store".into(), "ok".into()),
+        Err(e) => {
+            ready = false;
+            checks.insert("store".into(), format!("unavailable: {e}").into())
+        }
+    };
+    checks.insert("master_key".into(), "loaded".into());
+    if v.config.authorities.is_empty() {
+        ready = false;
+        checks.insert(
+            "authorities".into(),
+            "none configured: no key can be released".into(),
+        );
+    }
+    for a in &v.config.authorities {
+        let check = match a.verifier.ensure_keys().await {
+            Ok(n) => format!("{n} signing keys"),
+            Err(e) => {
+                ready = false;
+                e.to_string()
+            }
+        };
+        checks.insert(format!("authority {}", a.issuer), check.into());
+    }
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks })),
+    )
+}
+
+/// The vault's routes with body limit and timeout, metrics and request spans.
 pub fn router(vault: Arc<Vault>) -> Router {
-    Router::new()
+    let metrics = vault.metrics.clone();
+    let router = Router::new()
         .route("/keys", get(list_keys))
         .route("/keys/{name}", get(get_key))
         // Azure's SDKs ask for the latest version as `/keys/{name}/` (an empty version).
@@ -1035,6 +1132,7 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/principals/{name}", post(add_principal))
         .route("/audit", get(audit))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(off_the_async_workers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -1042,7 +1140,8 @@ pub fn router(vault: Arc<Vault>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .with_state(vault)
+        .with_state(vault);
+    conclave_net::observe::observe(router, metrics)
 }
 
 #[cfg(test)]

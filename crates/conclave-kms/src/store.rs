@@ -106,6 +106,8 @@ pub struct Store {
     db: Database,
     audit_key: aws_lc_rs::hmac::Key,
     group: GroupCommit,
+    /// Time of each audit append until durable, when observed (metrics).
+    append_latency: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// Audit-only appends (releases, denials) from concurrent requests share one transaction: the
@@ -167,6 +169,7 @@ impl Store {
             db,
             audit_key,
             group: GroupCommit::default(),
+            append_latency: std::sync::OnceLock::new(),
         })
     }
 
@@ -219,7 +222,26 @@ impl Store {
         f()
     }
 
+    /// Records the time every later [`audit`](Self::audit) call takes in `histogram` (seconds).
+    pub fn observe_audit_appends(
+        &self,
+        histogram: prometheus_client::metrics::histogram::Histogram,
+    ) {
+        let _ = self.append_latency.set(histogram);
+    }
+
+    /// Appends `event` to the audit chain; returns after the entry is durable. Concurrent
+    /// appends share one commit (see `GroupCommit`).
     pub fn audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        let started = std::time::Instant::now();
+        let outcome = self.append_grouped(event);
+        if let Some(h) = self.append_latency.get() {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        outcome
+    }
+
+    fn append_grouped(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
         let mut st = self.group.lock();
         let ticket = st.next_ticket;
         st.next_ticket += 1;

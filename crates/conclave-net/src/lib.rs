@@ -1,9 +1,11 @@
 //! Conclave's one way to do HTTP: every service is served by [`serve`] (optional TLS through
 //! rustls, a handshake and header-read timeout against slow clients, graceful shutdown), every
 //! client is made by [`client`], and local deployments get their certificates from a
-//! [`LocalCa`].
+//! [`LocalCa`]. Every service exposes metrics and request spans through [`observe`].
 
 #![forbid(unsafe_code)]
+
+pub mod observe;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

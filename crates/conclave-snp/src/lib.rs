@@ -111,6 +111,15 @@ impl TrustedRoots {
     }
 
     /// Adds a root after checking that the ARK is self-signed and signed the ASK.
+    /// How many roots are trusted.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn add(&mut self, root: TrustedRoot) -> Result<(), VerifyError> {
         root.ark
             .verify_signed_by(&root.ark)

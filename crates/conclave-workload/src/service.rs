@@ -19,6 +19,9 @@ use axum::routing::{get, post};
 use conclave_data::generator::{Record, records_from_batch};
 use conclave_data::store::locate;
 use futures::StreamExt as _;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::{Value, json};
 
 use crate::analysis::{self, Input, Phase, Progress};
@@ -41,6 +44,18 @@ pub struct Workload {
     changed: tokio::sync::watch::Sender<u64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     receipt: Mutex<Option<String>>,
+    metrics: Arc<conclave_net::observe::Metrics>,
+    /// `conclave_workload_analyses_total{outcome}`: done, cancelled, failed.
+    analyses: Family<OutcomeLabels, Counter>,
+    /// `conclave_workload_analysis_records_total`: records decrypted and aggregated.
+    analysis_records: Counter,
+    /// `conclave_workload_analysis_duration_seconds`: whole runs, release to result.
+    analysis_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 /// The analysis as the page sees it.
@@ -106,7 +121,30 @@ impl Workload {
         vault_ca: conclave_snp::Cert,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Self> {
+        let metrics = conclave_net::observe::Metrics::new("workload");
+        let analyses = Family::<OutcomeLabels, Counter>::default();
+        let analysis_records = Counter::default();
+        let analysis_seconds = conclave_net::observe::latency_histogram();
+        metrics.register(
+            "workload_analyses",
+            "Analysis runs finished, by outcome (done, cancelled, failed)",
+            analyses.clone(),
+        );
+        metrics.register(
+            "workload_analysis_records",
+            "Records decrypted and aggregated by analysis runs (throughput: its rate)",
+            analysis_records.clone(),
+        );
+        metrics.register(
+            "workload_analysis_duration_seconds",
+            "Time of a whole analysis run, from key release to result",
+            analysis_seconds.clone(),
+        );
         Arc::new(Workload {
+            metrics,
+            analyses,
+            analysis_records,
+            analysis_seconds,
             keyring: Keyring::new(config.clone(), identity.clone(), http, vault_ca),
             config,
             identity,
@@ -276,7 +314,20 @@ impl Workload {
         self.changed.send_modify(|v| *v += 1);
         let me = self.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = me.clone().run_analysis(cancelled).await;
+            me.analyses
+                .get_or_create(&OutcomeLabels {
+                    outcome: match &outcome {
+                        Ok(()) => "done",
+                        Err(analysis::AnalysisError::Cancelled) => "cancelled",
+                        Err(_) => "failed",
+                    },
+                })
+                .inc();
+            me.analysis_seconds.observe(started.elapsed().as_secs_f64());
+            me.analysis_records
+                .inc_by(me.analysis().datasets.iter().map(|d| d.records).sum());
             me.update(|v| {
                 v.finished_at = Some(now());
                 match outcome {
@@ -596,8 +647,27 @@ async fn analysis_events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// `GET /readyz`: ready once the workload is attested (it holds a valid attestation token); 503
+/// with the reason otherwise (a workload without a TEE never is).
+async fn readyz(State(w): State<Arc<Workload>>) -> (StatusCode, Json<Value>) {
+    match w.identity.token() {
+        Some(_) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": {"attestation": "attested"}})),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "not ready", "checks": {"attestation": w.identity.not_attested_reason()}}),
+            ),
+        ),
+    }
+}
+
+/// The workload's page and API, with health, readiness, metrics and request spans.
 pub fn router(w: Arc<Workload>) -> axum::Router {
-    axum::Router::new()
+    let metrics = w.metrics.clone();
+    let router = axum::Router::new()
         .route("/", get(index))
         .route(
             "/ui/app.js",
@@ -618,10 +688,13 @@ pub fn router(w: Arc<Workload>) -> axum::Router {
         .route("/api/analysis/cancel", post(analysis_cancel))
         .route("/api/analysis/events", get(analysis_events))
         .route("/api/analysis/receipt", get(analysis_receipt))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such page or API")
         })
-        .with_state(w)
+        .with_state(w);
+    conclave_net::observe::observe(router, metrics)
 }
 
 #[cfg(test)]

@@ -157,10 +157,7 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                     let names = [addr.ip().to_string(), "localhost".to_string()];
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
                     let issued = ca.server_cert(&state_dir.join("tls"), "server", &names)?;
-                    eprintln!(
-                        "TLS certificate from the local CA {}",
-                        ca.cert_path().display()
-                    );
+                    tracing::info!(ca = %ca.cert_path().display(), "TLS certificate from the local CA");
                     Some(conclave_net::server_config(
                         &issued.chain_pem,
                         &issued.key_pk8,
@@ -177,11 +174,12 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 key_dir: state_dir.join("token-keys"),
                 token_lifetime: Duration::from_secs(token_lifetime),
             })?;
-            eprintln!("attestation service listening on {scheme}://{addr} (issuer {issuer})");
-            eprintln!("accepting platforms: {allowed:?}; debug guests: {allow_debug}");
+            // Service banners are log lines, so that --log-format json keeps stderr all JSON.
+            tracing::info!(url = %format!("{scheme}://{addr}"), %issuer, "attestation service listening");
+            tracing::info!(platforms = ?allowed, debug_guests = allow_debug, "appraisal policy");
             if allowed.contains(&PlatformName::Sim) {
-                eprintln!(
-                    "WARNING: simulated SEV-SNP evidence is accepted; its tokens say x-conclave-platform: sim"
+                tracing::warn!(
+                    "simulated SEV-SNP evidence is accepted; its tokens say x-conclave-platform: sim"
                 );
             }
             serve(listener, service, tls, crate::shutdown_signal()).await?;

@@ -236,18 +236,15 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                 },
                 certs,
             )?;
-            eprintln!("vault listening on {url}");
-            if let Some(path) = &ca_path {
-                eprintln!("  CA certificate: {}", path.display());
-            }
-            eprintln!("  admin token:    {}", opened.admin_token_path.display());
-            eprintln!(
-                "  trusted attestation authorities: {}",
-                authorities.join(", ")
+            // Service banners are log lines, so that --log-format json keeps stderr all JSON.
+            tracing::info!(
+                %url,
+                ca_certificate = ca_path.as_ref().map(|p| p.display().to_string()),
+                admin_token_file = %opened.admin_token_path.display(),
+                authorities = %authorities.join(", "),
+                hardware_only,
+                "vault listening"
             );
-            if hardware_only {
-                eprintln!("  hardware TEEs only: tokens for simulated evidence are refused");
-            }
             let router = conclave_kms::service::router(opened.vault);
             conclave_net::serve(listener, router, Some(opened.tls), crate::shutdown_signal())
                 .await?;

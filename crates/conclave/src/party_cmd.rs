@@ -64,15 +64,15 @@ pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
                 config.listen
             )
         })?;
-    eprintln!(
-        "{} workload on http://{}{}",
-        config.display_name,
-        config.listen,
-        match platform {
-            None => " (NO TEE: nothing will be released to it)",
-            Some(Platform::Sim) => " (SIMULATED SEV-SNP: no hardware protection)",
-            Some(_) => "",
-        }
+    tracing::info!(
+        party = %config.display_name,
+        url = %format!("http://{}", config.listen),
+        tee = match platform {
+            None => "NONE: nothing will be released to it",
+            Some(Platform::Sim) => "SIMULATED SEV-SNP: no hardware protection",
+            Some(_) => "hardware",
+        },
+        "workload listening"
     );
     conclave_workload::serve(config, platform, listener, crate::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -348,3 +348,60 @@ fn help_never_prints_the_vault_token_from_the_environment() {
         assert!(!help.contains(secret), "{args:?} prints the token: {help}");
     }
 }
+
+#[test]
+fn json_logs_carry_one_span_per_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("vault");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = tmp.path().join("vault.log");
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "kms", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--attestation-authority", "https://attest.example"])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("RUST_LOG", "info,tower_http=debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("admin.token").exists()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "the vault did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let vault = format!("https://127.0.0.1:{port}");
+    let admin = format!("@{}", state.join("admin.token").display());
+    let ca = state.join("ca/ca.pem");
+    ok(run(
+        &["kms", "principal", "contoso"],
+        &[
+            ("CONCLAVE_VAULT", vault.as_str()),
+            ("CONCLAVE_CA", ca.to_str().unwrap()),
+            ("CONCLAVE_VAULT_TOKEN", admin.as_str()),
+        ],
+    ));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    assert!(!lines.is_empty());
+    let request = lines
+        .iter()
+        .find(|l| l["span"]["route"] == "/principals/{name}")
+        .unwrap_or_else(|| panic!("no line in a request span: {text}"));
+    assert_eq!(request["span"]["method"], "POST");
+    assert!(request["span"]["request_id"].is_u64(), "{request}");
+    assert!(!text.contains("cvt_"), "a bearer token is in the log");
+}
