@@ -804,16 +804,35 @@ type St = State<Arc<Vault>>;
 /// async worker threads, which would stall every other connection meanwhile. A request's own
 /// async steps (verifying a token, which may fetch an authority's keys) run there too, on the
 /// runtime's handle.
+///
+/// At most [`MAX_BLOCKING_REQUESTS`] requests hold a blocking thread at once (the others wait
+/// for a permit without holding one), so the pool keeps threads for what requests wait on
+/// themselves, such as the DNS lookups of an authority's key fetch. The request's tracing span
+/// goes along, so the handler's log lines name their request.
 async fn off_the_async_workers(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    static PERMITS: tokio::sync::Semaphore =
+        tokio::sync::Semaphore::const_new(MAX_BLOCKING_REQUESTS);
+    let Ok(_permit) = PERMITS.acquire().await else {
+        return VaultError::internal("the request limiter is closed").into_response();
+    };
     let handle = tokio::runtime::Handle::current();
-    match tokio::task::spawn_blocking(move || handle.block_on(next.run(req))).await {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| handle.block_on(next.run(req))))
+        .await
+    {
         Ok(response) => response,
         Err(e) => VaultError::internal(e).into_response(),
     }
 }
+
+/// How long `/readyz` waits for one authority's keys.
+pub const READYZ_AUTHORITY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Requests running on the blocking pool at once (tokio's pool has 512 threads).
+pub const MAX_BLOCKING_REQUESTS: usize = 256;
 
 async fn create_key(
     State(v): St,
@@ -1059,6 +1078,7 @@ async fn add_principal(
         other => parse_body(other)?,
     };
     let token = v.add_principal(&who.name, &name, req.admin)?;
+    tracing::info!(principal = %name, admin = req.admin, by = %who.name, "principal added");
     Ok(Json(json!({ "token": token })))
 }
 
@@ -1091,15 +1111,30 @@ async fn readyz(State(v): St) -> (StatusCode, Json<Value>) {
             "none configured: no key can be released".into(),
         );
     }
-    for a in &v.config.authorities {
-        let check = match a.verifier.ensure_keys().await {
-            Ok(n) => format!("{n} signing keys"),
-            Err(e) => {
+    // Every authority at once, each within READYZ_AUTHORITY_TIMEOUT, so that one slow
+    // authority gives a named check rather than a timeout of the whole answer.
+    let outcomes = futures::future::join_all(v.config.authorities.iter().map(|a| async move {
+        let outcome =
+            tokio::time::timeout(READYZ_AUTHORITY_TIMEOUT, a.verifier.ensure_keys()).await;
+        (a.issuer.clone(), outcome)
+    }))
+    .await;
+    for (issuer, outcome) in outcomes {
+        let check = match outcome {
+            Ok(Ok(n)) => format!("{n} signing keys"),
+            Ok(Err(e)) => {
                 ready = false;
                 e.to_string()
             }
+            Err(_) => {
+                ready = false;
+                format!(
+                    "cannot fetch its keys within {} s",
+                    READYZ_AUTHORITY_TIMEOUT.as_secs()
+                )
+            }
         };
-        checks.insert(format!("authority {}", a.issuer), check.into());
+        checks.insert(format!("authority {issuer}"), check.into());
     }
     (
         if ready {

@@ -115,8 +115,14 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
             signing_chain_pem,
             signing_key,
         } => {
-            let tls_key = conclave_net::read_pkcs8(&key)?;
-            if conclave_net::read_pkcs8(&signing_key)? == tls_key {
+            // Compared by public key, so another encoding of the same key is caught too.
+            let tls_public = RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&key)?)
+                .ok()
+                .map(|k| conclave_attest::jws::rsa_public_components(&k));
+            let signing_public = RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&signing_key)?)
+                .ok()
+                .map(|k| conclave_attest::jws::rsa_public_components(&k));
+            if tls_public.is_some() && tls_public == signing_public {
                 return Err(SetupError::Other(format!(
                     "{} is the TLS key ({}): release responses need a signing key of their own (issue one from your CA for signing, not for TLS)",
                     signing_key.display(),
@@ -138,11 +144,20 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
     })?;
     let chain_pem = std::fs::read(&signing_chain_pem)
         .map_err(|e| SetupError::Other(format!("{}: {e}", signing_chain_pem.display())))?;
-    let chain = conclave_snp::Cert::parse_pem_bundle("release signing chain", &chain_pem)
-        .map_err(|e| SetupError::Other(e.to_string()))?
-        .into_iter()
-        .map(|c| c.der)
-        .collect();
+    let certs = conclave_snp::Cert::parse_pem_bundle("release signing chain", &chain_pem)
+        .map_err(|e| SetupError::Other(e.to_string()))?;
+    // The chain's leaf must be the signing key's certificate, or every client refuses releases.
+    let leaf_key = certs
+        .first()
+        .and_then(|leaf| conclave_snp::x509::parse_rsa_spki(&leaf.spki_der()).ok());
+    if leaf_key != Some(conclave_attest::jws::rsa_public_components(&key)) {
+        return Err(SetupError::Other(format!(
+            "the first certificate of {} is not the certificate of the signing key {}",
+            signing_chain_pem.display(),
+            signing_key.display()
+        )));
+    }
+    let chain = certs.into_iter().map(|c| c.der).collect();
 
     let authorities = opts
         .authorities

@@ -280,7 +280,7 @@ pub fn server_config(chain_pem: &Path, key: &Path) -> Result<Arc<rustls::ServerC
         .collect::<Result<_, _>>()
         .map_err(|e| file_err(chain_pem, e))?;
     let key: PrivateKeyDer<'static> =
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read_pkcs8(key)?));
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read_pkcs8(key)?.to_vec()));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -292,15 +292,15 @@ pub fn server_config(chain_pem: &Path, key: &Path) -> Result<Arc<rustls::ServerC
     Ok(Arc::new(config))
 }
 
-/// A PKCS#8 private key file, DER or PEM, as DER.
-pub fn read_pkcs8(path: &Path) -> Result<Vec<u8>, NetError> {
+/// A PKCS#8 private key file, DER or PEM, as DER (in a buffer that wipes itself when dropped).
+pub fn read_pkcs8(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, NetError> {
     use rustls_pki_types::PrivatePkcs8KeyDer;
     use rustls_pki_types::pem::PemObject as _;
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| file_err(path, e))?);
     if bytes.starts_with(b"-----") {
         let key = PrivatePkcs8KeyDer::from_pem_slice(&bytes)
             .map_err(|e| file_err(path, format!("not a PKCS#8 PEM key: {e}")))?;
-        Ok(key.secret_pkcs8_der().to_vec())
+        Ok(zeroize::Zeroizing::new(key.secret_pkcs8_der().to_vec()))
     } else {
         Ok(bytes)
     }

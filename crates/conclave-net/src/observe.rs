@@ -35,14 +35,14 @@ pub fn latency_histogram() -> Histogram {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
@@ -98,20 +98,36 @@ impl Metrics {
         out
     }
 
-    fn record(&self, method: &str, route: &str, status: StatusCode, started: Instant) {
+    fn record(&self, method: &'static str, route: &str, status: StatusCode, started: Instant) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_string(),
+                method,
                 route: route.to_string(),
                 status: status.as_u16(),
             })
             .inc();
         self.durations
             .get_or_create(&RouteLabels {
-                method: method.to_string(),
+                method,
                 route: route.to_string(),
             })
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The request's method as a bounded label: a client may send any method token, and each new
+/// one must not add a series.
+fn method_of(req: &Request) -> &'static str {
+    use axum::http::Method;
+    match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -126,10 +142,10 @@ fn route_of(req: &Request) -> String {
 
 async fn record_request(metrics: Arc<Metrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_of(&req);
     let route = route_of(&req);
     let response = next.run(req).await;
-    metrics.record(&method, &route, response.status(), started);
+    metrics.record(method, &route, response.status(), started);
     response
 }
 
@@ -165,7 +181,7 @@ pub fn observe(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
                 let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info_span!(
                     "request",
-                    method = %req.method(),
+                    method = method_of(req),
                     route = %route_of(req),
                     request_id = id,
                 )
@@ -204,6 +220,19 @@ mod tests {
         get(&app, "/keys/contoso-data").await;
         get(&app, "/keys/fabrikam-data").await;
         get(&app, "/no/such/route").await;
+        // Methods a client makes up share one label.
+        for made_up in ["BREW", "WHEN"] {
+            app.clone()
+                .oneshot(
+                    Request::builder()
+                        .method(made_up)
+                        .uri("/keys/x")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+        }
         extra.inc();
         let (status, body) = get(&app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
@@ -220,6 +249,14 @@ mod tests {
         assert!(
             !body.contains("contoso-data"),
             "a key name became a label: {body}"
+        );
+        assert!(
+            !body.contains("BREW"),
+            "a made-up method became a label: {body}"
+        );
+        assert!(
+            body.contains(r#"method="other",route="/keys/{name}",status="405"} 2"#),
+            "{body}"
         );
         assert!(
             body.contains(r#"conclave_widgets_total{service="test"} 1"#),

@@ -110,7 +110,6 @@ impl TrustedRoots {
         TrustedRoots(roots)
     }
 
-    /// Adds a root after checking that the ARK is self-signed and signed the ASK.
     /// How many roots are trusted.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -120,6 +119,7 @@ impl TrustedRoots {
         self.0.is_empty()
     }
 
+    /// Adds a root after checking that the ARK is self-signed and signed the ASK.
     pub fn add(&mut self, root: TrustedRoot) -> Result<(), VerifyError> {
         root.ark
             .verify_signed_by(&root.ark)

@@ -276,8 +276,9 @@ fn arr<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
 impl AttestationReport {
     /// Parses exactly [`REPORT_LEN`] bytes. Every byte the ABI reserves for the report's version
     /// (in the body and in the signature structure, which the signature does not cover) must be
-    /// zero, so a signed report has exactly one accepted encoding: what parses serialises back
-    /// to the same bytes.
+    /// zero, so no unsigned byte of a report can vary: what parses serialises back to the same
+    /// bytes. (ECDSA itself also accepts the signature (r, n − s); AMD's signatures are not
+    /// normalised, so that one is not refused.)
     pub fn parse(bytes: &[u8]) -> Result<Self, ReportError> {
         let report = Self::parse_fields(bytes)?;
         let canonical = report.to_bytes();
@@ -490,7 +491,8 @@ mod tests {
 
     #[test]
     fn every_reserved_byte_of_every_version_must_be_zero_and_nothing_else_is_refused_as_reserved() {
-        for version in [2, 3, 5] {
+        // Version 4 has version 3's layout (CPUID bytes, no mitigation vectors).
+        for version in [2, 3, 4, 5] {
             let base = with_version(version);
             let parsed = AttestationReport::parse(&base).unwrap();
             assert_eq!(parsed.to_bytes().to_vec(), base, "v{version} round trip");

@@ -289,6 +289,16 @@ fn the_vault_serves_operator_provided_certificates() {
         serve(&issued.chain_pem, &issued.key_pk8).output().unwrap(),
         "release responses need a signing key of their own",
     );
+    // A signing key whose certificate is not the chain's leaf.
+    let other_signing = ca
+        .signing_cert(&dir.join("certs"), "another-signing-key")
+        .unwrap();
+    fails(
+        serve(&signing.chain_pem, &other_signing.key_pk8)
+            .output()
+            .unwrap(),
+        "is not the certificate of the signing key",
+    );
     fails(
         Command::new(BIN)
             .args([
@@ -397,10 +407,12 @@ fn json_logs_carry_one_span_per_request() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
         .collect();
     assert!(!lines.is_empty());
+    // The handler's own line (it runs on the blocking pool) carries its request's span.
     let request = lines
         .iter()
-        .find(|l| l["span"]["route"] == "/principals/{name}")
-        .unwrap_or_else(|| panic!("no line in a request span: {text}"));
+        .find(|l| l["fields"]["message"] == "principal added")
+        .unwrap_or_else(|| panic!("the handler logged nothing: {text}"));
+    assert_eq!(request["span"]["route"], "/principals/{name}", "{request}");
     assert_eq!(request["span"]["method"], "POST");
     assert!(request["span"]["request_id"].is_u64(), "{request}");
     assert!(!text.contains("cvt_"), "a bearer token is in the log");
