@@ -5,7 +5,7 @@ use base64::Engine as _;
 use conclave_tee::Evidence;
 
 /// Request body of `POST /attest/SevSnpVm`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttestSevSnpVmRequest {
     /// base64url of the JSON [`SnpEvidence`].
@@ -17,7 +17,7 @@ pub struct AttestSevSnpVmRequest {
 }
 
 /// Data the TEE chose, bound by the report: `report_data[..32] = SHA-256(data bytes)`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeData {
     /// base64url of the bytes.
@@ -27,7 +27,7 @@ pub struct RuntimeData {
 }
 
 /// The evidence inside `report`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SnpEvidence {
     /// base64url of the 1184-byte report.
     #[serde(rename = "SnpReport")]
@@ -51,18 +51,18 @@ pub struct SnpEvidence {
 }
 
 /// `{"token": "<JWT>"}`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub token: String,
 }
 
 /// Azure-style error body: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,

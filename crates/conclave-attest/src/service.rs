@@ -185,6 +185,13 @@ impl From<AppraisalError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    post, path = "/attest/SevSnpVm", tag = "attestation",
+    params(("api-version" = Option<String>, Query, description = "Azure Attestation's API version (2022-08-01); accepted and ignored")),
+    request_body = crate::api::AttestSevSnpVmRequest,
+    responses((status = 200, description = "An RS256 attestation token (JWT) with MAA's claim names", body = crate::api::TokenResponse), (status = 400, description = "Malformed request, or evidence that does not verify or satisfy the appraisal policy (the code and message say which)", body = crate::api::ErrorBody),
+        (status = 413, description = "Request too large", body = crate::api::ErrorBody))
+)]
 async fn attest_sev_snp_vm(
     State(service): State<Arc<AttestationService>>,
     body: Result<Bytes, BytesRejection>,
@@ -235,6 +242,10 @@ async fn attest_sev_snp_vm(
     Ok(Json(TokenResponse { token }))
 }
 
+#[utoipa::path(
+    get, path = "/.well-known/openid-configuration", tag = "keys",
+    responses((status = 200, description = "OpenID provider metadata: issuer, jwks_uri, claims", body = Object))
+)]
 async fn openid_configuration(State(service): State<Arc<AttestationService>>) -> Json<Value> {
     let issuer = service.issuer();
     Json(json!({
@@ -254,6 +265,10 @@ async fn openid_configuration(State(service): State<Arc<AttestationService>>) ->
     }))
 }
 
+#[utoipa::path(
+    get, path = "/certs", tag = "keys",
+    responses((status = 200, description = "The token signing keys (JWKS, RSA keys with x5c)", body = Object))
+)]
 async fn certs(State(service): State<Arc<AttestationService>>) -> Json<Value> {
     service.reload_keys_if_rotated();
     Json(service.jwks())
@@ -270,6 +285,10 @@ async fn not_found() -> ApiError {
 
 /// `GET /readyz`: ready when the token signing key is loaded and at least one root of trust is
 /// configured (both are at construction; the check says which key and how many roots).
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready, with each check", body = Object), (status = 503, description = "Not ready", body = Object))
+)]
 async fn readyz(State(service): State<Arc<AttestationService>>) -> (StatusCode, Json<Value>) {
     service.reload_keys_if_rotated();
     let kid = service
@@ -297,6 +316,26 @@ async fn readyz(State(service): State<Arc<AttestationService>>) -> (StatusCode, 
     )
 }
 
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The OpenAPI 3.1 description of the attestation service's HTTP API, generated from its
+/// handlers and wire types (`conclave attest openapi` prints it).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Conclave attestation service",
+        description = "Microsoft Azure Attestation's SEV-SNP attestation API shape: evidence in, RS256 token out; OpenID metadata and JWKS."
+    ),
+    paths(attest_sev_snp_vm, openid_configuration, certs, healthz, readyz),
+    components(schemas(crate::api::SnpEvidence, crate::api::ErrorBody))
+)]
+pub struct AttestationApi;
+
 /// The service's routes with body limit and timeout, metrics and request spans.
 pub fn router(service: Arc<AttestationService>) -> axum::Router {
     let metrics = service.metrics.clone();
@@ -307,7 +346,7 @@ pub fn router(service: Arc<AttestationService>) -> axum::Router {
             get(openid_configuration),
         )
         .route("/certs", get(certs))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -315,6 +354,7 @@ pub fn router(service: Arc<AttestationService>) -> axum::Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        .layer(axum::middleware::from_fn(conclave_net::azure_error_bodies))
         .with_state(service);
     conclave_net::observe::observe(router, metrics)
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::store::{KeyRecord, StoredPolicy};
 
 /// `POST /keys/{name}/create`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CreateKeyRequest {
     #[serde(default)]
     pub kty: Option<String>,
@@ -26,7 +26,7 @@ pub struct CreateKeyRequest {
     pub public_exponent: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct KeyAttributes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -39,7 +39,7 @@ pub struct KeyAttributes {
 }
 
 /// A release policy as Azure sends it: the policy JSON, base64url-encoded, in `data`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ReleasePolicyBody {
     #[serde(rename = "contentType", default)]
     pub content_type: Option<String>,
@@ -50,7 +50,7 @@ pub struct ReleasePolicyBody {
 }
 
 /// `PATCH /keys/{name}/{version}`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UpdateKeyRequest {
     #[serde(default)]
     pub key_ops: Option<Vec<String>>,
@@ -63,7 +63,7 @@ pub struct UpdateKeyRequest {
 }
 
 /// `POST /keys/{name}[/{version}]/release`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ReleaseRequest {
     /// The attestation token.
     pub target: String,
@@ -74,15 +74,30 @@ pub struct ReleaseRequest {
 }
 
 /// `{"value": "<JWS>"}`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ReleaseResponse {
     pub value: String,
 }
 
 /// `PUT /keys/{name}/grants/{principal}` (Conclave extension).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct GrantRequest {
     pub permissions: Vec<crate::store::Permission>,
+}
+
+/// Azure's error shape, `{"error": {"code", "message"}}`: what every refusal and failure of the
+/// vault answers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AzureError {
+    pub error: AzureErrorDetail,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AzureErrorDetail {
+    /// A stable code (`Forbidden`, `BadParameter`, `KeyNotFound`, `Unauthorized`, …).
+    pub code: String,
+    /// What was wrong and what to do.
+    pub message: String,
 }
 
 /// Key operations a new key gets when the request names none.

@@ -834,6 +834,11 @@ pub const READYZ_AUTHORITY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests running on the blocking pool at once (tokio's pool has 512 threads).
 pub const MAX_BLOCKING_REQUESTS: usize = 256;
 
+#[utoipa::path(
+    post, path = "/keys/{name}/create", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
+    request_body = crate::api::CreateKeyRequest,
+    responses((status = 200, description = "The new KeyBundle", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError))
+)]
 async fn create_key(
     State(v): St,
     Path(name): Path<String>,
@@ -847,6 +852,10 @@ async fn create_key(
         .map(Json)
 }
 
+#[utoipa::path(
+    get, path = "/keys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
+    responses((status = 200, description = "The latest version's KeyBundle (public JWK only)", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn get_key(
     State(v): St,
     Path(name): Path<String>,
@@ -855,6 +864,10 @@ async fn get_key(
     get_version(State(v), Path((name, String::new())), headers).await
 }
 
+#[utoipa::path(
+    get, path = "/keys/{name}/{version}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("version" = String, Path, description = "Key version: 32 hex digits")),
+    responses((status = 200, description = "That version's KeyBundle (public JWK only)", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn get_version(
     State(v): St,
     Path((name, version)): Path<(String, String)>,
@@ -873,6 +886,10 @@ async fn get_version(
     Ok(Json(api::bundle_json(v.vault_url(), &rec)))
 }
 
+#[utoipa::path(
+    get, path = "/keys/{name}/versions", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
+    responses((status = 200, description = "`{value: [KeyItem], nextLink}`", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn list_versions(
     State(v): St,
     Path(name): Path<String>,
@@ -897,6 +914,10 @@ async fn list_versions(
     Ok(Json(json!({ "value": items, "nextLink": null })))
 }
 
+#[utoipa::path(
+    get, path = "/keys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, description = "The keys the caller may see: `{value: [KeyItem], nextLink}`", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+)]
 async fn list_keys(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
     let mut items = Vec::new();
@@ -910,6 +931,11 @@ async fn list_keys(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
     Ok(Json(json!({ "value": items, "nextLink": null })))
 }
 
+#[utoipa::path(
+    patch, path = "/keys/{name}/{version}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("version" = String, Path, description = "Key version: 32 hex digits")),
+    request_body = crate::api::UpdateKeyRequest,
+    responses((status = 200, description = "The updated KeyBundle", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn update_key(
     State(v): St,
     Path((name, version)): Path<(String, String)>,
@@ -923,6 +949,11 @@ async fn update_key(
         .map(Json)
 }
 
+#[utoipa::path(
+    post, path = "/keys/{name}/release", tag = "release", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
+    request_body = crate::api::ReleaseRequest,
+    responses((status = 200, description = "The key wrapped to the attested TEE's key, in a JWS", body = crate::api::ReleaseResponse), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn release_latest(
     State(v): St,
     Path(name): Path<String>,
@@ -937,6 +968,11 @@ async fn release_latest(
         .map_err(|e| v.rejected(&who, "release", &name, e))
 }
 
+#[utoipa::path(
+    post, path = "/keys/{name}/{version}/release", tag = "release", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("version" = String, Path, description = "Key version: 32 hex digits")),
+    request_body = crate::api::ReleaseRequest,
+    responses((status = 200, description = "The key wrapped to the attested TEE's key, in a JWS", body = crate::api::ReleaseResponse), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn release_version(
     State(v): St,
     Path((name, version)): Path<(String, String)>,
@@ -953,6 +989,10 @@ async fn release_version(
         .map_err(|e| v.rejected(&who, "release", &name, e))
 }
 
+#[utoipa::path(
+    get, path = "/keys/{name}/grants", tag = "grants", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
+    responses((status = 200, description = "`{owner, value: [Grant]}` (owner only)", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn list_grants(
     State(v): St,
     Path(name): Path<String>,
@@ -973,6 +1013,12 @@ async fn list_grants(
     ))
 }
 
+#[utoipa::path(
+    put, path = "/keys/{name}/grants/{principal}", tag = "grants", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("principal" = String, Path, description = "The principal granted")),
+    request_body = crate::api::GrantRequest,
+    responses((status = 200, description = "The grant", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
 async fn put_grant(
     State(v): St,
     Path((name, principal)): Path<(String, String)>,
@@ -1007,6 +1053,11 @@ async fn put_grant(
     Ok(Json(json!(grant)))
 }
 
+#[utoipa::path(
+    delete, path = "/keys/{name}/grants/{principal}", tag = "grants", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("principal" = String, Path, description = "The principal whose grant is revoked")),
+    responses((status = 204, description = "Revoked"), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key or grant", body = crate::api::AzureError))
+)]
 async fn delete_grant(
     State(v): St,
     Path((name, principal)): Path<(String, String)>,
@@ -1025,11 +1076,13 @@ async fn delete_grant(
     let event = AuditEvent::new(&who.name, "revoke", Some(&name), "ok")
         .detail(json!({ "principal": principal }));
     let existed = v.store.delete_grant(&name, &principal, event)?.0;
-    Ok(if existed {
-        StatusCode::NO_CONTENT
+    if existed {
+        Ok(StatusCode::NO_CONTENT)
     } else {
-        StatusCode::NOT_FOUND
-    })
+        Err(VaultError::not_found(&format!(
+            "grant of key {name} to {principal}"
+        )))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -1038,6 +1091,11 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get, path = "/audit", tag = "audit", security(("bearer" = [])),
+    params(("from" = Option<u64>, Query, description = "First sequence number"), ("limit" = Option<u64>, Query, description = "At most this many entries (≤ 10,000)")),
+    responses((status = 200, description = "`{value: [entry], head}`: the entries the caller may see", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+)]
 async fn audit(
     State(v): St,
     headers: HeaderMap,
@@ -1058,6 +1116,12 @@ struct PrincipalRequest {
     admin: bool,
 }
 
+#[utoipa::path(
+    post, path = "/principals/{name}", tag = "principals", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Principal name: 1-127 letters, digits and dashes")),
+    request_body(content = Object, description = "Optional `{admin: bool}`"),
+    responses((status = 200, description = "`{token}`: the principal's new bearer token", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError))
+)]
 async fn add_principal(
     State(v): St,
     Path(name): Path<String>,
@@ -1090,9 +1154,53 @@ async fn not_found() -> VaultError {
     )
 }
 
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The OpenAPI 3.1 description of the vault's HTTP API, generated from its handlers and wire
+/// types (`conclave kms openapi` prints it). Every error answers [`crate::api::AzureError`].
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Conclave key vault",
+        description = "Azure Key Vault's keys API (7.x shapes) with secure key release, plus grants, principals and the audit log."
+    ),
+    paths(
+        list_keys, get_key, get_version, create_key, list_versions, update_key, release_latest,
+        release_version, list_grants, put_grant, delete_grant, audit, add_principal, healthz,
+        readyz
+    ),
+    components(schemas(crate::api::AzureError, crate::store::Permission)),
+    modifiers(&BearerAuth)
+)]
+pub struct VaultApi;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
 /// `GET /readyz`: ready when the store answers, and every trusted attestation authority's
 /// signing keys are at hand (fetched if needed); 503 with the failing checks otherwise. The master
 /// key is loaded before the vault exists.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready, with each check", body = Object), (status = 503, description = "Not ready, with the failing checks", body = Object))
+)]
 async fn readyz(State(v): St) -> (StatusCode, Json<Value>) {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
@@ -1166,7 +1274,7 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/keys/{name}/{version}/release", post(release_version))
         .route("/principals/{name}", post(add_principal))
         .route("/audit", get(audit))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(off_the_async_workers))
@@ -1175,6 +1283,7 @@ pub fn router(vault: Arc<Vault>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        .layer(axum::middleware::from_fn(conclave_net::azure_error_bodies))
         .with_state(vault);
     conclave_net::observe::observe(router, metrics)
 }

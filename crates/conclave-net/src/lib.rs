@@ -306,6 +306,60 @@ pub fn read_pkcs8(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, NetError> 
     }
 }
 
+/// Middleware: every error response (4xx, 5xx) that is not already JSON gets Azure's error body,
+/// `{"error": {"code", "message"}}`, keeping its status and, as the message, its text (axum's
+/// own rejections of a malformed path or query, 405 for a method a route does not take). Clients
+/// of Azure's APIs parse errors in that shape only.
+pub async fn azure_error_bodies(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "BadParameter",
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::TOO_MANY_REQUESTS => "Throttled",
+        s if s.is_server_error() => "InternalError",
+        _ => "BadRequest",
+    };
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        // The router adds the `Allow` header (the methods the endpoint takes) afterwards.
+        "this endpoint does not take that method (the Allow header lists those it takes)".into()
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// Serves `router` on `listener` (TLS when `tls` is given) until `shutdown` completes, then
 /// lets in-flight requests finish.
 pub async fn serve(

@@ -269,3 +269,65 @@ mod tests {
         assert!(body.ends_with("# EOF\n"), "{body}");
     }
 }
+
+#[cfg(test)]
+mod error_body_tests {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::StatusCode;
+    use tower::ServiceExt as _;
+
+    async fn call(app: &axum::Router, req: Request) -> (StatusCode, serde_json::Value) {
+        let response = app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            let allow = response.headers()["allow"].to_str().unwrap();
+            assert!(allow.contains("GET"), "{allow}");
+        }
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_that_are_not_json_get_azures_error_body() {
+        #[derive(serde::Deserialize)]
+        struct Q {
+            #[allow(dead_code)]
+            limit: u32,
+        }
+        let app = axum::Router::new()
+            .route(
+                "/audit",
+                axum::routing::get(|_: axum::extract::Query<Q>| async { "ok" }),
+            )
+            .route(
+                "/teapot",
+                axum::routing::get(|| async { StatusCode::IM_A_TEAPOT }),
+            )
+            .layer(axum::middleware::from_fn(crate::azure_error_bodies));
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        let (status, body) = call(&app, get("/audit?limit=-1")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "BadParameter");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("limit"),
+            "{body}"
+        );
+        let (status, body) =
+            call(&app, Request::delete("/audit").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["error"]["code"], "MethodNotAllowed");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not take that method"),
+            "{body}"
+        );
+        let (status, body) = call(&app, get("/teapot")).await;
+        assert_eq!(status, StatusCode::IM_A_TEAPOT);
+        assert_eq!(body["error"]["message"], "I'm a teapot");
+    }
+}

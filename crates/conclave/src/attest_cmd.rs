@@ -19,6 +19,8 @@ use conclave_snp::{
 
 #[derive(Subcommand)]
 pub enum AttestCommand {
+    /// Print the OpenAPI 3.1 description of the attestation service's HTTP API (JSON).
+    Openapi,
     /// Run the attestation service (MAA-compatible `POST /attest/SevSnpVm`).
     Serve {
         /// Address to listen on.
@@ -106,6 +108,14 @@ pub enum EvidenceCommand {
 
 pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        AttestCommand::Openapi => {
+            use utoipa::OpenApi as _;
+            println!(
+                "{}",
+                conclave_attest::service::AttestationApi::openapi().to_pretty_json()?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AttestCommand::Serve {
             listen,
             state_dir,

@@ -15,6 +15,8 @@ use conclave_net::LocalCa;
 
 #[derive(Subcommand)]
 pub enum KmsCommand {
+    /// Print the OpenAPI 3.1 description of the vault's HTTP API (JSON).
+    Openapi,
     /// Run a key vault (Azure Key Vault keys API with secure key release) over TLS.
     Serve {
         #[arg(long, env = "CONCLAVE_VAULT_STATE")]
@@ -183,6 +185,14 @@ fn print(v: &serde_json::Value) -> anyhow::Result<ExitCode> {
 
 pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        KmsCommand::Openapi => {
+            use utoipa::OpenApi as _;
+            println!(
+                "{}",
+                conclave_kms::service::VaultApi::openapi().to_pretty_json()?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         KmsCommand::Serve {
             state_dir,
             listen,
