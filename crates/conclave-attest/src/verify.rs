@@ -39,6 +39,8 @@ pub enum TokenError {
     KeysUnavailable(String),
     #[error("the token does not satisfy the required claims: {0}")]
     Claims(String),
+    #[error("the token is refused: {0}")]
+    CriticalHeader(String),
 }
 
 /// A token whose signature, lifetime and issuer were checked.
@@ -298,6 +300,7 @@ impl TokenVerifier {
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
         }
+        crate::jws::check_critical_headers(token).map_err(TokenError::CriticalHeader)?;
         let kid = header.kid.ok_or(TokenError::NoKid)?;
         let key = match self.key(&kid) {
             Some(k) => k,

@@ -241,3 +241,23 @@ async fn a_key_the_issuer_withdraws_stops_being_trusted_once_the_cache_expires()
         TokenError::KeysUnavailable(_)
     ));
 }
+
+#[tokio::test]
+async fn a_validly_signed_token_with_an_unknown_critical_header_is_refused() {
+    let f = fixture();
+    let k = f.ring.active();
+    let mut h = header(&k.kid);
+    h.insert("crit".into(), json!(["urn:example:must-understand"]));
+    h.insert("urn:example:must-understand".into(), true.into());
+    let token = sign_rs256(h, &claims(now(), now(), now() + 600, ISSUER), &k.key).unwrap();
+    let err = f.verifier.verify(&token).await.unwrap_err();
+    assert!(
+        matches!(&err, TokenError::CriticalHeader(m) if m.contains("urn:example:must-understand")),
+        "{err:?}"
+    );
+    // The same claims without it verify: the signature was never the problem.
+    f.verifier
+        .verify(&sign(&f, &claims(now(), now(), now() + 600, ISSUER)))
+        .await
+        .unwrap();
+}

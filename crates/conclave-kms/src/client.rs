@@ -298,6 +298,8 @@ pub fn open_release(
     if header.alg != jsonwebtoken::Algorithm::RS256 {
         return Err(open_err("the release is not signed with RS256"));
     }
+    conclave_attest::jws::check_critical_headers(jws)
+        .map_err(|e| ClientError::Open(format!("the release is refused: {e}")))?;
     let x5c = header
         .x5c
         .ok_or_else(|| open_err("the release carries no x5c certificate chain"))?;

@@ -117,6 +117,7 @@ pub async fn verify(
     if header["alg"] != "ES256" {
         return Err(ReceiptError::Algorithm(header["alg"].to_string()));
     }
+    conclave_attest::jws::check_critical_headers(receipt).map_err(ReceiptError::Malformed)?;
     let payload: Value = serde_json::from_slice(&decode(p, "payload")?)
         .map_err(|_| ReceiptError::Malformed("payload is not JSON".into()))?;
     if payload["typ"] != RECEIPT_TYPE {

@@ -219,6 +219,27 @@ async fn release_denials_name_the_reason_and_are_audited() {
     let expired = conclave_attest::jws::sign_rs256(header, &old, &k.key).unwrap();
     expect(&env, &contoso, expired, None, "expired").await;
 
+    // A genuine token's claims, validly signed by the trusted issuer, but with a critical header
+    // extension the vault does not understand (RFC 7515 §4.1.11): refused, not released.
+    let genuine = env.token(&tee.runtime_json(), GOOD_CONFIG, None).await;
+    let claims: Value =
+        serde_json::from_slice(&b64url_decode(genuine.split('.').nth(1).unwrap()).unwrap())
+            .unwrap();
+    let mut header = serde_json::Map::new();
+    header.insert("kid".into(), k.kid.clone().into());
+    header.insert("typ".into(), "JWT".into());
+    header.insert("crit".into(), json!(["urn:example:must-understand"]));
+    header.insert("urn:example:must-understand".into(), true.into());
+    let critical = conclave_attest::jws::sign_rs256(header, &claims, &k.key).unwrap();
+    expect(
+        &env,
+        &contoso,
+        critical,
+        None,
+        "marks \"urn:example:must-understand\" as critical",
+    )
+    .await;
+
     // A token from an attestation service this vault does not trust.
     let stranger_sim = SimHost::open(&env.dir.join("stranger-sim")).unwrap();
     let (stranger_url, _stop) =
