@@ -653,7 +653,7 @@ impl Vault {
             ));
         }
         let Some((n, e)) = tee_key(claims) else {
-            return Err(deny("no_tee_key", "the token carries no TEE encryption key (an RSA key with key_ops encrypt in x-ms-runtime.keys)".into(), Some(claims)));
+            return Err(deny("no_tee_key", "the token carries no TEE encryption key (an RSA key in x-ms-runtime.keys with key_ops [\"encrypt\"], key_use \"enc\" or use \"enc\")".into(), Some(claims)));
         };
 
         let sealed = base64::engine::general_purpose::STANDARD
@@ -776,7 +776,9 @@ pub fn measurement_of(claims: &Value) -> Option<String> {
         .map(String::from)
 }
 
-/// The TEE's encryption key from `x-ms-runtime.keys`: an RSA JWK usable for encryption.
+/// The TEE's encryption key from `x-ms-runtime.keys`: an RSA JWK usable for encryption, marked
+/// as Azure's secure key release grammar documents the environment key (`key_ops` containing
+/// `encrypt`, or `key_use` `enc`), or with RFC 7517's `use` `enc`.
 pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
     let keys = claim_at(claims, "x-ms-runtime.keys")?.as_array()?;
     keys.iter().find_map(|k| {
@@ -785,6 +787,7 @@ pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
                 .get("key_ops")
                 .and_then(Value::as_array)
                 .is_some_and(|ops| ops.iter().any(|o| o == "encrypt"))
+                || k.get("key_use").and_then(Value::as_str) == Some("enc")
                 || k.get("use").and_then(Value::as_str) == Some("enc"));
         if !usable {
             return None;
@@ -1292,6 +1295,25 @@ pub fn router(vault: Arc<Vault>) -> Router {
 mod tests {
     use super::*;
     use axum::body::Body;
+
+    #[test]
+    fn the_tee_key_may_be_marked_by_key_ops_key_use_or_use() {
+        let with = |mark: Value| {
+            let mut jwk =
+                json!({"kid": "TeeEncryptionKey", "kty": "RSA", "n": "AQAB", "e": "AQAB"});
+            jwk.as_object_mut()
+                .unwrap()
+                .extend(mark.as_object().unwrap().clone());
+            tee_key(&json!({"x-ms-runtime": {"keys": [jwk]}}))
+        };
+        // Azure's grammar documents key_use "enc" (as Microsoft's SKR tooling writes it).
+        assert!(with(json!({"key_use": "enc"})).is_some());
+        assert!(with(json!({"key_ops": ["encrypt"]})).is_some());
+        assert!(with(json!({"use": "enc"})).is_some());
+        assert!(with(json!({"key_use": "sig"})).is_none());
+        assert!(with(json!({"key_ops": ["verify"]})).is_none());
+        assert!(with(json!({})).is_none());
+    }
     use axum::http::Request;
     use tower::ServiceExt as _;
 
