@@ -103,7 +103,13 @@ impl Op {
     fn accepts(self, value: &Value) -> bool {
         match self {
             Op::Exists => value.is_boolean(),
-            Op::Less | Op::LessOrEquals | Op::Greater | Op::GreaterOrEquals => value.is_number(),
+            Op::Less | Op::LessOrEquals | Op::Greater | Op::GreaterOrEquals => {
+                value.is_number()
+                    || value
+                        .as_str()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite)
+            }
             Op::Equals | Op::NotEquals => {
                 value.is_string() || value.is_number() || value.is_boolean()
             }

@@ -9,11 +9,20 @@
 //! ```
 //!
 //! A policy is satisfied when, for some authority block whose `authority` is the token's
-//! issuer, its condition holds. Claim names are dot-paths into nested claims. Operators:
-//! `equals`, `notEquals` (strings compare ASCII-case-insensitively, as in Azure Policy; other
-//! values exactly), `less`, `lessOrEquals`, `greater`, `greaterOrEquals` (numbers), `exists`
-//! (`true`: the claim is present; `false`: absent). Versions `0.2`, `1.0` and `1.0.0` share this
-//! grammar.
+//! issuer, its condition holds. Claim names are dot-paths into nested claims. Versions `0.2`,
+//! `1.0` and `1.0.0` share this grammar. Operators and how values compare, as Azure Key Vault
+//! evaluates them (secure key release policy grammar, learn.microsoft.com/azure/key-vault/keys/
+//! policy-grammar; Microsoft's SKR tooling writes every value as a string, e.g.
+//! `{"claim": "x-ms-sevsnpvm-is-debuggable", "equals": "false"}`, and Key Vault releases
+//! against the boolean claim):
+//!
+//! - `equals`, `notEquals`: two strings compare ASCII-case-insensitively; a string against a
+//!   boolean or number claim compares with the claim's canonical JSON text (`false`, `0`,
+//!   `3.5`; case-insensitively, so `"False"` equals `false`); numbers compare numerically;
+//!   anything else compares exactly. `notEquals` holds when the claim is present and not equal.
+//! - `less`, `lessOrEquals`, `greater`, `greaterOrEquals`: numbers, or strings holding a number
+//!   (`"2"`), on either side; a claim that is absent or not numeric fails the condition.
+//! - `exists`: `true` (the claim is present) or `false` (absent).
 
 use serde_json::Value;
 
@@ -216,13 +225,16 @@ fn parse_condition(v: &Value, depth: usize) -> Result<Condition, PolicyError> {
         (Operator::Exists, _) => return err(format!("\"exists\" on {claim} takes true or false")),
         (
             Operator::Less | Operator::LessOrEquals | Operator::Greater | Operator::GreaterOrEquals,
-            Value::Number(_),
-        ) => {}
+            v,
+        ) if numeric(v).is_some() => {}
         (
             Operator::Less | Operator::LessOrEquals | Operator::Greater | Operator::GreaterOrEquals,
             _,
         ) => {
-            return err(format!("\"{}\" on {claim} takes a number", op.name()));
+            return err(format!(
+                "\"{}\" on {claim} takes a number (or a string holding one)",
+                op.name()
+            ));
         }
         (_, Value::String(_) | Value::Number(_) | Value::Bool(_)) => {}
         _ => {
@@ -259,11 +271,27 @@ fn shown(v: Option<&Value>) -> String {
     }
 }
 
-fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
+/// A number, or a string holding one (`"2"`, `"3.5"`), as f64.
+fn numeric(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse::<f64>().ok().filter(|f| f.is_finite()),
+        _ => None,
+    }
+}
+
+/// `claim` equals `value` (see the module documentation for the rules).
+fn values_equal(claim: &Value, value: &Value) -> bool {
+    match (claim, value) {
         (Value::String(x), Value::String(y)) => x.eq_ignore_ascii_case(y),
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        _ => a == b,
+        // A string against a boolean or number: the canonical text of the non-string side.
+        (Value::Bool(_) | Value::Number(_), Value::String(s))
+        | (Value::String(s), Value::Bool(_) | Value::Number(_)) => {
+            let other = if claim.is_string() { value } else { claim };
+            s.eq_ignore_ascii_case(&other.to_string())
+        }
+        _ => claim == value,
     }
 }
 
@@ -287,7 +315,7 @@ impl Condition {
                     Operator::Exists => found.is_some() == value.as_bool().unwrap_or(true),
                     Operator::Equals => found.is_some_and(|f| values_equal(f, value)),
                     Operator::NotEquals => found.is_some_and(|f| !values_equal(f, value)),
-                    _ => match (found.and_then(Value::as_f64), value.as_f64()) {
+                    _ => match (found.and_then(numeric), numeric(value)) {
                         (Some(f), Some(v)) => match op {
                             Operator::Less => f < v,
                             Operator::LessOrEquals => f <= v,
@@ -342,6 +370,77 @@ mod tests {
             "x-ms-isolation-tee": {"x-ms-compliance-status": "azure-compliant-cvm"},
             "x-ms-runtime": {"vm-configuration": {"vmUniqueId": "vm-1"}}
         })
+    }
+
+    #[test]
+    fn values_written_as_strings_match_boolean_and_number_claims_as_azure_evaluates_them() {
+        let claims = json!({
+            "x-ms-sevsnpvm-is-debuggable": false,
+            "x-ms-sevsnpvm-vmpl": 0,
+            "x-ms-sevsnpvm-guestsvn": 3,
+            "svn-text": "7",
+            "ratio": 2.5,
+        });
+        let holds = |claim: &str, op: &str, value: Value| {
+            policy(json!({"version": "1.0.0", "anyOf": [{"authority": AUTH,
+                "allOf": [{"claim": claim, op: value}]}]}))
+            .evaluate(AUTH, &claims)
+            .is_ok()
+        };
+        // Microsoft's SKR tooling: {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": "false"}.
+        assert!(holds(
+            "x-ms-sevsnpvm-is-debuggable",
+            "equals",
+            json!("false")
+        ));
+        assert!(holds(
+            "x-ms-sevsnpvm-is-debuggable",
+            "equals",
+            json!("False")
+        ));
+        assert!(!holds(
+            "x-ms-sevsnpvm-is-debuggable",
+            "equals",
+            json!("true")
+        ));
+        assert!(holds(
+            "x-ms-sevsnpvm-is-debuggable",
+            "notEquals",
+            json!("true")
+        ));
+        assert!(!holds(
+            "x-ms-sevsnpvm-is-debuggable",
+            "notEquals",
+            json!("false")
+        ));
+        assert!(holds("x-ms-sevsnpvm-vmpl", "equals", json!("0")));
+        assert!(!holds("x-ms-sevsnpvm-vmpl", "equals", json!("1")));
+        assert!(holds("x-ms-sevsnpvm-vmpl", "notEquals", json!("1")));
+        assert!(holds("ratio", "equals", json!("2.5")));
+        assert!(holds("svn-text", "equals", json!(7)));
+        // Ordering operators take numeric strings, on either side.
+        for (op, value, expect) in [
+            ("greaterOrEquals", "3", true),
+            ("greaterOrEquals", "4", false),
+            ("greater", "2", true),
+            ("less", "3", false),
+            ("lessOrEquals", "3", true),
+        ] {
+            assert_eq!(
+                holds("x-ms-sevsnpvm-guestsvn", op, json!(value)),
+                expect,
+                "{op} {value}"
+            );
+        }
+        assert!(holds("svn-text", "greater", json!(6)));
+        // A string that holds no number is not an ordering value.
+        assert!(
+            ReleasePolicy::from_value(&json!({"version": "1.0.0", "anyOf": [{"authority": AUTH,
+                "allOf": [{"claim": "x", "less": "three"}]}]}))
+            .unwrap_err()
+            .to_string()
+            .contains("takes a number (or a string holding one)")
+        );
     }
 
     #[test]
@@ -416,14 +515,23 @@ mod tests {
     }
 
     #[test]
-    fn wrong_types_do_not_match() {
+    fn values_of_another_type_match_only_by_their_canonical_text() {
+        // (The string "false" does equal the boolean false: Azure's semantics, tested above.)
+        for text in ["no", "0", "", "false "] {
+            let p = policy(
+                json!({"version": "1.0", "anyOf": [{"authority": AUTH, "allOf": [
+                {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": text}]}]}),
+            );
+            let holds = p.evaluate(AUTH, &claims()).is_ok();
+            assert!(!holds, "{text:?} against the boolean false");
+        }
         let p = policy(
             json!({"version": "1.0", "anyOf": [{"authority": AUTH, "allOf": [
-            {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": "false"}]}]}),
+            {"claim": "x-ms-isolation-tee", "equals": "azure-compliant-cvm"}]}]}),
         );
         assert!(
             p.evaluate(AUTH, &claims()).is_err(),
-            "the string \"false\" is not the boolean false"
+            "an object is not a string"
         );
         let p = policy(
             json!({"version": "0.2", "anyOf": [{"authority": AUTH, "allOf": [
