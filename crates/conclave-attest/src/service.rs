@@ -354,7 +354,6 @@ pub fn router(service: Arc<AttestationService>) -> axum::Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(axum::middleware::from_fn(conclave_net::azure_error_bodies))
         .with_state(service);
     conclave_net::observe::observe(router, metrics)
 }

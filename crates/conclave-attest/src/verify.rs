@@ -300,7 +300,6 @@ impl TokenVerifier {
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
         }
-        crate::jws::check_critical_headers(token).map_err(TokenError::CriticalHeader)?;
         let kid = header.kid.ok_or(TokenError::NoKid)?;
         let key = match self.key(&kid) {
             Some(k) => k,
@@ -332,6 +331,8 @@ impl TokenVerifier {
                     other => TokenError::Malformed(format!("{other:?}")),
                 }
             })?;
+        // After the signature: a forged token is refused as forged, not for its header.
+        crate::jws::check_critical_headers(token).map_err(TokenError::CriticalHeader)?;
         if let Some(at) = at {
             let claim = |name: &str| data.claims.get(name).and_then(|v| v.as_u64());
             if claim("exp").is_some_and(|exp| at > exp + LEEWAY_SECS) {

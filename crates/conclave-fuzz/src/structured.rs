@@ -6,8 +6,9 @@
 //!   value types that fit) parses, and one outside them is refused;
 //! - the keys' ASCII case does not change what parses (`anyOf`, `ANYOF`, `AnyOf`);
 //! - evaluation never panics, whatever the claims (long, non-ASCII, nested, absent);
-//! - on a claim that is present, exactly one of `equals v` and `notEquals v` holds, and a
-//!   condition decides the same alone, inside a one-item `allOf` and inside a one-item `anyOf`.
+//! - `equals v` and `notEquals v` never both hold, and on a present claim of `v`'s own JSON
+//!   type exactly one does; a condition decides the same alone, inside a one-item `allOf` and
+//!   inside a one-item `anyOf`.
 
 use arbitrary::{Arbitrary, Unstructured};
 use conclave_kms::policy::{MAX_DEPTH, ReleasePolicy};
@@ -102,7 +103,12 @@ impl Op {
     /// Whether the grammar accepts `value` for this operator.
     fn accepts(self, value: &Value) -> bool {
         match self {
-            Op::Exists => value.is_boolean(),
+            Op::Exists => {
+                value.is_boolean()
+                    || value.as_str().is_some_and(|s| {
+                        s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false")
+                    })
+            }
             Op::Less | Op::LessOrEquals | Op::Greater | Op::GreaterOrEquals => {
                 value.is_number()
                     || value
@@ -283,15 +289,25 @@ pub fn run(input: &[u8]) {
                 op.name()
             );
         }
-        let present = conclave_kms::policy::claim_at(&claims, name).is_some();
-        if present && matches!(op, Op::Equals | Op::NotEquals) {
+        if matches!(op, Op::Equals | Op::NotEquals) {
             let eq = single(Op::Equals, name, value, None).evaluate(AUTHORITY, &claims);
             let ne = single(Op::NotEquals, name, value, None).evaluate(AUTHORITY, &claims);
-            assert_ne!(
-                eq.is_ok(),
-                ne.is_ok(),
-                "equals and notEquals {value} agree on claim {name}"
+            // Never both; and for a present claim of the value's own JSON type, exactly one.
+            assert!(
+                !(eq.is_ok() && ne.is_ok()),
+                "equals and notEquals {value} both hold on claim {name}"
             );
+            let same_type = conclave_kms::policy::claim_at(&claims, name).is_some_and(|c| {
+                (c.is_string() && value.is_string())
+                    || (c.is_boolean() && value.is_boolean())
+                    || (c.is_number() && value.is_number())
+            });
+            if same_type {
+                assert!(
+                    eq.is_ok() || ne.is_ok(),
+                    "neither equals nor notEquals {value} holds on claim {name} of its type"
+                );
+            }
         }
     }
 }

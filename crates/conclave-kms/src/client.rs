@@ -298,8 +298,6 @@ pub fn open_release(
     if header.alg != jsonwebtoken::Algorithm::RS256 {
         return Err(open_err("the release is not signed with RS256"));
     }
-    conclave_attest::jws::check_critical_headers(jws)
-        .map_err(|e| ClientError::Open(format!("the release is refused: {e}")))?;
     let x5c = header
         .x5c
         .ok_or_else(|| open_err("the release carries no x5c certificate chain"))?;
@@ -321,6 +319,8 @@ pub fn open_release(
     let payload = jsonwebtoken::decode::<Value>(jws, &key, &validation)
         .map_err(|_| open_err("the release's signature does not verify"))?
         .claims;
+    conclave_attest::jws::check_critical_headers(jws)
+        .map_err(|e| ClientError::Open(format!("the release is refused: {e}")))?;
     let k = &payload["response"]["key"]["key"];
     let kid = k["kid"].as_str().unwrap_or_default().to_string();
     let key_hsm = conclave_attest::api::b64url_decode(

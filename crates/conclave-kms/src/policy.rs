@@ -16,13 +16,17 @@
 //! `{"claim": "x-ms-sevsnpvm-is-debuggable", "equals": "false"}`, and Key Vault releases
 //! against the boolean claim):
 //!
-//! - `equals`, `notEquals`: two strings compare ASCII-case-insensitively; a string against a
-//!   boolean or number claim compares with the claim's canonical JSON text (`false`, `0`,
-//!   `3.5`; case-insensitively, so `"False"` equals `false`); numbers compare numerically;
-//!   anything else compares exactly. `notEquals` holds when the claim is present and not equal.
-//! - `less`, `lessOrEquals`, `greater`, `greaterOrEquals`: numbers, or strings holding a number
-//!   (`"2"`), on either side; a claim that is absent or not numeric fails the condition.
-//! - `exists`: `true` (the claim is present) or `false` (absent).
+//! - `equals`, `notEquals`: two strings compare ASCII-case-insensitively; a boolean compares
+//!   with a boolean or with the string `"true"`/`"false"` (any case); a number compares
+//!   numerically with a number or a string holding one (`"0"`, `"0.0"` and `0` are equal).
+//!   Values that cannot be compared that way (the string `"yes"` against a boolean, `"x"`
+//!   against a number, an object or array claim against anything) satisfy NEITHER operator:
+//!   `notEquals` holds only for comparable values that differ, so a claim of an unexpected type
+//!   never satisfies a policy by being "not equal". An absent claim satisfies neither.
+//! - `less`, `lessOrEquals`, `greater`, `greaterOrEquals`: the claim must be a number; the
+//!   policy's value is a number or a string holding one (`"2"`); anything else fails.
+//! - `exists`: `true` (the claim is present) or `false` (absent), as a boolean or as the string
+//!   `"true"`/`"false"`.
 
 use serde_json::Value;
 
@@ -221,7 +225,7 @@ fn parse_condition(v: &Value, depth: usize) -> Result<Condition, PolicyError> {
         ));
     };
     match (op, value) {
-        (Operator::Exists, Value::Bool(_)) => {}
+        (Operator::Exists, v) if boolean(v).is_some() => {}
         (Operator::Exists, _) => return err(format!("\"exists\" on {claim} takes true or false")),
         (
             Operator::Less | Operator::LessOrEquals | Operator::Greater | Operator::GreaterOrEquals,
@@ -280,18 +284,26 @@ fn numeric(v: &Value) -> Option<f64> {
     }
 }
 
-/// `claim` equals `value` (see the module documentation for the rules).
-fn values_equal(claim: &Value, value: &Value) -> bool {
+/// A boolean, or a string that says one (`"true"`, `"False"`).
+fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether `claim` equals `value`, or `None` when the two cannot be compared (see the module
+/// documentation): then neither `equals` nor `notEquals` holds, so a value of an unexpected type
+/// never satisfies a policy by being "not equal".
+fn values_equal(claim: &Value, value: &Value) -> Option<bool> {
     match (claim, value) {
-        (Value::String(x), Value::String(y)) => x.eq_ignore_ascii_case(y),
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        // A string against a boolean or number: the canonical text of the non-string side.
-        (Value::Bool(_) | Value::Number(_), Value::String(s))
-        | (Value::String(s), Value::Bool(_) | Value::Number(_)) => {
-            let other = if claim.is_string() { value } else { claim };
-            s.eq_ignore_ascii_case(&other.to_string())
-        }
-        _ => claim == value,
+        (Value::String(x), Value::String(y)) => Some(x.eq_ignore_ascii_case(y)),
+        (Value::Bool(_), _) | (_, Value::Bool(_)) => Some(boolean(claim)? == boolean(value)?),
+        (Value::Number(_), Value::Number(_) | Value::String(_))
+        | (Value::String(_), Value::Number(_)) => Some(numeric(claim)? == numeric(value)?),
+        _ => None,
     }
 }
 
@@ -312,10 +324,13 @@ impl Condition {
             Condition::Claim { claim, op, value } => {
                 let found = claim_at(claims, claim);
                 let ok = match op {
-                    Operator::Exists => found.is_some() == value.as_bool().unwrap_or(true),
-                    Operator::Equals => found.is_some_and(|f| values_equal(f, value)),
-                    Operator::NotEquals => found.is_some_and(|f| !values_equal(f, value)),
-                    _ => match (found.and_then(numeric), numeric(value)) {
+                    Operator::Exists => found.is_some() == boolean(value).unwrap_or(true),
+                    Operator::Equals => found.and_then(|f| values_equal(f, value)) == Some(true),
+                    Operator::NotEquals => {
+                        found.and_then(|f| values_equal(f, value)) == Some(false)
+                    }
+                    // The claim must be a number; the policy's value may be written as a string.
+                    _ => match (found.and_then(Value::as_f64), numeric(value)) {
                         (Some(f), Some(v)) => match op {
                             Operator::Less => f < v,
                             Operator::LessOrEquals => f <= v,
@@ -418,6 +433,7 @@ mod tests {
         assert!(holds("x-ms-sevsnpvm-vmpl", "notEquals", json!("1")));
         assert!(holds("ratio", "equals", json!("2.5")));
         assert!(holds("svn-text", "equals", json!(7)));
+        assert!(holds("x-ms-sevsnpvm-vmpl", "equals", json!("0.0")));
         // Ordering operators take numeric strings, on either side.
         for (op, value, expect) in [
             ("greaterOrEquals", "3", true),
@@ -432,7 +448,26 @@ mod tests {
                 "{op} {value}"
             );
         }
-        assert!(holds("svn-text", "greater", json!(6)));
+        // The claim side of an ordering must be a number: a string claim (a version, say) fails.
+        assert!(!holds("svn-text", "greater", json!(6)));
+        // Values that cannot be compared satisfy neither equals nor notEquals (fail closed).
+        for (claim, value) in [
+            ("x-ms-sevsnpvm-is-debuggable", json!("yes")),
+            ("x-ms-sevsnpvm-is-debuggable", json!(1)),
+            ("x-ms-sevsnpvm-vmpl", json!("zero")),
+            ("x-ms-sevsnpvm-vmpl", json!(false)),
+        ] {
+            assert!(
+                !holds(claim, "equals", value.clone()),
+                "{claim} equals {value}"
+            );
+            assert!(
+                !holds(claim, "notEquals", value.clone()),
+                "{claim} notEquals {value}"
+            );
+        }
+        assert!(holds("x-ms-sevsnpvm-vmpl", "exists", json!("true")));
+        assert!(!holds("x-ms-sevsnpvm-vmpl", "exists", json!("false")));
         // A string that holds no number is not an ordering value.
         assert!(
             ReleasePolicy::from_value(&json!({"version": "1.0.0", "anyOf": [{"authority": AUTH,

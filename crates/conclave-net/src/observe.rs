@@ -149,7 +149,8 @@ async fn record_request(metrics: Arc<Metrics>, req: Request, next: Next) -> Resp
     response
 }
 
-/// Adds to `router`: `GET /metrics`, request metrics for every route, and a tracing span per
+/// Adds to `router`: `GET /metrics`, Azure's error body on every error that is not already JSON
+/// ([`crate::azure_error_bodies`]), request metrics for every route, and a tracing span per
 /// request (`request` with `method`, `route` and a `request_id`; the query string and body are
 /// never logged). Call it last, after the service's own routes and layers.
 pub fn observe(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
@@ -172,6 +173,8 @@ pub fn observe(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
                 }
             }),
         )
+        // Every error in Azure's `{"error": {"code", "message"}}` shape, `/metrics` included.
+        .layer(axum::middleware::from_fn(crate::azure_error_bodies))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| record_request(recorder.clone(), req, next),
         ))

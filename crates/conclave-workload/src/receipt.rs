@@ -117,7 +117,6 @@ pub async fn verify(
     if header["alg"] != "ES256" {
         return Err(ReceiptError::Algorithm(header["alg"].to_string()));
     }
-    conclave_attest::jws::check_critical_headers(receipt).map_err(ReceiptError::Malformed)?;
     let payload: Value = serde_json::from_slice(&decode(p, "payload")?)
         .map_err(|_| ReceiptError::Malformed("payload is not JSON".into()))?;
     if payload["typ"] != RECEIPT_TYPE {
@@ -138,6 +137,7 @@ pub async fn verify(
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
         .verify(format!("{h}.{p}").as_bytes(), &signature)
         .map_err(|_| ReceiptError::BadSignature)?;
+    conclave_attest::jws::check_critical_headers(receipt).map_err(ReceiptError::Malformed)?;
     let inputs = serde_json::from_value(payload["inputs"].clone())
         .map_err(|e| ReceiptError::Malformed(format!("inputs: {e}")))?;
     Ok(VerifiedReceipt {
