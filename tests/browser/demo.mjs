@@ -3,7 +3,7 @@
 //
 //   CONCLAVE_BIN=target/debug/conclave node tests/browser/demo.mjs
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -63,11 +63,16 @@ function startDemo(stateDir, port) {
 const state = mkdtempSync(path.join(os.tmpdir(), "conclave-browser-"));
 const port = await freeBase();
 const { child, out } = await startDemo(path.join(state, "state"), port);
-const url = (offset) => "http://127.0.0.1:" + (port + offset) + "/";
+// The portal is plain HTTP on loopback; workloads serve HTTPS with keys made in their TEEs.
+const url = (offset) => (offset === 0 ? "http" : "https") + "://127.0.0.1:" + (port + offset) + "/";
+// Chromium trusts exactly the workloads' TLS keys, by the RFC 7469 pins the demo checked against
+// their attestation (demo.json), and no other certificate error.
+const demo = JSON.parse(readFileSync(path.join(state, "state", "demo.json"), "utf8"));
+const pins = demo.workloads.map((w) => w.pin_sha256).filter(Boolean);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
+    "--disable-component-update", "--disable-sync", "--ignore-certificate-errors-spki-list=" + pins.join(",")],
 });
 
 try {

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attested_tls;
 pub mod observe;
 
 use std::net::IpAddr;

@@ -28,6 +28,8 @@ pub const OID_RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.8
 pub const OID_SHA256_WITH_RSA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 pub const OID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+pub const OID_ECDSA_WITH_SHA256: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 pub const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
 pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 pub const OID_SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
@@ -343,6 +345,10 @@ pub enum CertSigningKey {
     RsaPssSha384(RsaKeyPair),
     /// RSA PKCS#1 v1.5 with SHA-256 (token-signing certificates, as JOSE RS256 keys use).
     RsaPkcs1Sha256(RsaKeyPair),
+    /// ECDSA P-256 with SHA-256 (RFC 5758 §3.2), ASN.1 signatures: self-signed TLS
+    /// certificates of keys made inside a TEE. The key must be made for
+    /// `ECDSA_P256_SHA256_ASN1_SIGNING`.
+    EcdsaP256Sha256(EcdsaKeyPair),
 }
 
 /// DER SubjectPublicKeyInfo, for the builder's key type.
@@ -364,18 +370,15 @@ impl SignatureBitStringEncoding for RawSignature {
     }
 }
 
-impl CertSigningKey {
-    fn rsa(&self) -> &RsaKeyPair {
-        match self {
-            CertSigningKey::RsaPssSha384(k) | CertSigningKey::RsaPkcs1Sha256(k) => k,
-        }
-    }
-}
-
 impl signature::Keypair for CertSigningKey {
     type VerifyingKey = SpkiDer;
     fn verifying_key(&self) -> SpkiDer {
-        SpkiDer(rsa_spki_der(self.rsa()))
+        match self {
+            CertSigningKey::RsaPssSha384(k) | CertSigningKey::RsaPkcs1Sha256(k) => {
+                SpkiDer(rsa_spki_der(k))
+            }
+            CertSigningKey::EcdsaP256Sha256(k) => SpkiDer(ec_spki_der(k)),
+        }
     }
 }
 
@@ -387,6 +390,11 @@ impl DynSignatureAlgorithmIdentifier for CertSigningKey {
                 oid: OID_SHA256_WITH_RSA,
                 parameters: Some(der::Any::null()),
             },
+            // RFC 5758 §3.2: ecdsa-with-SHA256, parameters absent.
+            CertSigningKey::EcdsaP256Sha256(_) => AlgorithmIdentifierOwned {
+                oid: OID_ECDSA_WITH_SHA256,
+                parameters: None,
+            },
         })
     }
 }
@@ -396,6 +404,12 @@ impl signature::Signer<RawSignature> for CertSigningKey {
         let (key, enc): (&RsaKeyPair, &'static dyn lc::RsaEncoding) = match self {
             CertSigningKey::RsaPssSha384(k) => (k, &lc::RSA_PSS_SHA384),
             CertSigningKey::RsaPkcs1Sha256(k) => (k, &lc::RSA_PKCS1_SHA256),
+            CertSigningKey::EcdsaP256Sha256(k) => {
+                let sig = k
+                    .sign(&SystemRandom::new(), msg)
+                    .map_err(|_| signature::Error::new())?;
+                return Ok(RawSignature(sig.as_ref().to_vec()));
+            }
         };
         let mut sig = vec![0u8; key.public_modulus_len()];
         key.sign(enc, &SystemRandom::new(), msg, &mut sig)

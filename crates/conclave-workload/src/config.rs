@@ -13,8 +13,12 @@ pub struct PartyConfig {
     pub party: String,
     /// Name shown in the UI (`Woodgrove Bank`).
     pub display_name: String,
-    /// Where the UI and API listen.
+    /// Where the UI and API listen (HTTPS, with a key made in the TEE).
     pub listen: SocketAddr,
+    /// Extra DNS names (or addresses) the TLS certificate names, besides `localhost` and the
+    /// listen address: the names clients reach the workload by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_names: Vec<String>,
     /// Base URL of the attestation service.
     pub attestation_url: String,
     /// CA certificate (PEM) trusted for the attestation service's and the vaults' TLS, and as
@@ -107,6 +111,21 @@ impl PartyConfig {
             KeyRef::parse(&d.key).map_err(|e| format!("dataset {:?}: {e}", d.company))?;
         }
         Ok(())
+    }
+
+    /// The names the workload's TLS certificate carries: `localhost`, the listen address when
+    /// it is a specific one, and `tls_names`.
+    pub fn certificate_names(&self) -> Vec<String> {
+        let mut names = vec!["localhost".to_string()];
+        if !self.listen.ip().is_unspecified() {
+            names.push(self.listen.ip().to_string());
+        }
+        for n in &self.tls_names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
     }
 
     /// The party's own dataset, if it lists one.

@@ -1,7 +1,8 @@
-//! The workload's TEE identity: two keys that exist only in this process's memory (RSA for keys
-//! the vaults release to it, ECDSA P-256 for signing result receipts), the runtime data that
-//! publishes their public parts, and the attestation token that binds that runtime data to the
-//! platform's evidence. Re-attests before the token expires.
+//! The workload's TEE identity: three keys that exist only in this process's memory (RSA for keys
+//! the vaults release to it, ECDSA P-256 for signing result receipts, ECDSA P-256 for its TLS
+//! server), the runtime data that publishes their public parts (the TLS key as its RFC 7469
+//! pin), and the attestation token that binds that runtime data to the platform's evidence.
+//! Re-attests before the token expires.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +16,10 @@ use serde_json::{Value, json};
 
 /// Key id of the receipt-signing key in `x-ms-runtime.keys`.
 pub const SIGNING_KEY_ID: &str = "TeeSigningKey";
+
+/// Name of the TLS key's RFC 7469 pin in the runtime data: `x-ms-runtime.tls.pin-sha256` in
+/// the attestation token.
+pub const RUNTIME_TLS_PIN: &str = "pin-sha256";
 
 /// Where the workload stands with the attestation service.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,6 +49,7 @@ pub struct TeeIdentity {
     platform: Option<Platform>,
     encryption: EphemeralKey,
     signing: EcdsaKeyPair,
+    tls: conclave_net::attested_tls::TeeTlsIdentity,
     runtime_json: Vec<u8>,
     state: Mutex<AttestationState>,
 }
@@ -62,8 +68,12 @@ pub fn unverified_claims(token: &str) -> Option<Value> {
 }
 
 impl TeeIdentity {
-    /// New keys; `platform` is `None` for a workload started without a TEE.
-    pub fn generate(platform: Option<Platform>) -> Result<Arc<Self>, conclave_tee::TeeError> {
+    /// New keys; `platform` is `None` for a workload started without a TEE. `tls_names` are the
+    /// DNS names and IP addresses the TLS certificate names.
+    pub fn generate(
+        platform: Option<Platform>,
+        tls_names: &[String],
+    ) -> Result<Arc<Self>, conclave_tee::TeeError> {
         let encryption = EphemeralKey::generate()?;
         let signing = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| {
             conclave_tee::TeeError::Refused("could not generate the signing key".into())
@@ -77,9 +87,13 @@ impl TeeIdentity {
             "x": b64url(&point[1..33]),
             "y": b64url(&point[33..65]),
         });
-        let runtime_json =
-            serde_json::to_vec(&json!({ "keys": [encryption.public_jwk(), signing_jwk] }))
-                .expect("JSON serialises");
+        let tls = conclave_net::attested_tls::TeeTlsIdentity::generate(tls_names)
+            .map_err(|e| conclave_tee::TeeError::Refused(format!("the TLS key: {e}")))?;
+        let runtime_json = serde_json::to_vec(&json!({
+            "keys": [encryption.public_jwk(), signing_jwk],
+            "tls": { RUNTIME_TLS_PIN: tls.pin_sha256() },
+        }))
+        .expect("JSON serialises");
         let state = match platform {
             Some(_) => AttestationState::Pending,
             None => AttestationState::NoTee {
@@ -90,6 +104,7 @@ impl TeeIdentity {
             platform,
             encryption,
             signing,
+            tls,
             runtime_json,
             state: Mutex::new(state),
         }))
@@ -97,6 +112,11 @@ impl TeeIdentity {
 
     pub fn platform(&self) -> Option<Platform> {
         self.platform
+    }
+
+    /// The TLS identity whose pin the runtime data carries.
+    pub fn tls(&self) -> &conclave_net::attested_tls::TeeTlsIdentity {
+        &self.tls
     }
 
     pub fn runtime_json(&self) -> &[u8] {
@@ -281,7 +301,7 @@ pub fn claim_explanations() -> Value {
         "x-ms-sevsnpvm-report-version": "Version of the AMD attestation report format.",
         "x-ms-sevsnpvm-product": "The AMD processor generation that signed the report (or the simulated one).",
         "x-ms-isolation-tee": "Azure confidential VMs: the SEV-SNP facts of the VM's paravisor report, nested as Azure Attestation nests them.",
-        "x-ms-runtime": "The workload's runtime data, bound by the report: its public encryption key (vaults wrap released keys to it) and its receipt-signing key.",
+        "x-ms-runtime": "The workload's runtime data, bound by the report: its public encryption key (vaults wrap released keys to it), its receipt-signing key, and the pin (SHA-256) of the TLS key this page is served with.",
         "x-ms-ver": "Version of the token format.",
         "x-ms-policy-hash": "Hash of the appraisal policy that was applied.",
         "nonce": "A value chosen by the verifier, echoed to prove the token is fresh.",

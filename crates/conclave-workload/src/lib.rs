@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod analytics;
 pub mod config;
+pub mod endpoint;
 pub mod identity;
 pub mod receipt;
 pub mod release;
@@ -53,7 +54,12 @@ pub async fn serve(
         .next()
         .ok_or_else(|| ca_err("no certificate in the file".into()))?;
     let http = conclave_net::client(Some(&config.ca_file))?;
-    let identity = TeeIdentity::generate(platform)?;
+    let identity = TeeIdentity::generate(platform, &config.certificate_names())?;
+    let tls = identity.tls().server_config()?;
+    tracing::info!(
+        pin_sha256 = identity.tls().pin_sha256(),
+        "TLS key made in the TEE; its pin is in the attested runtime data"
+    );
     let mut background = Vec::new();
     if let Some(p) = platform {
         let source = conclave_tee::source(p)?;
@@ -68,7 +74,7 @@ pub async fn serve(
     background.push(tokio::spawn(
         workload.clone().release_own_key_when_attested(),
     ));
-    let result = conclave_net::serve(listener, service::router(workload), None, async move {
+    let result = conclave_net::serve(listener, service::router(workload), Some(tls), async move {
         shutdown.await;
         stop.send(true).ok();
     })

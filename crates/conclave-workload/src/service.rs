@@ -647,6 +647,36 @@ async fn analysis_events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// `GET /api/attestation`: the evidence a client checks before trusting this endpoint, served
+/// without sign-in: the current attestation token (its `x-ms-runtime.tls.pin-sha256` is the pin
+/// of the TLS key this response came over), the pin, and the platform. 503 with the reason while
+/// there is no valid token. `conclave party verify-endpoint` checks it.
+async fn attestation(State(w): State<Arc<Workload>>) -> Response {
+    let platform = w.identity.platform();
+    let body = json!({
+        "party": w.config.party,
+        "platform": platform.map(|p| p.as_str()),
+        "simulated": platform == Some(conclave_tee::Platform::Sim),
+        "tls": { crate::identity::RUNTIME_TLS_PIN: w.identity.tls().pin_sha256() },
+    });
+    match w.identity.token() {
+        Some(token) => {
+            let mut body = body;
+            body["token"] = Value::String(token);
+            Json(body).into_response()
+        }
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NotAttested",
+            format!(
+                "this workload holds no valid attestation token: {}",
+                w.identity.not_attested_reason()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// `GET /readyz`: ready once the workload is attested (it holds a valid attestation token); 503
 /// with the reason otherwise (a workload without a TEE never is).
 async fn readyz(State(w): State<Arc<Workload>>) -> (StatusCode, Json<Value>) {
@@ -682,6 +712,7 @@ pub fn router(w: Arc<Workload>) -> axum::Router {
             get(|| async { asset("application/json", WORLD_JSON) }),
         )
         .route("/api/status", get(status))
+        .route("/api/attestation", get(attestation))
         .route("/api/keys/{company}/release", post(release))
         .route("/api/records", get(records))
         .route("/api/analysis", get(analysis_get).post(analysis_start))

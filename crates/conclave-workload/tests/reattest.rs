@@ -75,7 +75,7 @@ async fn a_new_token_arrives_before_the_old_one_expires() {
         std::future::pending(),
     ));
 
-    let identity = TeeIdentity::generate(Some(Platform::Sim)).unwrap();
+    let identity = TeeIdentity::generate(Some(Platform::Sim), &[]).unwrap();
     // The runtime data the report binds is exactly the published keys.
     let runtime: serde_json::Value = serde_json::from_slice(identity.runtime_json()).unwrap();
     assert_eq!(runtime["keys"].as_array().unwrap().len(), 2);

@@ -8,6 +8,7 @@
 //! workloads, computed here from the very bytes the sim host launches. A portal page shows it
 //! all. State is kept under `--state-dir` and reused by the next run unless `--fresh`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -177,6 +178,10 @@ struct WorkloadInfo {
     role: String,
     measurement: Option<String>,
     log: PathBuf,
+    /// RFC 7469 pin of the workload's TLS key (made in its TEE), once seen.
+    pin_sha256: Option<String>,
+    /// Whether that pin was checked against the workload's verified attestation token.
+    pin_attested: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -299,6 +304,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             k,
             reference_year: None,
             analysis: me == 2,
+            tls_names: Vec::new(),
             datasets: listed
                 .into_iter()
                 .map(|d| DatasetConfig {
@@ -431,13 +437,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     workloads.push(WorkloadInfo {
         id: "snooper".into(),
         name: snooper.display_name.clone(),
-        url: format!("http://127.0.0.1:{}/", ports.snooper),
+        url: format!("https://127.0.0.1:{}/", ports.snooper),
         role: "the same app started without a TEE, holding Woodgrove's vault tokens: every release is refused".into(),
         measurement: None,
         log: snooper_log,
+        pin_sha256: None,
+        pin_attested: false,
     });
 
-    let info = DemoInfo {
+    let mut info = DemoInfo {
         portal: format!("http://127.0.0.1:{}/", ports.portal),
         attestation: attest_url.clone(),
         ca: ca.cert_path(),
@@ -447,20 +455,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         parties,
         workloads,
     };
+    // Ready when every workload has attested (or found it cannot), its TLS key has been checked
+    // against its attestation, and it has tried its own key.
+    let clients = match wait_ready(&http, &mut info).await {
+        Ok(clients) => clients,
+        Err(e) => {
+            stop.stop();
+            bail!("{e}");
+        }
+    };
     std::fs::write(state.join("demo.json"), serde_json::to_vec_pretty(&info)?)?;
     let portal_task = tokio::spawn(conclave_net::serve(
         portal_listener,
-        portal_router(info.clone(), http.clone()),
+        portal_router(info.clone(), http.clone(), clients),
         None,
         stop.signal(),
     ));
-
-    // Ready when every workload has attested (or found it cannot) and tried its own key.
-    let waiting = wait_ready(&http, &info).await;
-    if let Err(e) = waiting {
-        stop.stop();
-        bail!("{e}");
-    }
     print_summary(&info, started.elapsed());
 
     let mut snooper_child = snooper_child;
@@ -541,23 +551,76 @@ fn launch(
     let info = WorkloadInfo {
         id: id.to_string(),
         name: config.display_name.clone(),
-        url: format!("http://{}/", config.listen),
+        url: format!("https://{}/", config.listen),
         role: role.to_string(),
         measurement: Some(hex::encode(guest.identity.measurement)),
         log,
+        pin_sha256: None,
+        pin_attested: false,
     };
     Ok((guest, info))
 }
 
-async fn wait_ready(http: &reqwest::Client, info: &DemoInfo) -> anyhow::Result<()> {
+/// Waits for each workload: its TLS key checked against its attestation (the snooper, without
+/// a TEE, has none: its key is recorded unverified), then its own key release tried. Returns a
+/// client pinned to each workload's TLS key, by workload id.
+async fn wait_ready(
+    http: &reqwest::Client,
+    info: &mut DemoInfo,
+) -> anyhow::Result<BTreeMap<String, reqwest::Client>> {
+    use conclave_net::attested_tls::{capturing_client, certificate_pin, pinned_client};
     let deadline = Instant::now() + Duration::from_secs(60);
-    for w in &info.workloads {
+    let verifier =
+        conclave_attest::verify::TokenVerifier::for_issuer(&info.attestation, http.clone());
+    let mut clients = BTreeMap::new();
+    for w in &mut info.workloads {
+        let too_late = |w: &WorkloadInfo, what: &str| {
+            anyhow::anyhow!(
+                "{} did not {what} within 60 s; its log is {}",
+                w.name,
+                w.log.display()
+            )
+        };
+        // 1. Its TLS key, against its attestation.
         loop {
-            let status: Option<Value> = match http.get(format!("{}api/status", w.url)).send().await
-            {
-                Ok(r) => r.json().await.ok(),
-                Err(_) => None,
-            };
+            let (probe, capture) = capturing_client()?;
+            let answer = probe
+                .get(format!("{}api/attestation", w.url))
+                .send()
+                .await
+                .ok();
+            let presented = capture.presented().map(|c| certificate_pin(&c));
+            match answer.map(|r| r.status().as_u16()) {
+                Some(200) => {
+                    let v = conclave_workload::endpoint::verify_endpoint(&w.url, &verifier)
+                        .await
+                        .with_context(|| format!("checking {}'s endpoint", w.name))?;
+                    w.pin_sha256 = Some(v.pin_sha256);
+                    w.pin_attested = true;
+                    break;
+                }
+                // Not attested, and never will be (no TEE) or not now (attestation failed):
+                // the demo shows it as it is, unverified.
+                Some(503) if w.measurement.is_none() || Instant::now() > deadline => {
+                    w.pin_sha256 = presented.transpose()?;
+                    break;
+                }
+                _ if Instant::now() > deadline => return Err(too_late(w, "start")),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let pin = w
+            .pin_sha256
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{} presented no TLS certificate", w.name))?;
+        let client = pinned_client(&pin)?;
+        // 2. Its own key release tried.
+        loop {
+            let status: Option<Value> =
+                match client.get(format!("{}api/status", w.url)).send().await {
+                    Ok(r) => r.json().await.ok(),
+                    Err(_) => None,
+                };
             let ready = status.as_ref().is_some_and(|s| {
                 let attested = matches!(
                     s["attestation"]["state"].as_str(),
@@ -573,16 +636,13 @@ async fn wait_ready(http: &reqwest::Client, info: &DemoInfo) -> anyhow::Result<(
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{} did not become ready within 60 s; its log is {}",
-                    w.name,
-                    w.log.display()
-                );
+                return Err(too_late(w, "become ready"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        clients.insert(w.id.clone(), client);
     }
-    Ok(())
+    Ok(clients)
 }
 
 fn print_summary(info: &DemoInfo, took: Duration) {
@@ -626,6 +686,29 @@ fn print_summary(info: &DemoInfo, took: Duration) {
         println!("  {:<25} {}", format!("{} vault", p.name), p.vault);
     }
     println!("  Local CA certificate      {}", info.ca.display());
+    println!();
+    println!(
+        "  Workload pages are HTTPS with a key made inside each TEE; no CA can vouch for such a key,"
+    );
+    println!("  so your browser warns once per page. Check a page is the attested workload with:");
+    println!(
+        "    conclave party verify-endpoint {} --jwks {}/certs --ca {}",
+        w("woodgrove"),
+        info.attestation,
+        info.ca.display()
+    );
+    for wl in &info.workloads {
+        println!(
+            "  {:<25} pin-sha256 {} ({})",
+            wl.id,
+            wl.pin_sha256.as_deref().unwrap_or("?"),
+            if wl.pin_attested {
+                "attested"
+            } else {
+                "NOT attested"
+            }
+        );
+    }
     println!(
         "  State (reused next run)   {}   (--fresh starts over)",
         info.state_dir.display()
@@ -640,13 +723,19 @@ fn print_summary(info: &DemoInfo, took: Duration) {
 struct Portal {
     info: DemoInfo,
     http: reqwest::Client,
+    /// A client pinned to each workload's TLS key, by workload id.
+    workloads: BTreeMap<String, reqwest::Client>,
 }
 
 const PORTAL_HTML: &str = include_str!("portal/index.html");
 const PORTAL_JS: &str = include_str!("portal/portal.js");
 const PORTAL_CSS: &str = include_str!("portal/portal.css");
 
-fn portal_router(info: DemoInfo, http: reqwest::Client) -> axum::Router {
+fn portal_router(
+    info: DemoInfo,
+    http: reqwest::Client,
+    workloads: BTreeMap<String, reqwest::Client>,
+) -> axum::Router {
     let asset = |ct: &'static str, body: &'static str| {
         move || async move { ([(header::CONTENT_TYPE, ct)], body).into_response() }
     };
@@ -662,7 +751,11 @@ fn portal_router(info: DemoInfo, http: reqwest::Client) -> axum::Router {
         )
         .route("/api/demo", get(demo_status))
         .route("/api/audit/{party}", get(audit))
-        .with_state(Portal { info, http })
+        .with_state(Portal {
+            info,
+            http,
+            workloads,
+        })
 }
 
 /// The demo's layout with each workload's live status (fetched here: the pages are on other
@@ -670,7 +763,10 @@ fn portal_router(info: DemoInfo, http: reqwest::Client) -> axum::Router {
 async fn demo_status(State(p): State<Portal>) -> Json<Value> {
     let mut workloads = Vec::new();
     for w in &p.info.workloads {
-        let status: Value = match p.http.get(format!("{}api/status", w.url)).send().await {
+        let Some(client) = p.workloads.get(&w.id) else {
+            continue;
+        };
+        let status: Value = match client.get(format!("{}api/status", w.url)).send().await {
             Ok(r) => r.json().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
         };

@@ -22,6 +22,29 @@ pub enum PartyCommand {
         #[arg(long, default_value = "sim")]
         tee: String,
     },
+    /// Check from outside that a workload URL is served by the attested workload: its TLS key
+    /// must be the one its attestation token (verified against the attestation service's keys)
+    /// names. Prints the pin to use with pinned clients, and the attested facts.
+    VerifyEndpoint {
+        /// The workload's base URL (https://host:port).
+        url: String,
+        /// The attestation service's JWKS: a file, or an https:// URL (`<service>/certs`).
+        #[arg(long)]
+        jwks: String,
+        /// Require tokens from this issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Require this launch measurement (hex).
+        #[arg(long)]
+        expect_measurement: Option<String>,
+        /// CA certificate to trust when fetching the JWKS over TLS (not used for the workload:
+        /// its certificate is trusted through its attestation only).
+        #[arg(long, env = "CONCLAVE_CA")]
+        ca: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,8 +72,98 @@ pub enum ReceiptCommand {
     },
 }
 
+fn token_verifier(
+    jwks: &str,
+    issuer: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<TokenVerifier> {
+    Ok(
+        if jwks.starts_with("https://") || jwks.starts_with("http://") {
+            let v = TokenVerifier::for_jwks_url(jwks, conclave_net::client(ca)?);
+            match issuer {
+                Some(i) => v.with_issuer(i),
+                None => v,
+            }
+        } else {
+            let text = std::fs::read(jwks).with_context(|| format!("reading {jwks}"))?;
+            let set =
+                serde_json::from_slice(&text).with_context(|| format!("{jwks} is not a JWKS"))?;
+            TokenVerifier::with_jwks(issuer.map(str::to_string), &set)
+        },
+    )
+}
+
+async fn verify_endpoint(
+    url: &str,
+    verifier: &TokenVerifier,
+    expect_measurement: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let verified = match conclave_workload::endpoint::verify_endpoint(url, verifier).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("endpoint REFUSED: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let measurement = verified.measurement().unwrap_or_default().to_string();
+    if let Some(want) = expect_measurement
+        && !want.eq_ignore_ascii_case(&measurement)
+    {
+        eprintln!("endpoint REFUSED: it runs measurement {measurement}, expected {want}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let simulated = verified.platform() == Some("sim");
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "url": verified.url,
+                "pin_sha256": verified.pin_sha256,
+                "platform": verified.platform(),
+                "simulated": simulated,
+                "measurement": measurement,
+                "issuer": verified.token.issuer(),
+                "claims": verified.token.claims,
+            }))?
+        );
+    } else {
+        println!("endpoint OK: {} is the attested workload", verified.url);
+        println!(
+            "  platform:     {}{}",
+            verified.platform().unwrap_or("?"),
+            if simulated {
+                " (SIMULATED: no hardware protection)"
+            } else {
+                ""
+            }
+        );
+        println!("  measurement:  {measurement}");
+        println!("  attested by:  {}", verified.token.issuer());
+        println!("  TLS key pin:  pin-sha256 {}", verified.pin_sha256);
+        println!(
+            "  (pinned clients: curl --pinnedpubkey sha256//{} -k …)",
+            verified.pin_sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
-    let PartyCommand::Serve { config, tee } = cmd;
+    let (config, tee) = match cmd {
+        PartyCommand::Serve { config, tee } => (config, tee),
+        PartyCommand::VerifyEndpoint {
+            url,
+            jwks,
+            issuer,
+            expect_measurement,
+            ca,
+            json,
+        } => {
+            let verifier = token_verifier(&jwks, issuer.as_deref(), ca.as_deref())?;
+            return verify_endpoint(&url, &verifier, expect_measurement.as_deref(), json).await;
+        }
+    };
     let platform = match tee.as_str() {
         "none" => None,
         other => Some(other.parse::<Platform>().map_err(anyhow::Error::msg)?),
@@ -66,7 +179,7 @@ pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
         })?;
     tracing::info!(
         party = %config.display_name,
-        url = %format!("http://{}", config.listen),
+        url = %format!("https://{}", config.listen),
         tee = match platform {
             None => "NONE: nothing will be released to it",
             Some(Platform::Sim) => "SIMULATED SEV-SNP: no hardware protection",
@@ -89,17 +202,7 @@ pub async fn run_receipt(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
     } = cmd;
     let receipt =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let verifier = if jwks.starts_with("https://") || jwks.starts_with("http://") {
-        let v = TokenVerifier::for_jwks_url(&jwks, conclave_net::client(ca.as_deref())?);
-        match issuer.clone() {
-            Some(i) => v.with_issuer(&i),
-            None => v,
-        }
-    } else {
-        let text = std::fs::read(&jwks).with_context(|| format!("reading {jwks}"))?;
-        let set = serde_json::from_slice(&text).with_context(|| format!("{jwks} is not a JWKS"))?;
-        TokenVerifier::with_jwks(issuer.clone(), &set)
-    };
+    let verifier = token_verifier(&jwks, issuer.as_deref(), ca.as_deref())?;
     let verified = match conclave_workload::receipt::verify(&receipt, &verifier).await {
         Ok(v) => v,
         Err(e) => {

@@ -35,7 +35,18 @@ struct Demo {
     child: Child,
     info: Value,
     http: reqwest::blocking::Client,
+    /// A client pinned to each workload's TLS key (from `demo.json`), by workload id.
+    workloads: std::collections::BTreeMap<String, reqwest::blocking::Client>,
     stdout: Vec<String>,
+}
+
+/// A blocking client that talks only to the server with this TLS key pin.
+fn pinned(pin: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .tls_backend_preconfigured(conclave_net::attested_tls::pinned_tls_config(pin).unwrap())
+        .build()
+        .unwrap()
 }
 
 fn start(state: &Path, port: u16) -> Demo {
@@ -81,9 +92,21 @@ fn start(state: &Path, port: u16) -> Demo {
     }
     let info: Value =
         serde_json::from_slice(&std::fs::read(state.join("demo.json")).unwrap()).unwrap();
+    let workloads = info["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let pin = w["pin_sha256"]
+                .as_str()
+                .expect("every workload's pin is known");
+            (w["id"].as_str().unwrap().to_string(), pinned(pin))
+        })
+        .collect();
     Demo {
         child,
         info,
+        workloads,
         http: reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -106,9 +129,13 @@ impl Demo {
         self.workload(workload)["url"].as_str().unwrap().to_string()
     }
 
+    fn client(&self, workload: &str) -> &reqwest::blocking::Client {
+        &self.workloads[workload]
+    }
+
     fn get(&self, workload: &str, path: &str) -> (u16, Value) {
         let r = self
-            .http
+            .client(workload)
             .get(format!("{}{path}", self.url(workload)))
             .send()
             .unwrap();
@@ -117,7 +144,7 @@ impl Demo {
 
     fn get_text(&self, workload: &str, path: &str) -> (u16, String) {
         let r = self
-            .http
+            .client(workload)
             .get(format!("{}{path}", self.url(workload)))
             .send()
             .unwrap();
@@ -126,7 +153,7 @@ impl Demo {
 
     fn post(&self, workload: &str, path: &str) -> (u16, Value) {
         let r = self
-            .http
+            .client(workload)
             .post(format!("{}{path}", self.url(workload)))
             .send()
             .unwrap();
@@ -217,6 +244,57 @@ fn reference_analysis(dir: &Path, k: u64, year: i64) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// An impostor: a TLS server with its own key that answers `/api/attestation` with a genuine
+/// workload's evidence (a relay of its token).
+struct Relay {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.take().map(|s| s.send(()));
+        self.thread.take().map(|t| t.join());
+    }
+}
+
+fn relay_server(evidence: Value) -> Relay {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("https://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let id = conclave_net::attested_tls::TeeTlsIdentity::generate(&["127.0.0.1".into()])
+                .unwrap();
+            let router = axum::Router::new().route(
+                "/api/attestation",
+                axum::routing::get(move || async move { axum::Json(evidence) }),
+            );
+            conclave_net::serve(
+                tokio::net::TcpListener::from_std(listener).unwrap(),
+                router,
+                Some(id.server_config().unwrap()),
+                async move {
+                    stopped.await.ok();
+                },
+            )
+            .await
+            .unwrap();
+        });
+    });
+    Relay {
+        url,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
 fn conclave(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().unwrap()
 }
@@ -231,6 +309,10 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     assert!(summary.contains("SIMULATED SEV-SNP"), "{summary}");
     assert!(
         summary.contains(&format!("http://127.0.0.1:{port}/")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("https://127.0.0.1:{}/", port + 5)),
         "{summary}"
     );
     assert!(summary.contains("Ctrl-C"), "{summary}");
@@ -335,7 +417,7 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     let (code, started) = demo.post("woodgrove", "api/analysis");
     assert_eq!(code, 202, "{started}");
     let events = demo
-        .http
+        .client("woodgrove")
         .get(format!("{}api/analysis/events", demo.url("woodgrove")))
         .send()
         .unwrap();
@@ -411,6 +493,52 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     std::fs::write(&receipt_path, &forged).unwrap();
     let out = verify(&[]);
     assert!(!out.status.success());
+
+    // The workload's TLS key is the attested one (checked from outside, trusting no CA for it);
+    // the snooper has no attestation; a server relaying Woodgrove's genuine token with its own
+    // TLS key is refused.
+    let verify_endpoint = |url: &str| {
+        conclave(&[
+            "party",
+            "verify-endpoint",
+            url,
+            "--jwks",
+            &jwks,
+            "--ca",
+            &ca,
+            "--json",
+        ])
+    };
+    let out = verify_endpoint(&demo.url("woodgrove"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let endpoint: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        endpoint["pin_sha256"],
+        demo.workload("woodgrove")["pin_sha256"]
+    );
+    assert_eq!(
+        endpoint["measurement"],
+        demo.workload("woodgrove")["measurement"]
+    );
+    assert_eq!(endpoint["simulated"], true);
+    assert_eq!(demo.workload("woodgrove")["pin_attested"], true);
+    let out = verify_endpoint(&demo.url("snooper"));
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("503") && e.contains("--tee none"), "{e}");
+    assert_eq!(demo.workload("snooper")["pin_attested"], false);
+    let (code, evidence) = demo.get("woodgrove", "api/attestation");
+    assert_eq!(code, 200);
+    let relay = relay_server(evidence);
+    let out = verify_endpoint(&relay.url);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("is not the attested one"), "{e}");
+    drop(relay);
 
     // The snooper's analysis fails at the first key, and releases nothing.
     let (code, _) = demo.post("snooper", "api/analysis");
