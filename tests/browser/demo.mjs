@@ -3,6 +3,7 @@
 //
 //   CONCLAVE_BIN=target/debug/conclave node tests/browser/demo.mjs
 import { spawn } from "node:child_process";
+import crypto from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -33,12 +34,12 @@ function portFree(port) {
 
 async function freeBase() {
   for (let i = 0; i < 200; i++) {
-    const base = 30000 + Math.floor(Math.random() * 2500) * 10;
+    const base = 30000 + Math.floor(Math.random() * 2200) * 11;
     let ok = true;
-    for (let p = base; p < base + 10 && ok; p++) ok = await portFree(p);
+    for (let p = base; p < base + 11 && ok; p++) ok = await portFree(p);
     if (ok) return base;
   }
-  throw new Error("no ten consecutive free ports");
+  throw new Error("no eleven consecutive free ports");
 }
 
 function startDemo(stateDir, port) {
@@ -69,6 +70,23 @@ const url = (offset) => (offset === 0 ? "http" : "https") + "://127.0.0.1:" + (p
 // their attestation (demo.json), and no other certificate error.
 const demo = JSON.parse(readFileSync(path.join(state, "state", "demo.json"), "utf8"));
 const pins = demo.workloads.map((w) => w.pin_sha256).filter(Boolean);
+// The identity provider's certificate comes from the demo's local CA, which this browser does not
+// know either: trust its key by pin too.
+const idpCert = new crypto.X509Certificate(readFileSync(path.join(state, "state", "idp", "tls", "idp.pem")));
+pins.push(crypto.createHash("sha256").update(idpCert.publicKey.export({ type: "spki", format: "der" })).digest("base64"));
+const password = (username) => demo.sign_in.find((u) => u.username === username).password;
+
+// Opens a workload page; when it sends the browser to the party's identity provider, signs in.
+async function signIn(page, pageUrl, username, shot) {
+  await page.goto(pageUrl);
+  await page.waitForSelector("#username, #party-name", { timeout: 30_000 });
+  if (!(await page.locator("#username").count())) return;
+  if (shot) await page.screenshot({ path: path.join(shots, shot) });
+  await page.fill("#username", username);
+  await page.fill("#password", password(username));
+  await Promise.all([page.waitForURL(pageUrl + "**"), page.click("button[type=submit]")]);
+  await page.waitForFunction(() => document.querySelector("#user-name").textContent.includes("Signed in"));
+}
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -81,9 +99,24 @@ try {
   page.on("pageerror", (e) => { failures++; console.log("  FAIL page error: " + e.message); });
 
   // Each party page: attestation, the SIMULATED badge, the claims table, its own records.
-  for (const [name, offset] of [["Contoso", 5], ["Fabrikam Fashion", 6], ["Woodgrove Bank", 7]]) {
+  // Without sign-in, the page sends the browser to the party's identity provider; a wrong
+  // password is refused there.
+  console.log("Sign-in");
+  await page.goto(url(5));
+  await page.waitForSelector("#username");
+  check(page.url().startsWith(demo.identity_provider + "/contoso/authorize"), "Contoso's page sends the browser to Contoso's identity provider");
+  check(page.url().includes("code_challenge_method=S256"), "the sign-in uses PKCE");
+  await page.fill("#username", "contoso-member");
+  await page.fill("#password", "not-the-password");
+  await page.click("button[type=submit]");
+  await page.waitForSelector("p.err");
+  check((await page.textContent("p.err")).includes("Wrong username or password"), "a wrong password is refused");
+  await page.screenshot({ path: path.join(shots, "sign-in-refused.png") });
+
+  for (const [name, offset, user] of [["Contoso", 5, "contoso-member"], ["Fabrikam Fashion", 6, "fabrikam-member"], ["Woodgrove Bank", 7, "woodgrove-member"]]) {
     console.log(name);
-    await page.goto(url(offset));
+    await signIn(page, url(offset), user, user + "-sign-in.png");
+    check((await page.textContent("#user-name")).includes(user + " (member)"), "signed in as " + user);
     await page.waitForSelector("#attestation-status[data-state='attested']", { timeout: 30_000 });
     check((await page.textContent("#party-name")) === name, "page shows the party's name");
     check((await page.textContent("#tee-badge")).includes("SIMULATED TEE"), "SIMULATED TEE badge is visible");
@@ -116,7 +149,7 @@ try {
 
   // The snooper: no TEE, every release refused, no records.
   console.log("Snooper");
-  await page.goto(url(8));
+  await signIn(page, url(8), "woodgrove-member");
   await page.waitForSelector("#tee-badge[data-kind='none']");
   check((await page.textContent("#tee-badge")).includes("NO TEE"), "snooper shows NO TEE");
   await page.waitForSelector("#keys-table tr[data-company='woodgrove'] td.release[data-state='denied']", { timeout: 30_000 });
@@ -128,7 +161,7 @@ try {
 
   // The tampered workload: attested, but its measurement matches no policy.
   console.log("Tampered workload");
-  await page.goto(url(9));
+  await signIn(page, url(9), "woodgrove-member");
   await page.waitForSelector("#keys-table tr[data-company='woodgrove'] td.release[data-state='denied']", { timeout: 30_000 });
   const tampered = await page.textContent("#keys-table tr[data-company='woodgrove'] td.release");
   check(tampered.includes("x-ms-sevsnpvm-launchmeasurement"), "tampered workload refused on its measurement");
@@ -138,6 +171,18 @@ try {
   console.log("Woodgrove analysis");
   await page.goto(url(7));
   await page.waitForSelector("#attestation-status[data-state='attested']");
+  check(await page.isDisabled("#run-analysis"), "a member cannot run the analysis");
+  check((await page.textContent("#analysis-status")).includes("needs the analyst role"), "the page says the analysis needs the analyst role");
+  // Sign out, and back in as Woodgrove's analyst.
+  await page.click("#sign-out");
+  await page.waitForSelector("#username");
+  await page.fill("#username", "woodgrove-analyst");
+  await page.fill("#password", password("woodgrove-analyst"));
+  await Promise.all([page.waitForURL(url(7) + "**"), page.click("button[type=submit]")]);
+  await page.waitForFunction(() => document.querySelector("#user-name").textContent.includes("woodgrove-analyst"));
+  await page.waitForSelector("#attestation-status[data-state='attested']");
+  await page.waitForFunction(() => document.querySelector("#records-status").textContent.includes("needs the member role"));
+  check(true, "the analyst is shown no records: " + (await page.textContent("#records-status")));
   check(await page.isVisible("#analytics"), "analytics section shown to Woodgrove");
   await page.click("#run-analysis");
   await page.waitForSelector("#analysis-status[data-state='done']", { timeout: 120_000 });
@@ -163,7 +208,8 @@ try {
   await page.goto(url(0));
   await page.waitForSelector("#workloads tbody tr");
   check((await page.locator("#workloads tbody tr").count()) === 5, "portal lists five workloads");
-  check((await page.locator("#frames iframe").count()) === 3, "three party pages side by side");
+  check((await page.locator("#frames .party-card").count()) === 3, "a card for each party's page");
+  check(!(await page.content()).includes(password("contoso-member")), "the portal shows no password");
   await page.waitForSelector(".audit[data-party='fabrikam'] tr[data-outcome='denied']", { timeout: 30_000 });
   check(true, "Fabrikam's audit log shows the denied release");
   await page.screenshot({ path: path.join(shots, "portal.png"), fullPage: true });

@@ -1,7 +1,9 @@
-//! Verifying attestation tokens: RS256 only, keys from the issuer's published JWKS (found through
-//! its OpenID configuration), cached for [`DEFAULT_KEY_LIFETIME`] and refreshed when an unknown
-//! `kid` appears or the cache is older than that, so a key the issuer withdraws stops being
-//! trusted within the lifetime. Keys given as a fixed JWKS (a file) never expire.
+//! Verifying JWTs against an issuer's published keys: attestation tokens (RS256 only, the
+//! default) and, with [`TokenVerifier::with_algorithms`] and [`TokenVerifier::with_audience`],
+//! OAuth access tokens (RFC 9068). Keys come from the issuer's published JWKS (found through its
+//! OpenID configuration), cached for [`DEFAULT_KEY_LIFETIME`] and refreshed when an unknown `kid`
+//! appears or the cache is older than that, so a key the issuer withdraws stops being trusted
+//! within the lifetime. Keys given as a fixed JWKS (a file) never expire.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,8 +23,8 @@ pub const DEFAULT_KEY_LIFETIME: Duration = Duration::from_secs(600);
 pub enum TokenError {
     #[error("the token is not a well-formed JWT: {0}")]
     Malformed(String),
-    #[error("token algorithm {0} is not accepted: attestation tokens are RS256")]
-    Algorithm(String),
+    #[error("token algorithm {0} is not accepted (this verifier accepts {1})")]
+    Algorithm(String, String),
     #[error("the token has no kid; cannot pick a verification key")]
     NoKid,
     #[error("no key with kid {0:?} is published by the attestation service")]
@@ -41,6 +43,8 @@ pub enum TokenError {
     Claims(String),
     #[error("the token is refused: {0}")]
     CriticalHeader(String),
+    #[error("the token is for {found}, not for {expected:?}")]
+    WrongAudience { expected: String, found: String },
 }
 
 /// A token whose signature, lifetime and issuer were checked.
@@ -84,6 +88,8 @@ type LastRefresh = Option<(Instant, Option<TokenError>)>;
 /// Verifies tokens of one issuer.
 pub struct TokenVerifier {
     issuer: Option<String>,
+    algorithms: Vec<Algorithm>,
+    audience: Option<String>,
     source: KeySource,
     keys: Mutex<KeyCache>,
     key_lifetime: Duration,
@@ -93,9 +99,15 @@ pub struct TokenVerifier {
 }
 
 fn keys_from_jwks(jwks: &JwkSet) -> HashMap<String, DecodingKey> {
+    use jsonwebtoken::jwk::AlgorithmParameters;
     jwks.keys
         .iter()
-        .filter(|k| matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)))
+        .filter(|k| {
+            matches!(
+                k.algorithm,
+                AlgorithmParameters::RSA(_) | AlgorithmParameters::EllipticCurve(_)
+            )
+        })
         .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
         .collect()
 }
@@ -112,6 +124,8 @@ impl TokenVerifier {
             }),
             key_lifetime: DEFAULT_KEY_LIFETIME,
             last_refresh: tokio::sync::Mutex::new(None),
+            algorithms: vec![Algorithm::RS256],
+            audience: None,
         }
     }
 
@@ -127,6 +141,8 @@ impl TokenVerifier {
             keys: Mutex::default(),
             key_lifetime: DEFAULT_KEY_LIFETIME,
             last_refresh: tokio::sync::Mutex::new(None),
+            algorithms: vec![Algorithm::RS256],
+            audience: None,
         }
     }
 
@@ -141,6 +157,8 @@ impl TokenVerifier {
             keys: Mutex::default(),
             key_lifetime: DEFAULT_KEY_LIFETIME,
             last_refresh: tokio::sync::Mutex::new(None),
+            algorithms: vec![Algorithm::RS256],
+            audience: None,
         }
     }
 
@@ -149,6 +167,31 @@ impl TokenVerifier {
     pub fn with_key_lifetime(mut self, lifetime: Duration) -> Self {
         self.key_lifetime = lifetime;
         self
+    }
+
+    /// Accept these signature algorithms instead of RS256 alone (an OAuth provider's access
+    /// tokens are often ES256 or PS256). Never accepts `none` or an HMAC algorithm.
+    pub fn with_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.algorithms = algorithms
+            .iter()
+            .copied()
+            .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+            .collect();
+        self
+    }
+
+    /// Also require `aud` to be (or, as an array, contain) `audience` (RFC 7519 §4.1.3).
+    pub fn with_audience(mut self, audience: &str) -> Self {
+        self.audience = Some(audience.to_string());
+        self
+    }
+
+    fn accepted(&self) -> String {
+        self.algorithms
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Also require tokens to name `issuer`.
@@ -266,7 +309,7 @@ impl TokenVerifier {
         let n = self.keys.lock().expect("key cache lock").keys.len();
         if n == 0 {
             return Err(TokenError::KeysUnavailable(
-                "the authority publishes no RS256 key".into(),
+                "the authority publishes no RSA or EC signing key".into(),
             ));
         }
         Ok(n)
@@ -291,14 +334,17 @@ impl TokenVerifier {
     ) -> Result<VerifiedToken, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             // An algorithm jsonwebtoken does not know ("none", say) fails here.
-            if token_alg(token).is_some_and(|alg| alg != "RS256") {
-                TokenError::Algorithm(token_alg(token).unwrap_or_default())
+            if token_alg(token).is_some_and(|alg| !self.accepted().split(", ").any(|a| a == alg)) {
+                TokenError::Algorithm(token_alg(token).unwrap_or_default(), self.accepted())
             } else {
                 TokenError::Malformed(e.to_string())
             }
         })?;
-        if header.alg != Algorithm::RS256 {
-            return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
+        if !self.algorithms.contains(&header.alg) {
+            return Err(TokenError::Algorithm(
+                format!("{:?}", header.alg),
+                self.accepted(),
+            ));
         }
         let kid = header.kid.ok_or(TokenError::NoKid)?;
         let key = match self.key(&kid) {
@@ -309,7 +355,7 @@ impl TokenVerifier {
                     .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?
             }
         };
-        let mut validation = Validation::new(Algorithm::RS256);
+        let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = at.is_none();
         validation.validate_exp = at.is_none();
@@ -323,7 +369,7 @@ impl TokenVerifier {
                     ErrorKind::ExpiredSignature => TokenError::Expired,
                     ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                     ErrorKind::InvalidAlgorithm => {
-                        TokenError::Algorithm(format!("{:?}", header.alg))
+                        TokenError::Algorithm(format!("{:?}", header.alg), self.accepted())
                     }
                     ErrorKind::MissingRequiredClaim(c) => {
                         TokenError::Claims(format!("missing {c}"))
@@ -346,6 +392,24 @@ impl TokenVerifier {
             kid,
             claims: data.claims,
         };
+        if let Some(expected) = &self.audience {
+            let aud = &verified.claims["aud"];
+            let names = match aud {
+                serde_json::Value::String(a) => a == expected,
+                serde_json::Value::Array(list) => list.iter().any(|a| a == expected.as_str()),
+                _ => false,
+            };
+            if !names {
+                return Err(TokenError::WrongAudience {
+                    expected: expected.clone(),
+                    found: if aud.is_null() {
+                        "no audience".into()
+                    } else {
+                        aud.to_string()
+                    },
+                });
+            }
+        }
         if let Some(expected) = &self.issuer
             && verified.issuer().trim_end_matches('/') != expected
         {

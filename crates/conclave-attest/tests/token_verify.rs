@@ -80,7 +80,7 @@ async fn alg_none_is_refused() {
         .verify(&format!("{head}.{body}."))
         .await
         .unwrap_err();
-    assert!(matches!(err, TokenError::Algorithm(_)), "{err}");
+    assert!(matches!(err, TokenError::Algorithm(..)), "{err}");
 }
 
 #[tokio::test]
@@ -106,7 +106,7 @@ async fn hs256_keyed_with_the_public_key_is_refused() {
         .verify(&format!("{input}.{sig}"))
         .await
         .unwrap_err();
-    assert!(matches!(err, TokenError::Algorithm(_)), "{err}");
+    assert!(matches!(err, TokenError::Algorithm(..)), "{err}");
 }
 
 #[tokio::test]

@@ -428,6 +428,14 @@ pub async fn serve(
 /// The HTTP client every Conclave component uses: rustls with the platform's roots plus, when
 /// given, a local CA; timeouts on connect and on the whole request.
 pub fn client(extra_ca_pem: Option<&Path>) -> Result<reqwest::Client, NetError> {
+    client_builder(extra_ca_pem)?
+        .build()
+        .map_err(|e| NetError::Tls(e.to_string()))
+}
+
+/// The builder behind [`client`], for a client that needs one more setting (an OAuth client
+/// must not follow redirects, say).
+pub fn client_builder(extra_ca_pem: Option<&Path>) -> Result<reqwest::ClientBuilder, NetError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
@@ -442,5 +450,5 @@ pub fn client(extra_ca_pem: Option<&Path>) -> Result<reqwest::Client, NetError> 
         let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| file_err(path, e))?;
         b = b.add_root_certificate(cert);
     }
-    b.build().map_err(|e| NetError::Tls(e.to_string()))
+    Ok(b)
 }

@@ -154,25 +154,36 @@ async fn record_request(metrics: Arc<Metrics>, req: Request, next: Next) -> Resp
 /// request (`request` with `method`, `route` and a `request_id`; the query string and body are
 /// never logged). Call it last, after the service's own routes and layers.
 pub fn observe(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
-    let exposition = metrics.clone();
+    instrument(metrics_route(router, metrics.clone()), metrics)
+}
+
+/// The first half of [`observe`]: adds `GET /metrics` only, so a service can put its own layer
+/// (authentication, say) around it and its other routes before [`instrument`] wraps them all.
+pub fn metrics_route(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
+    let exposition = metrics;
+    router.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = exposition.encode();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
+                    )],
+                    body,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// The second half of [`observe`]: Azure's error bodies, request metrics and a request span
+/// around every route of `router`.
+pub fn instrument(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
     let recorder = metrics;
     router
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let body = exposition.encode();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
-                        )],
-                        body,
-                    )
-                        .into_response()
-                }
-            }),
-        )
         // Every error in Azure's `{"error": {"code", "message"}}` shape, `/metrics` included.
         .layer(axum::middleware::from_fn(crate::azure_error_bodies))
         .layer(axum::middleware::from_fn(

@@ -36,6 +36,10 @@ pub struct PartyConfig {
     pub analysis: bool,
     /// Datasets this workload knows of: its own, and partners' it may (or may not) be granted.
     pub datasets: Vec<DatasetConfig>,
+    /// Sign-in: the party's OpenID Connect provider. Without it the workload serves nothing but
+    /// health, readiness and its attestation evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 fn default_k() -> u64 {
@@ -109,6 +113,17 @@ impl PartyConfig {
                 return Err(format!("dataset {:?} is listed twice", d.company));
             }
             KeyRef::parse(&d.key).map_err(|e| format!("dataset {:?}: {e}", d.company))?;
+        }
+        if let Some(auth) = &self.auth {
+            if !auth.issuer.starts_with("https://") {
+                return Err(format!(
+                    "auth.issuer {:?}: the identity provider must be reached over https://",
+                    auth.issuer
+                ));
+            }
+            if auth.client_id.is_empty() || auth.audience.is_empty() {
+                return Err("auth.client_id and auth.audience must not be empty".into());
+            }
         }
         Ok(())
     }

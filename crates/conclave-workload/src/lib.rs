@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod analytics;
+pub mod auth;
 pub mod config;
 pub mod endpoint;
 pub mod identity;
@@ -33,6 +34,8 @@ pub enum WorkloadError {
     Ca { path: String, detail: String },
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Runs the workload on `listener` until `shutdown` completes. `platform` is `None` for a
@@ -69,8 +72,28 @@ pub async fn serve(
             config.attestation_url.clone(),
         )));
     }
+    let authenticator = match &config.auth {
+        Some(a) => Some(Arc::new(auth::Authenticator::new(
+            a.clone(),
+            conclave_net::client_builder(Some(&config.ca_file))?,
+            config.listen,
+        )?)),
+        None => {
+            tracing::warn!(
+                "no [auth] in the party config: nothing but health and attestation evidence is served"
+            );
+            None
+        }
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workload = Workload::new(Arc::new(config), identity, http, vault_ca, stopped);
+    let workload = Workload::new(
+        Arc::new(config),
+        identity,
+        http,
+        vault_ca,
+        authenticator,
+        stopped,
+    );
     background.push(tokio::spawn(
         workload.clone().release_own_key_when_attested(),
     ));

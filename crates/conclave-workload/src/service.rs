@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::analysis::{self, Input, Phase, Progress};
 use crate::analytics::AnalysisResult;
+use crate::auth::{AuthError, Authenticator, Principal, Role, SESSION_LIFETIME};
 use crate::config::PartyConfig;
 use crate::identity::{AttestationState, TeeIdentity, claim_explanations, now};
 use crate::receipt::{self, InputDescriptor};
@@ -39,6 +40,9 @@ pub struct Workload {
     pub config: Arc<PartyConfig>,
     pub identity: Arc<TeeIdentity>,
     pub keyring: Keyring,
+    /// Sign-in; `None` when the config names no identity provider (then only public routes
+    /// answer).
+    pub auth: Option<Arc<Authenticator>>,
     analysis: Mutex<AnalysisView>,
     cancel: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     changed: tokio::sync::watch::Sender<u64>,
@@ -64,6 +68,8 @@ pub struct AnalysisView {
     /// `idle`, `releasing`, `hashing`, `running`, `done`, `failed` or `cancelled`.
     pub state: String,
     pub started_at: Option<u64>,
+    /// Who started the run (the principal's name).
+    pub started_by: Option<String>,
     pub finished_at: Option<u64>,
     pub datasets: Vec<DatasetProgress>,
     pub error: Option<String>,
@@ -119,6 +125,7 @@ impl Workload {
         identity: Arc<TeeIdentity>,
         http: reqwest::Client,
         vault_ca: conclave_snp::Cert,
+        auth: Option<Arc<Authenticator>>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Self> {
         let metrics = conclave_net::observe::Metrics::new("workload");
@@ -146,6 +153,7 @@ impl Workload {
             analysis_records,
             analysis_seconds,
             keyring: Keyring::new(config.clone(), identity.clone(), http, vault_ca),
+            auth,
             config,
             identity,
             analysis: Mutex::new(AnalysisView {
@@ -266,8 +274,8 @@ impl Workload {
         Ok((matched, page))
     }
 
-    /// Starts the partner analysis in the background.
-    pub fn start_analysis(self: &Arc<Self>) -> Result<AnalysisView, ApiError> {
+    /// Starts the partner analysis in the background, on behalf of `by` (a principal's name).
+    pub fn start_analysis(self: &Arc<Self>, by: &str) -> Result<AnalysisView, ApiError> {
         if !self.config.analysis {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -290,6 +298,7 @@ impl Workload {
             *view = AnalysisView {
                 state: "releasing".into(),
                 started_at: Some(now()),
+                started_by: Some(by.to_string()),
                 datasets: self
                     .config
                     .datasets
@@ -543,11 +552,50 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn status(State(w): St) -> Json<Value> {
-    Json(w.status())
+async fn status(State(w): St, Extension(who): Extension<Principal>) -> Json<Value> {
+    let mut status = w.status();
+    status["user"] = json!({
+        "name": who.name,
+        "subject": who.subject,
+        "roles": who.roles,
+        "via": who.via,
+    });
+    Json(status)
 }
 
-async fn release(State(w): St, Path(company): Path<String>) -> Result<Response, ApiError> {
+/// Refuses a principal without `role`, saying what it was for.
+fn require(who: &Principal, role: Role, what: &str) -> Result<(), ApiError> {
+    if who.has(role) {
+        return Ok(());
+    }
+    tracing::warn!(
+        target: "conclave::access",
+        user = %who.name,
+        roles = %who.role_names(),
+        action = what,
+        "refused: needs the {} role",
+        role.as_str()
+    );
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{what} needs the {} role; {} has {}",
+            role.as_str(),
+            who.name,
+            who.role_names()
+        ),
+    ))
+}
+
+async fn release(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+    Path(company): Path<String>,
+) -> Result<Response, ApiError> {
+    if !(who.has(Role::Member) || who.has(Role::Analyst)) {
+        require(&who, Role::Member, "requesting a key release")?;
+    }
     let dataset = w.config.dataset(&company).cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -555,6 +603,7 @@ async fn release(State(w): St, Path(company): Path<String>) -> Result<Response, 
             format!("this workload's config lists no dataset of {company:?}"),
         )
     })?;
+    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, company = %company, "key release requested");
     let state = w.keyring.release(&dataset).await;
     let code = match state {
         ReleaseState::Released { .. } => StatusCode::OK,
@@ -573,9 +622,25 @@ struct RecordsQuery {
     q: String,
 }
 
-async fn records(State(w): St, Query(q): Query<RecordsQuery>) -> Result<Json<Value>, ApiError> {
+async fn records(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<RecordsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&who, Role::Member, "reading the party's records")?;
     let limit = q.limit.unwrap_or(25).clamp(1, MAX_PAGE);
     let (total, records) = w.records(q.offset, limit, &q.q).await?;
+    // Who saw what (never the records or the search text: only their extent).
+    tracing::info!(
+        target: "conclave::access",
+        user = %who.name,
+        via = who.via,
+        offset = q.offset,
+        shown = records.len(),
+        matched = total,
+        searched = !q.q.trim().is_empty(),
+        "records viewed"
+    );
     Ok(Json(json!({
         "total": total,
         "offset": q.offset,
@@ -585,19 +650,40 @@ async fn records(State(w): St, Query(q): Query<RecordsQuery>) -> Result<Json<Val
     })))
 }
 
-async fn analysis_get(State(w): St) -> Json<AnalysisView> {
-    Json(w.analysis())
+async fn analysis_get(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<AnalysisView>, ApiError> {
+    require(&who, Role::Analyst, "seeing analysis results")?;
+    Ok(Json(w.analysis()))
 }
 
-async fn analysis_start(State(w): St) -> Result<(StatusCode, Json<AnalysisView>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(w.start_analysis()?)))
+async fn analysis_start(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<(StatusCode, Json<AnalysisView>), ApiError> {
+    require(&who, Role::Analyst, "running an analysis")?;
+    let view = w.start_analysis(&who.name)?;
+    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, "analysis started");
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
-async fn analysis_cancel(State(w): St) -> Json<Value> {
-    Json(json!({ "cancelled": w.cancel_analysis() }))
+async fn analysis_cancel(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    require(&who, Role::Analyst, "cancelling an analysis")?;
+    let cancelled = w.cancel_analysis();
+    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, cancelled, "analysis cancel requested");
+    Ok(Json(json!({ "cancelled": cancelled })))
 }
 
-async fn analysis_receipt(State(w): St) -> Result<Response, ApiError> {
+async fn analysis_receipt(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    require(&who, Role::Analyst, "downloading the analysis receipt")?;
+    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, "receipt downloaded");
     let receipt = w.receipt.lock().expect("receipt lock").clone();
     let receipt = receipt.ok_or_else(|| {
         ApiError::new(
@@ -623,7 +709,9 @@ async fn analysis_receipt(State(w): St) -> Result<Response, ApiError> {
 /// until the workload shuts down.
 async fn analysis_events(
     State(w): St,
-) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    Extension(who): Extension<Principal>,
+) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    require(&who, Role::Analyst, "following an analysis")?;
     let changes = w.changed.subscribe();
     let shutdown = w.shutdown.clone();
     let stream = futures::stream::unfold(
@@ -644,7 +732,7 @@ async fn analysis_events(
             Some((Ok(event), (w, changes, shutdown, false)))
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// `GET /api/attestation`: the evidence a client checks before trusting this endpoint, served
@@ -694,7 +782,240 @@ async fn readyz(State(w): State<Arc<Workload>>) -> (StatusCode, Json<Value>) {
     }
 }
 
-/// The workload's page and API, with health, readiness, metrics and request spans.
+// --- sign-in ------------------------------------------------------------------------------------
+
+/// Paths that answer without sign-in: health, readiness, the attestation evidence a client
+/// checks before trusting this endpoint, and sign-in itself.
+const PUBLIC_PATHS: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/api/attestation",
+    "/auth/login",
+    "/auth/callback",
+    "/auth/logout",
+];
+
+fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn unauthenticated(e: &AuthError, bearer_error: bool) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", e.to_string()).into_response();
+    // RFC 6750 §3: the scheme, and why a token that was sent is refused.
+    let challenge = if bearer_error {
+        "Bearer realm=\"conclave-workload\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"conclave-workload\""
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// Middleware: every route but [`PUBLIC_PATHS`] needs a principal (a bearer access token or a
+/// session cookie), put in the request's extensions for the handlers' role checks. A browser
+/// asking for a page without one is sent to sign in. Requests that change something with a
+/// session must come from this workload's own origin (`Origin` equal to `https://{Host}`).
+async fn authenticate(
+    State(w): State<Arc<Workload>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if PUBLIC_PATHS.contains(&path.as_str()) {
+        return next.run(req).await;
+    }
+    let Some(auth) = w.auth.clone() else {
+        return unauthenticated(&AuthError::NotConfigured, false);
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string());
+    let principal = if let Some(token) = bearer {
+        match auth.bearer(&token).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(target: "conclave::access", path, "bearer token refused: {e}");
+                return unauthenticated(&e, true);
+            }
+        }
+    } else {
+        let session = cookie(headers, auth.cookie_name()).map(|id| auth.session(&id));
+        match session {
+            Some(Ok(p)) => {
+                let safe = matches!(
+                    *req.method(),
+                    axum::http::Method::GET | axum::http::Method::HEAD
+                );
+                if !safe {
+                    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+                    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+                    let same =
+                        matches!((origin, host), (Some(o), Some(h)) if o == format!("https://{h}"));
+                    if !same {
+                        return ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "CrossOrigin",
+                            "a request that changes something must come from this workload's own page (its Origin header does not match)",
+                        )
+                        .into_response();
+                    }
+                }
+                p
+            }
+            other => {
+                let wants_page = req.method() == axum::http::Method::GET
+                    && !path.starts_with("/api/")
+                    && path != "/metrics";
+                if wants_page {
+                    let next = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| "/".into());
+                    return axum::response::Redirect::to(&format!(
+                        "/auth/login?next={}",
+                        url_encode(&next)
+                    ))
+                    .into_response();
+                }
+                let e = match other {
+                    Some(Err(e)) => e,
+                    _ => auth.missing(),
+                };
+                return unauthenticated(&e, false);
+            }
+        }
+    };
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `GET /auth/login`: to the party's identity provider (authorization code + PKCE).
+async fn login(State(w): St, Query(q): Query<LoginQuery>) -> Response {
+    let Some(auth) = w.auth.clone() else {
+        return unauthenticated(&AuthError::NotConfigured, false);
+    };
+    match auth.login_url(q.next.as_deref().unwrap_or("/")).await {
+        Ok(url) => axum::response::Redirect::to(&url).into_response(),
+        Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, "IdentityProvider", e.to_string())
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /auth/callback`: the provider's answer; opens a session.
+async fn callback(State(w): St, Query(q): Query<CallbackQuery>) -> Response {
+    let Some(auth) = w.auth.clone() else {
+        return unauthenticated(&AuthError::NotConfigured, false);
+    };
+    if let Some(error) = q.error {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "SignInRefused",
+            format!(
+                "the identity provider refused the sign-in: {error}{}",
+                q.error_description
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+        )
+        .into_response();
+    }
+    let (Some(code), Some(state)) = (q.code, q.state) else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadCallback",
+            "the sign-in answer has no code or state: start again at /auth/login",
+        )
+        .into_response();
+    };
+    match auth.finish_login(&code, &state).await {
+        Ok((session, who, next)) => {
+            tracing::info!(target: "conclave::access", user = %who.name, roles = %who.role_names(), "signed in");
+            let cookie = format!(
+                "{}={session}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+                auth.cookie_name(),
+                SESSION_LIFETIME.as_secs()
+            );
+            let mut response = axum::response::Redirect::to(&next).into_response();
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                axum::http::HeaderValue::from_str(&cookie).expect("cookie text is ASCII"),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::warn!(target: "conclave::access", "sign-in failed: {e}");
+            ApiError::new(StatusCode::UNAUTHORIZED, "SignInFailed", e.to_string()).into_response()
+        }
+    }
+}
+
+/// `POST /auth/logout`: ends the session.
+async fn logout(State(w): St, headers: axum::http::HeaderMap) -> Response {
+    let mut response = Json(json!({"signed_out": true})).into_response();
+    if let Some(auth) = w.auth.clone() {
+        if let Some(id) = cookie(&headers, auth.cookie_name())
+            && let Some(who) = auth.logout(&id)
+        {
+            tracing::info!(target: "conclave::access", user = %who.name, "signed out");
+        }
+        let expired = format!(
+            "{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+            auth.cookie_name()
+        );
+        response.headers_mut().insert(
+            header::SET_COOKIE,
+            axum::http::HeaderValue::from_str(&expired).expect("cookie text is ASCII"),
+        );
+    }
+    response
+}
+
+/// The workload's page and API, with health, readiness, metrics and request spans; every route
+/// but the public ones behind sign-in (see [`authenticate`]).
 pub fn router(w: Arc<Workload>) -> axum::Router {
     let metrics = w.metrics.clone();
     let router = axum::Router::new()
@@ -719,13 +1040,18 @@ pub fn router(w: Arc<Workload>) -> axum::Router {
         .route("/api/analysis/cancel", post(analysis_cancel))
         .route("/api/analysis/events", get(analysis_events))
         .route("/api/analysis/receipt", get(analysis_receipt))
+        .route("/auth/login", get(login))
+        .route("/auth/callback", get(callback))
+        .route("/auth/logout", post(logout))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such page or API")
         })
-        .with_state(w);
-    conclave_net::observe::observe(router, metrics)
+        .with_state(w.clone());
+    let router = conclave_net::observe::metrics_route(router, metrics.clone())
+        .layer(axum::middleware::from_fn_with_state(w, authenticate));
+    conclave_net::observe::instrument(router, metrics)
 }
 
 #[cfg(test)]

@@ -25,6 +25,11 @@ function svg(tag, attrs = {}) {
 
 async function api(path, options = {}) {
   const resp = await fetch(path, options);
+  // The session ended (expired, signed out elsewhere, workload restarted): sign in again.
+  if (resp.status === 401) {
+    location.href = "/auth/login?next=" + encodeURIComponent(location.pathname);
+    return { ok: false, status: 401, body: null };
+  }
   let body = null;
   try { body = await resp.json(); } catch (_) { body = null; }
   return { ok: resp.ok, status: resp.status, body };
@@ -104,6 +109,17 @@ function renderKeys(s) {
   }
 }
 
+function renderUser(user) {
+  if (!user) return;
+  const roles = user.roles.length ? user.roles.join(", ") : "no role";
+  $("#user-name").textContent = "Signed in as " + user.name + " (" + roles + ")";
+}
+
+$("#sign-out").addEventListener("click", async () => {
+  await fetch("/auth/logout", { method: "POST" });
+  location.href = "/auth/login?next=/";
+});
+
 async function requestRelease(company, button) {
   button.disabled = true;
   await api("/api/keys/" + encodeURIComponent(company) + "/release", { method: "POST" });
@@ -124,10 +140,16 @@ async function refreshStatus() {
   document.title = status.display_name + " — Conclave";
   $("#party-name").textContent = status.display_name;
   renderBadge(status);
+  renderUser(status.user);
   renderAttestation(status);
   renderKeys(status);
   const section = $("#analytics");
   section.hidden = !status.analysis_enabled;
+  const analyst = status.user && status.user.roles.includes("analyst");
+  $("#run-analysis").disabled = !analyst;
+  $("#analysis-status").textContent = analyst ? $("#analysis-status").textContent
+    : "Running the analysis and seeing its results needs the analyst role; you are signed in as " +
+      status.user.name + ".";
   $("#analytics-hint").textContent = "Releases every granted key, decrypts all datasets in parallel inside the TEE, and " +
     "releases only aggregates over groups of at least k = " + status.k + " records (ages counted from " +
     status.reference_year + ").";
@@ -387,7 +409,7 @@ $("#cancel-analysis").addEventListener("click", () => api("/api/analysis/cancel"
 async function start() {
   await refreshStatus();
   loadRecords();
-  if (status && status.analysis_enabled) {
+  if (status && status.analysis_enabled && status.user.roles.includes("analyst")) {
     const r = await api("/api/analysis");
     if (r.ok) {
       renderAnalysis(r.body);

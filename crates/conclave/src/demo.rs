@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -27,6 +28,7 @@ use conclave_kms::client::{ClientError, VaultClient};
 use conclave_kms::store::Permission;
 use conclave_net::LocalCa;
 use conclave_tee::sim::{LaunchSpec, SimHost, measure};
+use conclave_workload::auth::AuthConfig;
 use conclave_workload::config::{DatasetConfig, PartyConfig};
 use serde_json::{Value, json};
 
@@ -40,8 +42,8 @@ pub struct DemoArgs {
     /// Where keys, vaults, datasets and logs live (reused by the next run).
     #[arg(long, default_value = ".conclave-demo")]
     state_dir: PathBuf,
-    /// First of ten consecutive ports: portal, attestation service, three vaults, five
-    /// workloads.
+    /// First of eleven consecutive ports: portal, attestation service, three vaults, five
+    /// workloads, identity provider.
     #[arg(long, default_value_t = 8400)]
     port: u16,
     /// Smallest group the partner analysis releases.
@@ -82,12 +84,13 @@ struct Ports {
     workload: [u16; 3],
     snooper: u16,
     tampered: u16,
+    idp: u16,
 }
 
 impl Ports {
     fn from(base: u16) -> anyhow::Result<Self> {
-        if base > u16::MAX - 9 {
-            bail!("--port {base} leaves no room for the ten ports the demo uses");
+        if base > u16::MAX - 10 {
+            bail!("--port {base} leaves no room for the eleven ports the demo uses");
         }
         Ok(Ports {
             portal: base,
@@ -96,6 +99,7 @@ impl Ports {
             workload: [base + 5, base + 6, base + 7],
             snooper: base + 8,
             tampered: base + 9,
+            idp: base + 10,
         })
     }
 }
@@ -148,6 +152,10 @@ fn policy_body(p: &Value) -> ReleasePolicyBody {
 struct DemoInfo {
     portal: String,
     attestation: String,
+    /// Base URL of the development identity provider (one issuer per party: `{url}/{party}`).
+    identity_provider: String,
+    /// Who can sign in where (the demo's users and their passwords: `demo.json` is 0600).
+    sign_in: Vec<SignIn>,
     ca: PathBuf,
     state_dir: PathBuf,
     records_per_party: u64,
@@ -170,9 +178,21 @@ struct PartyInfo {
     admin_token: String,
 }
 
+/// A demo user.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct SignIn {
+    /// The party (and realm of the identity provider) the user belongs to.
+    party: String,
+    username: String,
+    password: String,
+    roles: Vec<String>,
+}
+
 #[derive(Clone, serde::Serialize)]
 struct WorkloadInfo {
     id: String,
+    /// The party whose identity provider signs this workload's users in.
+    party: String,
     name: String,
     url: String,
     role: String,
@@ -198,6 +218,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(state.join(dir))?;
     }
     let portal_listener = bind(ports.portal).await?;
+    let idp_listener = bind(ports.idp).await?;
     let attest_listener = bind(ports.attest).await?;
     let mut vault_listeners = Vec::new();
     for p in ports.vault {
@@ -214,6 +235,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let stop = Stop::default();
     let ca = LocalCa::load_or_create(&state.join("ca"))?;
     let http = conclave_net::client(Some(&ca.cert_path()))?;
+
+    // The parties' identity provider (one issuer per party), with the demo's users.
+    let sign_in = demo_users(&state)?;
+    let portal_secret = random_secret();
+    let (idp_url, _) = deploy::identity_provider(
+        &state.join("idp"),
+        &ca,
+        idp_config(&ports, &sign_in, &portal_secret),
+        idp_listener,
+        &stop,
+    )?;
+    let portal_tokens = PortalTokens::new(http.clone(), &idp_url, &portal_secret);
 
     // The simulated secure processor.
     let sim = SimHost::open(&state.join("sim"))?;
@@ -305,6 +338,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             reference_year: None,
             analysis: me == 2,
             tls_names: Vec::new(),
+            auth: Some(AuthConfig {
+                issuer: format!("{idp_url}/{}", p.id),
+                client_id: workload_client(&p.id),
+                client_secret_file: None,
+                public_url: None,
+                audience: workload_audience(&p.id),
+                roles_claim: "roles".into(),
+                member_role: "member".into(),
+                analyst_role: "analyst".into(),
+            }),
             datasets: listed
                 .into_iter()
                 .map(|d| DatasetConfig {
@@ -438,6 +481,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         id: "snooper".into(),
         name: snooper.display_name.clone(),
         url: format!("https://127.0.0.1:{}/", ports.snooper),
+        party: "woodgrove".into(),
         role: "the same app started without a TEE, holding Woodgrove's vault tokens: every release is refused".into(),
         measurement: None,
         log: snooper_log,
@@ -448,6 +492,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut info = DemoInfo {
         portal: format!("http://127.0.0.1:{}/", ports.portal),
         attestation: attest_url.clone(),
+        identity_provider: idp_url.clone(),
+        sign_in,
         ca: ca.cert_path(),
         state_dir: state.clone(),
         records_per_party: args.records,
@@ -457,17 +503,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     // Ready when every workload has attested (or found it cannot), its TLS key has been checked
     // against its attestation, and it has tried its own key.
-    let clients = match wait_ready(&http, &mut info).await {
+    let clients = match wait_ready(&http, &portal_tokens, &mut info).await {
         Ok(clients) => clients,
         Err(e) => {
             stop.stop();
             bail!("{e}");
         }
     };
-    std::fs::write(state.join("demo.json"), serde_json::to_vec_pretty(&info)?)?;
+    write_secret(
+        &state.join("demo.json"),
+        &serde_json::to_string_pretty(&info)?,
+    )?;
     let portal_task = tokio::spawn(conclave_net::serve(
         portal_listener,
-        portal_router(info.clone(), http.clone(), clients),
+        portal_router(info.clone(), http.clone(), clients, portal_tokens),
         None,
         stop.signal(),
     ));
@@ -491,6 +540,168 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         state.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn workload_client(party: &str) -> String {
+    format!("conclave-{party}-workload")
+}
+
+fn workload_audience(party: &str) -> String {
+    format!("api://conclave-{party}-workload")
+}
+
+/// The portal's client id in every realm (a confidential client with no role).
+const PORTAL_CLIENT: &str = "conclave-demo-portal";
+/// A public client for scripts and tests: authorization code + PKCE, redirect to loopback.
+const CLI_CLIENT: &str = "conclave-cli";
+const CLI_REDIRECT: &str = "http://127.0.0.1/callback";
+
+fn random_secret() -> String {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut bytes = [0u8; 18];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system RNG works");
+    conclave_attest::api::b64url(&bytes)
+}
+
+/// The demo's users (kept in `<state>/idp/users.json`, 0600, so passwords survive a restart):
+/// a member of each party, and Woodgrove's analyst.
+fn demo_users(state: &Path) -> anyhow::Result<Vec<SignIn>> {
+    let path = state.join("idp").join("users.json");
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(users) = serde_json::from_slice::<Vec<SignIn>>(&bytes)
+    {
+        return Ok(users);
+    }
+    std::fs::create_dir_all(state.join("idp"))?;
+    let mut users = Vec::new();
+    for (party, ..) in PARTIES.iter() {
+        users.push(SignIn {
+            party: party.name().into(),
+            username: format!("{}-member", party.name()),
+            password: random_secret(),
+            roles: vec!["member".into()],
+        });
+    }
+    users.push(SignIn {
+        party: "woodgrove".into(),
+        username: "woodgrove-analyst".into(),
+        password: random_secret(),
+        roles: vec!["analyst".into()],
+    });
+    write_secret(&path, &serde_json::to_string_pretty(&users)?)?;
+    Ok(users)
+}
+
+/// One realm per party: its workload (and, for Woodgrove, the tampered workload and the
+/// snooper, which run Woodgrove's config) as public clients, the portal, the CLI client, and
+/// the party's users.
+fn idp_config(ports: &Ports, users: &[SignIn], portal_secret: &str) -> conclave_idp::Config {
+    let realms = PARTIES
+        .iter()
+        .enumerate()
+        .map(|(i, (party, name, ..))| {
+            let id = party.name();
+            let mut workload_ports = vec![ports.workload[i]];
+            if i == 2 {
+                workload_ports.extend([ports.tampered, ports.snooper]);
+            }
+            conclave_idp::RealmConfig {
+                name: id.into(),
+                display_name: name.to_string(),
+                audience: workload_audience(id),
+                token_lifetime_secs: conclave_idp::DEFAULT_TOKEN_LIFETIME_SECS,
+                clients: vec![
+                    conclave_idp::ClientConfig {
+                        client_id: workload_client(id),
+                        redirect_uris: workload_ports
+                            .iter()
+                            .map(|p| format!("https://127.0.0.1:{p}/auth/callback"))
+                            .collect(),
+                        secret: None,
+                        roles: Vec::new(),
+                    },
+                    conclave_idp::ClientConfig {
+                        client_id: PORTAL_CLIENT.into(),
+                        redirect_uris: Vec::new(),
+                        secret: Some(portal_secret.into()),
+                        roles: Vec::new(),
+                    },
+                    conclave_idp::ClientConfig {
+                        client_id: CLI_CLIENT.into(),
+                        redirect_uris: vec![CLI_REDIRECT.into()],
+                        secret: None,
+                        roles: Vec::new(),
+                    },
+                ],
+                users: users
+                    .iter()
+                    .filter(|u| u.party == id)
+                    .map(|u| conclave_idp::UserConfig {
+                        username: u.username.clone(),
+                        password: u.password.clone(),
+                        name: format!("{} ({name})", u.username),
+                        email: None,
+                        roles: u.roles.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    conclave_idp::Config { realms }
+}
+
+/// The portal's access tokens (client credentials), one per realm, renewed a minute before
+/// they expire.
+struct PortalTokens {
+    http: reqwest::Client,
+    idp: String,
+    secret: String,
+    cached: Mutex<BTreeMap<String, (String, Instant)>>,
+}
+
+impl PortalTokens {
+    fn new(http: reqwest::Client, idp: &str, secret: &str) -> Self {
+        PortalTokens {
+            http,
+            idp: idp.to_string(),
+            secret: secret.to_string(),
+            cached: Mutex::default(),
+        }
+    }
+
+    async fn token(&self, realm: &str) -> anyhow::Result<String> {
+        if let Some((token, until)) = self.cached.lock().expect("token lock").get(realm)
+            && *until > Instant::now()
+        {
+            return Ok(token.clone());
+        }
+        let response: Value = self
+            .http
+            .post(format!("{}/{realm}/token", self.idp))
+            .basic_auth(PORTAL_CLIENT, Some(&self.secret))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials")
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = response["access_token"]
+            .as_str()
+            .context("the identity provider returned no access token")?
+            .to_string();
+        let lifetime = response["expires_in"].as_u64().unwrap_or(60).max(61);
+        self.cached.lock().expect("token lock").insert(
+            realm.to_string(),
+            (
+                token.clone(),
+                Instant::now() + Duration::from_secs(lifetime - 60),
+            ),
+        );
+        Ok(token)
+    }
 }
 
 fn token_path(state: &Path, vault: &str, principal: &str) -> PathBuf {
@@ -552,6 +763,7 @@ fn launch(
         id: id.to_string(),
         name: config.display_name.clone(),
         url: format!("https://{}/", config.listen),
+        party: config.party.clone(),
         role: role.to_string(),
         measurement: Some(hex::encode(guest.identity.measurement)),
         log,
@@ -566,6 +778,7 @@ fn launch(
 /// client pinned to each workload's TLS key, by workload id.
 async fn wait_ready(
     http: &reqwest::Client,
+    tokens: &PortalTokens,
     info: &mut DemoInfo,
 ) -> anyhow::Result<BTreeMap<String, reqwest::Client>> {
     use conclave_net::attested_tls::{capturing_client, certificate_pin, pinned_client};
@@ -616,11 +829,15 @@ async fn wait_ready(
         let client = pinned_client(&pin)?;
         // 2. Its own key release tried.
         loop {
-            let status: Option<Value> =
-                match client.get(format!("{}api/status", w.url)).send().await {
-                    Ok(r) => r.json().await.ok(),
-                    Err(_) => None,
-                };
+            let status: Option<Value> = match client
+                .get(format!("{}api/status", w.url))
+                .bearer_auth(tokens.token(&w.party).await?)
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
             let ready = status.as_ref().is_some_and(|s| {
                 let attested = matches!(
                     s["attestation"]["state"].as_str(),
@@ -681,7 +898,29 @@ fn print_summary(info: &DemoInfo, took: Duration) {
         w("tampered")
     );
     println!();
+    println!(
+        "  Sign in (each party's own identity provider; passwords are kept in the state dir):"
+    );
+    for u in &info.sign_in {
+        println!(
+            "    {:<22} password {:<26} {} at {}",
+            u.username,
+            u.password,
+            u.roles.join(", "),
+            info.parties
+                .iter()
+                .find(|p| p.id == u.party)
+                .map(|p| p.name.as_str())
+                .unwrap_or(&u.party)
+        );
+    }
+    println!("    (members see their party's records; Woodgrove's analyst runs the analysis)");
+    println!();
     println!("  Attestation service       {}", info.attestation);
+    println!(
+        "  Identity provider         {} (development only: one issuer per party)",
+        info.identity_provider
+    );
     for p in &info.parties {
         println!("  {:<25} {}", format!("{} vault", p.name), p.vault);
     }
@@ -725,6 +964,8 @@ struct Portal {
     http: reqwest::Client,
     /// A client pinned to each workload's TLS key, by workload id.
     workloads: BTreeMap<String, reqwest::Client>,
+    /// The portal's own access tokens (no role: it sees each workload's status only).
+    tokens: Arc<PortalTokens>,
 }
 
 const PORTAL_HTML: &str = include_str!("portal/index.html");
@@ -735,6 +976,7 @@ fn portal_router(
     info: DemoInfo,
     http: reqwest::Client,
     workloads: BTreeMap<String, reqwest::Client>,
+    tokens: PortalTokens,
 ) -> axum::Router {
     let asset = |ct: &'static str, body: &'static str| {
         move || async move { ([(header::CONTENT_TYPE, ct)], body).into_response() }
@@ -755,6 +997,7 @@ fn portal_router(
             info,
             http,
             workloads,
+            tokens: Arc::new(tokens),
         })
 }
 
@@ -766,7 +1009,15 @@ async fn demo_status(State(p): State<Portal>) -> Json<Value> {
         let Some(client) = p.workloads.get(&w.id) else {
             continue;
         };
-        let status: Value = match client.get(format!("{}api/status", w.url)).send().await {
+        let Ok(token) = p.tokens.token(&w.party).await else {
+            continue;
+        };
+        let status: Value = match client
+            .get(format!("{}api/status", w.url))
+            .bearer_auth(token)
+            .send()
+            .await
+        {
             Ok(r) => r.json().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
         };
@@ -776,6 +1027,12 @@ async fn demo_status(State(p): State<Portal>) -> Json<Value> {
     }
     let mut v = serde_json::to_value(&p.info).expect("JSON");
     v["workloads"] = Value::Array(workloads);
+    // Who may sign in, not with what: the passwords stay in the terminal and demo.json.
+    if let Some(users) = v["sign_in"].as_array_mut() {
+        for u in users {
+            u.as_object_mut().map(|o| o.remove("password"));
+        }
+    }
     Json(v)
 }
 

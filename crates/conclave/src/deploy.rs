@@ -72,6 +72,28 @@ pub fn attestation_service(
     Ok((url, task))
 }
 
+/// Starts the development identity provider on `listener` with TLS from `ca`. Returns its base
+/// URL (issuers are `{url}/{realm}`).
+pub fn identity_provider(
+    dir: &Path,
+    ca: &LocalCa,
+    config: conclave_idp::Config,
+    listener: tokio::net::TcpListener,
+    stop: &Stop,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let url = format!("https://{}", listener.local_addr()?);
+    let cert = ca.server_cert(&dir.join("tls"), "idp", &["127.0.0.1", "localhost"])?;
+    let provider = conclave_idp::Provider::new(&url, config)?;
+    let tls = conclave_net::server_config(&cert.chain_pem, &cert.key_pk8)?;
+    let task = tokio::spawn(conclave_net::serve(
+        listener,
+        conclave_idp::router(provider),
+        Some(tls),
+        stop.signal(),
+    ));
+    Ok((url, task))
+}
+
 /// Opens (or creates) a vault in `dir` and serves it on `listener` with TLS, trusting the
 /// attestation service at `authority`. Returns its URL and where its admin token is.
 pub fn vault(

@@ -10,6 +10,7 @@ mod bench_release;
 mod data_cmd;
 mod demo;
 mod deploy;
+mod idp_cmd;
 mod kms_cmd;
 mod party_cmd;
 mod progress;
@@ -76,11 +77,17 @@ enum Command {
     /// Check or print a vault's audit log.
     #[command(subcommand)]
     Audit(kms_cmd::AuditCommand),
+    /// The development identity provider (OpenID Connect) the demo signs users in with.
+    #[command(subcommand)]
+    Idp(idp_cmd::IdpCommand),
 }
 
 fn init_logging(default: &str, format: LogFormat) {
+    // Who viewed records and ran analyses (`conclave::access`) is always logged, whatever the
+    // verbosity asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        .add_directive("conclave::access=info".parse().expect("a valid directive"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -121,6 +128,7 @@ async fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => bench_cmd::run(cmd).await,
         Command::Party(cmd) => party_cmd::run_party(cmd).await,
         Command::Receipt(cmd) => party_cmd::run_receipt(cmd).await,
+        Command::Idp(cmd) => idp_cmd::run(cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -18,17 +18,17 @@ const SEEDS: [(Party, u64); 3] = [
     (Party::Woodgrove, 3),
 ];
 
-/// A base port with the nine after it free.
+/// A base port with the ten after it free.
 fn free_ports() -> u16 {
     for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id() * 7 + attempt * 131) % 4000) as u16 * 10;
+        let base = 20_000 + ((std::process::id() * 7 + attempt * 131) % 3600) as u16 * 11;
         let all_free =
-            (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+            (0..11).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return base;
         }
     }
-    panic!("no ten consecutive free ports");
+    panic!("no eleven consecutive free ports");
 }
 
 struct Demo {
@@ -37,7 +37,42 @@ struct Demo {
     http: reqwest::blocking::Client,
     /// A client pinned to each workload's TLS key (from `demo.json`), by workload id.
     workloads: std::collections::BTreeMap<String, reqwest::blocking::Client>,
+    /// A client that trusts the demo's CA (the identity provider) and follows no redirect.
+    ca_client: reqwest::blocking::Client,
+    /// Bearer access tokens by username.
+    tokens: std::cell::RefCell<std::collections::HashMap<String, String>>,
     stdout: Vec<String>,
+}
+
+/// A PKCE pair (RFC 7636): verifier, S256 challenge.
+fn pkce() -> (String, String) {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .unwrap();
+    let verifier = conclave_attest::api::b64url(&bytes);
+    let challenge = conclave_attest::api::b64url(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref(),
+    );
+    (verifier, challenge)
+}
+
+fn location(r: &reqwest::blocking::Response) -> String {
+    r.headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no redirect: {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    url.split_once('?')?
+        .1
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .map(str::to_string)
 }
 
 /// A blocking client that talks only to the server with this TLS key pin.
@@ -103,10 +138,20 @@ fn start(state: &Path, port: u16) -> Demo {
             (w["id"].as_str().unwrap().to_string(), pinned(pin))
         })
         .collect();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(info["ca"].as_str().unwrap()).unwrap())
+        .unwrap();
+    let ca_client = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     Demo {
         child,
         info,
         workloads,
+        ca_client,
+        tokens: Default::default(),
         http: reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -133,30 +178,160 @@ impl Demo {
         &self.workloads[workload]
     }
 
-    fn get(&self, workload: &str, path: &str) -> (u16, Value) {
+    fn password(&self, username: &str) -> (String, String) {
+        let u = self.info["sign_in"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == username)
+            .unwrap_or_else(|| panic!("no demo user {username}"));
+        (
+            u["party"].as_str().unwrap().to_string(),
+            u["password"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Posts the provider's login form for `authorize_url` (its hidden fields are the
+    /// authorization request's query parameters); returns the redirect it answers with.
+    fn submit_login(&self, authorize_url: &str, username: &str, password: &str) -> String {
+        let form = self.ca_client.get(authorize_url).send().unwrap();
+        assert_eq!(form.status(), 200, "{}", form.text().unwrap());
+        let query = authorize_url.split_once('?').unwrap().1;
         let r = self
-            .client(workload)
-            .get(format!("{}{path}", self.url(workload)))
+            .ca_client
+            .post(authorize_url.split_once('?').unwrap().0)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("{query}&username={username}&password={password}"))
             .send()
             .unwrap();
+        assert_eq!(r.status(), 303, "{}", r.text().unwrap());
+        location(&r)
+    }
+
+    /// A bearer access token for a demo user, as an API client gets one: authorization code
+    /// with PKCE at the party's provider, through the public `conclave-cli` client.
+    fn token(&self, username: &str) -> String {
+        if let Some(t) = self.tokens.borrow().get(username) {
+            return t.clone();
+        }
+        let (realm, password) = self.password(username);
+        let issuer = format!(
+            "{}/{realm}",
+            self.info["identity_provider"].as_str().unwrap()
+        );
+        let (verifier, challenge) = pkce();
+        let redirect = "http%3A%2F%2F127.0.0.1%2Fcallback";
+        let authorize = format!(
+            "{issuer}/authorize?response_type=code&client_id=conclave-cli&redirect_uri={redirect}&scope=openid%20profile&state=st&code_challenge={challenge}&code_challenge_method=S256"
+        );
+        let back = self.submit_login(&authorize, username, &password);
+        assert!(back.starts_with("http://127.0.0.1/callback?"), "{back}");
+        assert_eq!(query_param(&back, "state").as_deref(), Some("st"));
+        let code = query_param(&back, "code").unwrap();
+        let r = self
+            .ca_client
+            .post(format!("{issuer}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=authorization_code&code={code}&redirect_uri={redirect}&client_id=conclave-cli&code_verifier={verifier}"
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let token = r.json::<Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.tokens
+            .borrow_mut()
+            .insert(username.to_string(), token.clone());
+        token
+    }
+
+    /// Signs in through a workload's page, as a browser does; returns the session cookie.
+    fn sign_in(&self, workload: &str, username: &str) -> String {
+        let (_, password) = self.password(username);
+        let pinned = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(
+                conclave_net::attested_tls::pinned_tls_config(
+                    self.workload(workload)["pin_sha256"].as_str().unwrap(),
+                )
+                .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let r = pinned
+            .get(format!("{}auth/login?next=/api/status", self.url(workload)))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let authorize = location(&r);
+        assert!(
+            authorize.contains("code_challenge_method=S256"),
+            "{authorize}"
+        );
+        let back = self.submit_login(&authorize, username, &password);
+        assert!(
+            back.starts_with(&format!("{}auth/callback?", self.url(workload))),
+            "{back}"
+        );
+        let r = pinned.get(&back).send().unwrap();
+        assert_eq!(r.status(), 303, "{}", r.text().unwrap());
+        assert_eq!(location(&r), "/api/status");
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+        cookie.split(';').next().unwrap().to_string()
+    }
+
+    /// Who the tests act as by default: the workload's party's member, or Woodgrove's analyst
+    /// for analyses (the snooper and the tampered workload run Woodgrove's config).
+    fn default_user(&self, workload: &str, path: &str) -> String {
+        let party = self.workload(workload)["party"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if path.starts_with("api/analysis") && party == "woodgrove" {
+            format!("{party}-analyst")
+        } else {
+            format!("{party}-member")
+        }
+    }
+
+    fn as_user(
+        &self,
+        method: reqwest::Method,
+        workload: &str,
+        path: &str,
+    ) -> reqwest::blocking::Response {
+        let token = self.token(&self.default_user(workload, path));
+        self.client(workload)
+            .request(method, format!("{}{path}", self.url(workload)))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    }
+
+    fn get(&self, workload: &str, path: &str) -> (u16, Value) {
+        let r = self.as_user(reqwest::Method::GET, workload, path);
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     }
 
     fn get_text(&self, workload: &str, path: &str) -> (u16, String) {
-        let r = self
-            .client(workload)
-            .get(format!("{}{path}", self.url(workload)))
-            .send()
-            .unwrap();
+        let r = self.as_user(reqwest::Method::GET, workload, path);
         (r.status().as_u16(), r.text().unwrap())
     }
 
     fn post(&self, workload: &str, path: &str) -> (u16, Value) {
-        let r = self
-            .client(workload)
-            .post(format!("{}{path}", self.url(workload)))
-            .send()
-            .unwrap();
+        let r = self.as_user(reqwest::Method::POST, workload, path);
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     }
 
@@ -350,8 +525,198 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         kids.push(own["release"]["kid"].as_str().unwrap().to_string());
     }
 
+    // Only the right people: nothing but health, readiness and attestation evidence answers
+    // without sign-in; a page sends the browser to sign in; tokens are checked for issuer and
+    // audience; roles decide records (members) and analyses (analysts).
+    let anonymous = |w: &str, path: &str| {
+        demo.client(w)
+            .get(format!("{}{path}", demo.url(w)))
+            .send()
+            .unwrap()
+    };
+    for path in ["healthz", "readyz", "api/attestation"] {
+        assert_eq!(anonymous("contoso", path).status(), 200, "{path}");
+    }
+    for path in [
+        "api/status",
+        "api/records",
+        "api/analysis",
+        "api/analysis/receipt",
+        "metrics",
+        "api/no-such-api",
+    ] {
+        let r = anonymous("woodgrove", path);
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "Unauthenticated", "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/auth/login")
+        );
+    }
+    let no_redirect = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(
+            conclave_net::attested_tls::pinned_tls_config(
+                demo.workload("contoso")["pin_sha256"].as_str().unwrap(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let page = no_redirect.get(demo.url("contoso")).send().unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(location(&page), "/auth/login?next=/");
+    let with_token = |w: &str, user: &str, method: reqwest::Method, path: &str| {
+        demo.client(w)
+            .request(method, format!("{}{path}", demo.url(w)))
+            .bearer_auth(demo.token(user))
+            .send()
+            .unwrap()
+    };
+    // Another party's token (another issuer, another audience) is refused.
+    let r = with_token(
+        "fabrikam",
+        "contoso-member",
+        reqwest::Method::GET,
+        "api/status",
+    );
+    assert_eq!(r.status(), 401);
+    assert!(r.text().unwrap().contains("bearer token is not accepted"));
+    // A forged token (one changed signature byte) is refused.
+    let token = demo.token("contoso-member");
+    let at = token.rfind('.').unwrap() + 10;
+    let mut forged = token.into_bytes();
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let r = demo
+        .client("contoso")
+        .get(format!("{}api/status", demo.url("contoso")))
+        .bearer_auth(forged)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The analyst never sees records, even its own party's; a member runs no analysis.
+    let r = with_token(
+        "woodgrove",
+        "woodgrove-analyst",
+        reqwest::Method::GET,
+        "api/records",
+    );
+    assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("needs the member role"));
+    let r = with_token(
+        "woodgrove",
+        "woodgrove-member",
+        reqwest::Method::POST,
+        "api/analysis",
+    );
+    assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("needs the analyst role"));
+    let r = with_token(
+        "woodgrove",
+        "woodgrove-member",
+        reqwest::Method::GET,
+        "api/analysis",
+    );
+    assert_eq!(r.status(), 403);
+    let me = with_token(
+        "woodgrove",
+        "woodgrove-analyst",
+        reqwest::Method::GET,
+        "api/status",
+    )
+    .json::<Value>()
+    .unwrap();
+    assert_eq!(me["user"]["name"], "woodgrove-analyst");
+    assert_eq!(me["user"]["roles"], serde_json::json!(["analyst"]));
+    assert_eq!(me["user"]["via"], "bearer");
+    // A browser session: signed in through the page and the party's provider; a change made
+    // with it must come from the workload's own origin; signing out ends it.
+    let session = demo.sign_in("contoso", "contoso-member");
+    let with_session = |method: reqwest::Method, path: &str, origin: Option<&str>| {
+        let mut r = demo
+            .client("contoso")
+            .request(method, format!("{}{path}", demo.url("contoso")))
+            .header("cookie", &session);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send().unwrap()
+    };
+    let r = with_session(reqwest::Method::GET, "api/records?limit=3", None);
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().unwrap()["records"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let own_origin = demo.url("contoso").trim_end_matches('/').to_string();
+    let r = with_session(
+        reqwest::Method::POST,
+        "api/keys/contoso/release",
+        Some("https://evil.example"),
+    );
+    assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("CrossOrigin"));
+    let r = with_session(reqwest::Method::POST, "api/keys/contoso/release", None);
+    assert_eq!(r.status(), 403);
+    let r = with_session(
+        reqwest::Method::POST,
+        "api/keys/contoso/release",
+        Some(&own_origin),
+    );
+    assert_eq!(r.status(), 200);
+    let r = with_session(reqwest::Method::POST, "auth/logout", Some(&own_origin));
+    assert_eq!(r.status(), 200);
+    let r = with_session(reqwest::Method::GET, "api/records", None);
+    assert_eq!(r.status(), 401);
+    // A wrong password gets the form again, with the reason, and no code.
+    let (verifier_unused, challenge) = pkce();
+    let _ = verifier_unused;
+    let authorize = format!(
+        "{}/contoso/authorize?response_type=code&client_id=conclave-cli&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcallback&scope=openid&code_challenge={challenge}&code_challenge_method=S256",
+        demo.info["identity_provider"].as_str().unwrap()
+    );
+    let query = authorize.split_once('?').unwrap().1.to_string();
+    let r = demo
+        .ca_client
+        .post(authorize.split_once('?').unwrap().0)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("{query}&username=contoso-member&password=wrong"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().unwrap().contains("Wrong username or password"));
+
     // Each party sees its own records, exactly the generated ones.
     let contoso = demo.all_own_records("contoso");
+    // Every record view is logged with the user (and never with the records).
+    let log = std::fs::read_to_string(demo.workload("contoso")["log"].as_str().unwrap()).unwrap();
+    let views: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("records viewed"))
+        .collect();
+    assert!(!views.is_empty(), "{log}");
+    assert!(
+        views.iter().all(|l| l.contains("contoso-member")),
+        "{views:?}"
+    );
+    assert!(
+        log.contains("signed in") && log.contains("signed out"),
+        "{log}"
+    );
+    assert!(!log.contains(&contoso[0].phone));
     assert_eq!(contoso, generated(Party::Contoso));
     assert_eq!(demo.all_own_records("fabrikam"), generated(Party::Fabrikam));
     // Woodgrove's record view is its own records only, never a partner's.
@@ -416,11 +781,7 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     // Woodgrove's analysis, with live progress over SSE, matching an independent computation.
     let (code, started) = demo.post("woodgrove", "api/analysis");
     assert_eq!(code, 202, "{started}");
-    let events = demo
-        .client("woodgrove")
-        .get(format!("{}api/analysis/events", demo.url("woodgrove")))
-        .send()
-        .unwrap();
+    let events = demo.as_user(reqwest::Method::GET, "woodgrove", "api/analysis/events");
     assert_eq!(
         events.headers()["content-type"].to_str().unwrap(),
         "text/event-stream"

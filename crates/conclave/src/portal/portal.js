@@ -44,7 +44,12 @@ async function refresh() {
     framesDrawn = true;
     for (const id of ["contoso", "fabrikam", "woodgrove"]) {
       const w = demo.workloads.find((x) => x.id === id);
-      $("#frames").append(el("iframe", { src: w.url, title: w.name + " workload page", loading: "lazy" }));
+      const users = demo.sign_in.filter((u) => u.party === w.party);
+      $("#frames").append(el("article", { class: "party-card", "data-workload": w.id },
+        el("h3", {}, el("a", { href: w.url, text: w.name })),
+        el("p", { text: "Sign in as " + users.map((u) => u.username + " (" + u.roles.join(", ") + ")").join(" or ") }),
+        el("p", { class: "pin" }, "TLS key ", el("code", { text: "pin-sha256 " + (w.pin_sha256 || "?") }),
+          w.pin_attested ? " — checked against its attestation" : " — NOT attested")));
     }
     const services = $("#services");
     services.append(el("li", { text: "Attestation service: " + demo.attestation }));
