@@ -987,7 +987,7 @@ async fn callback(State(w): St, Query(q): Query<CallbackQuery>) -> Response {
             response
         }
         Err(e) => {
-            tracing::warn!(target: "conclave::access", "sign-in failed: {e}");
+            tracing::warn!(target: "conclave::access", "{e}");
             ApiError::new(StatusCode::UNAUTHORIZED, "SignInFailed", e.to_string()).into_response()
         }
     }
