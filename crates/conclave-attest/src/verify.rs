@@ -90,6 +90,9 @@ pub struct TokenVerifier {
     issuer: Option<String>,
     algorithms: Vec<Algorithm>,
     audience: Option<String>,
+    /// Whether the issuer's `jwks_uri` must be under the issuer's URL (attestation authorities);
+    /// OpenID providers may publish keys elsewhere.
+    jwks_under_issuer: bool,
     source: KeySource,
     keys: Mutex<KeyCache>,
     key_lifetime: Duration,
@@ -126,6 +129,7 @@ impl TokenVerifier {
             last_refresh: tokio::sync::Mutex::new(None),
             algorithms: vec![Algorithm::RS256],
             audience: None,
+            jwks_under_issuer: true,
         }
     }
 
@@ -143,6 +147,7 @@ impl TokenVerifier {
             last_refresh: tokio::sync::Mutex::new(None),
             algorithms: vec![Algorithm::RS256],
             audience: None,
+            jwks_under_issuer: true,
         }
     }
 
@@ -159,6 +164,7 @@ impl TokenVerifier {
             last_refresh: tokio::sync::Mutex::new(None),
             algorithms: vec![Algorithm::RS256],
             audience: None,
+            jwks_under_issuer: true,
         }
     }
 
@@ -183,6 +189,16 @@ impl TokenVerifier {
     /// Also require `aud` to be (or, as an array, contain) `audience` (RFC 7519 §4.1.3).
     pub fn with_audience(mut self, audience: &str) -> Self {
         self.audience = Some(audience.to_string());
+        self
+    }
+
+    /// Take the keys from wherever the issuer's OpenID configuration (fetched from the issuer
+    /// itself, over TLS) says, even outside the issuer's URL: OpenID Connect Discovery 1.0 §3
+    /// does not require `jwks_uri` to be under the issuer, and Microsoft Entra ID's is not
+    /// (`…/{tenant}/discovery/v2.0/keys` for the issuer `…/{tenant}/v2.0`). Attestation
+    /// authorities keep the stricter default.
+    pub fn with_jwks_anywhere(mut self) -> Self {
+        self.jwks_under_issuer = false;
         self
     }
 
@@ -264,7 +280,7 @@ impl TokenVerifier {
                         })?;
                 // Keys must come from the issuer itself, not wherever its configuration points.
                 let issuer = self.issuer.as_deref().unwrap_or_default();
-                if !jwks_uri.starts_with(&format!("{issuer}/")) {
+                if self.jwks_under_issuer && !jwks_uri.starts_with(&format!("{issuer}/")) {
                     return Err(TokenError::KeysUnavailable(format!(
                         "jwks_uri {jwks_uri} is not under the issuer {issuer}"
                     )));

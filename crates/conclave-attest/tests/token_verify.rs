@@ -261,3 +261,51 @@ async fn a_validly_signed_token_with_an_unknown_critical_header_is_refused() {
         .await
         .unwrap();
 }
+
+/// An OpenID provider whose `jwks_uri` is not under its issuer (as Microsoft Entra ID's:
+/// `…/{tenant}/discovery/v2.0/keys` for the issuer `…/{tenant}/v2.0`): an attestation verifier
+/// refuses to take keys from there; one made `with_jwks_anywhere` (OpenID Connect Discovery
+/// 1.0 §3) takes them, and still checks issuer, audience and algorithm.
+#[tokio::test]
+async fn keys_outside_the_issuer_only_for_verifiers_that_allow_them() {
+    let f = fixture();
+    let jwks = f.ring.jwks(std::time::Duration::from_secs(3600));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = format!("{base}/tenant/v2.0");
+    let config =
+        json!({"issuer": issuer, "jwks_uri": format!("{base}/tenant/discovery/v2.0/keys")});
+    let router = axum::Router::new()
+        .route(
+            "/tenant/v2.0/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(config) }),
+        )
+        .route(
+            "/tenant/discovery/v2.0/keys",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let mut c = claims(now(), now(), now() + 600, &issuer);
+    c["aud"] = json!("api://workload");
+    let token = sign(&f, &c);
+
+    let strict = TokenVerifier::for_issuer(&issuer, reqwest::Client::new());
+    let e = strict.verify(&token).await.unwrap_err();
+    assert!(e.to_string().contains("is not under the issuer"), "{e}");
+
+    let oidc = TokenVerifier::for_issuer(&issuer, reqwest::Client::new())
+        .with_algorithms(&[
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256,
+        ])
+        .with_audience("api://workload")
+        .with_jwks_anywhere();
+    assert_eq!(oidc.verify(&token).await.unwrap().issuer(), issuer);
+    let other_audience = TokenVerifier::for_issuer(&issuer, reqwest::Client::new())
+        .with_audience("api://another")
+        .with_jwks_anywhere();
+    assert!(matches!(
+        other_audience.verify(&token).await.unwrap_err(),
+        TokenError::WrongAudience { .. }
+    ));
+}

@@ -285,7 +285,8 @@ impl Authenticator {
                 jsonwebtoken::Algorithm::ES256,
                 jsonwebtoken::Algorithm::ES384,
             ])
-            .with_audience(&config.audience);
+            .with_audience(&config.audience)
+            .with_jwks_anywhere();
         Ok(Authenticator {
             cookie_name: format!("{SESSION_COOKIE_PREFIX}{port}"),
             redirect_url: format!("{}/auth/callback", public.trim_end_matches('/')),
