@@ -34,7 +34,9 @@ function portFree(port) {
 
 async function freeBase() {
   for (let i = 0; i < 200; i++) {
-    const base = 30000 + Math.floor(Math.random() * 2200) * 11;
+    // Below Linux's ephemeral port range (32768–60999): an outgoing connection never takes one of
+    // these ports between this check and the workloads binding them.
+    const base = 20000 + Math.floor(Math.random() * 1100) * 11;
     let ok = true;
     for (let p = base; p < base + 11 && ok; p++) ok = await portFree(p);
     if (ok) return base;
@@ -181,8 +183,10 @@ try {
   await Promise.all([page.waitForURL(url(7) + "**"), page.click("button[type=submit]")]);
   await page.waitForFunction(() => document.querySelector("#user-name").textContent.includes("woodgrove-analyst"));
   await page.waitForSelector("#attestation-status[data-state='attested']");
-  await page.waitForFunction(() => document.querySelector("#records-status").textContent.includes("needs the member role"));
-  check(true, "the analyst is shown no records: " + (await page.textContent("#records-status")));
+  await page.waitForFunction(() => document.querySelector("#records-status").textContent.startsWith("No records shown"), null, { timeout: 30_000 });
+  const analystRecords = await page.textContent("#records-status");
+  check(analystRecords.includes("needs the member role") && (await page.locator("#records tbody tr").count()) === 0,
+    "the analyst is shown no records: " + analystRecords);
   check(await page.isVisible("#analytics"), "analytics section shown to Woodgrove");
   await page.click("#run-analysis");
   await page.waitForSelector("#analysis-status[data-state='done']", { timeout: 120_000 });

@@ -81,6 +81,10 @@ pub struct ClientConfig {
     /// Roles of the client itself, in tokens from the `client_credentials` grant.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The API (`aud`) this client's access tokens are for, when not the realm's `audience`: a
+    /// workload registered as its own client gets tokens only it accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 /// A user who can sign in.
@@ -119,10 +123,37 @@ struct PendingCode {
 pub struct Provider {
     base_url: String,
     realms: BTreeMap<String, RealmConfig>,
+    /// One signing key per realm: a token of one realm never verifies with another's keys.
+    keys: BTreeMap<String, SigningKey>,
+    codes: Mutex<HashMap<String, PendingCode>>,
+}
+
+struct SigningKey {
     kid: String,
     encoding: jsonwebtoken::EncodingKey,
     jwk: Value,
-    codes: Mutex<HashMap<String, PendingCode>>,
+}
+
+impl SigningKey {
+    fn generate() -> Result<Self, IdpError> {
+        let rng = SystemRandom::new();
+        let pk8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|e| IdpError::Key(e.to_string()))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pk8.as_ref())
+            .map_err(|e| IdpError::Key(e.to_string()))?;
+        let point = pair.public_key().as_ref();
+        let kid =
+            b64url(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, point).as_ref()[..12]);
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
+        });
+        Ok(SigningKey {
+            kid,
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pk8.as_ref()),
+            jwk,
+        })
+    }
 }
 
 fn now() -> u64 {
@@ -182,20 +213,13 @@ impl Config {
 }
 
 impl Provider {
-    /// A provider at `base_url` (`https://host:port`, no trailing slash) with a new ES256 key.
+    /// A provider at `base_url` (`https://host:port`, no trailing slash) with a new ES256 key
+    /// per realm (kept in memory only).
     pub fn new(base_url: &str, config: Config) -> Result<Arc<Self>, IdpError> {
-        let rng = SystemRandom::new();
-        let pk8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|e| IdpError::Key(e.to_string()))?;
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pk8.as_ref())
-            .map_err(|e| IdpError::Key(e.to_string()))?;
-        let point = pair.public_key().as_ref();
-        let kid =
-            b64url(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, point).as_ref()[..12]);
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
-        });
+        let mut keys = BTreeMap::new();
+        for r in &config.realms {
+            keys.insert(r.name.clone(), SigningKey::generate()?);
+        }
         Ok(Arc::new(Provider {
             base_url: base_url.trim_end_matches('/').to_string(),
             realms: config
@@ -203,9 +227,7 @@ impl Provider {
                 .into_iter()
                 .map(|r| (r.name.clone(), r))
                 .collect(),
-            kid,
-            encoding: jsonwebtoken::EncodingKey::from_ec_der(pk8.as_ref()),
-            jwk,
+            keys,
             codes: Mutex::default(),
         }))
     }
@@ -226,16 +248,18 @@ impl Provider {
         })
     }
 
-    fn sign(&self, typ: &str, claims: &Value) -> String {
+    fn sign(&self, realm: &str, typ: &str, claims: &Value) -> String {
+        let key = &self.keys[realm];
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(key.kid.clone());
         header.typ = Some(typ.to_string());
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("ES256 signing works")
+        jsonwebtoken::encode(&header, claims, &key.encoding).expect("ES256 signing works")
     }
 
     fn access_token(
         &self,
         realm: &RealmConfig,
+        audience: &str,
         sub: &str,
         client_id: &str,
         scope: &str,
@@ -243,14 +267,14 @@ impl Provider {
     ) -> String {
         let t = now();
         let mut claims = json!({
-            "iss": self.issuer(&realm.name), "sub": sub, "aud": realm.audience,
+            "iss": self.issuer(&realm.name), "sub": sub, "aud": audience,
             "client_id": client_id, "scope": scope, "jti": random_token(),
             "iat": t, "nbf": t, "exp": t + realm.token_lifetime_secs,
         });
         if let (Some(c), Value::Object(extra)) = (claims.as_object_mut(), extra) {
             c.extend(extra);
         }
-        self.sign("at+jwt", &claims)
+        self.sign(&realm.name, "at+jwt", &claims)
     }
 }
 
@@ -299,7 +323,7 @@ async fn discovery(State(p): St, Path(realm): Path<String>) -> Response {
 
 async fn jwks(State(p): St, Path(realm): Path<String>) -> Response {
     match p.realm(&realm) {
-        Ok(_) => axum::Json(json!({"keys": [p.jwk]})).into_response(),
+        Ok(r) => axum::Json(json!({"keys": [p.keys[&r.name].jwk]})).into_response(),
         Err(e) => *e,
     }
 }
@@ -572,6 +596,10 @@ struct TokenParams {
     client_secret: Option<String>,
     #[serde(default)]
     scope: Option<String>,
+    /// RFC 8707 resource indicator: the API the access token is for (the realm's audience or
+    /// one of its clients' audiences).
+    #[serde(default)]
+    resource: Option<String>,
 }
 
 /// RFC 6749 §5.2 error.
@@ -660,6 +688,25 @@ async fn token(
         }
         (None, None) => {}
     }
+    // The access token's audience: the resource asked for (RFC 8707), else the client's own API,
+    // else the realm's.
+    let audiences: Vec<&str> = std::iter::once(r.audience.as_str())
+        .chain(r.clients.iter().filter_map(|c| c.audience.as_deref()))
+        .collect();
+    let audience = match params.resource.as_deref() {
+        Some(res) if audiences.contains(&res) => res.to_string(),
+        Some(res) => {
+            return token_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                &format!("resource {res:?} is not an API of this realm"),
+            );
+        }
+        None => client
+            .audience
+            .clone()
+            .unwrap_or_else(|| r.audience.clone()),
+    };
     match params.grant_type.as_str() {
         "authorization_code" => {
             let pending = p.codes.lock().expect("codes lock").remove(&params.code);
@@ -704,7 +751,14 @@ async fn token(
                 "name": user.name, "preferred_username": user.username,
                 "email": user.email, "roles": user.roles,
             });
-            let access = p.access_token(r, &user.username, &client_id, &c.scope, profile.clone());
+            let access = p.access_token(
+                r,
+                &audience,
+                &user.username,
+                &client_id,
+                &c.scope,
+                profile.clone(),
+            );
             let t = now();
             let mut id_claims = json!({
                 "iss": p.issuer(&realm), "sub": user.username, "aud": client_id,
@@ -716,7 +770,7 @@ async fn token(
             if let (Some(o), Value::Object(extra)) = (id_claims.as_object_mut(), profile) {
                 o.extend(extra);
             }
-            let id_token = p.sign("JWT", &id_claims);
+            let id_token = p.sign(&realm, "JWT", &id_claims);
             (
                 [(header::CACHE_CONTROL, "no-store")],
                 axum::Json(json!({
@@ -737,6 +791,7 @@ async fn token(
             let scope = params.scope.clone().unwrap_or_default();
             let access = p.access_token(
                 r,
+                &audience,
                 &client_id,
                 &client_id,
                 &scope,

@@ -193,10 +193,34 @@ async fn discovery_code_flow_with_pkce_and_client_credentials() {
             .await
         }
     };
-    // A wrong verifier fails and uses the code up; a code is single-use.
+    // A wrong verifier fails and uses the code up (the right one then fails too).
     let r = exchange(format!("{verifier}x"), code.clone()).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(exchange(verifier.clone(), code).await.status(), 400);
+    // A code is bound to its redirect_uri.
+    let ok = post_form(
+        &http,
+        &format!("{issuer}/authorize"),
+        format!("{query}&username=alice&password=correct%20horse"),
+    )
+    .await;
+    let code = param(&location(&ok), "code").unwrap();
+    let r = post_form(
+        &http,
+        &format!("{issuer}/token"),
+        format!(
+            "grant_type=authorization_code&code={code}&redirect_uri=https%3A%2F%2Fapp.example%2Fother&client_id=web&code_verifier={verifier}"
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("another client or redirect_uri")
+    );
     let ok = post_form(
         &http,
         &format!("{issuer}/authorize"),
@@ -238,6 +262,17 @@ async fn discovery_code_flow_with_pkce_and_client_credentials() {
     assert_eq!(cc(Some(("svc", "wrong"))).await.unwrap().status(), 401);
     assert_eq!(cc(Some(("web", ""))).await.unwrap().status(), 401);
     assert_eq!(cc(None).await.unwrap().status(), 401);
+    // RFC 8707: a resource the realm does not serve is refused.
+    let r = http
+        .post(format!("{issuer}/token"))
+        .basic_auth("svc", Some("s3cret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&resource=api%3A%2F%2Felsewhere")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_target");
     let svc: Value = cc(Some(("svc", "s3cret")))
         .await
         .unwrap()

@@ -247,6 +247,9 @@ fn client_with(verifier: Arc<PinCapture>) -> Result<reqwest::Client, NetError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
+        // A redirect would take the request (and the recorded key) to another server than the
+        // one asked, or past the pinned one: never follow.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("conclave/", env!("CARGO_PKG_VERSION")))
         .tls_backend_preconfigured(tls)
         .build()
@@ -254,7 +257,8 @@ fn client_with(verifier: Arc<PinCapture>) -> Result<reqwest::Client, NetError> {
 }
 
 /// A client that records the certificate of the server it connects to instead of judging it,
-/// and the recorder. Use it for one request to one server (the attestation evidence), then
+/// and the recorder. It follows no redirect (an answer from elsewhere would not be the
+/// recorded server's). Use it for one request to one server (the attestation evidence), then
 /// compare the recorded key's pin with the pin that evidence attests; trust nothing received
 /// before that comparison succeeds.
 pub fn capturing_client() -> Result<(reqwest::Client, Arc<PinCapture>), NetError> {

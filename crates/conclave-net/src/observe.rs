@@ -5,7 +5,8 @@
 //!
 //! Metric names start with `conclave_`; every series carries `service` (`attestation`, `vault`,
 //! `workload`). Labels are bounded: routes are templates (`/keys/{name}/release`, never a key
-//! name), refusal reasons are codes. Nothing in them is secret; `/metrics` needs no credentials.
+//! name), refusal reasons are codes. Nothing in them is secret; a service may still put `/metrics` behind its sign-in (the party
+//! workloads do: [`metrics_route`] then their layer, then [`instrument`]).
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};

@@ -37,10 +37,18 @@ use serde_json::Value;
 pub const SESSION_COOKIE_PREFIX: &str = "__Host-conclave-session-";
 /// How long a browser session lasts after sign-in.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// Prefix of the cookie that ties a sign-in in progress to the browser that started it (its
+/// name ends with the port, as the session cookie's does).
+pub const LOGIN_COOKIE_PREFIX: &str = "__Host-conclave-login-";
 /// How long a started sign-in may take to come back.
-const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
+pub const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
 /// Sign-ins in progress kept at most (older ones are dropped first).
 const MAX_PENDING: usize = 10_000;
+/// Longest `next` (the page to return to after sign-in) kept.
+const MAX_NEXT: usize = 512;
+/// How long the provider's discovered metadata (endpoints and signing keys) is used before it
+/// is fetched again, so a key the provider rotates out stops being trusted.
+const METADATA_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The `[auth]` section of the party config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -151,6 +159,8 @@ pub enum AuthError {
 }
 
 struct PendingLogin {
+    /// SHA-256 of the login cookie given to the browser that started this sign-in.
+    browser: String,
     verifier: PkceCodeVerifier,
     nonce: Nonce,
     next: String,
@@ -169,7 +179,7 @@ pub struct Authenticator {
     redirect_url: String,
     client_secret: Option<String>,
     http: OidcHttp,
-    metadata: tokio::sync::Mutex<Option<CoreProviderMetadata>>,
+    metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, Instant)>>,
     bearer: TokenVerifier,
     pending: Mutex<HashMap<String, PendingLogin>>,
     sessions: Mutex<HashMap<String, Session>>,
@@ -211,6 +221,23 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
                 .body(body.to_vec())
                 .map_err(|e| HttpError(e.to_string()))
         })
+    }
+}
+
+/// `next` if it is a plain path on this workload, else `/`: never a URL a browser would take
+/// to another origin (`//host`, `/\\host`, control characters), never longer than
+/// [`MAX_NEXT`].
+pub fn local_path(next: &str) -> String {
+    let plain = next.len() <= MAX_NEXT
+        && next.starts_with('/')
+        && !next.starts_with("//")
+        && next
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~%?=&+".contains(&b));
+    if plain {
+        next.to_string()
+    } else {
+        "/".to_string()
     }
 }
 
@@ -309,10 +336,20 @@ impl Authenticator {
         &self.cookie_name
     }
 
-    /// The provider's metadata, discovered once (and again after a failure).
-    async fn metadata(&self) -> Result<CoreProviderMetadata, AuthError> {
+    /// The name of the cookie that ties a sign-in in progress to its browser.
+    pub fn login_cookie_name(&self) -> String {
+        self.cookie_name
+            .replacen(SESSION_COOKIE_PREFIX, LOGIN_COOKIE_PREFIX, 1)
+    }
+
+    /// The provider's metadata, discovered when none is held, when it is older than
+    /// [`METADATA_LIFETIME`], or when `refresh` asks (an ID token named a key it lacks).
+    async fn metadata(&self, refresh: bool) -> Result<CoreProviderMetadata, AuthError> {
         let mut cached = self.metadata.lock().await;
-        if let Some(m) = &*cached {
+        if let Some((m, at)) = &*cached
+            && !refresh
+            && at.elapsed() < METADATA_LIFETIME
+        {
             return Ok(m.clone());
         }
         let issuer =
@@ -326,7 +363,7 @@ impl Authenticator {
                 issuer: self.config.issuer.clone(),
                 detail: format!("discovery failed: {}", crate::endpoint::error_chain(&e)),
             })?;
-        *cached = Some(m.clone());
+        *cached = Some((m.clone(), Instant::now()));
         Ok(m)
     }
 
@@ -361,10 +398,11 @@ impl Authenticator {
         }
     }
 
-    /// Starts a sign-in: the provider's authorization URL to send the browser to. `next` is
-    /// where to go afterwards (a path on this workload).
-    pub async fn login_url(&self, next: &str) -> Result<String, AuthError> {
-        let metadata = self.metadata().await?;
+    /// Starts a sign-in: the provider's authorization URL to send the browser to, and the value
+    /// of the login cookie to give that browser (the callback must come back with it). `next`
+    /// is where to go afterwards: a path on this workload (anything else goes to `/`).
+    pub async fn login_url(&self, next: &str) -> Result<(String, String), AuthError> {
+        let metadata = self.metadata(false).await?;
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -384,12 +422,8 @@ impl Authenticator {
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge)
             .url();
-        // Only a local path: never an open redirect.
-        let next = if next.starts_with('/') && !next.starts_with("//") {
-            next.to_string()
-        } else {
-            "/".to_string()
-        };
+        let next = local_path(next);
+        let browser = random_id();
         let mut pending = self.pending.lock().expect("pending lock");
         pending.retain(|_, p| p.started.elapsed() < LOGIN_LIFETIME);
         if pending.len() >= MAX_PENDING
@@ -403,35 +437,51 @@ impl Authenticator {
         pending.insert(
             state.secret().clone(),
             PendingLogin {
+                browser: session_key(&browser),
                 verifier,
                 nonce,
                 next,
                 started: Instant::now(),
             },
         );
-        Ok(url.to_string())
+        Ok((url.to_string(), browser))
     }
 
-    /// Finishes a sign-in: exchanges the code (with the PKCE verifier), verifies the ID token
+    /// Finishes a sign-in: checks it comes back to the browser that started it (`browser`: its
+    /// login cookie), exchanges the code (with the PKCE verifier), verifies the ID token
     /// (signature, issuer, audience, expiry, nonce) and opens a session. Returns the session id
     /// (for the cookie), the principal and where to go next.
     pub async fn finish_login(
         &self,
         code: &str,
         state: &str,
+        browser: Option<&str>,
     ) -> Result<(String, Principal, String), AuthError> {
-        let pending = self
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(state)
-            .filter(|p| p.started.elapsed() < LOGIN_LIFETIME)
-            .ok_or_else(|| {
-                AuthError::Login(
-                    "this sign-in is unknown or too old (its state does not match one this workload started): start again at /auth/login".into(),
-                )
-            })?;
-        let metadata = self.metadata().await?;
+        let pending = {
+            let mut all = self.pending.lock().expect("pending lock");
+            let same_browser = all.get(state).is_some_and(|p| {
+                browser.is_some_and(|b| {
+                    aws_lc_rs::constant_time::verify_slices_are_equal(
+                        session_key(b).as_bytes(),
+                        p.browser.as_bytes(),
+                    )
+                    .is_ok()
+                })
+            });
+            if !same_browser {
+                return Err(AuthError::Login(
+                    "this sign-in was not started by this browser, or is unknown or too old: start again at /auth/login".into(),
+                ));
+            }
+            all.remove(state)
+                .filter(|p| p.started.elapsed() < LOGIN_LIFETIME)
+                .ok_or_else(|| {
+                    AuthError::Login(
+                        "this sign-in took too long: start again at /auth/login".into(),
+                    )
+                })?
+        };
+        let metadata = self.metadata(false).await?;
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -456,9 +506,19 @@ impl Authenticator {
         let id_token = response
             .id_token()
             .ok_or_else(|| AuthError::Login("the provider returned no ID token".into()))?;
-        id_token
-            .claims(&client.id_token_verifier(), &pending.nonce)
-            .map_err(|e| AuthError::Login(format!("the ID token is not valid: {e}")))?;
+        if let Err(e) = id_token.claims(&client.id_token_verifier(), &pending.nonce) {
+            // A key the cached metadata lacks (the provider rotated its keys): discover again,
+            // once, and check with the keys published now.
+            let fresh = self.metadata(true).await?;
+            let client = CoreClient::from_provider_metadata(
+                fresh,
+                ClientId::new(self.config.client_id.clone()),
+                self.client_secret.clone().map(ClientSecret::new),
+            );
+            id_token
+                .claims(&client.id_token_verifier(), &pending.nonce)
+                .map_err(|_| AuthError::Login(format!("the ID token is not valid: {e}")))?;
+        }
         // Verified above: the same compact JWS, read for the claims the core type leaves out.
         let claims = payload(&id_token.to_string())
             .ok_or_else(|| AuthError::Login("the ID token is unreadable".into()))?;
@@ -495,13 +555,19 @@ impl Authenticator {
         }
     }
 
-    /// The principal a bearer access token belongs to.
+    /// The principal a bearer access token belongs to. An ID token (it carries a `nonce`, or
+    /// is for this workload's client id) is not an access token and is refused.
     pub async fn bearer(&self, token: &str) -> Result<Principal, AuthError> {
         let verified = self
             .bearer
             .verify(token)
             .await
             .map_err(|e| AuthError::BadBearer(e.to_string()))?;
+        if verified.claims.get("nonce").is_some() {
+            return Err(AuthError::BadBearer(
+                "this is an ID token (it carries a nonce), not an access token".into(),
+            ));
+        }
         Ok(self.principal(&verified.claims, "bearer"))
     }
 
@@ -509,6 +575,30 @@ impl Authenticator {
         AuthError::Missing {
             issuer: self.config.issuer.clone(),
             audience: self.config.audience.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn after_sign_in_only_plain_local_paths() {
+        for ok in ["/", "/api/status", "/?q=a%20b&x=1"] {
+            assert_eq!(local_path(ok), ok);
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\u{0}",
+            "evil",
+            "",
+            &format!("/{}", "a".repeat(600)),
+        ] {
+            assert_eq!(local_path(bad), "/", "{bad:?}");
         }
     }
 }

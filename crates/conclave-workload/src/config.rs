@@ -124,6 +124,12 @@ impl PartyConfig {
             if auth.client_id.is_empty() || auth.audience.is_empty() {
                 return Err("auth.client_id and auth.audience must not be empty".into());
             }
+            if auth.audience == auth.client_id {
+                return Err(format!(
+                    "auth.audience must differ from auth.client_id ({:?}): ID tokens are for the client id, and one must never pass as an access token",
+                    auth.client_id
+                ));
+            }
         }
         Ok(())
     }

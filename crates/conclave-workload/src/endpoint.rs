@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::identity::RUNTIME_TLS_PIN;
 
+/// Largest attestation answer read from an endpoint (a token is a few kilobytes).
+const MAX_EVIDENCE: usize = 1 << 20;
+
 /// Why an endpoint is not the attested workload (or could not be checked).
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
@@ -88,7 +91,28 @@ pub async fn verify_endpoint(
         .presented()
         .ok_or_else(|| EndpointError::NoCertificate { url: base.into() })?;
     let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_redirection() {
+        return Err(EndpointError::NoEvidence {
+            url: base.into(),
+            status: status.as_u16(),
+            detail: "it redirects elsewhere; the attested workload answers at its own address"
+                .into(),
+        });
+    }
+    // Read at most 1 MiB from a server not trusted yet.
+    let mut body = Vec::new();
+    let mut response = response;
+    while let Some(chunk) = response.chunk().await.ok().flatten() {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_EVIDENCE {
+            return Err(EndpointError::NoEvidence {
+                url: base.into(),
+                status: status.as_u16(),
+                detail: format!("the answer is larger than {MAX_EVIDENCE} bytes"),
+            });
+        }
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !status.is_success() {
         return Err(EndpointError::NoEvidence {
             url: base.into(),

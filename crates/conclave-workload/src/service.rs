@@ -571,6 +571,7 @@ fn require(who: &Principal, role: Role, what: &str) -> Result<(), ApiError> {
     tracing::warn!(
         target: "conclave::access",
         user = %who.name,
+        sub = %who.subject,
         roles = %who.role_names(),
         action = what,
         "refused: needs the {} role",
@@ -603,7 +604,7 @@ async fn release(
             format!("this workload's config lists no dataset of {company:?}"),
         )
     })?;
-    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, company = %company, "key release requested");
+    tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, company = %company, "key release requested");
     let state = w.keyring.release(&dataset).await;
     let code = match state {
         ReleaseState::Released { .. } => StatusCode::OK,
@@ -634,6 +635,7 @@ async fn records(
     tracing::info!(
         target: "conclave::access",
         user = %who.name,
+        sub = %who.subject,
         via = who.via,
         offset = q.offset,
         shown = records.len(),
@@ -664,7 +666,7 @@ async fn analysis_start(
 ) -> Result<(StatusCode, Json<AnalysisView>), ApiError> {
     require(&who, Role::Analyst, "running an analysis")?;
     let view = w.start_analysis(&who.name)?;
-    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, "analysis started");
+    tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, "analysis started");
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
@@ -674,7 +676,7 @@ async fn analysis_cancel(
 ) -> Result<Json<Value>, ApiError> {
     require(&who, Role::Analyst, "cancelling an analysis")?;
     let cancelled = w.cancel_analysis();
-    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, cancelled, "analysis cancel requested");
+    tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, cancelled, "analysis cancel requested");
     Ok(Json(json!({ "cancelled": cancelled })))
 }
 
@@ -683,7 +685,7 @@ async fn analysis_receipt(
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     require(&who, Role::Analyst, "downloading the analysis receipt")?;
-    tracing::info!(target: "conclave::access", user = %who.name, via = who.via, "receipt downloaded");
+    tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, "receipt downloaded");
     let receipt = w.receipt.lock().expect("receipt lock").clone();
     let receipt = receipt.ok_or_else(|| {
         ApiError::new(
@@ -899,12 +901,30 @@ async fn authenticate(
                     Some(Err(e)) => e,
                     _ => auth.missing(),
                 };
+                tracing::info!(target: "conclave::access", path, "refused: not signed in");
                 return unauthenticated(&e, false);
             }
         }
     };
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Whether a request comes from this workload's own page: `Origin` equal to `https://{Host}`.
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    matches!((origin, host), (Some(o), Some(h)) if o == format!("https://{h}"))
+}
+
+fn cross_origin(path: &str) -> Response {
+    tracing::warn!(target: "conclave::access", path, "refused: a change requested from another origin");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "CrossOrigin",
+        "a request that changes something must come from this workload's own page (its Origin header does not match)",
+    )
+    .into_response()
 }
 
 fn url_encode(s: &str) -> String {
@@ -931,7 +951,19 @@ async fn login(State(w): St, Query(q): Query<LoginQuery>) -> Response {
         return unauthenticated(&AuthError::NotConfigured, false);
     };
     match auth.login_url(q.next.as_deref().unwrap_or("/")).await {
-        Ok(url) => axum::response::Redirect::to(&url).into_response(),
+        Ok((url, browser)) => {
+            let mut response = axum::response::Redirect::to(&url).into_response();
+            let cookie = format!(
+                "{}={browser}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+                auth.login_cookie_name(),
+                crate::auth::LOGIN_LIFETIME.as_secs()
+            );
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                axum::http::HeaderValue::from_str(&cookie).expect("cookie text is ASCII"),
+            );
+            response
+        }
         Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, "IdentityProvider", e.to_string())
             .into_response(),
     }
@@ -945,8 +977,13 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-/// `GET /auth/callback`: the provider's answer; opens a session.
-async fn callback(State(w): St, Query(q): Query<CallbackQuery>) -> Response {
+/// `GET /auth/callback`: the provider's answer; opens a session if it comes back to the browser
+/// that started the sign-in.
+async fn callback(
+    State(w): St,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
     let Some(auth) = w.auth.clone() else {
         return unauthenticated(&AuthError::NotConfigured, false);
     };
@@ -971,18 +1008,27 @@ async fn callback(State(w): St, Query(q): Query<CallbackQuery>) -> Response {
         )
         .into_response();
     };
-    match auth.finish_login(&code, &state).await {
+    let browser = cookie(&headers, &auth.login_cookie_name());
+    match auth.finish_login(&code, &state, browser.as_deref()).await {
         Ok((session, who, next)) => {
-            tracing::info!(target: "conclave::access", user = %who.name, roles = %who.role_names(), "signed in");
+            tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, roles = %who.role_names(), "signed in");
             let cookie = format!(
                 "{}={session}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
                 auth.cookie_name(),
                 SESSION_LIFETIME.as_secs()
             );
             let mut response = axum::response::Redirect::to(&next).into_response();
-            response.headers_mut().insert(
+            response.headers_mut().append(
                 header::SET_COOKIE,
                 axum::http::HeaderValue::from_str(&cookie).expect("cookie text is ASCII"),
+            );
+            let done = format!(
+                "{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+                auth.login_cookie_name()
+            );
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                axum::http::HeaderValue::from_str(&done).expect("cookie text is ASCII"),
             );
             response
         }
@@ -993,14 +1039,18 @@ async fn callback(State(w): St, Query(q): Query<CallbackQuery>) -> Response {
     }
 }
 
-/// `POST /auth/logout`: ends the session.
+/// `POST /auth/logout`: ends the session (asked from this workload's own page only, so another
+/// site cannot sign a user out).
 async fn logout(State(w): St, headers: axum::http::HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return cross_origin("/auth/logout");
+    }
     let mut response = Json(json!({"signed_out": true})).into_response();
     if let Some(auth) = w.auth.clone() {
         if let Some(id) = cookie(&headers, auth.cookie_name())
             && let Some(who) = auth.logout(&id)
         {
-            tracing::info!(target: "conclave::access", user = %who.name, "signed out");
+            tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, "signed out");
         }
         let expired = format!(
             "{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",

@@ -193,6 +193,8 @@ struct WorkloadInfo {
     id: String,
     /// The party whose identity provider signs this workload's users in.
     party: String,
+    /// The API audience its bearer tokens must name (ask the provider for it with `resource`).
+    audience: String,
     name: String,
     url: String,
     role: String,
@@ -427,6 +429,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Launch: genuine workloads and the tampered one through the sim host; the snooper without.
     let mut tampered = config_of(2, ports.tampered, 1);
     tampered.display_name = "Woodgrove Bank (tampered: k = 1)".into();
+    registered_apart(&mut tampered, "tampered");
     let mut launches: Vec<(String, PartyConfig, &str)> = genuine
         .iter()
         .enumerate()
@@ -461,6 +464,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut snooper = config_of(2, ports.snooper, args.k);
+    registered_apart(&mut snooper, "snooper");
     snooper.display_name = "Snooper (no TEE, Woodgrove's credentials)".into();
     let snooper_config = state.join("workloads/snooper.toml");
     std::fs::write(&snooper_config, snooper.to_toml())?;
@@ -482,6 +486,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         name: snooper.display_name.clone(),
         url: format!("https://127.0.0.1:{}/", ports.snooper),
         party: "woodgrove".into(),
+        audience: snooper
+            .auth
+            .as_ref()
+            .map(|a| a.audience.clone())
+            .unwrap_or_default(),
         role: "the same app started without a TEE, holding Woodgrove's vault tokens: every release is refused".into(),
         measurement: None,
         log: snooper_log,
@@ -542,6 +551,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Points a non-genuine workload's sign-in at its own client and API audience.
+fn registered_apart(config: &mut PartyConfig, which: &str) {
+    let (client_id, audience) = other_client(&config.party, which);
+    if let Some(auth) = config.auth.as_mut() {
+        auth.client_id = client_id;
+        auth.audience = audience;
+    }
+}
+
 fn workload_client(party: &str) -> String {
     format!("conclave-{party}-workload")
 }
@@ -594,47 +612,64 @@ fn demo_users(state: &Path) -> anyhow::Result<Vec<SignIn>> {
     Ok(users)
 }
 
-/// One realm per party: its workload (and, for Woodgrove, the tampered workload and the
-/// snooper, which run Woodgrove's config) as public clients, the portal, the CLI client, and
-/// the party's users.
+/// The client id and API audience of a workload that is not the party's genuine one (the
+/// tampered workload, the snooper): registered apart, so that what a user's sign-in there
+/// gives it (its tokens) is never accepted by the genuine workload.
+fn other_client(party: &str, which: &str) -> (String, String) {
+    (
+        format!("conclave-{party}-{which}-workload"),
+        format!("api://conclave-{party}-{which}-workload"),
+    )
+}
+
+/// One realm per party: its workload as a public client (for Woodgrove also the tampered
+/// workload and the snooper, each as its own client with its own API audience), the portal,
+/// the CLI client, and the party's users.
 fn idp_config(ports: &Ports, users: &[SignIn], portal_secret: &str) -> conclave_idp::Config {
+    let workload =
+        |client_id: String, port: u16, audience: Option<String>| conclave_idp::ClientConfig {
+            client_id,
+            redirect_uris: vec![format!("https://127.0.0.1:{port}/auth/callback")],
+            secret: None,
+            roles: Vec::new(),
+            audience,
+        };
     let realms = PARTIES
         .iter()
         .enumerate()
         .map(|(i, (party, name, ..))| {
             let id = party.name();
-            let mut workload_ports = vec![ports.workload[i]];
+            let mut clients = vec![workload(workload_client(id), ports.workload[i], None)];
             if i == 2 {
-                workload_ports.extend([ports.tampered, ports.snooper]);
+                for (which, port) in [("tampered", ports.tampered), ("snooper", ports.snooper)] {
+                    let (client_id, audience) = other_client(id, which);
+                    clients.push(workload(client_id, port, Some(audience)));
+                }
             }
             conclave_idp::RealmConfig {
                 name: id.into(),
                 display_name: name.to_string(),
                 audience: workload_audience(id),
                 token_lifetime_secs: conclave_idp::DEFAULT_TOKEN_LIFETIME_SECS,
-                clients: vec![
-                    conclave_idp::ClientConfig {
-                        client_id: workload_client(id),
-                        redirect_uris: workload_ports
-                            .iter()
-                            .map(|p| format!("https://127.0.0.1:{p}/auth/callback"))
-                            .collect(),
-                        secret: None,
-                        roles: Vec::new(),
-                    },
-                    conclave_idp::ClientConfig {
-                        client_id: PORTAL_CLIENT.into(),
-                        redirect_uris: Vec::new(),
-                        secret: Some(portal_secret.into()),
-                        roles: Vec::new(),
-                    },
-                    conclave_idp::ClientConfig {
-                        client_id: CLI_CLIENT.into(),
-                        redirect_uris: vec![CLI_REDIRECT.into()],
-                        secret: None,
-                        roles: Vec::new(),
-                    },
-                ],
+                clients: clients
+                    .into_iter()
+                    .chain([
+                        conclave_idp::ClientConfig {
+                            client_id: PORTAL_CLIENT.into(),
+                            redirect_uris: Vec::new(),
+                            secret: Some(portal_secret.into()),
+                            roles: Vec::new(),
+                            audience: None,
+                        },
+                        conclave_idp::ClientConfig {
+                            client_id: CLI_CLIENT.into(),
+                            redirect_uris: vec![CLI_REDIRECT.into()],
+                            secret: None,
+                            roles: Vec::new(),
+                            audience: None,
+                        },
+                    ])
+                    .collect(),
                 users: users
                     .iter()
                     .filter(|u| u.party == id)
@@ -658,7 +693,7 @@ struct PortalTokens {
     http: reqwest::Client,
     idp: String,
     secret: String,
-    cached: Mutex<BTreeMap<String, (String, Instant)>>,
+    cached: Mutex<BTreeMap<(String, String), (String, Instant)>>,
 }
 
 impl PortalTokens {
@@ -671,8 +706,10 @@ impl PortalTokens {
         }
     }
 
-    async fn token(&self, realm: &str) -> anyhow::Result<String> {
-        if let Some((token, until)) = self.cached.lock().expect("token lock").get(realm)
+    /// A token from `realm` for the API `audience` (RFC 8707 `resource`).
+    async fn token(&self, realm: &str, audience: &str) -> anyhow::Result<String> {
+        let key = (realm.to_string(), audience.to_string());
+        if let Some((token, until)) = self.cached.lock().expect("token lock").get(&key)
             && *until > Instant::now()
         {
             return Ok(token.clone());
@@ -682,7 +719,10 @@ impl PortalTokens {
             .post(format!("{}/{realm}/token", self.idp))
             .basic_auth(PORTAL_CLIENT, Some(&self.secret))
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body("grant_type=client_credentials")
+            .body(format!(
+                "grant_type=client_credentials&resource={}",
+                form_encode(audience)
+            ))
             .send()
             .await?
             .error_for_status()?
@@ -694,7 +734,7 @@ impl PortalTokens {
             .to_string();
         let lifetime = response["expires_in"].as_u64().unwrap_or(60).max(61);
         self.cached.lock().expect("token lock").insert(
-            realm.to_string(),
+            key,
             (
                 token.clone(),
                 Instant::now() + Duration::from_secs(lifetime - 60),
@@ -702,6 +742,19 @@ impl PortalTokens {
         );
         Ok(token)
     }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn token_path(state: &Path, vault: &str, principal: &str) -> PathBuf {
@@ -764,6 +817,11 @@ fn launch(
         name: config.display_name.clone(),
         url: format!("https://{}/", config.listen),
         party: config.party.clone(),
+        audience: config
+            .auth
+            .as_ref()
+            .map(|a| a.audience.clone())
+            .unwrap_or_default(),
         role: role.to_string(),
         measurement: Some(hex::encode(guest.identity.measurement)),
         log,
@@ -831,7 +889,7 @@ async fn wait_ready(
         loop {
             let status: Option<Value> = match client
                 .get(format!("{}api/status", w.url))
-                .bearer_auth(tokens.token(&w.party).await?)
+                .bearer_auth(tokens.token(&w.party, &w.audience).await?)
                 .send()
                 .await
             {
@@ -1009,7 +1067,7 @@ async fn demo_status(State(p): State<Portal>) -> Json<Value> {
         let Some(client) = p.workloads.get(&w.id) else {
             continue;
         };
-        let Ok(token) = p.tokens.token(&w.party).await else {
+        let Ok(token) = p.tokens.token(&w.party, &w.audience).await else {
             continue;
         };
         let status: Value = match client

@@ -123,6 +123,7 @@ async fn verify_endpoint(
                 "platform": verified.platform(),
                 "simulated": simulated,
                 "measurement": measurement,
+                "measurement_checked": expect_measurement.is_some(),
                 "issuer": verified.token.issuer(),
                 "claims": verified.token.claims,
             }))?
@@ -138,7 +139,14 @@ async fn verify_endpoint(
                 ""
             }
         );
-        println!("  measurement:  {measurement}");
+        println!(
+            "  measurement:  {measurement}{}",
+            if expect_measurement.is_some() {
+                " (as expected)"
+            } else {
+                " (NOT checked: any attested workload passes; give --expect-measurement)"
+            }
+        );
         println!("  attested by:  {}", verified.token.issuer());
         println!("  TLS key pin:  pin-sha256 {}", verified.pin_sha256);
         println!(

@@ -21,7 +21,9 @@ const SEEDS: [(Party, u64); 3] = [
 /// A base port with the ten after it free.
 fn free_ports() -> u16 {
     for attempt in 0..200u32 {
-        let base = 20_000 + ((std::process::id() * 7 + attempt * 131) % 3600) as u16 * 11;
+        // Below Linux's ephemeral port range (32768–60999), so that no outgoing connection
+        // takes one of these ports between this check and the workloads binding them.
+        let base = 20_000 + ((std::process::id() * 7 + attempt * 131) % 1100) as u16 * 11;
         let all_free =
             (0..11).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
@@ -208,10 +210,18 @@ impl Demo {
         location(&r)
     }
 
-    /// A bearer access token for a demo user, as an API client gets one: authorization code
-    /// with PKCE at the party's provider, through the public `conclave-cli` client.
+    /// A bearer access token for a demo user for the genuine workload of the user's party.
     fn token(&self, username: &str) -> String {
-        if let Some(t) = self.tokens.borrow().get(username) {
+        let (party, _) = self.password(username);
+        self.token_for(username, &format!("api://conclave-{party}-workload"))
+    }
+
+    /// A bearer access token for a demo user, as an API client gets one: authorization code
+    /// with PKCE at the party's provider, through the public `conclave-cli` client, for the
+    /// API `audience` (RFC 8707 `resource`).
+    fn token_for(&self, username: &str, audience: &str) -> String {
+        let cache_key = format!("{username} {audience}");
+        if let Some(t) = self.tokens.borrow().get(&cache_key) {
             return t.clone();
         }
         let (realm, password) = self.password(username);
@@ -233,7 +243,8 @@ impl Demo {
             .post(format!("{issuer}/token"))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!(
-                "grant_type=authorization_code&code={code}&redirect_uri={redirect}&client_id=conclave-cli&code_verifier={verifier}"
+                "grant_type=authorization_code&code={code}&redirect_uri={redirect}&client_id=conclave-cli&code_verifier={verifier}&resource={}",
+                audience.replace(':', "%3A").replace('/', "%2F")
             ))
             .send()
             .unwrap();
@@ -242,9 +253,7 @@ impl Demo {
             .as_str()
             .unwrap()
             .to_string();
-        self.tokens
-            .borrow_mut()
-            .insert(username.to_string(), token.clone());
+        self.tokens.borrow_mut().insert(cache_key, token.clone());
         token
     }
 
@@ -266,6 +275,12 @@ impl Demo {
             .send()
             .unwrap();
         assert_eq!(r.status(), 303);
+        let login_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            login_cookie.starts_with("__Host-conclave-login-"),
+            "{login_cookie}"
+        );
+        let login_cookie = login_cookie.split(';').next().unwrap().to_string();
         let authorize = location(&r);
         assert!(
             authorize.contains("code_challenge_method=S256"),
@@ -276,16 +291,23 @@ impl Demo {
             back.starts_with(&format!("{}auth/callback?", self.url(workload))),
             "{back}"
         );
+        // The callback without the login cookie (another browser: login CSRF) opens nothing.
         let r = pinned.get(&back).send().unwrap();
+        assert_eq!(r.status(), 401, "{}", r.text().unwrap());
+        let r = pinned
+            .get(&back)
+            .header("cookie", &login_cookie)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 303, "{}", r.text().unwrap());
         assert_eq!(location(&r), "/api/status");
         let cookie = r
             .headers()
-            .get("set-cookie")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|c| c.starts_with("__Host-conclave-session-"))
+            .unwrap();
         for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
             assert!(cookie.contains(attribute), "{cookie}");
         }
@@ -312,7 +334,10 @@ impl Demo {
         workload: &str,
         path: &str,
     ) -> reqwest::blocking::Response {
-        let token = self.token(&self.default_user(workload, path));
+        let token = self.token_for(
+            &self.default_user(workload, path),
+            self.workload(workload)["audience"].as_str().unwrap(),
+        );
         self.client(workload)
             .request(method, format!("{}{path}", self.url(workload)))
             .bearer_auth(token)
@@ -604,6 +629,20 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 401);
+    // A token for the snooper's API (what a user's sign-in at the snooper gives it) is refused by
+    // the genuine workload.
+    let snooper_token = demo.token_for(
+        "woodgrove-member",
+        demo.workload("snooper")["audience"].as_str().unwrap(),
+    );
+    let r = demo
+        .client("woodgrove")
+        .get(format!("{}api/status", demo.url("woodgrove")))
+        .bearer_auth(snooper_token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().unwrap().contains("not for"));
     // The analyst never sees records, even its own party's; a member runs no analysis.
     let r = with_token(
         "woodgrove",

@@ -23,12 +23,16 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free port below Linux's ephemeral range (32768–60999), so that no outgoing connection takes
+/// it before the server started here binds it.
+fn free_port(salt: u32) -> u16 {
+    for attempt in 0..500u32 {
+        let port = 32_100 + ((std::process::id() * 13 + salt * 211 + attempt * 97) % 600) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 32100..32700");
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -124,7 +128,8 @@ fn sign_in_and_bearer_tokens_work_with_node_oidc_provider() {
         pem("PRIVATE KEY", &std::fs::read(&issued.key_pk8).unwrap()),
     )
     .unwrap();
-    let (idp_port, workload_port) = (free_port(), free_port());
+    let (idp_port, workload_port) = (free_port(1), free_port(2));
+    assert_ne!(idp_port, workload_port);
     let issuer = format!("https://127.0.0.1:{idp_port}");
     let workload = format!("https://127.0.0.1:{workload_port}");
 
@@ -268,7 +273,8 @@ audience = "api://conclave-workload"
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
-    // A replayed callback (the code was used) opens no second session.
+    // A replayed callback opens no second session: its sign-in is finished (and the browser's
+    // login cookie cleared).
     let r = browser.get(&callback).send().unwrap();
     assert_eq!(r.status(), 401);
 
@@ -308,7 +314,7 @@ audience = "api://conclave-workload"
         status["user"]["roles"],
         serde_json::json!(["member", "analyst"])
     );
-    // Without a token, or with the ID-token-like one of another audience, nothing.
+    // Without a token, nothing.
     let r = api.get(format!("{workload}/api/status")).send().unwrap();
     assert_eq!(r.status(), 401);
 }
