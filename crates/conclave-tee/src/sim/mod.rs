@@ -254,6 +254,10 @@ impl SimHost {
             ))
         })?;
         let measurement = measure(&binary, &spec.args, &spec.config);
+        // Held until the process has started: a process forked by a concurrent launch while an
+        // image is still open for writing here keeps that descriptor until it execs, and
+        // starting the image meanwhile fails with ETXTBSY ("Text file busy").
+        let _launching = LAUNCHING.lock().unwrap_or_else(|e| e.into_inner());
         let image = self.store_image(&binary, &measurement)?;
         drop(binary);
 
@@ -336,6 +340,9 @@ impl SimHost {
         Ok(path)
     }
 }
+
+/// Serialises writing images and starting processes (see [`SimHost::launch`]).
+static LAUNCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The workload's side: asks the sim host named by [`SOCKET_ENV`] for reports.
 pub struct SimEvidence {
