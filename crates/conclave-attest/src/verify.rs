@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -101,28 +100,139 @@ pub struct TokenVerifier {
     last_refresh: tokio::sync::Mutex<LastRefresh>,
 }
 
-fn keys_from_jwks(jwks: &JwkSet) -> HashMap<String, DecodingKey> {
-    use jsonwebtoken::jwk::AlgorithmParameters;
-    jwks.keys
-        .iter()
-        .filter(|k| {
-            matches!(
-                k.algorithm,
-                AlgorithmParameters::RSA(_) | AlgorithmParameters::EllipticCurve(_)
-            )
-        })
-        .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
-        .collect()
+/// The verification keys of a JWKS (RFC 7517), by `kid`. An RSA or EC key may give its public
+/// key as parameters (`n`/`e`, `crv`/`x`/`y`), as an X.509 certificate chain (`x5c`, RFC 7517
+/// §4.7: standard base64 DER, the key's own certificate first), or both. Microsoft Azure
+/// Attestation's `GET /certs` publishes `x5c` alone, and Azure's release-policy grammar documents
+/// JWKs that way. When both are given they must agree, or the key is not used. Keys without a
+/// `kid`, of other types, or that cannot be read are left out (each with the reason, returned
+/// beside the keys).
+fn keys_from_jwks(jwks: &serde_json::Value) -> (HashMap<String, DecodingKey>, Vec<String>) {
+    let mut keys = HashMap::new();
+    let mut skipped = Vec::new();
+    for jwk in jwks["keys"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let kid = jwk["kid"].as_str().unwrap_or_default();
+        match decoding_key(jwk) {
+            Ok(Some(key)) if !kid.is_empty() => {
+                keys.insert(kid.to_string(), key);
+            }
+            Ok(Some(_)) => skipped.push("a key without a kid".to_string()),
+            Ok(None) => {}
+            Err(e) => skipped.push(format!("key {kid:?}: {e}")),
+        }
+    }
+    (keys, skipped)
+}
+
+/// One JWK as a verification key; `None` for a key type tokens here are never signed with.
+fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> {
+    use base64::Engine as _;
+    let b64url = |name: &str| -> Result<Option<Vec<u8>>, String> {
+        match jwk.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .and_then(|s| crate::api::b64url_decode(s).ok())
+                .map(Some)
+                .ok_or_else(|| format!("{name} is not base64url")),
+        }
+    };
+    // The key's own certificate: the first of x5c.
+    let leaf = match jwk.get("x5c") {
+        None => None,
+        Some(chain) => {
+            let first = chain
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|c| c.as_str())
+                .ok_or("x5c is not a non-empty array of base64 certificates")?;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(first)
+                .map_err(|_| "x5c[0] is not standard base64 (RFC 7517 §4.7)")?;
+            let cert = conclave_snp::Cert::parse("x5c[0]", &der).map_err(|e| e.to_string())?;
+            Some(cert)
+        }
+    };
+    let strip = |b: &[u8]| -> Vec<u8> {
+        let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+        b[first..].to_vec()
+    };
+    match jwk["kty"].as_str() {
+        Some("RSA") => {
+            let given = match (b64url("n")?, b64url("e")?) {
+                (Some(n), Some(e)) => Some((n, e)),
+                (None, None) => None,
+                _ => return Err("has one of n and e without the other".into()),
+            };
+            let certified = match &leaf {
+                Some(cert) => Some(
+                    conclave_snp::x509::parse_rsa_spki(&cert.spki_der())
+                        .map_err(|_| "the x5c certificate's key is not RSA")?,
+                ),
+                None => None,
+            };
+            let (n, e) = match (given, certified) {
+                (Some((n, e)), Some((cn, ce))) => {
+                    if strip(&n) != strip(&cn) || strip(&e) != strip(&ce) {
+                        return Err("n/e and the x5c certificate name different keys".into());
+                    }
+                    (n, e)
+                }
+                (Some(ne), None) | (None, Some(ne)) => ne,
+                (None, None) => return Err("has neither n/e nor x5c".into()),
+            };
+            Ok(Some(DecodingKey::from_rsa_raw_components(
+                &strip(&n),
+                &strip(&e),
+            )))
+        }
+        Some("EC") => {
+            let given = match (b64url("x")?, b64url("y")?) {
+                (Some(x), Some(y)) => Some((x, y)),
+                (None, None) => None,
+                _ => return Err("has one of x and y without the other".into()),
+            };
+            // An uncompressed point, 0x04 || x || y (SEC 1 §2.3.3).
+            let certified = match &leaf {
+                Some(cert) => {
+                    let point = cert.public_key_bytes();
+                    if point.first() != Some(&4) || point.len() % 2 != 1 {
+                        return Err(
+                            "the x5c certificate's key is not an uncompressed EC point".into()
+                        );
+                    }
+                    let half = point.len() / 2;
+                    Some((point[1..1 + half].to_vec(), point[1 + half..].to_vec()))
+                }
+                None => None,
+            };
+            let (x, y) = match (given, certified) {
+                (Some(g), Some(c)) if g != c => {
+                    return Err("x/y and the x5c certificate name different keys".into());
+                }
+                (Some(xy), _) | (None, Some(xy)) => xy,
+                (None, None) => return Err("has neither x/y nor x5c".into()),
+            };
+            DecodingKey::from_ec_components(&crate::api::b64url(&x), &crate::api::b64url(&y))
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        _ => Ok(None),
+    }
 }
 
 impl TokenVerifier {
     /// Keys from a JWKS document the caller already has (a file, say).
-    pub fn with_jwks(issuer: Option<String>, jwks: &JwkSet) -> Self {
+    pub fn with_jwks(issuer: Option<String>, jwks: &serde_json::Value) -> Self {
         TokenVerifier {
             issuer,
             source: KeySource::Fixed,
             keys: Mutex::new(KeyCache {
-                keys: keys_from_jwks(jwks),
+                keys: keys_from_jwks(jwks).0,
                 fetched: None,
             }),
             key_lifetime: DEFAULT_KEY_LIFETIME,
@@ -288,8 +398,12 @@ impl TokenVerifier {
                 (http, jwks_uri.to_string())
             }
         };
-        let jwks: JwkSet = Self::fetch_json(http, &jwks_url).await?;
-        Ok(keys_from_jwks(&jwks))
+        let jwks: serde_json::Value = Self::fetch_json(http, &jwks_url).await?;
+        let (keys, skipped) = keys_from_jwks(&jwks);
+        for reason in &skipped {
+            tracing::warn!(jwks = %jwks_url, "a published key is not used: {reason}");
+        }
+        Ok(keys)
     }
 
     /// Whether the cached keys are within their lifetime (fixed keys always are).

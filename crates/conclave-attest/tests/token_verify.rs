@@ -309,3 +309,75 @@ async fn keys_outside_the_issuer_only_for_verifiers_that_allow_them() {
         TokenError::WrongAudience { .. }
     ));
 }
+
+/// The JWKS with every key given only as its certificate (`kid`, `kty`, `x5c`: no `n`/`e`), the
+/// shape Microsoft Azure Attestation's `GET /certs` publishes.
+fn maa_shaped(jwks: &Value) -> Value {
+    let mut jwks = jwks.clone();
+    for k in jwks["keys"].as_array_mut().unwrap() {
+        let k = k.as_object_mut().unwrap();
+        k.retain(|name, _| ["kid", "kty", "x5c"].contains(&name.as_str()));
+    }
+    jwks
+}
+
+#[tokio::test]
+async fn keys_published_only_as_x5c_certificates_verify_tokens() {
+    let f = fixture();
+    let jwks = maa_shaped(&f.ring.jwks(std::time::Duration::from_secs(3600)));
+    assert!(jwks["keys"][0].get("n").is_none());
+    let token = sign(&f, &claims(now(), now(), now() + 600, ISSUER));
+    // Given as a file.
+    let fixed = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
+    assert_eq!(fixed.verify(&token).await.unwrap().issuer(), ISSUER);
+    // Served as MAA serves it: OpenID metadata, then `/certs`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = json!({"issuer": base, "jwks_uri": format!("{base}/certs")});
+    let served = jwks.clone();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(config) }),
+        )
+        .route(
+            "/certs",
+            axum::routing::get(move || async move { axum::Json(served) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let token = sign(&f, &claims(now(), now(), now() + 600, &base));
+    let issuer = TokenVerifier::for_issuer(&base, reqwest::Client::new());
+    assert_eq!(issuer.ensure_keys().await.unwrap(), 1);
+    assert_eq!(issuer.verify(&token).await.unwrap().issuer(), base);
+    // A signature by another key does not verify against the certificate's key.
+    let other = fixture();
+    let forged = sign_rs256(
+        header(&f.ring.active().kid),
+        &claims(now(), now(), now() + 600, &base),
+        &other.ring.active().key,
+    )
+    .unwrap();
+    assert!(matches!(
+        issuer.verify(&forged).await.unwrap_err(),
+        TokenError::BadSignature(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_key_whose_parameters_and_certificate_disagree_is_not_used() {
+    let f = fixture();
+    let other = fixture();
+    let mut jwks = f.ring.jwks(std::time::Duration::from_secs(3600));
+    let foreign = other.ring.jwks(std::time::Duration::from_secs(3600))["keys"][0]["x5c"].clone();
+    jwks["keys"][0]["x5c"] = foreign;
+    let verifier = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
+    let token = sign(&f, &claims(now(), now(), now() + 600, ISSUER));
+    assert!(matches!(
+        verifier.verify(&token).await.unwrap_err(),
+        TokenError::UnknownKid(_)
+    ));
+    // Matching parameters and certificate: used.
+    let both = f.ring.jwks(std::time::Duration::from_secs(3600));
+    let verifier = TokenVerifier::with_jwks(Some(ISSUER.into()), &both);
+    assert!(verifier.verify(&token).await.is_ok());
+}

@@ -240,8 +240,7 @@ fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> any
         .unwrap_or(1);
     let ring = conclave_attest::keys::KeyRing::open(&dir.join("token-keys"))?;
     let token_key = ring.active();
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_value(ring.jwks(Duration::from_secs(600)))?;
+    let jwks = ring.jwks(Duration::from_secs(600));
     let verifier = conclave_attest::TokenVerifier::with_jwks(None, &jwks);
     let target = conclave_kms::crypto::generate_rsa(2048)?;
     let tee = EphemeralKey::generate()?;

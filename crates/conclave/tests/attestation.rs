@@ -179,6 +179,38 @@ async fn launched_workload_gets_a_token_that_verifies() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("x-ms-sevsnpvm-launchmeasurement"));
 
+    // And from a JWKS file in the shape Azure Attestation publishes: each key only as its
+    // certificate (kid, kty, x5c; no n/e).
+    let mut jwks: serde_json::Value = reqwest::get(format!("{}/certs", svc.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for k in jwks["keys"].as_array_mut().unwrap() {
+        k.as_object_mut()
+            .unwrap()
+            .retain(|name, _| ["kid", "kty", "x5c"].contains(&name.as_str()));
+    }
+    let jwks_path = dir.path().join("maa-shaped-jwks.json");
+    std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "attest",
+            "token",
+            "verify",
+            &format!("@{}", token_path.display()),
+            "--jwks",
+        ])
+        .arg(&jwks_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A token altered after issue does not verify.
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     let mut claims: serde_json::Value =
