@@ -50,6 +50,17 @@ const MAX_NEXT: usize = 512;
 /// is fetched again, so a key the provider rotates out stops being trusted.
 const METADATA_LIFETIME: Duration = Duration::from_secs(600);
 
+/// A client built from discovered metadata: authorization endpoint set, token and user-info
+/// endpoints as the provider published them.
+type ProviderClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 /// The `[auth]` section of the party config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,7 +187,7 @@ struct Session {
 pub struct Authenticator {
     config: AuthConfig,
     cookie_name: String,
-    redirect_url: String,
+    redirect_url: RedirectUrl,
     client_secret: Option<String>,
     http: OidcHttp,
     metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, Instant)>>,
@@ -316,7 +327,11 @@ impl Authenticator {
             .with_jwks_anywhere();
         Ok(Authenticator {
             cookie_name: format!("{SESSION_COOKIE_PREFIX}{port}"),
-            redirect_url: format!("{}/auth/callback", public.trim_end_matches('/')),
+            redirect_url: RedirectUrl::new(format!(
+                "{}/auth/callback",
+                public.trim_end_matches('/')
+            ))
+            .map_err(|e| provider_err(format!("the redirect URI from {public:?}: {e}")))?,
             client_secret,
             http: OidcHttp(http),
             metadata: tokio::sync::Mutex::new(None),
@@ -398,20 +413,22 @@ impl Authenticator {
         }
     }
 
+    /// This workload as a client of the provider `metadata` describes.
+    fn client(&self, metadata: CoreProviderMetadata) -> ProviderClient {
+        CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            self.client_secret.clone().map(ClientSecret::new),
+        )
+        .set_redirect_uri(self.redirect_url.clone())
+    }
+
     /// Starts a sign-in: the provider's authorization URL to send the browser to, and the value
     /// of the login cookie to give that browser (the callback must come back with it). `next`
     /// is where to go afterwards: a path on this workload (anything else goes to `/`).
     pub async fn login_url(&self, next: &str) -> Result<(String, String), AuthError> {
         let metadata = self.metadata(false).await?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(self.config.client_id.clone()),
-            self.client_secret.clone().map(ClientSecret::new),
-        )
-        .set_redirect_uri(
-            RedirectUrl::new(self.redirect_url.clone())
-                .map_err(|e| AuthError::Login(e.to_string()))?,
-        );
+        let client = self.client(metadata);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
             .authorize_url(
@@ -482,15 +499,7 @@ impl Authenticator {
                 })?
         };
         let metadata = self.metadata(false).await?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(self.config.client_id.clone()),
-            self.client_secret.clone().map(ClientSecret::new),
-        )
-        .set_redirect_uri(
-            RedirectUrl::new(self.redirect_url.clone())
-                .map_err(|e| AuthError::Login(e.to_string()))?,
-        );
+        let client = self.client(metadata);
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| AuthError::Login(e.to_string()))?
@@ -510,11 +519,7 @@ impl Authenticator {
             // A key the cached metadata lacks (the provider rotated its keys): discover again,
             // once, and check with the keys published now.
             let fresh = self.metadata(true).await?;
-            let client = CoreClient::from_provider_metadata(
-                fresh,
-                ClientId::new(self.config.client_id.clone()),
-                self.client_secret.clone().map(ClientSecret::new),
-            );
+            let client = self.client(fresh);
             id_token
                 .claims(&client.id_token_verifier(), &pending.nonce)
                 .map_err(|_| AuthError::Login(format!("the ID token is not valid: {e}")))?;
