@@ -52,6 +52,10 @@ const MILAN_REPORT: &[u8] =
 const MILAN_ARK: &[u8] = include_bytes!("../../conclave-snp/tests/data/milan-virtee-sev/ark.pem");
 const MILAN_ASK: &[u8] = include_bytes!("../../conclave-snp/tests/data/milan-virtee-sev/ask.pem");
 const MILAN_VCEK: &[u8] = include_bytes!("../../conclave-snp/tests/data/milan-virtee-sev/vcek.der");
+const MILAN_ASVK: &[u8] =
+    include_bytes!("../../conclave-snp/tests/data/milan-trustee-vlek/asvk.pem");
+const MILAN_VLEK: &[u8] =
+    include_bytes!("../../conclave-snp/tests/data/milan-trustee-vlek/vlek.der");
 
 const ISSUER: &str = "https://attest.example";
 
@@ -202,9 +206,11 @@ pub fn seeds(target: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         "snp-report" => vec![MILAN_REPORT.to_vec()],
         "cert-chain" => {
             let vcek = Cert::parse("VCEK", MILAN_VCEK)?;
+            let vlek = Cert::parse("VLEK", MILAN_VLEK)?;
             vec![
                 [MILAN_ARK, MILAN_ASK, vcek.to_pem().as_bytes()].concat(),
                 MILAN_VCEK.to_vec(),
+                [MILAN_ARK, MILAN_ASVK, vlek.to_pem().as_bytes()].concat(),
             ]
         }
         "hcl-report" => vec![conclave_tee::azure::build_hcl_report(

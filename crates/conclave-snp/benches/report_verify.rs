@@ -27,12 +27,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| CertChain {
             ark: Some(Cert::parse("ARK", black_box(&ark)).unwrap()),
             ask: Some(Cert::parse("ASK", black_box(&ask)).unwrap()),
+            asvk: None,
             vcek: Cert::parse("VCEK", black_box(&vcek)).unwrap(),
         })
     });
     let chain = CertChain {
         ark: Some(Cert::parse("ARK", &ark).unwrap()),
         ask: Some(Cert::parse("ASK", &ask).unwrap()),
+        asvk: None,
         vcek: Cert::parse("VCEK", &vcek).unwrap(),
     };
     c.bench_function("snp/report_verify_full_chain", |b| {

@@ -54,7 +54,46 @@ pub enum RootKind {
 /// The generation the simulated platform imitates (report version, TCB layout, CPUID).
 pub const SIM_PRODUCT: Product = Product::Genoa;
 
-/// A trusted ARK with the ASK it issued.
+/// The key that signed a report (`SIGNING_KEY` in the report, AMD SEV-SNP firmware ABI
+/// Table 23), with the intermediate that certifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EndorsementKey {
+    /// Versioned Chip Endorsement Key: one chip at one TCB, certified by the ASK.
+    Vcek,
+    /// Versioned Loaded Endorsement Key: loaded by a cloud provider (CSP_ID), certified by the
+    /// ASVK (`SEV-VLEK-{product}`), not by the ASK.
+    Vlek,
+}
+
+impl EndorsementKey {
+    /// The key a certificate is for: VLEK when it names a cloud provider or is `CN=SEV-VLEK`.
+    pub fn of(leaf: &Cert) -> Self {
+        if leaf.is_vlek() {
+            EndorsementKey::Vlek
+        } else {
+            EndorsementKey::Vcek
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EndorsementKey::Vcek => "VCEK",
+            EndorsementKey::Vlek => "VLEK",
+        }
+    }
+
+    /// The AMD intermediate that signs this kind of key: ASK for VCEKs, ASVK for VLEKs.
+    pub fn intermediate(self) -> &'static str {
+        match self {
+            EndorsementKey::Vcek => "ASK",
+            EndorsementKey::Vlek => "ASVK",
+        }
+    }
+}
+
+/// A trusted ARK with the intermediates it issued: the ASK (signs VCEKs) and the ASVK (signs
+/// VLEKs).
 #[derive(Clone, Debug)]
 pub struct TrustedRoot {
     pub product: Product,
@@ -62,27 +101,45 @@ pub struct TrustedRoot {
     pub ark: Cert,
     /// The ASK, used when the evidence does not carry one.
     pub ask: Option<Cert>,
+    /// The ASVK, used when VLEK evidence does not carry one.
+    pub asvk: Option<Cert>,
+}
+
+impl TrustedRoot {
+    fn intermediate(&self, key: EndorsementKey) -> Option<&Cert> {
+        match key {
+            EndorsementKey::Vcek => self.ask.as_ref(),
+            EndorsementKey::Vlek => self.asvk.as_ref(),
+        }
+    }
 }
 
 /// The set of roots a verifier accepts.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedRoots(Vec<TrustedRoot>);
 
-const AMD_ROOTS: [(Product, &[u8], &[u8]); 3] = [
+/// One generation's PEM certificates: (product, ARK, ASK, ASVK).
+type ShippedRoot = (Product, &'static [u8], &'static [u8], &'static [u8]);
+
+/// AMD's roots as AMD KDS serves them (see `roots/README.md`).
+const AMD_ROOTS: [ShippedRoot; 3] = [
     (
         Product::Milan,
         include_bytes!("../roots/milan-ark.pem"),
         include_bytes!("../roots/milan-ask.pem"),
+        include_bytes!("../roots/milan-asvk.pem"),
     ),
     (
         Product::Genoa,
         include_bytes!("../roots/genoa-ark.pem"),
         include_bytes!("../roots/genoa-ask.pem"),
+        include_bytes!("../roots/genoa-asvk.pem"),
     ),
     (
         Product::Turin,
         include_bytes!("../roots/turin-ark.pem"),
         include_bytes!("../roots/turin-ask.pem"),
+        include_bytes!("../roots/turin-asvk.pem"),
     ),
 ];
 
@@ -92,11 +149,11 @@ impl TrustedRoots {
         TrustedRoots(Vec::new())
     }
 
-    /// AMD's roots for Milan, Genoa and Turin, shipped in this crate.
+    /// AMD's roots for Milan, Genoa and Turin, with their ASKs and ASVKs, shipped in this crate.
     pub fn amd() -> Self {
         let roots = AMD_ROOTS
             .iter()
-            .map(|(product, ark, ask)| TrustedRoot {
+            .map(|(product, ark, ask, asvk)| TrustedRoot {
                 product: *product,
                 kind: RootKind::Amd,
                 ark: Cert::parse(&format!("ARK-{}", product.name()), ark)
@@ -104,6 +161,10 @@ impl TrustedRoots {
                 ask: Some(
                     Cert::parse(&format!("ASK-{}", product.name()), ask)
                         .expect("shipped ASK parses"),
+                ),
+                asvk: Some(
+                    Cert::parse(&format!("ASVK-{}", product.name()), asvk)
+                        .expect("shipped ASVK parses"),
                 ),
             })
             .collect();
@@ -119,13 +180,14 @@ impl TrustedRoots {
         self.0.is_empty()
     }
 
-    /// Adds a root after checking that the ARK is self-signed and signed the ASK.
+    /// Adds a root after checking that the ARK is self-signed and signed the ASK and ASVK.
     pub fn add(&mut self, root: TrustedRoot) -> Result<(), VerifyError> {
         root.ark
             .verify_signed_by(&root.ark)
             .map_err(VerifyError::Chain)?;
-        if let Some(ask) = &root.ask {
-            ask.verify_signed_by(&root.ark)
+        for intermediate in [&root.ask, &root.asvk].into_iter().flatten() {
+            intermediate
+                .verify_signed_by(&root.ark)
                 .map_err(VerifyError::Chain)?;
         }
         self.0.push(root);
@@ -137,30 +199,48 @@ impl TrustedRoots {
     }
 }
 
-/// The certificates that come with a report. ARK and ASK may be omitted: the trusted root's
-/// own are used then.
+/// The certificates that come with a report. ARK, ASK and ASVK may be omitted: the trusted
+/// root's own are used then.
 #[derive(Clone, Debug)]
 pub struct CertChain {
     pub ark: Option<Cert>,
+    /// The ASK (`CN=SEV-{product}`), which signs VCEKs.
     pub ask: Option<Cert>,
-    /// The VCEK (or VLEK) that signed the report.
+    /// The ASVK (`CN=SEV-VLEK-{product}`), which signs VLEKs.
+    pub asvk: Option<Cert>,
+    /// The VCEK or VLEK that signed the report ([`EndorsementKey::of`] tells which).
     pub vcek: Cert,
 }
 
 impl CertChain {
+    /// A chain of a leaf alone: the trusted root's intermediates are used.
+    pub fn leaf(vcek: Cert) -> Self {
+        CertChain {
+            ark: None,
+            ask: None,
+            asvk: None,
+            vcek,
+        }
+    }
+
     /// Sorts certificates by shape, whatever their order: the P-384 leaf is the VCEK/VLEK, the
-    /// self-issued RSA certificate is the ARK, the other RSA certificate is the ASK.
+    /// self-issued RSA certificate is the ARK, an RSA certificate named `SEV-VLEK-*` is the
+    /// ASVK, the other RSA certificate is the ASK. Each is renamed after its role, so that
+    /// errors say "VLEK" or "ASVK" rather than a position in a bundle.
     pub fn from_certs(certs: Vec<Cert>) -> Result<Self, VerifyError> {
         let mut vcek = None;
         let mut ark = None;
         let mut ask = None;
-        for c in certs {
-            let slot = if c.is_p384() {
-                &mut vcek
+        let mut asvk = None;
+        for mut c in certs {
+            let (slot, role) = if c.is_p384() {
+                (&mut vcek, EndorsementKey::of(&c).name())
             } else if c.is_rsa() && c.is_self_issued() {
-                &mut ark
+                (&mut ark, "ARK")
+            } else if c.is_asvk() {
+                (&mut asvk, "ASVK")
             } else if c.is_rsa() {
-                &mut ask
+                (&mut ask, "ASK")
             } else {
                 return Err(VerifyError::ChainShape(format!(
                     "certificate {} has neither a P-384 nor an RSA key",
@@ -168,16 +248,22 @@ impl CertChain {
                 )));
             };
             if slot.is_some() {
-                return Err(VerifyError::ChainShape(
-                    "the chain holds two certificates of the same role".into(),
-                ));
+                return Err(VerifyError::ChainShape(format!(
+                    "the chain holds two certificates of the same role ({role})"
+                )));
             }
+            c.what = role.to_string();
             *slot = Some(c);
         }
         let vcek = vcek.ok_or_else(|| {
             VerifyError::ChainShape("the chain holds no VCEK/VLEK (P-384) certificate".into())
         })?;
-        Ok(CertChain { ark, ask, vcek })
+        Ok(CertChain {
+            ark,
+            ask,
+            asvk,
+            vcek,
+        })
     }
 }
 
@@ -194,8 +280,8 @@ pub enum VerifyError {
         "the ARK in the evidence ({0}) is not one of the trusted roots; evidence from another root (or a simulated platform) is not accepted here"
     )]
     UntrustedRoot(String),
-    #[error("the VCEK/VLEK does not chain to any trusted root")]
-    NoRootSignedVcek,
+    #[error("the {0} does not chain to any trusted root")]
+    NoRootSignedLeaf(&'static str),
     #[error("the report is unsigned (signing key field says none)")]
     Unsigned,
     #[error("the report says it was signed by a {report} but the leaf certificate is a {cert}")]
@@ -209,8 +295,8 @@ pub enum VerifyError {
     ChipIdMismatch,
     #[error("the VCEK was issued for TCB {cert:?} but the report claims reported_tcb {report:?}")]
     TcbMismatch { cert: TcbParts, report: TcbParts },
-    #[error("the report signature does not verify with the VCEK: the report was altered or forged")]
-    BadReportSignature,
+    #[error("the report signature does not verify with the {0}: the report was altered or forged")]
+    BadReportSignature(&'static str),
 }
 
 /// A report whose signature chains to a trusted root. Only [`verify_report`] makes one.
@@ -219,6 +305,7 @@ pub struct VerifiedReport {
     report: AttestationReport,
     product: Product,
     root_kind: RootKind,
+    endorsement_key: EndorsementKey,
 }
 
 impl VerifiedReport {
@@ -230,6 +317,10 @@ impl VerifiedReport {
     }
     pub fn root_kind(&self) -> RootKind {
         self.root_kind
+    }
+    /// Whether a VCEK or a VLEK signed the report.
+    pub fn endorsement_key(&self) -> EndorsementKey {
+        self.endorsement_key
     }
     pub fn reported_tcb(&self) -> TcbParts {
         self.report.reported_tcb.parts(self.product)
@@ -246,44 +337,66 @@ pub fn verify_report(
     at: Option<SystemTime>,
 ) -> Result<VerifiedReport, VerifyError> {
     let report = AttestationReport::parse(raw)?;
-    let root = select_root(chain, roots)?;
-    let ask = chain.ask.as_ref().or(root.ask.as_ref()).ok_or_else(|| {
-        VerifyError::ChainShape(
-            "the evidence carries no ASK and the trusted root has none on file".into(),
-        )
-    })?;
-    ask.verify_signed_by(&root.ark)
+    let key = EndorsementKey::of(&chain.vcek);
+    let root = select_root(chain, key, roots)?;
+    let intermediate = chain
+        .intermediate(key)
+        .or(root.intermediate(key))
+        .ok_or_else(|| {
+            VerifyError::ChainShape(format!(
+                "the evidence carries no {} and the trusted root has none on file (a {} is \
+                 certified by the {}: AMD KDS /{}/v1/{}/cert_chain)",
+                key.intermediate(),
+                key.name(),
+                key.intermediate(),
+                key.name().to_lowercase(),
+                root.product.name(),
+            ))
+        })?;
+    intermediate
+        .verify_signed_by(&root.ark)
         .map_err(VerifyError::Chain)?;
     chain
         .vcek
-        .verify_signed_by(ask)
+        .verify_signed_by(intermediate)
         .map_err(VerifyError::Chain)?;
     if let Some(at) = at {
-        for c in [&root.ark, ask, &chain.vcek] {
+        for c in [&root.ark, intermediate, &chain.vcek] {
             c.check_validity(at).map_err(VerifyError::Chain)?;
         }
     }
-    check_leaf(&report, &chain.vcek, root.product)?;
+    check_leaf(&report, &chain.vcek, key, root.product)?;
 
     let sig = report
         .signature
         .to_fixed_be()
-        .ok_or(VerifyError::BadReportSignature)?;
+        .ok_or(VerifyError::BadReportSignature(key.name()))?;
     signature::UnparsedPublicKey::new(
         &signature::ECDSA_P384_SHA384_FIXED,
         chain.vcek.public_key_bytes(),
     )
     .verify(&raw[..report::SIGNED_LEN], &sig)
-    .map_err(|_| VerifyError::BadReportSignature)?;
+    .map_err(|_| VerifyError::BadReportSignature(key.name()))?;
     Ok(VerifiedReport {
         report,
         product: root.product,
         root_kind: root.kind,
+        endorsement_key: key,
     })
+}
+
+impl CertChain {
+    fn intermediate(&self, key: EndorsementKey) -> Option<&Cert> {
+        match key {
+            EndorsementKey::Vcek => self.ask.as_ref(),
+            EndorsementKey::Vlek => self.asvk.as_ref(),
+        }
+    }
 }
 
 fn select_root<'r>(
     chain: &CertChain,
+    key: EndorsementKey,
     roots: &'r TrustedRoots,
 ) -> Result<&'r TrustedRoot, VerifyError> {
     if let Some(ark) = &chain.ark {
@@ -296,31 +409,30 @@ fn select_root<'r>(
             .map_err(VerifyError::Chain)?;
         return Ok(root);
     }
-    // No ARK supplied: the root is whichever trusted root issued the ASK (or the VCEK).
-    let issuer = chain.ask.as_ref().unwrap_or(&chain.vcek);
+    // No ARK supplied: the root is whichever trusted root issued the intermediate (or, without
+    // one, the leaf).
+    let supplied = chain.intermediate(key);
+    let issued = supplied.unwrap_or(&chain.vcek);
     roots
         .iter()
         .find(|r| {
-            let signer = if chain.ask.is_some() {
+            let signer = if supplied.is_some() {
                 Some(&r.ark)
             } else {
-                r.ask.as_ref()
+                r.intermediate(key)
             };
-            signer.is_some_and(|s| issuer.verify_signed_by(s).is_ok())
+            signer.is_some_and(|s| issued.verify_signed_by(s).is_ok())
         })
-        .ok_or(VerifyError::NoRootSignedVcek)
+        .ok_or(VerifyError::NoRootSignedLeaf(key.name()))
 }
 
 fn check_leaf(
     report: &AttestationReport,
     leaf: &Cert,
+    key: EndorsementKey,
     product: Product,
 ) -> Result<(), VerifyError> {
-    let leaf_kind = if leaf.extension(x509::amd_oid::CSP_ID).is_some() {
-        "VLEK"
-    } else {
-        "VCEK"
-    };
+    let leaf_kind = key.name();
     match (report.signing_key, leaf_kind) {
         (report::SigningKey::None, _) => return Err(VerifyError::Unsigned),
         (report::SigningKey::Vcek, "VCEK") | (report::SigningKey::Vlek, "VLEK") => {}

@@ -226,6 +226,49 @@ impl Cert {
         self.cert.tbs_certificate().subject().to_string()
     }
 
+    /// The subject's common name (the last `CN` attribute, RFC 4519 §2.3), when it is a
+    /// UTF8String, PrintableString or IA5String, as AMD's certificates use.
+    pub fn common_name(&self) -> Option<String> {
+        const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+        self.cert
+            .tbs_certificate()
+            .subject()
+            .iter()
+            .filter(|atv| atv.oid == CN)
+            .filter_map(|atv| {
+                let v = &atv.value;
+                v.decode_as::<der::asn1::Utf8StringRef<'_>>()
+                    .map(|s| s.to_string())
+                    .or_else(|_| {
+                        v.decode_as::<der::asn1::PrintableStringRef<'_>>()
+                            .map(|s| s.to_string())
+                    })
+                    .or_else(|_| {
+                        v.decode_as::<der::asn1::Ia5StringRef<'_>>()
+                            .map(|s| s.to_string())
+                    })
+                    .ok()
+            })
+            .last()
+    }
+
+    /// AMD's SEV-VLEK signing key (ASVK): an RSA certificate whose subject is
+    /// `CN=SEV-VLEK-{Milan,Genoa,Turin}` (AMD KDS `/vlek/v1/{product}/cert_chain`).
+    pub fn is_asvk(&self) -> bool {
+        self.is_rsa()
+            && self
+                .common_name()
+                .is_some_and(|cn| cn.starts_with("SEV-VLEK"))
+    }
+
+    /// A Versioned Loaded Endorsement Key certificate: it names the cloud provider it was
+    /// loaded for (the CSP_ID extension, AMD SEV-SNP firmware ABI §2.4 / VLEK spec) or its
+    /// subject is `CN=SEV-VLEK`.
+    pub fn is_vlek(&self) -> bool {
+        self.extension(amd_oid::CSP_ID).is_some()
+            || self.common_name().is_some_and(|cn| cn == "SEV-VLEK")
+    }
+
     pub fn is_self_issued(&self) -> bool {
         self.cert.tbs_certificate().subject() == self.cert.tbs_certificate().issuer()
     }

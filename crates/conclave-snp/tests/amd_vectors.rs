@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use conclave_snp::report::{REPORT_LEN, SIGNED_LEN};
 use conclave_snp::{
-    AttestationReport, Cert, CertChain, Product, ReportError, RootKind, TrustedRoots, VerifyError,
-    verify_report,
+    AttestationReport, Cert, CertChain, EndorsementKey, Product, ReportError, RootKind,
+    TrustedRoots, VerifyError, verify_report,
 };
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/milan-virtee-sev");
@@ -18,6 +18,7 @@ fn milan_chain() -> CertChain {
     CertChain {
         ark: Some(Cert::parse("ARK", &read("ark.pem")).unwrap()),
         ask: Some(Cert::parse("ASK", &read("ask.pem")).unwrap()),
+        asvk: None,
         vcek: Cert::parse("VCEK", &read("vcek.der")).unwrap(),
     }
 }
@@ -58,12 +59,9 @@ fn report_serialises_back_to_its_bytes() {
 #[test]
 fn chain_without_ark_and_ask_uses_shipped_roots() {
     let raw = read("report.bin");
-    let chain = CertChain {
-        ark: None,
-        ask: None,
-        ..milan_chain()
-    };
-    verify_report(&raw, &chain, &TrustedRoots::amd(), in_validity()).unwrap();
+    let chain = CertChain::leaf(milan_chain().vcek);
+    let verified = verify_report(&raw, &chain, &TrustedRoots::amd(), in_validity()).unwrap();
+    assert_eq!(verified.endorsement_key(), EndorsementKey::Vcek);
 }
 
 #[test]
@@ -93,7 +91,7 @@ fn every_flipped_bit_in_the_signed_area_is_detected() {
             assert!(
                 matches!(
                     err,
-                    VerifyError::BadReportSignature
+                    VerifyError::BadReportSignature(_)
                         | VerifyError::Report(_)
                         | VerifyError::TcbMismatch { .. }
                         | VerifyError::ChipIdMismatch
@@ -119,7 +117,7 @@ fn flipped_signature_bits_are_detected() {
         bad[byte] ^= 0x10;
         assert_eq!(
             verify_report(&bad, &milan_chain(), &TrustedRoots::amd(), in_validity()).unwrap_err(),
-            VerifyError::BadReportSignature
+            VerifyError::BadReportSignature("VCEK")
         );
     }
 }
@@ -220,7 +218,7 @@ fn vcek_from_another_generation_does_not_chain() {
     };
     assert_eq!(
         verify_report(&raw, &no_ask, &genoa_only, in_validity()).unwrap_err(),
-        VerifyError::NoRootSignedVcek
+        VerifyError::NoRootSignedLeaf("VCEK")
     );
 }
 
@@ -265,4 +263,187 @@ fn shipped_roots_are_genuine() {
             .verify_signed_by(&root.ark)
             .unwrap();
     }
+}
+
+/// AMD's ASVKs (`SEV-VLEK-{product}`, KDS `/vlek/v1/{product}/cert_chain`), pinned by the
+/// SHA-256 of their DER, each signed by its generation's ARK.
+#[test]
+fn shipped_asvks_are_genuine() {
+    let expected = [
+        (
+            Product::Milan,
+            "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5",
+        ),
+        (
+            Product::Genoa,
+            "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372",
+        ),
+        (
+            Product::Turin,
+            "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
+        ),
+    ];
+    let roots = TrustedRoots::amd();
+    for (product, fingerprint) in expected {
+        let root = roots.iter().find(|r| r.product == product).unwrap();
+        let asvk = root.asvk.as_ref().unwrap();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &asvk.der);
+        assert_eq!(
+            hex::encode(digest),
+            fingerprint,
+            "{product:?} ASVK fingerprint"
+        );
+        assert!(asvk.is_asvk());
+        assert_eq!(
+            asvk.common_name().unwrap(),
+            format!("SEV-VLEK-{}", product.name())
+        );
+        asvk.verify_signed_by(&root.ark).unwrap();
+        // The ASK is not an ASVK, and an ASVK did not sign the ASK.
+        assert!(!root.ask.as_ref().unwrap().is_asvk());
+    }
+}
+
+// --- A VLEK-signed report (AWS, Milan, report version 3): tests/data/milan-trustee-vlek ---
+
+const VLEK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/milan-trustee-vlek");
+
+fn vlek_read(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{VLEK_DIR}/{name}")).unwrap()
+}
+
+/// The VLEK was valid from 2024-12-10 to 2025-12-10; verify inside that window.
+fn in_vlek_validity() -> Option<SystemTime> {
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_748_736_000)) // 2025-06-01
+}
+
+fn vlek_chain() -> CertChain {
+    CertChain::from_certs(vec![
+        Cert::parse("vlek", &vlek_read("vlek.der")).unwrap(),
+        Cert::parse("asvk", &vlek_read("asvk.pem")).unwrap(),
+        Cert::parse("ark", &vlek_read("ark.pem")).unwrap(),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn genuine_vlek_report_verifies_through_the_asvk() {
+    let raw = vlek_read("report.bin");
+    let chain = vlek_chain();
+    assert!(chain.asvk.is_some() && chain.ask.is_none());
+    assert_eq!(chain.vcek.what, "VLEK");
+    let verified = verify_report(&raw, &chain, &TrustedRoots::amd(), in_vlek_validity()).unwrap();
+    assert_eq!(verified.endorsement_key(), EndorsementKey::Vlek);
+    assert_eq!(verified.product(), Product::Milan);
+    let r = verified.report();
+    assert_eq!(r.version, 3);
+    assert_eq!(r.vmpl, 1);
+    assert_eq!(
+        hex::encode(r.measurement),
+        "8922ebbdd00ec2c541f36a6e7a82a8773a7accb451ed67bc94e740dbe92c93c4e8c9af857f5ceeb5a493df2a570d7bf0"
+    );
+    // A VLEK names no chip: the report's chip_id is zero and is not compared.
+    assert!(r.chip_id.iter().all(|&b| b == 0));
+    // Parse → serialise round-trips a version-3 report byte for byte.
+    assert_eq!(
+        AttestationReport::parse(&raw)
+            .unwrap()
+            .to_bytes()
+            .as_slice(),
+        raw.as_slice()
+    );
+}
+
+#[test]
+fn vlek_leaf_alone_uses_the_shipped_asvk() {
+    let raw = vlek_read("report.bin");
+    let chain = CertChain::leaf(vlek_chain().vcek);
+    let verified = verify_report(&raw, &chain, &TrustedRoots::amd(), in_vlek_validity()).unwrap();
+    assert_eq!(verified.endorsement_key(), EndorsementKey::Vlek);
+}
+
+#[test]
+fn vlek_errors_name_the_vlek_and_the_asvk() {
+    let raw = vlek_read("report.bin");
+    // A flipped bit in the signature: the VLEK, not a VCEK, is named.
+    let mut bad = raw.clone();
+    bad[SIGNED_LEN + 5] ^= 0x01;
+    assert_eq!(
+        verify_report(
+            &bad,
+            &vlek_chain(),
+            &TrustedRoots::amd(),
+            in_vlek_validity()
+        )
+        .unwrap_err(),
+        VerifyError::BadReportSignature("VLEK")
+    );
+    // Roots without ASVKs: the error says the ASVK is missing and where AMD serves it.
+    let mut no_asvk = TrustedRoots::empty();
+    for root in TrustedRoots::amd().iter() {
+        no_asvk
+            .add(conclave_snp::TrustedRoot {
+                asvk: None,
+                ..root.clone()
+            })
+            .unwrap();
+    }
+    let err = verify_report(
+        &raw,
+        &CertChain {
+            asvk: None,
+            ..vlek_chain()
+        },
+        &no_asvk,
+        in_vlek_validity(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no ASVK") && err.contains("/vlek/v1/Milan/cert_chain"),
+        "{err}"
+    );
+    // Genoa's ASVK did not sign this Milan VLEK: the message names both.
+    let genoa_asvk = TrustedRoots::amd()
+        .iter()
+        .find(|r| r.product == Product::Genoa)
+        .unwrap()
+        .asvk
+        .clone()
+        .unwrap();
+    let chain = CertChain {
+        ark: None,
+        asvk: Some(genoa_asvk),
+        ..vlek_chain()
+    };
+    let err = verify_report(&raw, &chain, &TrustedRoots::amd(), in_vlek_validity())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("VLEK") && err.contains("ASVK-Genoa"), "{err}");
+    assert!(!err.contains("ASK-"), "{err}");
+    // The VLEK expired on 2025-12-10: checked at a later time it is refused, by name.
+    let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600); // 2026-01-01
+    let err = verify_report(&raw, &vlek_chain(), &TrustedRoots::amd(), Some(later))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("VLEK") && err.contains("not valid at"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_vcek_is_not_accepted_where_the_report_says_vlek() {
+    // The Milan VCEK report's signing-key field says VCEK; offering the VLEK as its leaf is a
+    // mismatch, whatever the signatures.
+    let raw = read("report.bin");
+    let chain = CertChain::leaf(vlek_chain().vcek);
+    let err = verify_report(&raw, &chain, &TrustedRoots::amd(), in_vlek_validity()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::SigningKeyMismatch { .. } | VerifyError::BadReportSignature("VLEK")
+        ),
+        "{err}"
+    );
 }

@@ -101,8 +101,12 @@ pub enum EvidenceCommand {
         #[arg(long)]
         sim_root: Option<PathBuf>,
         /// Do not check certificate validity periods (for archived evidence).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "at")]
         no_time_check: bool,
+        /// Check certificate validity at this instant (Unix seconds) instead of now: archived
+        /// evidence, verified as of when it was made.
+        #[arg(long)]
+        at: Option<u64>,
     },
 }
 
@@ -244,6 +248,7 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             certs,
             sim_root,
             no_time_check,
+            at,
         }) => {
             let raw =
                 std::fs::read(&report).with_context(|| format!("reading {}", report.display()))?;
@@ -256,14 +261,21 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 }
                 None => TrustedRoots::amd(),
             };
-            let at = (!no_time_check).then(SystemTime::now);
+            let at = match (no_time_check, at) {
+                (true, _) => None,
+                (false, Some(secs)) => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+                (false, None) => Some(SystemTime::now()),
+            };
             let verified = verify_report(&raw, &chain, &roots, at).context("evidence rejected")?;
             let kind = match verified.root_kind() {
                 RootKind::Amd => "AMD hardware",
                 RootKind::Simulated => "SIMULATED platform (no hardware protection)",
             };
+            let key = verified.endorsement_key();
             eprintln!(
-                "report verified: signed by a VCEK chained to the {} root of {kind}",
+                "report verified: signed by a {} chained through the {} to the {} root of {kind}",
+                key.name(),
+                key.intermediate(),
                 verified.product().name()
             );
             println!(
@@ -346,6 +358,7 @@ fn load_sim_root(path: &Path) -> anyhow::Result<TrustedRoot> {
         kind: RootKind::Simulated,
         ark,
         ask,
+        asvk: None,
     })
 }
 
@@ -362,18 +375,47 @@ fn find_cert(dir: &Path, stem: &str) -> anyhow::Result<Option<Cert>> {
     Ok(None)
 }
 
+/// A folder with AMD KDS's file names: `vcek.*` or `vlek.*`, and optionally `ark.*`, `ask.*`,
+/// `asvk.*`, or `cert_chain.pem` (KDS's `/cert_chain` bundle: the intermediate and the ARK).
+/// Certificates are sorted by what they are, not by their file names, so an ASVK saved as
+/// `ask.pem` is still used as the ASVK.
 fn load_chain_dir(dir: &Path) -> anyhow::Result<CertChain> {
-    let vcek = match find_cert(dir, "vcek")? {
-        Some(c) => c,
-        None => find_cert(dir, "vlek")?.with_context(|| {
-            format!("{} holds no vcek.der/.pem or vlek.der/.pem", dir.display())
-        })?,
-    };
-    Ok(CertChain {
-        ark: find_cert(dir, "ark")?,
-        ask: find_cert(dir, "ask")?,
-        vcek,
-    })
+    let leaves: Vec<Cert> = ["vcek", "vlek"]
+        .into_iter()
+        .map(|stem| find_cert(dir, stem))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    if leaves.is_empty() {
+        bail!(
+            "{} holds no vcek.der/.pem or vlek.der/.pem (AMD KDS's names for the key that signed the report)",
+            dir.display()
+        );
+    }
+    if leaves.len() > 1 {
+        bail!(
+            "{} holds both a vcek and a vlek certificate: keep only the one that signed the report",
+            dir.display()
+        );
+    }
+    let mut certs = leaves;
+    for stem in ["ark", "ask", "asvk"] {
+        certs.extend(find_cert(dir, stem)?);
+    }
+    let bundle = dir.join("cert_chain.pem");
+    if bundle.exists() {
+        let pem = std::fs::read(&bundle)?;
+        for c in Cert::parse_pem_bundle("cert_chain", &pem)
+            .with_context(|| bundle.display().to_string())?
+        {
+            // The same certificate in a file and in the bundle is counted once.
+            if !certs.iter().any(|have| have.der == c.der) {
+                certs.push(c);
+            }
+        }
+    }
+    CertChain::from_certs(certs).with_context(|| format!("the certificates in {}", dir.display()))
 }
 
 fn describe(r: &AttestationReport, tcb: TcbParts) -> serde_json::Value {

@@ -89,3 +89,86 @@ fn amd_evidence_against_a_sim_root_is_rejected() {
     assert!(!ok);
     assert!(stderr.contains("not one of the trusted roots"), "{stderr}");
 }
+
+fn vlek_vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conclave-snp/tests/data/milan-trustee-vlek")
+}
+
+fn verify_dir(dir: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "attest",
+        "evidence",
+        "verify",
+        "--report",
+        dir.join("report.bin").to_str().unwrap(),
+        "--certs",
+        dir.to_str().unwrap(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args)
+}
+
+/// A folder as AMD KDS names its files for a VLEK (`vlek.der`, `asvk.pem`, `ark.pem`): the
+/// report verifies through the ASVK and the output says VLEK.
+#[test]
+fn vlek_evidence_in_kds_names_verifies_and_says_vlek() {
+    // 2025-06-01, inside the VLEK's validity.
+    let (ok, stdout, stderr) = verify_dir(&vlek_vectors(), &["--at", "1748736000"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("signed by a VLEK chained through the ASVK to the Milan root"),
+        "{stderr}"
+    );
+    let decoded: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(decoded["version"], 3);
+    assert_eq!(decoded["signing_key"], "Vlek");
+
+    // Checked now, the VLEK (valid until 2025-12-10) has expired, and the error names it.
+    let (ok, _, stderr) = verify_dir(&vlek_vectors(), &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("VLEK") && stderr.contains("not valid at"),
+        "{stderr}"
+    );
+
+    // The ASVK saved under the ASK's name is still used as the ASVK; a folder with only the
+    // VLEK uses the shipped ASVK. Either way the output says VLEK.
+    for keep_asvk_as in [Some("ask.pem"), None] {
+        let tmp = tempfile::tempdir().unwrap();
+        for f in ["report.bin", "vlek.der", "ark.pem"] {
+            std::fs::copy(vlek_vectors().join(f), tmp.path().join(f)).unwrap();
+        }
+        if let Some(name) = keep_asvk_as {
+            std::fs::copy(vlek_vectors().join("asvk.pem"), tmp.path().join(name)).unwrap();
+        }
+        let (ok, _, stderr) = verify_dir(tmp.path(), &["--no-time-check"]);
+        assert!(ok, "{keep_asvk_as:?}: {stderr}");
+        assert!(stderr.contains("signed by a VLEK"), "{stderr}");
+    }
+
+    // The Milan ASK in place of the ASVK: still verified through the shipped ASVK (the ASK is
+    // not what certifies a VLEK), never reported as a VCEK.
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["report.bin", "vlek.der", "ark.pem"] {
+        std::fs::copy(vlek_vectors().join(f), tmp.path().join(f)).unwrap();
+    }
+    std::fs::copy(vectors().join("ask.pem"), tmp.path().join("ask.pem")).unwrap();
+    let (ok, _, stderr) = verify_dir(tmp.path(), &["--no-time-check"]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("VCEK"), "{stderr}");
+}
+
+#[test]
+fn a_folder_with_both_a_vcek_and_a_vlek_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(vlek_vectors().join("vlek.der"), tmp.path().join("vlek.der")).unwrap();
+    std::fs::copy(vectors().join("vcek.der"), tmp.path().join("vcek.der")).unwrap();
+    std::fs::copy(vectors().join("report.bin"), tmp.path().join("report.bin")).unwrap();
+    let (ok, _, stderr) = verify_dir(tmp.path(), &["--no-time-check"]);
+    assert!(!ok);
+    assert!(stderr.contains("both a vcek and a vlek"), "{stderr}");
+}

@@ -195,6 +195,7 @@ impl SimPlatform {
             kind: RootKind::Simulated,
             ark: self.ark.clone(),
             ask: Some(self.ask.clone()),
+            asvk: None,
         }
     }
 
