@@ -12,8 +12,37 @@ pub struct AttestSevSnpVmRequest {
     pub report: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_data: Option<RuntimeData>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Echoed in the token's `nonce` claim. A JSON string; a JSON number is also accepted and
+    /// echoed as the exact text it was written with (`123` → `"123"`), as a string-typed
+    /// binder reads it; anything else is refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nonce_text"
+    )]
     pub nonce: Option<String>,
+}
+
+/// Reads `nonce` as a string, or a number kept as its literal text (no float rounding: a
+/// 30-digit nonce comes back digit for digit).
+fn nonce_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let raw = Option::<Box<serde_json::value::RawValue>>::deserialize(d)?;
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(b'-' | b'0'..=b'9') => Ok(Some(text.to_string())),
+        Some(b'n') => Ok(None),
+        _ => Err(D::Error::custom(
+            "nonce must be a JSON string (or a number); an object, array or boolean is not a nonce",
+        )),
+    }
 }
 
 /// Data the TEE chose, bound by the report: `report_data[..32] = SHA-256(data bytes)`.

@@ -194,8 +194,21 @@ impl From<AppraisalError> for ApiError {
 )]
 async fn attest_sev_snp_vm(
     State(service): State<Arc<AttestationService>>,
+    axum::extract::Path(kind): axum::extract::Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    // Azure's paths are case-insensitive: Microsoft's clients send /attest/SevSnpVm, others
+    // /attest/sevsnpvm or /attest/SEVSNPVM. Only this one attestation type is served.
+    if !kind.eq_ignore_ascii_case("SevSnpVm") {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "NotFound",
+            message: format!(
+                "attestation type {:?} is not served here: only POST /attest/SevSnpVm (AMD SEV-SNP)",
+                kind.chars().take(64).collect::<String>()
+            ),
+        });
+    }
     let body = body.map_err(|rejection| ApiError {
         status: rejection.status(),
         code: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -340,7 +353,7 @@ pub struct AttestationApi;
 pub fn router(service: Arc<AttestationService>) -> axum::Router {
     let metrics = service.metrics.clone();
     let router = axum::Router::new()
-        .route("/attest/SevSnpVm", post(attest_sev_snp_vm))
+        .route("/attest/{kind}", post(attest_sev_snp_vm))
         .route(
             "/.well-known/openid-configuration",
             get(openid_configuration),

@@ -84,6 +84,15 @@ pub enum TokenCommand {
         /// Expected issuer; without --jwks, its keys are found through OpenID discovery.
         #[arg(long)]
         issuer: Option<String>,
+        /// Also trust this CA certificate (PEM) for HTTPS to the issuer: e.g. the `ca.pem` of a
+        /// service started with --ca-dir.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Check the token's lifetime (exp, nbf) at this instant (Unix seconds) instead of now:
+        /// an archived token, verified as of when it was used. The signature is always checked
+        /// against the keys published now (or in --jwks).
+        #[arg(long)]
+        at: Option<u64>,
     },
 }
 
@@ -209,9 +218,12 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             token,
             jwks,
             issuer,
+            ca,
+            at,
         }) => {
             let token = read_token(&token)?;
-            let http = reqwest::Client::new();
+            let http = conclave_net::client(ca.as_deref())
+                .with_context(|| "the HTTPS client (--ca)".to_string())?;
             let verifier = match (jwks, issuer) {
                 (Some(src), issuer)
                     if src.starts_with("http://") || src.starts_with("https://") =>
@@ -230,7 +242,10 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 (None, None) => unreachable!("clap requires --jwks or --issuer"),
             };
             let (verifier, expected_issuer) = verifier;
-            let verified = verifier.verify(&token).await?;
+            let verified = match at {
+                Some(at) => verifier.verify_at(&token, at).await?,
+                None => verifier.verify(&token).await?,
+            };
             if let Some(expected) = expected_issuer
                 && verified.issuer().trim_end_matches('/') != expected.trim_end_matches('/')
             {
@@ -239,7 +254,13 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                     verified.issuer()
                 );
             }
-            eprintln!("token verified (kid {})", verified.kid);
+            match at {
+                Some(at) => eprintln!(
+                    "token verified (kid {}), its lifetime checked at {at} (Unix seconds), not now",
+                    verified.kid
+                ),
+                None => eprintln!("token verified (kid {})", verified.kid),
+            }
             println!("{}", serde_json::to_string_pretty(&verified.claims)?);
             Ok(ExitCode::SUCCESS)
         }

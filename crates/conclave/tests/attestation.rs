@@ -497,3 +497,69 @@ async fn concurrent_first_verifications_all_succeed() {
         t.await.unwrap().unwrap();
     }
 }
+
+/// Azure's paths are case-insensitive, and Microsoft's clients spell the type `SevSnpVm`;
+/// others send it in any case. A JSON number as the nonce is echoed as its exact text; other
+/// JSON types are refused with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn route_case_and_nonce_types_as_azure_clients_send_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_sim_host(&dir.path().join("sim"));
+    let svc = start_service(dir.path(), roots_with(&host), sim_policy()).await;
+    let bound = sim_evidence(&host, report_data_for(RUNTIME), false);
+    let body = serde_json::to_string(&AttestSevSnpVmRequest::new(&bound, RUNTIME, None)).unwrap();
+    let with_nonce = |nonce: &str| format!("{},\"nonce\":{nonce}}}", &body[..body.len() - 1]);
+    let client = reqwest::Client::new();
+    let verifier = TokenVerifier::for_issuer(&svc.url, client.clone());
+    let send = |path: &str, body: String| {
+        client
+            .post(format!("{}{path}?api-version=2022-08-01", svc.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (path, nonce, echoed) in [
+        ("/attest/SevSnpVm", "\"n-1\"", Some("n-1")),
+        ("/attest/sevsnpvm", "1234", Some("1234")),
+        (
+            "/attest/SEVSNPVM",
+            "123456789012345678901234567890",
+            Some("123456789012345678901234567890"),
+        ),
+        ("/attest/sevSnpVM", "-5e3", Some("-5e3")),
+        ("/attest/SevSnpVm", "null", None),
+    ] {
+        let resp = send(path, with_nonce(nonce)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path} {nonce}");
+        let token: serde_json::Value = resp.json().await.unwrap();
+        let claims = verifier
+            .verify(token["token"].as_str().unwrap())
+            .await
+            .unwrap()
+            .claims;
+        match echoed {
+            Some(text) => assert_eq!(claims["nonce"], text, "{nonce}"),
+            None => assert!(claims.get("nonce").is_none(), "{claims}"),
+        }
+    }
+    for nonce in ["{\"a\":1}", "[1]", "true"] {
+        let resp = send("/attest/SevSnpVm", with_nonce(nonce)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{nonce}");
+        let err: ErrorBody = resp.json().await.unwrap();
+        assert_eq!(err.error.code, "InvalidRequest");
+        assert!(
+            err.error.message.contains("nonce must be a JSON string"),
+            "{}",
+            err.error.message
+        );
+    }
+    // Another attestation type, in any case, is not served.
+    let resp = send("/attest/SgxEnclave", body.clone()).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let err: ErrorBody = resp.json().await.unwrap();
+    assert!(
+        err.error.message.contains("SgxEnclave"),
+        "{}",
+        err.error.message
+    );
+}
