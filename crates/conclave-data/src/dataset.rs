@@ -1,11 +1,29 @@
 //! Encrypted datasets: Apache Parquet with Parquet Modular Encryption (AES-GCM, footer and every
 //! column encrypted) under a fresh data key per file. The data key is wrapped with RSA-OAEP-256
 //! under the owner's vault key and stored as the footer's key metadata, in the key-material JSON
-//! that PyArrow's and Spark's Parquet encryption use (`PKMT1`, internal storage, no double
-//! wrapping), so owners can also write and read these files with those tools.
+//! that PyArrow's and Spark's Parquet encryption use (`PKMT1`, internal storage), so owners can
+//! also write and read these files with those tools.
 //!
 //! Writing needs only the vault key's public part. Reading needs an unwrapper: the private key,
 //! which exists in plaintext only in the vault and in an attested TEE.
+//!
+//! Files written by PyArrow (`pyarrow.parquet.encryption`) are read in each of its modes, or
+//! refused with a reason that names the mode:
+//!
+//! | PyArrow `EncryptionConfiguration` | read? |
+//! |---|---|
+//! | `uniform_encryption=True` (footer key for footer and every column) | yes |
+//! | `column_keys={...}` naming the dataset's vault key | yes |
+//! | `column_keys` naming another master key | only the columns under the released key; the others are refused by name |
+//! | columns left out of `column_keys` (PyArrow stores them in plaintext) | refused: a column an attacker could have written |
+//! | `plaintext_footer=True` (`PAR1` magic; footer signed with the footer key, columns encrypted) | yes; the footer's signature is checked |
+//! | `double_wrapping=True` (PyArrow's default: data keys under a KEK, the KEK under the master key) | yes |
+//! | `internal_key_material=False` (keys in a separate `_KEY_MATERIAL_FOR_*.json`) | refused |
+//! | `encryption_algorithm="AES_GCM_CTR_V1"` | refused (the Parquet reader does not implement AES-CTR pages) |
+//!
+//! Whether a file is encrypted is decided from its metadata (an encryption algorithm, and
+//! crypto metadata on every column read), never from its magic bytes: a `PAR1` file can be
+//! encrypted, and a file claiming encryption without an authenticated footer is not.
 
 use std::sync::Arc;
 
@@ -45,7 +63,14 @@ pub enum DataError {
     #[error(
         "the dataset cannot be read: {0} (it may be tampered with, truncated, or need another key)"
     )]
-    Parquet(#[from] parquet::errors::ParquetError),
+    Parquet(parquet::errors::ParquetError),
+    /// A Parquet encryption mode this reader does not read; the message names the mode and what
+    /// to write instead.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The file, or a column of it, is not encrypted where an encrypted dataset is required.
+    #[error("{0}")]
+    NotEncrypted(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("object store: {0}")]
@@ -59,6 +84,21 @@ pub enum DataError {
         "the dataset cannot be read: the Parquet reader failed on a malformed structure in it (it may be tampered with or truncated)"
     )]
     ReaderFailed,
+}
+
+impl From<parquet::errors::ParquetError> for DataError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        // parquet 60 names the algorithm in its "not yet implemented" error.
+        if e.to_string().contains("AES_GCM_CTR_V1") {
+            return DataError::Unsupported(
+                "the dataset is encrypted with AES_GCM_CTR_V1 (PyArrow encryption_algorithm=\"AES_GCM_CTR_V1\"): \
+                 the Parquet reader Conclave uses does not implement AES-CTR pages; write it with \
+                 AES_GCM_V1, PyArrow's default"
+                    .into(),
+            );
+        }
+        DataError::Parquet(e)
+    }
 }
 
 /// Runs one step of the Parquet reader, turning a panic inside it into
@@ -141,29 +181,111 @@ pub struct KeyMaterial {
     pub wrapped_dek: String,
     #[serde(rename = "doubleWrapping")]
     pub double_wrapping: bool,
+    /// Double wrapping: standard base64 of the 16-byte id of the key-encryption key (KEK). The
+    /// data key is AES-GCM-encrypted under the KEK with these id bytes as AAD.
+    #[serde(
+        rename = "keyEncryptionKeyID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key_encryption_key_id: Option<String>,
+    /// Double wrapping: standard base64 of the KEK wrapped under the master key.
+    #[serde(
+        rename = "wrappedKEK",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub wrapped_kek: Option<String>,
 }
 
 impl KeyMaterial {
+    /// Parses a file's key metadata (Apache Parquet's key-material format `PKMT1`, as
+    /// parquet-mr's and Arrow C++'s `KeyMaterial` write it). External key material is refused
+    /// with the reason; double-wrapped material must name its KEK.
     pub fn parse(bytes: &[u8]) -> Result<Self, DataError> {
-        let m: KeyMaterial = serde_json::from_slice(bytes).map_err(|e| {
+        let loose: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            DataError::Key(format!(
+                "the file's key metadata is not PKMT1 key material (not JSON: {e})"
+            ))
+        })?;
+        if loose.get("keyMaterialType").and_then(|v| v.as_str()) != Some("PKMT1") {
+            return Err(DataError::Key(
+                "the file's key metadata is not PKMT1 key material (keyMaterialType is not PKMT1): \
+                 it was not written by PyArrow's, Spark's or Conclave's Parquet encryption"
+                    .into(),
+            ));
+        }
+        if loose.get("internalStorage").and_then(|v| v.as_bool()) == Some(false) {
+            return Err(DataError::Unsupported(
+                "external key material is not supported (write with internal key material: \
+                 PyArrow internal_key_material=True, the default): this file keeps its wrapped \
+                 keys in a separate _KEY_MATERIAL_FOR_<file>.json beside it, which can be lost or \
+                 swapped apart from the data"
+                    .into(),
+            ));
+        }
+        let m: KeyMaterial = serde_json::from_value(loose).map_err(|e| {
             DataError::Key(format!(
                 "the file's key metadata is not PKMT1 key material: {e}"
             ))
         })?;
-        if m.key_material_type != "PKMT1" || !m.internal_storage {
-            return Err(DataError::Key(format!(
-                "unsupported key material {} (internal storage {})",
-                m.key_material_type, m.internal_storage
-            )));
-        }
-        if m.double_wrapping {
+        if m.double_wrapping && (m.key_encryption_key_id.is_none() || m.wrapped_kek.is_none()) {
             return Err(DataError::Key(
-                "double-wrapped data keys are not supported; write with double_wrapping=False"
-                    .into(),
+                "double-wrapped key material without keyEncryptionKeyID and wrappedKEK".into(),
             ));
         }
         Ok(m)
     }
+}
+
+/// Whether `master_key_id` (a file's `masterKeyID`) names the vault key `kid`
+/// (`https://<vault>/keys/<name>/<version>`): the full id, the id without its version, or the
+/// bare key name. PyArrow cannot put an id with `:` in `column_keys`, so column keys name vault
+/// keys by name; a wrong guess only fails to unwrap (RSA-OAEP and AES-GCM both authenticate).
+pub fn names_vault_key(master_key_id: &str, kid: &str) -> bool {
+    if master_key_id == kid {
+        return true;
+    }
+    let Some((_, rest)) = kid.split_once("/keys/") else {
+        return false;
+    };
+    let name = rest.split('/').next().unwrap_or_default();
+    let unversioned = &kid[..kid.len() - rest.len() + name.len()];
+    !name.is_empty() && (master_key_id == name || master_key_id == unversioned)
+}
+
+/// Decrypts a key wrapped "locally" by Parquet's key tools (double wrapping): standard base64 of
+/// nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes), AES-GCM under `kek` with `aad` (Arrow C++
+/// `parquet::encryption::internal::DecryptKeyLocally`).
+fn decrypt_key_locally(wrapped_b64: &str, kek: &[u8], aad: &[u8]) -> Result<Vec<u8>, DataError> {
+    use aws_lc_rs::aead::{
+        AES_128_GCM, AES_192_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey,
+    };
+    let bad = || DataError::Key("the double-wrapped data key does not decrypt with its KEK".into());
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(wrapped_b64)
+        .map_err(|_| DataError::Key("wrappedDEK is not base64".into()))?;
+    if wrapped.len() < 12 + 16 {
+        return Err(bad());
+    }
+    let alg = match kek.len() {
+        16 => &AES_128_GCM,
+        24 => &AES_192_GCM,
+        32 => &AES_256_GCM,
+        n => {
+            return Err(DataError::Key(format!(
+                "a KEK of {n} bytes is not an AES key"
+            )));
+        }
+    };
+    let key = LessSafeKey::new(UnboundKey::new(alg, kek).map_err(|_| bad())?);
+    let (nonce, sealed) = wrapped.split_at(12);
+    let mut sealed = zeroize::Zeroizing::new(sealed.to_vec());
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad), &mut sealed)
+        .map_err(|_| bad())?;
+    Ok(plain.to_vec())
 }
 
 /// The public part of a vault key, enough to encrypt a dataset.
@@ -244,25 +366,54 @@ impl PrivateKeyUnwrapper {
     }
 }
 
-impl KeyUnwrapper for PrivateKeyUnwrapper {
-    fn unwrap_dek(&self, m: &KeyMaterial) -> Result<Vec<u8>, DataError> {
-        if m.master_key_id != self.kid {
-            return Err(DataError::Key(format!(
-                "the dataset is encrypted under {}, not under the released key {}",
-                m.master_key_id, self.kid
-            )));
-        }
+impl PrivateKeyUnwrapper {
+    /// RSA-OAEP-256 unwrap of standard-base64 `wrapped` (a data key, or a double wrapping's KEK).
+    fn unwrap_rsa(
+        &self,
+        wrapped: &str,
+        what: &str,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, DataError> {
         let wrapped = base64::engine::general_purpose::STANDARD
-            .decode(&m.wrapped_dek)
-            .map_err(|_| DataError::Key("wrappedDEK is not base64".into()))?;
+            .decode(wrapped)
+            .map_err(|_| DataError::Key(format!("the wrapped {what} is not base64")))?;
         let mut out = zeroize::Zeroizing::new(vec![0u8; self.key.min_output_size()]);
-        let dek = self
+        let len = self
             .key
             .decrypt(&OAEP_SHA256_MGF1SHA256, &wrapped, &mut out, None)
-            .map_err(|_| {
-                DataError::Key(format!("the data key does not unwrap with {}", self.kid))
-            })?;
-        Ok(dek.to_vec())
+            .map_err(|_| DataError::Key(format!("the {what} does not unwrap with {}", self.kid)))?
+            .len();
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
+impl KeyUnwrapper for PrivateKeyUnwrapper {
+    fn unwrap_dek(&self, m: &KeyMaterial) -> Result<Vec<u8>, DataError> {
+        if !names_vault_key(&m.master_key_id, &self.kid) {
+            return Err(DataError::Key(format!(
+                "{} under {}, not under the released key {}",
+                if m.is_footer_key {
+                    "the dataset is encrypted"
+                } else {
+                    "a column key is wrapped"
+                },
+                m.master_key_id,
+                self.kid
+            )));
+        }
+        if !m.double_wrapping {
+            return Ok(self.unwrap_rsa(&m.wrapped_dek, "data key")?.to_vec());
+        }
+        let (Some(kek_id), Some(wrapped_kek)) = (&m.key_encryption_key_id, &m.wrapped_kek) else {
+            return Err(DataError::Key(
+                "double-wrapped key material without keyEncryptionKeyID and wrappedKEK".into(),
+            ));
+        };
+        let kek = self.unwrap_rsa(wrapped_kek, "key-encryption key (KEK)")?;
+        let aad = base64::engine::general_purpose::STANDARD
+            .decode(kek_id)
+            .map_err(|_| DataError::Key("keyEncryptionKeyID is not base64".into()))?;
+        decrypt_key_locally(&m.wrapped_dek, &kek, &aad)
     }
 }
 
@@ -332,16 +483,169 @@ impl MetadataSuffixFetch for &mut StoreReader {
     }
 }
 
-struct Retriever(Arc<dyn KeyUnwrapper>);
+/// Hands the Parquet reader its keys, and remembers what it was asked for: whether the footer
+/// key was used (the file's metadata names an encryption algorithm: an encrypted footer, or a
+/// signed plaintext one), and why a column key could not be had.
+struct Retriever {
+    unwrapper: Arc<dyn KeyUnwrapper>,
+    footer_key_used: std::sync::atomic::AtomicBool,
+    /// (masterKeyID, reason) of column keys that did not unwrap.
+    column_key_failures: std::sync::Mutex<Vec<(String, String)>>,
+    /// The first refusal of the footer key's material (external, unparsable), kept so that the
+    /// reader's wrapped error can be replaced by ours.
+    refusal: std::sync::Mutex<Option<DataError>>,
+}
+
+impl Retriever {
+    fn new(unwrapper: Arc<dyn KeyUnwrapper>) -> Arc<Self> {
+        Arc::new(Retriever {
+            unwrapper,
+            footer_key_used: Default::default(),
+            column_key_failures: Default::default(),
+            refusal: Default::default(),
+        })
+    }
+
+    fn properties(self: &Arc<Self>) -> Result<Arc<FileDecryptionProperties>, DataError> {
+        Ok(FileDecryptionProperties::with_key_retriever(self.clone()).build()?)
+    }
+
+    /// Our own reason for a failure, when the retriever refused the key material.
+    fn explain(&self, e: DataError) -> DataError {
+        self.refusal
+            .lock()
+            .expect("refusal lock")
+            .take()
+            .unwrap_or(e)
+    }
+}
 
 impl KeyRetriever for Retriever {
     fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
-        let m = KeyMaterial::parse(key_metadata)
-            .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
-        self.0
-            .unwrap_dek(&m)
-            .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))
+        let general = |e: &DataError| parquet::errors::ParquetError::General(e.to_string());
+        let m = match KeyMaterial::parse(key_metadata) {
+            Ok(m) => m,
+            Err(e) => {
+                let err = general(&e);
+                self.refusal.lock().expect("refusal lock").get_or_insert(e);
+                return Err(err);
+            }
+        };
+        if m.is_footer_key {
+            self.footer_key_used
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.unwrapper.unwrap_dek(&m).map_err(|e| {
+            if !m.is_footer_key {
+                self.column_key_failures
+                    .lock()
+                    .expect("failures lock")
+                    .push((m.master_key_id.clone(), e.to_string()));
+            }
+            general(&e)
+        })
     }
+}
+
+/// How one column is protected, from its `ColumnCryptoMetaData` (Parquet Modular Encryption
+/// spec, "Column metadata"): under the footer key, under its own column key, or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ColumnProtection {
+    /// The column's path in the schema, dot-separated.
+    pub column: String,
+    /// `footer key`, `column key` or `none` (stored in plaintext).
+    pub encryption: &'static str,
+    /// For a column key: the master key its key material names (`masterKeyID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_id: Option<String>,
+}
+
+/// Every (row group, column) protection of the file, or of `only` those leaf columns.
+fn column_protection(
+    meta: &ParquetMetaData,
+    only: Option<&[usize]>,
+) -> Vec<(usize, ColumnProtection)> {
+    use parquet::file::column_crypto_metadata::ColumnCryptoMetaData;
+    let schema = meta.file_metadata().schema_descr();
+    let mut out = Vec::new();
+    for rg in meta.row_groups() {
+        for (i, col) in rg.columns().iter().enumerate() {
+            if only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            let column = schema.column(i).path().string();
+            let (encryption, master_key_id) = match col.crypto_metadata() {
+                None => ("none", None),
+                Some(ColumnCryptoMetaData::ENCRYPTION_WITH_FOOTER_KEY) => ("footer key", None),
+                Some(ColumnCryptoMetaData::ENCRYPTION_WITH_COLUMN_KEY(k)) => (
+                    "column key",
+                    Some(
+                        k.key_metadata
+                            .as_deref()
+                            .and_then(|m| KeyMaterial::parse(m).ok())
+                            .map(|m| m.master_key_id)
+                            .unwrap_or_else(|| "(unreadable key material)".into()),
+                    ),
+                ),
+            };
+            out.push((
+                i,
+                ColumnProtection {
+                    column,
+                    encryption,
+                    master_key_id,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Refuses a file opened for an encrypted read unless it is encrypted where it is read: its
+/// metadata named an encryption algorithm (the footer key was used), and every column read is
+/// encrypted in every row group, under a key this reader holds.
+fn ensure_encrypted(
+    meta: &ParquetMetaData,
+    retriever: &Retriever,
+    columns: Option<&[usize]>,
+) -> Result<(), DataError> {
+    if !retriever
+        .footer_key_used
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(DataError::NotEncrypted(
+            "the dataset is not encrypted: its metadata names no encryption algorithm (a plain \
+             Parquet file, which anyone with write access to the storage could have written); \
+             encrypt it with conclave data encrypt or PyArrow's Parquet encryption"
+                .into(),
+        ));
+    }
+    let failures = retriever.column_key_failures.lock().expect("failures lock");
+    for (_, p) in column_protection(meta, columns) {
+        match p.encryption {
+            "none" => {
+                return Err(DataError::NotEncrypted(format!(
+                    "column {} is stored in plaintext in this file (PyArrow leaves columns not \
+                     named in column_keys unencrypted): anyone with write access to the storage \
+                     could have written it; encrypt every column (uniform_encryption=True, or \
+                     name it in column_keys)",
+                    p.column
+                )));
+            }
+            "column key" => {
+                let master = p.master_key_id.unwrap_or_default();
+                if let Some((_, reason)) = failures.iter().find(|(m, _)| *m == master) {
+                    return Err(DataError::Key(format!(
+                        "column {} is encrypted under a column key wrapped by {master}, which this \
+                         reader does not hold ({reason})",
+                        p.column
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What was written.
@@ -375,6 +679,8 @@ pub async fn write_encrypted(
         master_key_id: key.kid.clone(),
         wrapped_dek: base64::engine::general_purpose::STANDARD.encode(key.wrap(&dek)?),
         double_wrapping: false,
+        key_encryption_key_id: None,
+        wrapped_kek: None,
     };
     // The Parquet writer takes its own copy of the data key (not wiped by us).
     let encryption = FileEncryptionProperties::builder(dek.to_vec())
@@ -442,9 +748,8 @@ pub async fn read_encrypted(
     columns: Option<&[&str]>,
     batch_size: usize,
 ) -> Result<BatchStream, DataError> {
-    let decryption =
-        FileDecryptionProperties::with_key_retriever(Arc::new(Retriever(unwrapper))).build()?;
-    open(loc, Some(decryption), columns, batch_size).await
+    let retriever = Retriever::new(unwrapper);
+    open(loc, Some(&retriever), columns, batch_size).await
 }
 
 /// Opens a plaintext Parquet dataset for streaming.
@@ -466,21 +771,24 @@ pub async fn row_count(
         path: loc.path.clone(),
     };
     let mut options = ArrowReaderOptions::new();
-    if let Some(u) = unwrapper {
-        options = options.with_file_decryption_properties(
-            FileDecryptionProperties::with_key_retriever(Arc::new(Retriever(u))).build()?,
-        );
+    let retriever = unwrapper.map(Retriever::new);
+    if let Some(r) = &retriever {
+        options = options.with_file_decryption_properties(r.properties()?);
     }
     let builder = contained_async(async {
         Ok(ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?)
     })
-    .await?;
+    .await
+    .map_err(|e| match &retriever {
+        Some(r) => r.explain(e),
+        None => e,
+    })?;
     Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
 async fn open(
     loc: &Location,
-    decryption: Option<Arc<FileDecryptionProperties>>,
+    retriever: Option<&Arc<Retriever>>,
     columns: Option<&[&str]>,
     batch_size: usize,
 ) -> Result<BatchStream, DataError> {
@@ -489,25 +797,40 @@ async fn open(
         path: loc.path.clone(),
     };
     let mut options = ArrowReaderOptions::new();
-    if let Some(d) = decryption {
-        options = options.with_file_decryption_properties(d);
+    if let Some(r) = retriever {
+        options = options.with_file_decryption_properties(r.properties()?);
     }
     let builder = contained_async(async {
         Ok(ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?)
     })
-    .await?;
-    let builder = match columns {
+    .await
+    .map_err(|e| match retriever {
+        Some(r) => r.explain(e),
+        None => e,
+    })?;
+    let indices: Option<Vec<usize>> = match columns {
         Some(cols) => {
             let schema = builder.parquet_schema();
-            let indices: Vec<usize> = cols
-                .iter()
-                .map(|c| {
-                    (0..schema.num_columns())
-                        .find(|&i| schema.column(i).name() == *c)
-                        .ok_or_else(|| DataError::Input(format!("the dataset has no column {c}")))
-                })
-                .collect::<Result<_, _>>()?;
-            let mask = parquet::arrow::ProjectionMask::leaves(schema, indices);
+            Some(
+                cols.iter()
+                    .map(|c| {
+                        (0..schema.num_columns())
+                            .find(|&i| schema.column(i).name() == *c)
+                            .ok_or_else(|| {
+                                DataError::Input(format!("the dataset has no column {c}"))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        None => None,
+    };
+    if let Some(r) = retriever {
+        ensure_encrypted(builder.metadata(), r, indices.as_deref())?;
+    }
+    let builder = match indices {
+        Some(indices) => {
+            let mask = parquet::arrow::ProjectionMask::leaves(builder.parquet_schema(), indices);
             builder.with_projection(mask)
         }
         None => builder,
@@ -518,15 +841,27 @@ async fn open(
     })
 }
 
-/// What anyone can learn about a dataset without its key.
+/// What can be learnt about a dataset: without its key, what storage holds; with it, also how
+/// each column is protected.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Inspection {
     pub url: String,
     pub bytes: u64,
-    /// `PARE`: footer encrypted; `PAR1`: plaintext footer.
+    /// The magic number at the end: `PARE` (encrypted footer) or `PAR1` (plaintext footer, which
+    /// an encrypted file may also have).
     pub footer: String,
-    /// The key material (which vault key it needs), when the footer is encrypted.
+    /// Whether the file is encrypted, from its metadata (an encrypted footer, or a plaintext
+    /// footer that names an encryption algorithm and a footer signing key), not from its magic.
+    pub encrypted: bool,
+    /// How, in PyArrow's terms: `none`, or the footer (`encrypted footer` / `plaintext footer`),
+    /// the columns when known (`uniform`, `column keys`, `some columns in plaintext`) and the
+    /// key wrapping (`single wrapping` / `double wrapping`).
+    pub mode: String,
+    /// The footer key's material (which vault key it needs), when the file is encrypted.
     pub key_material: Option<KeyMaterial>,
+    /// Each column's protection, when the footer can be read (a plaintext footer, or the key
+    /// was given).
+    pub columns: Option<Vec<ColumnProtection>>,
 }
 
 struct Capture(std::sync::Mutex<Option<Vec<u8>>>);
@@ -542,6 +877,21 @@ impl KeyRetriever for Capture {
 
 /// Inspects a dataset without decrypting anything.
 pub async fn inspect(loc: &Location) -> Result<Inspection, DataError> {
+    inspect_inner(loc, None).await
+}
+
+/// Inspects a dataset with its key: also each column's protection, for an encrypted footer.
+pub async fn inspect_with_key(
+    loc: &Location,
+    unwrapper: Arc<dyn KeyUnwrapper>,
+) -> Result<Inspection, DataError> {
+    inspect_inner(loc, Some(unwrapper)).await
+}
+
+async fn inspect_inner(
+    loc: &Location,
+    unwrapper: Option<Arc<dyn KeyUnwrapper>>,
+) -> Result<Inspection, DataError> {
     let meta = loc.store.head(&loc.path).await?;
     if meta.size < 12 {
         return Err(DataError::Input(format!(
@@ -554,42 +904,111 @@ pub async fn inspect(loc: &Location) -> Result<Inspection, DataError> {
         .get_range(&loc.path, meta.size - 4..meta.size)
         .await?;
     let footer = String::from_utf8_lossy(&tail).to_string();
-    let key_material = if footer == "PARE" {
-        let capture = Arc::new(Capture(std::sync::Mutex::new(None)));
-        let props = FileDecryptionProperties::with_key_retriever(capture.clone()).build()?;
-        let reader = StoreReader {
-            store: loc.store.clone(),
-            path: loc.path.clone(),
-        };
-        let attempt = contained_async(async {
-            Ok(ParquetRecordBatchStreamBuilder::new_with_options(
-                reader,
-                ArrowReaderOptions::new().with_file_decryption_properties(props),
-            )
-            .await?)
-        })
-        .await;
-        let captured = capture.0.lock().expect("capture lock").take();
-        match (captured, attempt) {
-            (Some(m), _) => Some(KeyMaterial::parse(&m)?),
-            (None, Err(e)) => return Err(e),
-            (None, Ok(_)) => {
-                return Err(DataError::Input("the encrypted footer names no key".into()));
-            }
-        }
-    } else if footer == "PAR1" {
-        None
-    } else {
+    if footer != "PARE" && footer != "PAR1" {
         return Err(DataError::Input(format!(
             "{} does not end with a Parquet magic number",
             loc.url
         )));
+    }
+    let reader = || StoreReader {
+        store: loc.store.clone(),
+        path: loc.path.clone(),
     };
+
+    // The footer key's material: the reader asks for it when the metadata names an encryption
+    // algorithm, whatever the magic.
+    let capture = Arc::new(Capture(std::sync::Mutex::new(None)));
+    let props = FileDecryptionProperties::with_key_retriever(capture.clone()).build()?;
+    let attempt = contained_async(async {
+        Ok(ParquetRecordBatchStreamBuilder::new_with_options(
+            reader(),
+            ArrowReaderOptions::new().with_file_decryption_properties(props),
+        )
+        .await?)
+    })
+    .await;
+    let captured = capture.0.lock().expect("capture lock").take();
+    let key_material = match (captured, attempt) {
+        (Some(m), _) => Some(KeyMaterial::parse(&m)?),
+        (None, Err(e)) => return Err(e),
+        (None, Ok(_)) if footer == "PARE" => {
+            return Err(DataError::Input("the encrypted footer names no key".into()));
+        }
+        (None, Ok(_)) => None,
+    };
+    let encrypted = key_material.is_some();
+
+    // Each column's protection: from a plaintext footer as it is, or decrypted with the key.
+    let metadata: Option<Arc<ParquetMetaData>> = match unwrapper {
+        Some(u) => {
+            let retriever = Retriever::new(u);
+            let props = retriever.properties()?;
+            let builder = contained_async(async {
+                Ok(ParquetRecordBatchStreamBuilder::new_with_options(
+                    reader(),
+                    ArrowReaderOptions::new().with_file_decryption_properties(props),
+                )
+                .await?)
+            })
+            .await
+            .map_err(|e| retriever.explain(e))?;
+            Some(builder.metadata().clone())
+        }
+        None if footer == "PAR1" => {
+            let mut r = reader();
+            contained_async(async { Ok(r.get_metadata(None).await?) })
+                .await
+                .ok()
+        }
+        None => None,
+    };
+    let columns = metadata.map(|m| {
+        let mut by_column: Vec<ColumnProtection> = Vec::new();
+        for (i, p) in column_protection(&m, None) {
+            match by_column.get_mut(i) {
+                // A column is as protected as its weakest row group.
+                Some(seen) if p.encryption == "none" => *seen = p,
+                Some(_) => {}
+                None => by_column.push(p),
+            }
+        }
+        by_column
+    });
+
+    let mut mode = Vec::new();
+    if encrypted {
+        mode.push(if footer == "PARE" {
+            "encrypted footer"
+        } else {
+            "plaintext footer"
+        });
+        if let Some(cols) = &columns {
+            mode.push(if cols.iter().any(|c| c.encryption == "none") {
+                "some columns in plaintext"
+            } else if cols.iter().any(|c| c.encryption == "column key") {
+                "column keys"
+            } else {
+                "uniform"
+            });
+        }
+        if let Some(m) = &key_material {
+            mode.push(if m.double_wrapping {
+                "double wrapping"
+            } else {
+                "single wrapping"
+            });
+        }
+    } else {
+        mode.push("none");
+    }
     Ok(Inspection {
         url: loc.url.clone(),
         bytes: meta.size,
         footer,
+        encrypted,
+        mode: mode.join(", "),
         key_material,
+        columns,
     })
 }
 
@@ -614,4 +1033,75 @@ pub async fn digest(loc: &Location) -> Result<(String, u64), DataError> {
         ctx.update(&chunk);
     }
     Ok((hex::encode(ctx.finish().as_ref()), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_master_key_id_names_a_vault_key_by_id_or_name() {
+        let kid = "https://v.example:8443/keys/fabrikam-data/00112233445566778899aabbccddeeff";
+        for yes in [
+            kid,
+            "https://v.example:8443/keys/fabrikam-data",
+            "fabrikam-data",
+        ] {
+            assert!(names_vault_key(yes, kid), "{yes}");
+        }
+        for no in [
+            "fabrikam",
+            "fabrikam-data/00112233445566778899aabbccddeeff",
+            "https://other.example/keys/fabrikam-data",
+            "",
+            "keys",
+        ] {
+            assert!(!names_vault_key(no, kid), "{no}");
+        }
+        assert!(!names_vault_key("x", "not-a-key-id"));
+    }
+
+    #[test]
+    fn key_material_modes_are_named() {
+        let external =
+            br#"{"keyMaterialType":"PKMT1","internalStorage":false,"keyReference":"footerKey"}"#;
+        let e = KeyMaterial::parse(external).unwrap_err().to_string();
+        assert!(e.contains("external key material is not supported"), "{e}");
+        assert!(e.contains("internal_key_material=True"), "{e}");
+
+        let other = br#"{"keyMaterialType":"PKMT2","internalStorage":true}"#;
+        let e = KeyMaterial::parse(other).unwrap_err().to_string();
+        assert!(e.contains("not PKMT1"), "{e}");
+
+        let double_without_kek = br#"{"keyMaterialType":"PKMT1","internalStorage":true,"isFooterKey":true,"masterKeyID":"k","wrappedDEK":"AA==","doubleWrapping":true}"#;
+        let e = KeyMaterial::parse(double_without_kek)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keyEncryptionKeyID"), "{e}");
+
+        let double = br#"{"keyMaterialType":"PKMT1","internalStorage":true,"isFooterKey":true,"masterKeyID":"k","wrappedDEK":"AA==","doubleWrapping":true,"keyEncryptionKeyID":"qAG2JvWUgPjd59Lb8pAu/Q==","wrappedKEK":"AA=="}"#;
+        let m = KeyMaterial::parse(double).unwrap();
+        assert!(m.double_wrapping);
+        assert_eq!(
+            m.key_encryption_key_id.as_deref(),
+            Some("qAG2JvWUgPjd59Lb8pAu/Q==")
+        );
+    }
+
+    /// A locally wrapped key as Arrow C++'s key tools write it (nonce ‖ ciphertext ‖ tag,
+    /// AES-GCM, AAD = the KEK id's bytes); the vector was made with Python's `cryptography`
+    /// AESGCM: KEK 00..0f, AAD 64..73, nonce c8..d3, data key 32..41.
+    #[test]
+    fn locally_wrapped_keys_decrypt_as_arrow_writes_them() {
+        let kek: Vec<u8> = (0..16).collect();
+        let aad: Vec<u8> = (100..116).collect();
+        let wrapped = "yMnKy8zNzs/Q0dLTBBugizgEExDkrJR//14j59LtfkJ3SHc5HSnieeVlOZk=";
+        let dek = decrypt_key_locally(wrapped, &kek, &aad).unwrap();
+        assert_eq!(dek, (50..66).collect::<Vec<u8>>());
+        // Another AAD (the KEK id as text rather than its bytes), another KEK, a cut: refused.
+        assert!(decrypt_key_locally(wrapped, &kek, b"qAG2JvWUgPjd59Lb8pAu/Q==").is_err());
+        assert!(decrypt_key_locally(wrapped, &[7u8; 16], &aad).is_err());
+        assert!(decrypt_key_locally("AAAA", &kek, &aad).is_err());
+        assert!(decrypt_key_locally(wrapped, &[0u8; 15], &aad).is_err());
+    }
 }

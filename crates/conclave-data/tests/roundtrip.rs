@@ -166,3 +166,36 @@ async fn local_round_trip_and_tamper_detection() {
     .unwrap();
     assert!(read_all(&fab_url, unwrapper).await.is_err());
 }
+
+/// Untrusted storage swaps an owner's encrypted dataset for a plain Parquet file of made-up
+/// records: an encrypted read refuses it (the metadata names no encryption algorithm), rather
+/// than analysing whatever was put there.
+#[tokio::test]
+async fn a_plain_file_in_place_of_an_encrypted_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("swapped.parquet");
+    let url = url.to_str().unwrap();
+    let loc = locate(url).unwrap();
+    dataset::write_plain(batches(Party::Contoso, 100), schema(), &loc, |_| {})
+        .await
+        .unwrap();
+    let (_, private) = vault_key();
+    let unwrapper: Arc<dyn KeyUnwrapper> =
+        Arc::new(PrivateKeyUnwrapper::new(KID, private).unwrap());
+    let err = read_all(url, unwrapper.clone()).await.unwrap_err();
+    assert!(matches!(err, dataset::DataError::NotEncrypted(_)), "{err}");
+    assert!(err.to_string().contains("not encrypted"), "{err}");
+    // Projected reads too.
+    let err = dataset::read_encrypted(&loc, unwrapper, Some(&["age"]), 10)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not encrypted"), "{err}");
+
+    let inspected = dataset::inspect(&loc).await.unwrap();
+    assert!(!inspected.encrypted);
+    assert_eq!(inspected.mode, "none");
+    assert!(inspected.key_material.is_none());
+    let columns = inspected.columns.unwrap();
+    assert!(columns.iter().all(|c| c.encryption == "none"));
+}

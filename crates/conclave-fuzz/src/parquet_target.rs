@@ -52,6 +52,8 @@ fn file(records: u64, encrypted: bool, row_group: usize) -> anyhow::Result<Vec<u
         master_key_id: MASTER_KEY_ID.into(),
         wrapped_dek: base64::engine::general_purpose::STANDARD.encode([1u8; 16]),
         double_wrapping: false,
+        key_encryption_key_id: None,
+        wrapped_kek: None,
     };
     let mut props = WriterProperties::builder().set_max_row_group_row_count(Some(row_group));
     if encrypted {

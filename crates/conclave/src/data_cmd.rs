@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use conclave_data::dataset::{self, DataError, PrivateKeyUnwrapper, VaultPublicKey};
-use conclave_data::generator::{Generator, Party, records_from_batch, schema};
+use conclave_data::generator::{Generator, Party, schema};
 use conclave_data::store::locate;
 use futures::StreamExt as _;
 
@@ -55,6 +55,56 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 5)]
         sample: usize,
     },
+}
+
+/// What the inspection means for whoever holds only the file.
+fn note(i: &dataset::Inspection) -> String {
+    if !i.encrypted {
+        return "not encrypted: anyone with the file can read it".into();
+    }
+    let plain: Vec<&str> = i
+        .columns
+        .iter()
+        .flatten()
+        .filter(|c| c.encryption == "none")
+        .map(|c| c.column.as_str())
+        .collect();
+    match (i.footer.as_str(), &i.columns) {
+        _ if !plain.is_empty() => format!(
+            "encrypted, but columns {} are stored in plaintext: anyone with the file can read them, and Conclave's workloads refuse to read them",
+            plain.join(", ")
+        ),
+        ("PARE", None) => {
+            "footer encrypted: schema, row count and column protection need the key".into()
+        }
+        ("PARE", Some(_)) => "footer and every column encrypted".into(),
+        _ => "every column encrypted; the footer is plaintext (signed): schema, row count and the statistics of encrypted columns' pages stay hidden, the column names and row counts do not".into(),
+    }
+}
+
+/// Up to `n` rows of a batch, each a JSON object of the cells' display text.
+fn rows_as_text(
+    batch: &arrow_array::RecordBatch,
+    n: usize,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let options = arrow_cast::display::FormatOptions::default();
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = batch.schema();
+    Ok((0..batch.num_rows().min(n))
+        .map(|row| {
+            let obj: serde_json::Map<String, serde_json::Value> = schema
+                .fields()
+                .iter()
+                .zip(&formatters)
+                .map(|(f, fmt)| (f.name().clone(), fmt.value(row).to_string().into()))
+                .collect();
+            obj.into()
+        })
+        .collect())
 }
 
 async fn public_key(
@@ -181,31 +231,43 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
             sample,
         } => {
             let loc = locate(&url)?;
-            let inspection = dataset::inspect(&loc).await?;
-            let mut out = serde_json::to_value(&inspection)?;
-            out["note"] = match &inspection.key_material {
-                Some(_) => {
-                    "footer and all columns are encrypted: schema and row count need the key".into()
-                }
-                None => "plaintext Parquet: anyone with the file can read it".into(),
-            };
+            let mut inspection = dataset::inspect(&loc).await?;
+            let mut sample_rows = None;
             if let Some(path) = key_file {
-                let material = inspection
-                    .key_material
-                    .as_ref()
-                    .context("the dataset is not encrypted")?;
+                let material = inspection.key_material.as_ref().with_context(|| {
+                    format!(
+                        "the dataset is not encrypted ({}): there is nothing to decrypt",
+                        inspection.mode
+                    )
+                })?;
                 let pkcs8 = conclave_net::read_pkcs8(&path)?;
                 let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8)
                     .map_err(|_| anyhow::anyhow!("{} is not an RSA PKCS#8 key", path.display()))?;
-                let unwrapper = Arc::new(PrivateKeyUnwrapper::new(&material.master_key_id, key)?);
-                let mut stream =
-                    dataset::read_encrypted(&loc, unwrapper, None, sample.max(1)).await?;
-                let rows = match stream.next().await {
-                    Some(batch) => records_from_batch(&batch?).map_err(|e| anyhow::anyhow!(e))?,
-                    None => Vec::new(),
+                let unwrapper: Arc<dyn dataset::KeyUnwrapper> =
+                    Arc::new(PrivateKeyUnwrapper::new(&material.master_key_id, key)?);
+                inspection = dataset::inspect_with_key(&loc, unwrapper.clone()).await?;
+                let read = async {
+                    let mut stream =
+                        dataset::read_encrypted(&loc, unwrapper, None, sample.max(1)).await?;
+                    Ok::<_, anyhow::Error>(match stream.next().await {
+                        Some(batch) => rows_as_text(&batch?, sample)?,
+                        None => Vec::new(),
+                    })
                 };
-                out["sample"] =
-                    serde_json::to_value(rows.into_iter().take(sample).collect::<Vec<_>>())?;
+                sample_rows = Some(read.await);
+            }
+            let mut out = serde_json::to_value(&inspection)?;
+            out["note"] = note(&inspection).into();
+            match sample_rows {
+                Some(Ok(rows)) => out["sample"] = rows.into(),
+                // The inspection is still worth printing: it shows which column is the problem.
+                Some(Err(e)) => {
+                    out["refused"] = e.to_string().into();
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                None => {}
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)

@@ -823,6 +823,20 @@ async fn every_attack_is_refused_with_its_reason_and_on_record() {
     std::fs::write(&tampered_file, &flipped).unwrap();
     let truncated_file = dir.join("truncated.parquet");
     std::fs::write(&truncated_file, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    // Made-up records written as plain Parquet under Contoso's file name.
+    let forged_file = dir.join("forged-plain.parquet");
+    {
+        let mut g = Generator::new(Party::Contoso, 99, 5_000);
+        let batches = std::iter::from_fn(move || g.next_batch(1024).map(Ok));
+        dataset::write_plain(
+            batches,
+            schema(),
+            &locate(forged_file.to_str().unwrap()).unwrap(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
     for (attack, file, needle) in [
         (
             "tampered ciphertext",
@@ -838,6 +852,11 @@ async fn every_attack_is_refused_with_its_reason_and_on_record() {
             "swapped ciphertext (another party's file under this name)",
             fabrikam_file.as_str(),
             "is encrypted under",
+        ),
+        (
+            "forged records as a plain Parquet file under this name",
+            forged_file.to_str().unwrap(),
+            "the dataset is not encrypted",
         ),
     ] {
         let err = read_all(file, contoso_reader.clone())
