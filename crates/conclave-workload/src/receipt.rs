@@ -148,3 +148,74 @@ pub async fn verify(
         token_claims: verified.claims,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUER: &str = "https://attest.example";
+
+    /// A receipt signed by `identity`, embedding a token only `verifier` accepts, with `header`.
+    fn receipt(identity: &TeeIdentity, header: Value) -> String {
+        identity.sign_jws(
+            &header,
+            &json!({
+                "typ": RECEIPT_TYPE,
+                "iat": now(),
+                "party": "woodgrove",
+                "inputs": [],
+                "result": {},
+                "attestation": identity.self_issued_token(ISSUER),
+            }),
+        )
+    }
+
+    /// A verifier that trusts the identity's own key as if it were the attestation service's:
+    /// enough to reach the receipt's own checks.
+    fn verifier(identity: &TeeIdentity) -> TokenVerifier {
+        let runtime: Value = serde_json::from_slice(identity.runtime_json()).unwrap();
+        let mut key = runtime["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == SIGNING_KEY_ID)
+            .unwrap()
+            .clone();
+        key["kid"] = "self-issued".into();
+        key.as_object_mut().unwrap().remove("key_ops");
+        TokenVerifier::with_jwks(Some(ISSUER.into()), &json!({"keys": [key]}))
+            .with_algorithms(&[jsonwebtoken::Algorithm::ES256])
+    }
+
+    #[tokio::test]
+    async fn receipts_with_critical_headers_not_understood_are_refused() {
+        let identity = TeeIdentity::generate(None, &["127.0.0.1".into()]).unwrap();
+        let verifier = verifier(&identity);
+        let plain = receipt(
+            &identity,
+            json!({"alg": "ES256", "typ": "JWT", "kid": SIGNING_KEY_ID}),
+        );
+        let verified = verify(&plain, &verifier).await.unwrap();
+        assert_eq!(verified.party, "woodgrove");
+
+        // Validly signed by the same key, but marking an extension as critical (RFC 7515
+        // §4.1.11): refused, with the name.
+        let critical = receipt(
+            &identity,
+            json!({"alg": "ES256", "typ": "JWT", "kid": SIGNING_KEY_ID,
+                   "crit": ["urn:example:must-understand"], "urn:example:must-understand": 1}),
+        );
+        let err = verify(&critical, &verifier).await.unwrap_err().to_string();
+        assert!(
+            err.contains("marks \"urn:example:must-understand\" as critical"),
+            "{err}"
+        );
+        // A crit naming a header the JWS does not carry is malformed.
+        let dangling = receipt(
+            &identity,
+            json!({"alg": "ES256", "typ": "JWT", "kid": SIGNING_KEY_ID, "crit": ["exp2"]}),
+        );
+        let err = verify(&dangling, &verifier).await.unwrap_err().to_string();
+        assert!(err.contains("does not carry"), "{err}");
+    }
+}

@@ -74,6 +74,38 @@ async fn create_get_release_and_use_the_key_in_the_tee() {
     let other = EphemeralKey::generate().unwrap();
     assert!(open_release(&jws, env.ca.cert(), other.private_key()).is_err());
 
+    // The same release re-signed with the vault's own signing key and chain, but with a
+    // critical header extension the TEE does not understand (RFC 7515 §4.1.11): not opened.
+    let header: Value =
+        serde_json::from_slice(&b64url_decode(jws.split('.').next().unwrap()).unwrap()).unwrap();
+    let payload: Value =
+        serde_json::from_slice(&b64url_decode(jws.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let signing_key = aws_lc_rs::rsa::KeyPair::from_pkcs8(
+        &conclave_net::read_pkcs8(&env.dir.join("vault/tls/release-signing.pk8")).unwrap(),
+    )
+    .unwrap();
+    let mut critical_header = header.as_object().unwrap().clone();
+    critical_header.insert("crit".into(), json!(["urn:example:must-understand"]));
+    critical_header.insert("urn:example:must-understand".into(), true.into());
+    let critical =
+        conclave_attest::jws::sign_rs256(critical_header, &payload, &signing_key).unwrap();
+    // Control: re-signed without crit, it opens.
+    let resigned = conclave_attest::jws::sign_rs256(
+        header.as_object().unwrap().clone(),
+        &payload,
+        &signing_key,
+    )
+    .unwrap();
+    open_release(&resigned, env.ca.cert(), tee.private_key()).unwrap();
+    let err = open_release(&critical, env.ca.cert(), tee.private_key())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("marks \"urn:example:must-understand\" as critical"),
+        "{err}"
+    );
+
     let tail = env.audit_tail().await;
     assert_eq!(tail["action"], "release");
     assert_eq!(tail["outcome"], "granted");
