@@ -77,6 +77,34 @@ pub struct SnpEvidence {
         skip_serializing_if = "Option::is_none"
     )]
     pub hcl_runtime_claims: Option<String>,
+    /// Azure confidential VMs: a vTPM quote signed by the HCL report's attestation key
+    /// `HCLAkPub`, attesting the PCRs of the VM's measured boot.
+    #[serde(rename = "TpmQuote", default, skip_serializing_if = "Option::is_none")]
+    pub tpm_quote: Option<TpmQuoteWire>,
+}
+
+/// A vTPM quote on the wire.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TpmQuoteWire {
+    /// base64url of the signed `TPMS_ATTEST` (TPM 2.0 Library Part 2 §10.12.12).
+    #[serde(rename = "Message")]
+    pub message: String,
+    /// base64url of the signature: raw RSASSA-PKCS1-v1_5 SHA-256, or a `TPMT_SIGNATURE`.
+    #[serde(rename = "Signature")]
+    pub signature: String,
+    /// Hex SHA-256 values of the PCRs the quote selects, in index order.
+    #[serde(rename = "Pcrs")]
+    pub pcrs: Vec<String>,
+}
+
+impl TpmQuoteWire {
+    pub fn new(q: &crate::vtpm::TpmQuote) -> Self {
+        TpmQuoteWire {
+            message: b64url(&q.message),
+            signature: b64url(&q.signature),
+            pcrs: q.pcrs.iter().map(hex::encode).collect(),
+        }
+    }
 }
 
 /// `{"token": "<JWT>"}`.
@@ -123,6 +151,7 @@ impl AttestSevSnpVmRequest {
             vcek_cert_chain: b64url(evidence.cert_chain_pem.as_bytes()),
             endorsements: None,
             hcl_runtime_claims: evidence.hcl_runtime_claims.as_deref().map(b64url),
+            tpm_quote: None,
         };
         AttestSevSnpVmRequest {
             report: b64url(&serde_json::to_vec(&inner).expect("evidence serialises")),
@@ -132,6 +161,23 @@ impl AttestSevSnpVmRequest {
             }),
             nonce,
         }
+    }
+
+    /// Adds a vTPM quote to the evidence (Azure confidential VMs).
+    pub fn with_tpm_quote(mut self, quote: &crate::vtpm::TpmQuote) -> Self {
+        let mut inner: SnpEvidence = serde_json::from_slice(
+            &b64url_decode(&self.report).expect("this request's own report is base64url"),
+        )
+        .expect("this request's own evidence parses");
+        inner.tpm_quote = Some(TpmQuoteWire::new(quote));
+        self.report = b64url(&serde_json::to_vec(&inner).expect("evidence serialises"));
+        self
+    }
+
+    /// Without runtime data (evidence whose freshness is the quote's nonce alone).
+    pub fn without_runtime_data(mut self) -> Self {
+        self.runtime_data = None;
+        self
     }
 }
 

@@ -80,6 +80,8 @@ pub enum AppraisalError {
         "the guest was launched with the debug policy bit set; this service does not accept debuggable guests"
     )]
     DebugNotAllowed,
+    #[error("{0}")]
+    Quote(String),
     #[error("reported TCB {have:?} is below the minimum {min:?}")]
     TcbTooLow { have: TcbParts, min: TcbParts },
 }
@@ -92,6 +94,8 @@ pub struct Appraisal {
     pub runtime: Option<serde_json::Value>,
     /// Azure only: the paravisor's runtime claims.
     pub hcl_claims: Option<serde_json::Value>,
+    /// Azure only: the verified vTPM quote, when the evidence carried one.
+    pub tpm: Option<crate::vtpm::VerifiedQuote>,
     pub nonce: Option<String>,
 }
 
@@ -155,19 +159,65 @@ pub fn appraise(
         .map(b64url_decode)
         .transpose()
         .map_err(|e| malformed("HclRuntimeClaims is not base64url", e))?;
-    let (platform, hcl_claims) = match (report.root_kind(), hcl_bytes) {
-        (RootKind::Simulated, None) => (Platform::Sim, None),
-        (RootKind::Amd, None) => (Platform::Snp, None),
+    let quote = evidence
+        .tpm_quote
+        .as_ref()
+        .map(|q| -> Result<crate::vtpm::TpmQuote, AppraisalError> {
+            Ok(crate::vtpm::TpmQuote {
+                message: b64url_decode(&q.message)
+                    .map_err(|e| malformed("TpmQuote.Message is not base64url", e))?,
+                signature: b64url_decode(&q.signature)
+                    .map_err(|e| malformed("TpmQuote.Signature is not base64url", e))?,
+                pcrs: crate::vtpm::parse_pcrs(&q.pcrs)
+                    .map_err(|e| malformed("TpmQuote.Pcrs", e))?,
+            })
+        })
+        .transpose()?;
+    let (platform, hcl_claims, tpm) = match (report.root_kind(), hcl_bytes) {
+        (_, None) if quote.is_some() => {
+            return Err(malformed(
+                "TpmQuote",
+                "a vTPM quote needs HclRuntimeClaims: they publish the attestation key that signed it",
+            ));
+        }
+        (RootKind::Simulated, None) => (Platform::Sim, None, None),
+        (RootKind::Amd, None) => (Platform::Snp, None, None),
         (RootKind::Simulated, Some(_)) => {
             return Err(malformed(
                 "HclRuntimeClaims",
                 "simulated evidence cannot carry Azure HCL claims",
             ));
         }
-        (RootKind::Amd, Some(hcl)) => (
-            Platform::AzureVtpm,
-            Some(check_hcl_binding(&rd, &hcl, &runtime_bytes)?),
-        ),
+        (RootKind::Amd, Some(hcl)) => {
+            // The paravisor asks for its report at VMPL 0; a report from a lower privilege
+            // level (the guest OS) could carry claims the paravisor never made.
+            if report.report().vmpl != 0 {
+                return Err(AppraisalError::HclNotBound(format!(
+                    "the HCL report's SEV-SNP report comes from VMPL {}, not the paravisor's VMPL 0",
+                    report.report().vmpl
+                )));
+            }
+            match quote {
+                None => (
+                    Platform::AzureVtpm,
+                    Some(check_hcl_binding(&rd, &hcl, &runtime_bytes)?),
+                    None,
+                ),
+                Some(quote) => {
+                    let (claims, verified) = check_quoted_hcl_binding(
+                        &rd,
+                        &hcl,
+                        request
+                            .runtime_data
+                            .is_some()
+                            .then_some(runtime_bytes.as_slice()),
+                        request.nonce.as_deref(),
+                        &quote,
+                    )?;
+                    (Platform::AzureVtpm, Some(claims), Some(verified))
+                }
+            }
+        }
     };
     if platform != Platform::AzureVtpm && rd[..32] != sha256(&runtime_bytes) {
         return Err(AppraisalError::RuntimeDataNotBound);
@@ -190,8 +240,61 @@ pub fn appraise(
         report,
         runtime,
         hcl_claims,
+        tpm,
         nonce: request.nonce.clone(),
     })
+}
+
+/// Azure's first hop alone: the report binds the paravisor's runtime claims, which are returned
+/// parsed (for offline checks that have no runtime data of their own).
+pub fn check_hcl_report_binding(
+    report_data: &[u8; 64],
+    hcl: &[u8],
+) -> Result<serde_json::Value, AppraisalError> {
+    if report_data[..32] != sha256(hcl) {
+        return Err(AppraisalError::HclNotBound(
+            "report_data[0..32] is not SHA-256(HCL runtime claims)".into(),
+        ));
+    }
+    serde_json::from_slice(hcl).map_err(|e| AppraisalError::HclNotBound(e.to_string()))
+}
+
+/// Azure with a vTPM quote: the report binds the HCL runtime claims; the quote is signed by
+/// their attestation key and made for the request's `nonce` (its UTF-8 bytes), or, without a
+/// nonce, for SHA-256 of the runtime data. Runtime data is bound by that quote, or by the HCL
+/// claims' `user-data` as without a quote. Evidence with neither a nonce nor runtime data is
+/// refused: nothing would show it is fresh.
+pub fn check_quoted_hcl_binding(
+    report_data: &[u8; 64],
+    hcl: &[u8],
+    runtime: Option<&[u8]>,
+    nonce: Option<&str>,
+    quote: &crate::vtpm::TpmQuote,
+) -> Result<(serde_json::Value, crate::vtpm::VerifiedQuote), AppraisalError> {
+    let claims = check_hcl_report_binding(report_data, hcl)?;
+    let expected = match (nonce, runtime) {
+        (Some(n), _) => n.as_bytes().to_vec(),
+        (None, Some(rt)) => sha256(rt).to_vec(),
+        (None, None) => {
+            return Err(AppraisalError::Malformed(
+                "a vTPM quote must answer this request: send a nonce (the quote's extraData) or runtime data (its SHA-256 as extraData)".into(),
+            ));
+        }
+    };
+    let verified = crate::vtpm::verify_quote(quote, &claims, &expected)
+        .map_err(|e| AppraisalError::Quote(e.to_string()))?;
+    if let Some(rt) = runtime {
+        let by_quote = verified.nonce == sha256(rt);
+        let by_user_data = claims
+            .get("user-data")
+            .and_then(|v| v.as_str())
+            .and_then(|s| hex::decode(s).ok())
+            .is_some_and(|u| u.get(..32) == Some(sha256(rt).as_slice()));
+        if !by_quote && !by_user_data {
+            return Err(AppraisalError::RuntimeDataNotBound);
+        }
+    }
+    Ok((claims, verified))
 }
 
 /// Azure's two-hop binding: the report binds the paravisor's runtime claims, and those claims

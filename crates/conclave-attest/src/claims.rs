@@ -9,6 +9,9 @@ use conclave_tee::Platform;
 /// Claim that says which kind of platform produced the evidence: `sim`, `snp` or `azure-vtpm`.
 pub const PLATFORM_CLAIM: &str = "x-conclave-platform";
 
+/// Claim with the PCRs of a verified vTPM quote (Azure confidential VMs).
+pub const TPM_CLAIM: &str = "x-conclave-tpm";
+
 /// Compliance status for evidence this service appraised itself (not Azure's).
 pub const COMPLIANT: &str = "conclave-compliant";
 
@@ -65,6 +68,19 @@ pub fn token_claims(a: &Appraisal) -> Map<String, Value> {
             }
             claims.insert("x-ms-isolation-tee".into(), Value::Object(tee));
             claims.insert("x-ms-attestation-type".into(), "azurevm".into());
+            // MAA's name for the VM's id in guest attestation tokens.
+            if let Some(id) = a
+                .hcl_claims
+                .as_ref()
+                .and_then(|h| h["vm-configuration"]["vmUniqueId"].as_str())
+            {
+                claims.insert("x-ms-azurevm-vmid".into(), id.into());
+            }
+            // The measured boot the vTPM quoted: pcr00…pcr23 (hex SHA-256), for policies that
+            // pin boot state (`x-conclave-tpm.pcr07 equals …`).
+            if let Some(q) = &a.tpm {
+                claims.insert(TPM_CLAIM.into(), crate::vtpm::quote_claims(q));
+            }
             let mut runtime = a.runtime.clone().unwrap_or_else(|| json!({}));
             if let (Some(obj), Some(vm)) = (
                 runtime.as_object_mut(),

@@ -15,6 +15,7 @@ pub mod jws;
 pub mod keys;
 pub mod service;
 pub mod verify;
+pub mod vtpm;
 
 pub use appraisal::{AppraisalPolicy, PlatformName};
 pub use service::{AttestationService, ServiceConfig};

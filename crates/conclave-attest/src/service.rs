@@ -171,7 +171,7 @@ impl From<AppraisalError> for ApiError {
     fn from(e: AppraisalError) -> Self {
         let code = match &e {
             AppraisalError::Malformed(_) => "InvalidParameter",
-            AppraisalError::Evidence(_) => "InvalidEvidence",
+            AppraisalError::Evidence(_) | AppraisalError::Quote(_) => "InvalidEvidence",
             AppraisalError::RuntimeDataNotBound | AppraisalError::HclNotBound(_) => {
                 "RuntimeDataNotBound"
             }

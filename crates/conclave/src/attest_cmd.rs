@@ -98,11 +98,34 @@ pub enum TokenCommand {
 
 #[derive(Subcommand)]
 pub enum EvidenceCommand {
-    /// Verify an SEV-SNP report against AMD's roots (or a simulated root) and print it.
+    /// Verify an SEV-SNP report against AMD's roots (or a simulated root) and print it; or an
+    /// Azure confidential VM's HCL report, with its vTPM quote.
     Verify {
         /// The raw 1184-byte report.
+        #[arg(
+            long,
+            required_unless_present = "hcl_report",
+            conflicts_with = "hcl_report"
+        )]
+        report: Option<PathBuf>,
+        /// An Azure confidential VM's HCL report (vTPM NV index 0x01400001): the SEV-SNP report
+        /// and the paravisor's runtime claims it binds.
         #[arg(long)]
-        report: PathBuf,
+        hcl_report: Option<PathBuf>,
+        /// The vTPM quote (TPMS_ATTEST, as `tpm2_quote -m` writes it) signed by the HCL
+        /// report's attestation key; needs --tpm-signature, --pcrs and --nonce.
+        #[arg(long, requires_all = ["hcl_report", "tpm_signature", "pcrs", "nonce"])]
+        tpm_quote: Option<PathBuf>,
+        /// The quote's signature: raw RSASSA, or TPMT_SIGNATURE (`tpm2_quote -s`).
+        #[arg(long, requires = "tpm_quote")]
+        tpm_signature: Option<PathBuf>,
+        /// The quoted PCRs' SHA-256 values in index order: a JSON array of hex strings, or one
+        /// hex value per line.
+        #[arg(long, requires = "tpm_quote")]
+        pcrs: Option<PathBuf>,
+        /// The nonce the quote must have been made for (its extraData): text, or `hex:<hex>`.
+        #[arg(long, requires = "tpm_quote")]
+        nonce: Option<String>,
         /// Directory with the VCEK (vcek.der/.pem, or vlek.*) and optionally ark.* and ask.*.
         #[arg(long)]
         certs: PathBuf,
@@ -266,13 +289,27 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
         }
         AttestCommand::Evidence(EvidenceCommand::Verify {
             report,
+            hcl_report,
+            tpm_quote,
+            tpm_signature,
+            pcrs,
+            nonce,
             certs,
             sim_root,
             no_time_check,
             at,
         }) => {
-            let raw =
-                std::fs::read(&report).with_context(|| format!("reading {}", report.display()))?;
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let (raw, hcl) = match (&report, &hcl_report) {
+                (Some(r), _) => (read(r)?, None),
+                (None, Some(h)) => {
+                    let hcl = conclave_tee::azure::parse_hcl_report(&read(h)?)
+                        .with_context(|| format!("{} is not an HCL report", h.display()))?;
+                    (hcl.snp_report.clone(), Some(hcl))
+                }
+                (None, None) => unreachable!("clap requires --report or --hcl-report"),
+            };
             let chain = load_chain_dir(&certs)?;
             let roots = match sim_root {
                 Some(path) => {
@@ -299,16 +336,78 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 key.intermediate(),
                 verified.product().name()
             );
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&describe(
-                    verified.report(),
-                    verified.reported_tcb()
-                ))?
-            );
+            let mut out = describe(verified.report(), verified.reported_tcb());
+            out["signing_key"] = verified.endorsement_key().name().into();
+            if let Some(hcl) = hcl {
+                let rd = verified.report().report_data;
+                let claims = match (&tpm_quote, &tpm_signature, &pcrs, &nonce) {
+                    (Some(q), Some(sig), Some(pcrs), Some(nonce)) => {
+                        let quote = conclave_attest::vtpm::TpmQuote {
+                            message: read(q)?,
+                            signature: read(sig)?,
+                            pcrs: read_pcrs(pcrs)?,
+                        };
+                        let nonce = match nonce.strip_prefix("hex:") {
+                            Some(h) => hex::decode(h).context("--nonce hex:… is not hex")?,
+                            None => nonce.as_bytes().to_vec(),
+                        };
+                        let claims = conclave_attest::appraisal::check_hcl_report_binding(
+                            &rd,
+                            &hcl.runtime_claims,
+                        )
+                        .context("evidence rejected")?;
+                        let quoted = conclave_attest::vtpm::verify_quote(&quote, &claims, &nonce)
+                            .context("the vTPM quote is rejected")?;
+                        eprintln!(
+                            "vTPM quote verified: signed by the HCL report's attestation key, made for the nonce given, {} PCRs",
+                            quoted.pcrs.len()
+                        );
+                        out["tpm"] = conclave_attest::vtpm::quote_claims(&quoted);
+                        claims
+                    }
+                    _ => {
+                        let claims = conclave_attest::appraisal::check_hcl_report_binding(
+                            &rd,
+                            &hcl.runtime_claims,
+                        )
+                        .context("evidence rejected")?;
+                        eprintln!(
+                            "no vTPM quote given: the VM's boot state (PCRs) is NOT attested"
+                        );
+                        claims
+                    }
+                };
+                if verified.report().vmpl != 0 {
+                    bail!(
+                        "evidence rejected: the HCL report's SEV-SNP report comes from VMPL {}, not the paravisor's VMPL 0",
+                        verified.report().vmpl
+                    );
+                }
+                eprintln!("HCL runtime claims bound by the report (report_data = SHA-256 of them)");
+                out["vm_unique_id"] = claims["vm-configuration"]["vmUniqueId"].clone();
+                out["hcl_runtime_claims"] = claims;
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// PCR values: a JSON array of hex strings, or one hex value per line.
+fn read_pcrs(path: &Path) -> anyhow::Result<Vec<[u8; 32]>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let values: Vec<String> = match serde_json::from_str::<Vec<String>>(&text) {
+        Ok(v) => v,
+        Err(_) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+    };
+    conclave_attest::vtpm::parse_pcrs(&values)
+        .with_context(|| format!("the PCR values in {}", path.display()))
 }
 
 fn read_token(arg: &str) -> anyhow::Result<String> {

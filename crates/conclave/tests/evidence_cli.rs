@@ -125,7 +125,7 @@ fn vlek_evidence_in_kds_names_verifies_and_says_vlek() {
     );
     let decoded: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(decoded["version"], 3);
-    assert_eq!(decoded["signing_key"], "Vlek");
+    assert_eq!(decoded["signing_key"], "VLEK");
 
     // Checked now, the VLEK (valid until 2025-12-10) has expired, and the error names it.
     let (ok, _, stderr) = verify_dir(&vlek_vectors(), &[]);
@@ -171,4 +171,102 @@ fn a_folder_with_both_a_vcek_and_a_vlek_is_refused() {
     let (ok, _, stderr) = verify_dir(tmp.path(), &["--no-time-check"]);
     assert!(!ok);
     assert!(stderr.contains("both a vcek and a vlek"), "{stderr}");
+}
+
+/// Genuine Azure CVM evidence (conclave-attest/tests/data/azure-cvm-trustee/evidence-v1.json)
+/// as files: hcl-report.bin, quote.msg (TPMS_ATTEST), quote.sig, pcrs.json, certs/vcek.der.
+fn azure_files(dir: &Path) {
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../conclave-attest/tests/data/azure-cvm-trustee/evidence-v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let b64url =
+        |v: &serde_json::Value| conclave_attest::api::b64url_decode(v.as_str().unwrap()).unwrap();
+    let q = &d["tpm_quote"];
+    std::fs::write(dir.join("hcl-report.bin"), b64url(&d["hcl_report"])).unwrap();
+    std::fs::write(
+        dir.join("quote.msg"),
+        hex::decode(q["message"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("quote.sig"),
+        hex::decode(q["signature"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pcrs.json"), q["pcrs"].to_string()).unwrap();
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    std::fs::write(dir.join("certs/vcek.der"), b64url(&d["vcek"])).unwrap();
+}
+
+fn verify_azure(dir: &Path, nonce: &str) -> (bool, String, String) {
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    run(&[
+        "attest",
+        "evidence",
+        "verify",
+        "--hcl-report",
+        &p("hcl-report.bin"),
+        "--certs",
+        &p("certs"),
+        "--tpm-quote",
+        &p("quote.msg"),
+        "--tpm-signature",
+        &p("quote.sig"),
+        "--pcrs",
+        &p("pcrs.json"),
+        "--nonce",
+        nonce,
+    ])
+}
+
+#[test]
+fn azure_cvm_evidence_with_a_tpm_quote_verifies_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    azure_files(tmp.path());
+    let (ok, stdout, stderr) = verify_azure(tmp.path(), "challenge");
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("vTPM quote verified"), "{stderr}");
+    assert!(stderr.contains("signed by a VCEK"), "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["vm_unique_id"], "26F8BC30-774E-4290-8E7A-535F3B672AEE");
+    assert_eq!(
+        out["tpm"]["pcr00"],
+        "e15c44796beabf46abcec7c57e590942041e47497e4ec27571c8b7664f48dced"
+    );
+    assert_eq!(out["vmpl"], 0);
+    // The same nonce given as hex.
+    let (ok, _, stderr) = verify_azure(tmp.path(), &format!("hex:{}", hex::encode("challenge")));
+    assert!(ok, "{stderr}");
+
+    // A wrong nonce, then a changed PCR value: refused with the reason.
+    let (ok, _, stderr) = verify_azure(tmp.path(), "challenge2");
+    assert!(!ok);
+    assert!(stderr.contains("made for nonce \"challenge\""), "{stderr}");
+    let mut pcrs: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("pcrs.json")).unwrap())
+            .unwrap();
+    pcrs[7] = "00".repeat(32);
+    std::fs::write(tmp.path().join("pcrs.json"), pcrs.join("\n")).unwrap();
+    let (ok, _, stderr) = verify_azure(tmp.path(), "challenge");
+    assert!(!ok);
+    assert!(stderr.contains("do not match the digest"), "{stderr}");
+
+    // Without a quote, the output says the boot state is not attested.
+    let p = |f: &str| tmp.path().join(f).to_str().unwrap().to_string();
+    let (ok, _, stderr) = run(&[
+        "attest",
+        "evidence",
+        "verify",
+        "--hcl-report",
+        &p("hcl-report.bin"),
+        "--certs",
+        &p("certs"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("NOT attested"), "{stderr}");
 }
