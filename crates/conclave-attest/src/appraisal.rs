@@ -116,6 +116,17 @@ pub fn appraise(
     roots: &TrustedRoots,
     policy: &AppraisalPolicy,
 ) -> Result<Appraisal, AppraisalError> {
+    appraise_with_kds(request, roots, policy, None)
+}
+
+/// As [`appraise`], with an offline AMD KDS cache: evidence without a VCEK gets it from the
+/// cache, and the cache's CRLs are checked.
+pub fn appraise_with_kds(
+    request: &AttestSevSnpVmRequest,
+    roots: &TrustedRoots,
+    policy: &AppraisalPolicy,
+    kds: Option<&conclave_snp::kds::KdsCache>,
+) -> Result<Appraisal, AppraisalError> {
     let evidence_json =
         b64url_decode(&request.report).map_err(|e| malformed("report is not base64url", e))?;
     let evidence: SnpEvidence = serde_json::from_slice(&evidence_json)
@@ -126,7 +137,38 @@ pub fn appraise(
         .map_err(|e| malformed("VcekCertChain is not base64url", e))?;
     let certs = Cert::parse_pem_bundle("VcekCertChain", &chain_pem)
         .map_err(|e| malformed("VcekCertChain", e))?;
-    let chain = CertChain::from_certs(certs)?;
+    let has_leaf = certs.iter().any(|c| c.is_p384());
+    let chain = match (kds, has_leaf) {
+        (_, true) => {
+            let chain = CertChain::from_certs(certs)?;
+            match kds {
+                // The cache completes a chain that came without intermediates.
+                Some(cache) => cache
+                    .complete_chain(&raw, Some(chain), None)
+                    .map_err(|e| AppraisalError::Malformed(e.to_string()))?,
+                None => chain,
+            }
+        }
+        (Some(cache), false) => {
+            // No leaf in the evidence: the VCEK comes from the cache; intermediates that came
+            // with the evidence are kept.
+            let mut chain = cache
+                .complete_chain(&raw, None, None)
+                .map_err(|e| AppraisalError::Malformed(e.to_string()))?;
+            for c in certs {
+                let slot = if c.is_asvk() {
+                    &mut chain.asvk
+                } else if c.is_self_issued() {
+                    &mut chain.ark
+                } else {
+                    &mut chain.ask
+                };
+                *slot = Some(c);
+            }
+            chain
+        }
+        (None, false) => CertChain::from_certs(certs)?,
+    };
 
     let (runtime_bytes, runtime) = match &request.runtime_data {
         None => (Vec::new(), None),
@@ -151,6 +193,9 @@ pub fn appraise(
 
     let at = policy.check_cert_validity.then(SystemTime::now);
     let report = verify_report(&raw, &chain, roots, at)?;
+    if let Some(cache) = kds {
+        cache.check_revocation(&chain, roots)?;
+    }
     let rd = report.report().report_data;
 
     let hcl_bytes = evidence

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::api::{AttestSevSnpVmRequest, ErrorBody, ErrorDetail, TokenResponse};
-use crate::appraisal::{AppraisalError, AppraisalPolicy, appraise};
+use crate::appraisal::{AppraisalError, AppraisalPolicy};
 use crate::claims::token_claims;
 use crate::jws;
 use crate::keys::{KeyError, KeyRing};
@@ -39,6 +39,9 @@ pub struct ServiceConfig {
     pub policy: AppraisalPolicy,
     pub key_dir: PathBuf,
     pub token_lifetime: Duration,
+    /// AMD KDS responses on disk: VCEKs for evidence that carries none, and CRLs checked for
+    /// every report of their product.
+    pub kds_cache: Option<conclave_snp::kds::KdsCache>,
 }
 
 /// The running service's state.
@@ -224,7 +227,12 @@ async fn attest_sev_snp_vm(
         message: format!("the body is not an attestation request: {e}"),
     })?;
     service.reload_keys_if_rotated();
-    let appraisal = match appraise(&request, &service.config.roots, &service.config.policy) {
+    let appraisal = match crate::appraisal::appraise_with_kds(
+        &request,
+        &service.config.roots,
+        &service.config.policy,
+        service.config.kds_cache.as_ref(),
+    ) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!("attestation denied: {e}");

@@ -183,6 +183,7 @@ async fn service(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender
         policy: conclave_attest::AppraisalPolicy::production(),
         key_dir: dir.join("token-keys"),
         token_lifetime: std::time::Duration::from_secs(600),
+        kds_cache: None,
     })
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -86,6 +86,7 @@ fn fixture() -> anyhow::Result<Fixture> {
         },
         key_dir: dir.path().join("keys"),
         token_lifetime: Duration::from_secs(600),
+        kds_cache: None,
     })?;
     Ok(Fixture {
         _dir: dir,

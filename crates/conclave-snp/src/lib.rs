@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod kds;
 pub mod report;
 pub mod x509;
 
@@ -256,7 +257,7 @@ impl CertChain {
             *slot = Some(c);
         }
         let vcek = vcek.ok_or_else(|| {
-            VerifyError::ChainShape("the chain holds no VCEK/VLEK (P-384) certificate".into())
+            VerifyError::ChainShape("the chain holds no VCEK/VLEK (P-384) certificate: send it with the evidence, or give the verifier an AMD KDS cache (--kds-cache)".into())
         })?;
         Ok(CertChain {
             ark,
@@ -295,6 +296,8 @@ pub enum VerifyError {
     ChipIdMismatch,
     #[error("the VCEK was issued for TCB {cert:?} but the report claims reported_tcb {report:?}")]
     TcbMismatch { cert: TcbParts, report: TcbParts },
+    #[error("revocation: {0}")]
+    Revocation(String),
     #[error("the report signature does not verify with the {0}: the report was altered or forged")]
     BadReportSignature(&'static str),
 }

@@ -407,6 +407,12 @@ impl EncodePublicKey for SpkiDer {
 /// A raw signature value, for the builder.
 pub struct RawSignature(Vec<u8>);
 
+impl RawSignature {
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
 impl SignatureBitStringEncoding for RawSignature {
     fn to_bitstring(&self) -> der::Result<BitString> {
         BitString::from_bytes(&self.0)

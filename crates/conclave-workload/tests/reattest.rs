@@ -66,6 +66,7 @@ async fn a_new_token_arrives_before_the_old_one_expires() {
         },
         key_dir: dir.path().join("token-keys"),
         token_lifetime: Duration::from_secs(6),
+        kds_cache: None,
     })
     .unwrap();
     tokio::spawn(conclave_net::serve(

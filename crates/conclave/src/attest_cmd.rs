@@ -57,6 +57,10 @@ pub enum AttestCommand {
         /// Serve HTTPS with a certificate from this local CA directory (created if missing).
         #[arg(long, conflicts_with = "tls_cert")]
         ca_dir: Option<PathBuf>,
+        /// AMD KDS responses on disk (filled by `conclave attest kds fetch`): the VCEK for
+        /// evidence that carries none, and AMD's CRLs, checked for every report.
+        #[arg(long)]
+        kds_cache: Option<PathBuf>,
     },
     /// Make a new token-signing key; the old one stays published until its tokens expire. A
     /// running service picks the new key up by itself.
@@ -70,6 +74,54 @@ pub enum AttestCommand {
     /// Verify raw SEV-SNP evidence offline.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
+    /// AMD's Key Distribution Service: fill an offline cache of its certificates and CRLs.
+    #[command(subcommand)]
+    Kds(KdsCommand),
+}
+
+#[derive(Subcommand)]
+pub enum KdsCommand {
+    /// Fetch what verifying a report needs from AMD KDS (or a mirror) into a cache directory:
+    /// the VCEK for the report's chip and TCB (not for VLEK reports: the cloud provider hands
+    /// those out), the ASK/ASVK + ARK chain and the CRL of its product.
+    Fetch {
+        /// The raw 1184-byte report (or an HCL report with --hcl).
+        #[arg(long)]
+        report: PathBuf,
+        /// The report is an Azure HCL report.
+        #[arg(long)]
+        hcl: bool,
+        /// The cache directory (created if missing).
+        #[arg(long)]
+        cache: PathBuf,
+        /// KDS base URL: AMD's, or a mirror serving the same paths.
+        #[arg(long, default_value = conclave_snp::kds::AMD_KDS_URL)]
+        url: String,
+        /// The product (Milan, Genoa, Turin), for a version 2 report that does not say.
+        #[arg(long)]
+        product: Option<ProductArg>,
+        /// Also trust this CA certificate (PEM) for HTTPS to a mirror.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+}
+
+/// An AMD EPYC generation, as named on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProductArg {
+    Milan,
+    Genoa,
+    Turin,
+}
+
+impl From<ProductArg> for conclave_snp::Product {
+    fn from(p: ProductArg) -> Self {
+        match p {
+            ProductArg::Milan => conclave_snp::Product::Milan,
+            ProductArg::Genoa => conclave_snp::Product::Genoa,
+            ProductArg::Turin => conclave_snp::Product::Turin,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -126,9 +178,17 @@ pub enum EvidenceCommand {
         /// The nonce the quote must have been made for (its extraData): text, or `hex:<hex>`.
         #[arg(long, requires = "tpm_quote")]
         nonce: Option<String>,
-        /// Directory with the VCEK (vcek.der/.pem, or vlek.*) and optionally ark.* and ask.*.
+        /// Directory with the VCEK (vcek.der/.pem, or vlek.*) and optionally ark.*, ask.*,
+        /// asvk.* or cert_chain.pem.
+        #[arg(long, required_unless_present = "kds_cache")]
+        certs: Option<PathBuf>,
+        /// An offline AMD KDS cache (`conclave attest kds fetch`): the VCEK when --certs has none,
+        /// and AMD's CRLs, checked.
         #[arg(long)]
-        certs: PathBuf,
+        kds_cache: Option<PathBuf>,
+        /// The product, for a version 2 report that does not say (looked up in the KDS cache).
+        #[arg(long)]
+        product: Option<ProductArg>,
         /// Trust this simulated root (ark.pem, or its platform directory) instead of AMD's.
         #[arg(long)]
         sim_root: Option<PathBuf>,
@@ -164,6 +224,7 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             tls_cert,
             tls_key,
             ca_dir,
+            kds_cache,
         } => {
             let mut roots = TrustedRoots::amd();
             for path in &sim_root {
@@ -219,6 +280,7 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 policy,
                 key_dir: state_dir.join("token-keys"),
                 token_lifetime: Duration::from_secs(token_lifetime),
+                kds_cache: kds_cache.as_deref().map(conclave_snp::kds::KdsCache::new),
             })?;
             // Service banners are log lines, so that --log-format json keeps stderr all JSON.
             tracing::info!(url = %format!("{scheme}://{addr}"), %issuer, "attestation service listening");
@@ -287,6 +349,17 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&verified.claims)?);
             Ok(ExitCode::SUCCESS)
         }
+        AttestCommand::Kds(KdsCommand::Fetch {
+            report,
+            hcl,
+            cache,
+            url,
+            product,
+            ca,
+        }) => {
+            kds_fetch(&report, hcl, &cache, &url, product, ca.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         AttestCommand::Evidence(EvidenceCommand::Verify {
             report,
             hcl_report,
@@ -295,6 +368,8 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             pcrs,
             nonce,
             certs,
+            kds_cache,
+            product,
             sim_root,
             no_time_check,
             at,
@@ -310,7 +385,17 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => unreachable!("clap requires --report or --hcl-report"),
             };
-            let chain = load_chain_dir(&certs)?;
+            let cache = kds_cache.as_deref().map(conclave_snp::kds::KdsCache::new);
+            let given = match &certs {
+                Some(dir) => Some(load_chain_dir(dir)?),
+                None => None,
+            };
+            let chain = match &cache {
+                Some(cache) => cache
+                    .complete_chain(&raw, given, product.map(Into::into))
+                    .context("evidence rejected")?,
+                None => given.expect("clap requires --certs or --kds-cache"),
+            };
             let roots = match sim_root {
                 Some(path) => {
                     let mut roots = TrustedRoots::empty();
@@ -325,6 +410,11 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
                 (false, None) => Some(SystemTime::now()),
             };
             let verified = verify_report(&raw, &chain, &roots, at).context("evidence rejected")?;
+            if let Some(cache) = &cache {
+                cache
+                    .check_revocation(&chain, &roots)
+                    .context("evidence rejected")?;
+            }
             let kind = match verified.root_kind() {
                 RootKind::Amd => "AMD hardware",
                 RootKind::Simulated => "SIMULATED platform (no hardware protection)",
@@ -391,6 +481,116 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `attest kds fetch`: GETs from KDS into the cache, each response checked before it is kept
+/// (a certificate or CRL that does not parse is not written).
+async fn kds_fetch(
+    report_path: &Path,
+    hcl: bool,
+    dir: &Path,
+    base: &str,
+    product: Option<ProductArg>,
+    ca: Option<&Path>,
+) -> anyhow::Result<()> {
+    use conclave_snp::EndorsementKey;
+    use conclave_snp::kds;
+    let bytes =
+        std::fs::read(report_path).with_context(|| format!("reading {}", report_path.display()))?;
+    let raw = if hcl {
+        conclave_tee::azure::parse_hcl_report(&bytes)?.snp_report
+    } else {
+        bytes
+    };
+    let report = AttestationReport::parse(&raw).context("the report")?;
+    let product = match (report.product_from_cpuid(), product) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p.into(),
+        (None, None) => bail!(
+            "the report (version {}) does not say which AMD product made it: give --product Milan|Genoa|Turin",
+            report.version
+        ),
+    };
+    let key = match report.signing_key {
+        conclave_snp::report::SigningKey::Vlek => EndorsementKey::Vlek,
+        _ => EndorsementKey::Vcek,
+    };
+    let cache = kds::KdsCache::new(dir);
+    let http = conclave_net::client(ca)?;
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            let status = resp.status();
+            if !status.is_success() {
+                bail!("GET {url}: {status}");
+            }
+            let body = resp.bytes().await.with_context(|| format!("GET {url}"))?;
+            Ok::<_, anyhow::Error>((url, body.to_vec()))
+        }
+    };
+    let save = |path: std::path::PathBuf, bytes: &[u8], url: &str| -> anyhow::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("{url}\n  -> {}", path.display());
+        Ok(())
+    };
+    if key == EndorsementKey::Vcek {
+        let (url, der) = get(kds::vcek_url(base, product, &report)).await?;
+        Cert::parse("VCEK from KDS", &der)
+            .with_context(|| format!("{url} is not a certificate"))?;
+        save(cache.vcek_path(product, &report), &der, &url)?;
+    } else {
+        eprintln!(
+            "the report is signed by a VLEK: KDS does not serve VLEKs by chip (the cloud provider hands them to its guests); fetching the ASVK chain and CRL"
+        );
+    }
+    // The chain and CRL are kept only when AMD's pinned ARK vouches for them: a mirror cannot
+    // put a root of its own into the cache.
+    let roots = TrustedRoots::amd();
+    let (url, pem) = get(kds::chain_url(base, key, product)).await?;
+    let certs = Cert::parse_pem_bundle("cert_chain", &pem)
+        .with_context(|| format!("{url} is not a PEM chain"))?;
+    let trusted_ark = roots
+        .iter()
+        .find(|r| r.product == product)
+        .map(|r| r.ark.der.clone());
+    let [intermediate, ark] = &certs[..] else {
+        bail!(
+            "{url} holds {} certificates, not the intermediate and the ARK",
+            certs.len()
+        );
+    };
+    if Some(&ark.der) != trusted_ark.as_ref() {
+        bail!(
+            "{url} does not end with AMD's {} ARK: not kept",
+            product.name()
+        );
+    }
+    intermediate
+        .verify_signed_by(ark)
+        .with_context(|| format!("{url}: not kept"))?;
+    save(cache.chain_path(key, product), &pem, &url)?;
+    let (url, crl) = match get(kds::crl_url(base, key, product)).await {
+        Ok(got) => got,
+        Err(e) => {
+            eprintln!(
+                "warning: {e:#}: no CRL cached, so revocation of the {} will not be checked",
+                key.intermediate()
+            );
+            return Ok(());
+        }
+    };
+    kds::verify_crl(&crl, &roots, product).with_context(|| format!("{url}: not kept"))?;
+    save(cache.crl_path(key, product), &crl, &url)?;
+    Ok(())
 }
 
 /// PCR values: a JSON array of hex strings, or one hex value per line.

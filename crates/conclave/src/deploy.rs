@@ -61,6 +61,7 @@ pub fn attestation_service(
         },
         key_dir: dir.join("token-keys"),
         token_lifetime,
+        kds_cache: None,
     })?;
     let tls = conclave_net::server_config(&cert.chain_pem, &cert.key_pk8)?;
     let task = tokio::spawn(conclave_net::serve(

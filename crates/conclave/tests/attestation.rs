@@ -36,6 +36,7 @@ async fn start_service(dir: &Path, roots: TrustedRoots, policy: AppraisalPolicy)
         policy,
         key_dir: dir.join("token-keys"),
         token_lifetime: Duration::from_secs(600),
+        kds_cache: None,
     })
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -93,6 +93,7 @@ pub async fn attestation_service_with(
         policy,
         key_dir: dir.join("token-keys"),
         token_lifetime: Duration::from_secs(600),
+        kds_cache: None,
     })
     .unwrap();
     let tls = conclave_net::server_config(&cert.chain_pem, &cert.key_pk8).unwrap();
