@@ -151,7 +151,11 @@ impl AttestSevSnpVmRequest {
             vcek_cert_chain: b64url(evidence.cert_chain_pem.as_bytes()),
             endorsements: None,
             hcl_runtime_claims: evidence.hcl_runtime_claims.as_deref().map(b64url),
-            tpm_quote: None,
+            tpm_quote: evidence.tpm_quote.as_ref().map(|q| TpmQuoteWire {
+                message: b64url(&q.message),
+                signature: b64url(&q.signature),
+                pcrs: q.pcrs.iter().map(hex::encode).collect(),
+            }),
         };
         AttestSevSnpVmRequest {
             report: b64url(&serde_json::to_vec(&inner).expect("evidence serialises")),

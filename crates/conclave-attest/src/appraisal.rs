@@ -305,10 +305,10 @@ pub fn check_hcl_report_binding(
 }
 
 /// Azure with a vTPM quote: the report binds the HCL runtime claims; the quote is signed by
-/// their attestation key and made for the request's `nonce` (its UTF-8 bytes), or, without a
-/// nonce, for SHA-256 of the runtime data. Runtime data is bound by that quote, or by the HCL
-/// claims' `user-data` as without a quote. Evidence with neither a nonce nor runtime data is
-/// refused: nothing would show it is fresh.
+/// their attestation key and made for the request's `nonce` (its UTF-8 bytes) or for SHA-256 of
+/// the runtime data (what Conclave's workload quotes: it binds its fresh keys). Runtime data is
+/// bound by that quote, or by the HCL claims' `user-data` as without a quote. Evidence with
+/// neither a nonce nor runtime data is refused: nothing would show it is fresh.
 pub fn check_quoted_hcl_binding(
     report_data: &[u8; 64],
     hcl: &[u8],
@@ -317,17 +317,26 @@ pub fn check_quoted_hcl_binding(
     quote: &crate::vtpm::TpmQuote,
 ) -> Result<(serde_json::Value, crate::vtpm::VerifiedQuote), AppraisalError> {
     let claims = check_hcl_report_binding(report_data, hcl)?;
-    let expected = match (nonce, runtime) {
-        (Some(n), _) => n.as_bytes().to_vec(),
-        (None, Some(rt)) => sha256(rt).to_vec(),
-        (None, None) => {
-            return Err(AppraisalError::Malformed(
-                "a vTPM quote must answer this request: send a nonce (the quote's extraData) or runtime data (its SHA-256 as extraData)".into(),
-            ));
+    let candidates: Vec<Vec<u8>> = [
+        nonce.map(|n| n.as_bytes().to_vec()),
+        runtime.map(|rt| sha256(rt).to_vec()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if candidates.is_empty() {
+        return Err(AppraisalError::Malformed(
+            "a vTPM quote must answer this request: send a nonce (the quote's extraData) or runtime data (its SHA-256 as extraData)".into(),
+        ));
+    }
+    let mut outcome = Err(crate::vtpm::QuoteError::NoAttestationKey);
+    for expected in &candidates {
+        outcome = crate::vtpm::verify_quote(quote, &claims, expected);
+        if !matches!(outcome, Err(crate::vtpm::QuoteError::NonceMismatch { .. })) {
+            break;
         }
-    };
-    let verified = crate::vtpm::verify_quote(quote, &claims, &expected)
-        .map_err(|e| AppraisalError::Quote(e.to_string()))?;
+    }
+    let verified = outcome.map_err(|e| AppraisalError::Quote(e.to_string()))?;
     if let Some(rt) = runtime {
         let by_quote = verified.nonce == sha256(rt);
         let by_user_data = claims

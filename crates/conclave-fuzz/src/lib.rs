@@ -110,6 +110,7 @@ fn sim_request(f: &Fixture, runtime: &[u8]) -> anyhow::Result<Vec<u8>> {
             .sign_report(&identity, report_data_for(runtime))?,
         cert_chain_pem: f.sim.platform().cert_chain_pem(),
         hcl_runtime_claims: None,
+        tpm_quote: None,
     };
     Ok(serde_json::to_vec(&AttestSevSnpVmRequest::new(
         &evidence,

@@ -66,6 +66,8 @@ pub struct Evidence {
     /// Azure only: the paravisor's runtime claims JSON, whose SHA-256 is the report's
     /// `report_data`, and which carries the guest's 64 bytes as `user-data`.
     pub hcl_runtime_claims: Option<Vec<u8>>,
+    /// Azure only: a vTPM quote of the boot PCRs by the HCL report's attestation key.
+    pub tpm_quote: Option<azure::VtpmQuote>,
 }
 
 /// Why evidence could not be obtained.

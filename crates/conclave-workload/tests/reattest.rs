@@ -31,6 +31,7 @@ impl EvidenceSource for Signed {
                 report: self.0.platform().sign_report(&identity, report_data)?,
                 cert_chain_pem: self.0.platform().cert_chain_pem(),
                 hcl_runtime_claims: None,
+                tpm_quote: None,
             })
         })
     }

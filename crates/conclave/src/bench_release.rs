@@ -37,6 +37,7 @@ fn evidence(sim: &SimHost, runtime: &[u8]) -> anyhow::Result<Evidence> {
             .sign_report(&identity(), report_data_for(runtime))?,
         cert_chain_pem: sim.platform().cert_chain_pem(),
         hcl_runtime_claims: None,
+        tpm_quote: None,
     })
 }
 

@@ -136,6 +136,7 @@ fn evidence(sim: &SimHost, id: &LaunchIdentity, report_data_of: &[u8]) -> Eviden
             .unwrap(),
         cert_chain_pem: sim.platform().cert_chain_pem(),
         hcl_runtime_claims: None,
+        tpm_quote: None,
     }
 }
 

@@ -73,6 +73,7 @@ fn sim_evidence(host: &SimHost, report_data: [u8; 64], debug: bool) -> Evidence 
         report: host.platform().sign_report(&identity, report_data).unwrap(),
         cert_chain_pem: host.platform().cert_chain_pem(),
         hcl_runtime_claims: None,
+        tpm_quote: None,
     }
 }
 
@@ -375,6 +376,7 @@ async fn genuine_amd_evidence_is_verified_and_its_binding_enforced() {
         report: read("report.bin"),
         cert_chain_pem: chain,
         hcl_runtime_claims: None,
+        tpm_quote: None,
     };
     let svc = start_service(
         dir.path(),

@@ -290,6 +290,7 @@ async fn release_denials_name_the_reason_and_are_audited() {
             .unwrap(),
         cert_chain_pem: stranger_sim.platform().cert_chain_pem(),
         hcl_runtime_claims: None,
+        tpm_quote: None,
     };
     let foreign = attest(
         &env.http,

@@ -9,8 +9,14 @@
 //! runtime claims carry our report data. The VCEK chain comes from the instance metadata
 //! service (THIM).
 //!
-//! The TPM is spoken to with raw TPM 2.0 commands on `/dev/tpmrm0` (four commands, so no TSS
-//! library is needed).
+//! With the HCL report the guest sends a vTPM quote: `TPM2_Quote` by the attestation key Azure
+//! persists at handle `0x81000003` (its public part is `HCLAkPub` in the runtime claims) over
+//! the SHA-256 PCR bank, with SHA-256 of the runtime data as the nonce, and the PCR values read
+//! with `TPM2_PCR_Read`. The attestation service verifies it and exposes the PCRs.
+//!
+//! The TPM is spoken to with raw TPM 2.0 commands on `/dev/tpmrm0` (a handful of commands, so no
+//! TSS library is needed). `CONCLAVE_TPM` names another TPM: a device path, or `tcp:HOST:PORT`
+//! for a TPM that takes raw commands over TCP (swtpm's `--server type=tcp`, as the tests use).
 
 use std::io::{Read as _, Write as _};
 
@@ -19,6 +25,10 @@ use crate::{Evidence, EvidenceFuture, EvidenceSource, Platform, TeeError};
 pub const NV_INDEX_HCL_REPORT: u32 = 0x0140_0001;
 pub const NV_INDEX_USER_DATA: u32 = 0x0140_0002;
 pub const TPM_DEVICE: &str = "/dev/tpmrm0";
+/// Where Azure persists the vTPM attestation key (`HCLAkPub`).
+pub const AK_HANDLE: u32 = 0x8100_0003;
+/// The environment variable naming another TPM than [`TPM_DEVICE`].
+pub const TPM_ENV: &str = "CONCLAVE_TPM";
 pub const THIM_URL: &str = "http://169.254.169.254/metadata/THIM/amd/certification";
 
 const HCL_MAGIC: &[u8; 4] = b"HCLA";
@@ -84,6 +94,14 @@ const TPM_CC_NV_DEFINE_SPACE: u32 = 0x0000_012A;
 const TPM_CC_NV_WRITE: u32 = 0x0000_0137;
 const TPM_CC_NV_READ: u32 = 0x0000_014E;
 const TPM_CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
+const TPM_CC_QUOTE: u32 = 0x0000_0158;
+const TPM_CC_PCR_READ: u32 = 0x0000_017E;
+const TPM_ALG_SHA256: u16 = 0x000B;
+const TPM_ALG_NULL: u16 = 0x0010;
+/// TPM_RC_HANDLE (format one, handle 1): no object at that handle.
+const TPM_RC_HANDLE_1: u32 = 0x0000_018B;
+/// PCRs 0–23: the platform's PCR bank.
+const PCR_COUNT: usize = 24;
 const TPM_RH_OWNER: u32 = 0x4000_0001;
 const TPM_RS_PW: u32 = 0x4000_0009;
 const TPM_RC_NV_UNDEFINED: u32 = 0x0000_028B;
@@ -164,26 +182,153 @@ pub fn nv_size_from_public(rc: u32, params: &[u8]) -> Result<Option<usize>, TeeE
     ))
 }
 
-struct Tpm(std::fs::File);
+/// A vTPM quote as the guest sends it (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtpmQuote {
+    /// `TPMS_ATTEST`, as returned in `TPM2B_ATTEST` (without its size).
+    pub message: Vec<u8>,
+    /// `TPMT_SIGNATURE` as returned.
+    pub signature: Vec<u8>,
+    /// PCRs 0–23 of the SHA-256 bank.
+    pub pcrs: Vec<[u8; 32]>,
+}
+
+/// A signed `TPMS_ATTEST` and its `TPMT_SIGNATURE`, as `TPM2_Quote` returns them.
+pub type SignedAttest = (Vec<u8>, Vec<u8>);
+
+/// How commands reach the TPM.
+enum Link {
+    /// A kernel TPM device (`/dev/tpmrm0`): one write per command, one read per response.
+    Device(std::fs::File),
+    /// Raw commands over TCP (swtpm's server channel).
+    Tcp(std::net::TcpStream),
+}
+
+/// A TPM to send commands to.
+pub struct Tpm(Link);
 
 impl Tpm {
-    fn open() -> Result<Self, TeeError> {
+    /// The TPM named by `CONCLAVE_TPM`, or `/dev/tpmrm0`.
+    pub fn open() -> Result<Self, TeeError> {
+        Self::open_at(&std::env::var(TPM_ENV).unwrap_or_else(|_| TPM_DEVICE.to_string()))
+    }
+
+    /// The TPM at `name`: a device path, or `tcp:HOST:PORT`.
+    pub fn open_at(name: &str) -> Result<Self, TeeError> {
+        if let Some(addr) = name.strip_prefix("tcp:") {
+            let stream = std::net::TcpStream::connect(addr)
+                .map_err(|e| TeeError::Unavailable(format!("TPM at {addr}: {e}")))?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+            return Ok(Tpm(Link::Tcp(stream)));
+        }
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(TPM_DEVICE)
-            .map(Tpm)
+            .open(name)
+            .map(|f| Tpm(Link::Device(f)))
             .map_err(|e| {
-                TeeError::Unavailable(format!("{TPM_DEVICE}: {e} (not an Azure confidential VM?)"))
+                TeeError::Unavailable(format!("{name}: {e} (not an Azure confidential VM?)"))
             })
     }
 
+    /// Sends a command and returns the response, resending it (up to 20 times, 10 ms apart)
+    /// while the TPM answers with a warning that asks for that: TPM_RC_RETRY, TPM_RC_YIELDED or
+    /// TPM_RC_TESTING (TPM 2.0 Library Part 2 §6.6.3).
     fn call(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TeeError> {
-        self.0.write_all(cmd)?;
-        let mut buf = vec![0u8; 4096];
-        let n = self.0.read(&mut buf)?;
-        buf.truncate(n);
-        Ok(buf)
+        const RETRY: [u32; 3] = [0x922, 0x908, 0x90A];
+        let mut resp = self.call_once(cmd)?;
+        for _ in 0..20 {
+            let rc = resp
+                .get(6..10)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+            if !rc.is_some_and(|rc| RETRY.contains(&rc)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            resp = self.call_once(cmd)?;
+        }
+        Ok(resp)
+    }
+
+    fn call_once(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TeeError> {
+        match &mut self.0 {
+            Link::Device(f) => {
+                f.write_all(cmd)?;
+                let mut buf = vec![0u8; 4096];
+                let n = f.read(&mut buf)?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Link::Tcp(s) => {
+                s.write_all(cmd)?;
+                let mut header = [0u8; 10];
+                s.read_exact(&mut header)?;
+                let size = u32::from_be_bytes(header[2..6].try_into().expect("4 bytes")) as usize;
+                if !(10..=4096).contains(&size) {
+                    return Err(TeeError::Malformed(format!("TPM response of {size} bytes")));
+                }
+                let mut buf = header.to_vec();
+                buf.resize(size, 0);
+                s.read_exact(&mut buf[10..])?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// The SHA-256 values of PCRs 0–23 (`TPM2_PCR_Read`, which answers at most 8 at a time).
+    pub fn pcrs_sha256(&mut self) -> Result<Vec<[u8; 32]>, TeeError> {
+        let mut values: Vec<Option<[u8; 32]>> = vec![None; PCR_COUNT];
+        for _ in 0..PCR_COUNT {
+            let wanted: Vec<usize> = (0..PCR_COUNT).filter(|&i| values[i].is_none()).collect();
+            if wanted.is_empty() {
+                break;
+            }
+            let resp = self.call(&tpm_command(
+                TPM_CC_PCR_READ,
+                &[],
+                false,
+                &pcr_selection(&wanted),
+            ))?;
+            let (rc, params) = tpm_response(&resp, false)?;
+            if rc != 0 {
+                return Err(TeeError::Refused(format!(
+                    "TPM2_PCR_Read failed: rc {rc:#x}"
+                )));
+            }
+            let (returned, digests) = parse_pcr_read(params)?;
+            if returned.is_empty() {
+                return Err(TeeError::Refused(
+                    "TPM2_PCR_Read returned no SHA-256 PCR (is the SHA-256 bank allocated?)".into(),
+                ));
+            }
+            for (i, d) in returned.into_iter().zip(digests) {
+                values[i] = Some(d);
+            }
+        }
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v.ok_or_else(|| TeeError::Refused(format!("PCR {i} could not be read"))))
+            .collect()
+    }
+
+    /// `TPM2_Quote` of PCRs 0–23 (SHA-256) by the key at `ak`, for `nonce` (at most 64 bytes),
+    /// signed with the key's own scheme. `None` when no key is at `ak`.
+    pub fn quote(&mut self, ak: u32, nonce: &[u8]) -> Result<Option<SignedAttest>, TeeError> {
+        let mut params = (nonce.len() as u16).to_be_bytes().to_vec();
+        params.extend_from_slice(nonce);
+        params.extend_from_slice(&TPM_ALG_NULL.to_be_bytes());
+        params.extend_from_slice(&pcr_selection(&(0..PCR_COUNT).collect::<Vec<_>>()));
+        let resp = self.call(&tpm_command(TPM_CC_QUOTE, &[ak], true, &params))?;
+        match tpm_response(&resp, true)? {
+            (0, p) => {
+                let quoted = tpm2b(p)?.to_vec();
+                let signature = p[2 + quoted.len()..].to_vec();
+                Ok(Some((quoted, signature)))
+            }
+            (rc, _) if rc == TPM_RC_HANDLE_1 || rc & 0xFBF == 0x18B => Ok(None),
+            (rc, _) => Err(TeeError::Refused(format!("TPM2_Quote failed: rc {rc:#x}"))),
+        }
     }
 
     fn nv_size(&mut self, index: u32) -> Result<Option<usize>, TeeError> {
@@ -256,6 +401,90 @@ impl Tpm {
     }
 }
 
+/// `TPML_PCR_SELECTION` of the SHA-256 bank with `pcrs` selected.
+fn pcr_selection(pcrs: &[usize]) -> Vec<u8> {
+    let mut bitmap = [0u8; 3];
+    for &i in pcrs {
+        bitmap[i / 8] |= 1 << (i % 8);
+    }
+    let mut out = 1u32.to_be_bytes().to_vec();
+    out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+    out.push(3);
+    out.extend_from_slice(&bitmap);
+    out
+}
+
+/// `TPM2_PCR_Read`'s answer: update counter, the selection actually read, the digests in order.
+fn parse_pcr_read(p: &[u8]) -> Result<(Vec<usize>, Vec<[u8; 32]>), TeeError> {
+    let bad = |m: &str| TeeError::Malformed(format!("TPM2_PCR_Read response: {m}"));
+    let u32_at = |at: usize| -> Result<u32, TeeError> {
+        p.get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| bad("truncated"))
+    };
+    let mut at = 4; // pcrUpdateCounter
+    let banks = u32_at(at)? as usize;
+    at += 4;
+    let mut selected = Vec::new();
+    for _ in 0..banks.min(16) {
+        let hash = u16::from_be_bytes(
+            p.get(at..at + 2)
+                .ok_or_else(|| bad("truncated"))?
+                .try_into()
+                .expect("2"),
+        );
+        let size = *p.get(at + 2).ok_or_else(|| bad("truncated"))? as usize;
+        let bitmap = p
+            .get(at + 3..at + 3 + size)
+            .ok_or_else(|| bad("truncated"))?;
+        if hash == TPM_ALG_SHA256 {
+            for (byte, bits) in bitmap.iter().enumerate() {
+                for bit in 0..8 {
+                    if bits & (1 << bit) != 0 {
+                        selected.push(byte * 8 + bit);
+                    }
+                }
+            }
+        }
+        at += 3 + size;
+    }
+    let count = u32_at(at)? as usize;
+    at += 4;
+    let mut digests = Vec::new();
+    for _ in 0..count.min(PCR_COUNT) {
+        let d = tpm2b(p.get(at..).ok_or_else(|| bad("truncated"))?)?;
+        digests.push(<[u8; 32]>::try_from(d).map_err(|_| bad("a digest is not 32 bytes"))?);
+        at += 2 + d.len();
+    }
+    if digests.len() != selected.len() {
+        return Err(bad("as many digests as PCRs selected were not returned"));
+    }
+    Ok((selected, digests))
+}
+
+/// A vTPM quote for `nonce` by the attestation key at `ak`, with the PCR values it covers
+/// (blocking; TPM I/O). The PCRs are read before and after the quote and must agree (a PCR
+/// extended in between would make the values disagree with the quoted digest); it is retried
+/// up to three times. `None` when the TPM has no key at `ak`.
+pub fn read_quote(tpm: &mut Tpm, ak: u32, nonce: &[u8]) -> Result<Option<VtpmQuote>, TeeError> {
+    for _ in 0..3 {
+        let before = tpm.pcrs_sha256()?;
+        let Some((message, signature)) = tpm.quote(ak, nonce)? else {
+            return Ok(None);
+        };
+        if tpm.pcrs_sha256()? == before {
+            return Ok(Some(VtpmQuote {
+                message,
+                signature,
+                pcrs: before,
+            }));
+        }
+    }
+    Err(TeeError::Refused(
+        "the PCRs kept changing while they were quoted".into(),
+    ))
+}
+
 /// Reads an HCL report that binds `report_data` (blocking; TPM I/O).
 pub fn read_hcl_report(report_data: [u8; 64]) -> Result<HclReport, TeeError> {
     let mut tpm = Tpm::open()?;
@@ -286,9 +515,20 @@ impl AzureVtpmEvidence {
     }
 
     async fn collect(report_data: [u8; 64]) -> Result<Evidence, TeeError> {
-        let hcl = tokio::task::spawn_blocking(move || read_hcl_report(report_data))
-            .await
-            .map_err(|e| TeeError::Io(std::io::Error::other(e)))??;
+        let (hcl, quote) = tokio::task::spawn_blocking(move || {
+            let hcl = read_hcl_report(report_data)?;
+            // The quote's nonce is what report_data binds: SHA-256 of the runtime data.
+            let mut tpm = Tpm::open()?;
+            let quote = read_quote(&mut tpm, AK_HANDLE, &report_data[..32])?;
+            if quote.is_none() {
+                tracing::warn!(
+                    "the vTPM has no attestation key at {AK_HANDLE:#x}: evidence without a quote, so the boot PCRs are not attested"
+                );
+            }
+            Ok::<_, TeeError>((hcl, quote))
+        })
+        .await
+        .map_err(|e| TeeError::Io(std::io::Error::other(e)))??;
         let certs: ThimCertification = reqwest::Client::new()
             .get(THIM_URL)
             .header("Metadata", "true")
@@ -309,6 +549,7 @@ impl AzureVtpmEvidence {
                 certs.certificate_chain.trim()
             ),
             hcl_runtime_claims: Some(hcl.runtime_claims),
+            tpm_quote: quote,
         })
     }
 }

@@ -394,6 +394,7 @@ impl SimEvidence {
                     .map_err(|e| TeeError::Malformed(format!("report is not base64: {e}")))?,
                 cert_chain_pem,
                 hcl_runtime_claims: None,
+                tpm_quote: None,
             }),
             Ok(ReportResponse::Error { message }) => Err(TeeError::Refused(message)),
             Err(e) => Err(TeeError::Malformed(format!("sim host answer: {e}"))),

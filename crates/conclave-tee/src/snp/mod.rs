@@ -136,6 +136,7 @@ impl SnpEvidence {
                 report,
                 cert_chain_pem,
                 hcl_runtime_claims: None,
+                tpm_quote: None,
             })
         })();
         let _ = std::fs::remove_dir(&entry);

@@ -192,6 +192,7 @@ impl Env {
                 .unwrap(),
             cert_chain_pem: self.sim.platform().cert_chain_pem(),
             hcl_runtime_claims: None,
+            tpm_quote: None,
         };
         let req = AttestSevSnpVmRequest::new(&evidence, runtime, nonce.map(String::from));
         attest(&self.http, &self.attest_url, &req).await.unwrap()
