@@ -193,8 +193,14 @@ pub fn appraise_with_kds(
 
     let at = policy.check_cert_validity.then(SystemTime::now);
     let report = verify_report(&raw, &chain, roots, at)?;
-    if let Some(cache) = kds {
-        cache.check_revocation(&chain, roots)?;
+    if let Some(cache) = kds
+        && let conclave_snp::kds::Revocation::NotChecked(path) =
+            cache.check_revocation(&chain, roots, at)?
+    {
+        tracing::warn!(
+            crl = %path.display(),
+            "no CRL of the issuing ARK is cached: revocation not checked"
+        );
     }
     let rd = report.report().report_data;
 

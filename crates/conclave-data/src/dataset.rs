@@ -523,20 +523,29 @@ impl Retriever {
 impl KeyRetriever for Retriever {
     fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
         let general = |e: &DataError| parquet::errors::ParquetError::General(e.to_string());
+        // The reader asks for the footer key first, when it reads metadata that names an
+        // encryption algorithm (parquet's FileDecryptor::new), whatever the key material's own
+        // isFooterKey says; later calls are for column keys.
+        let first = !self
+            .footer_key_used
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
         let m = match KeyMaterial::parse(key_metadata) {
             Ok(m) => m,
             Err(e) => {
                 let err = general(&e);
-                self.refusal.lock().expect("refusal lock").get_or_insert(e);
+                if first {
+                    self.refusal.lock().expect("refusal lock").get_or_insert(e);
+                } else {
+                    self.column_key_failures
+                        .lock()
+                        .expect("failures lock")
+                        .push((UNREADABLE_MATERIAL.into(), e.to_string()));
+                }
                 return Err(err);
             }
         };
-        if m.is_footer_key {
-            self.footer_key_used
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
         self.unwrapper.unwrap_dek(&m).map_err(|e| {
-            if !m.is_footer_key {
+            if !first {
                 self.column_key_failures
                     .lock()
                     .expect("failures lock")
@@ -546,6 +555,9 @@ impl KeyRetriever for Retriever {
         })
     }
 }
+
+/// What a column key's master key is called when its key material does not parse.
+const UNREADABLE_MATERIAL: &str = "(unreadable key material)";
 
 /// How one column is protected, from its `ColumnCryptoMetaData` (Parquet Modular Encryption
 /// spec, "Column metadata"): under the footer key, under its own column key, or not at all.
@@ -584,7 +596,7 @@ fn column_protection(
                             .as_deref()
                             .and_then(|m| KeyMaterial::parse(m).ok())
                             .map(|m| m.master_key_id)
-                            .unwrap_or_else(|| "(unreadable key material)".into()),
+                            .unwrap_or_else(|| UNREADABLE_MATERIAL.into()),
                     ),
                 ),
             };

@@ -172,6 +172,11 @@ impl KdsCache {
         let products = Self::products(&report, hint);
         let mut chain = match given {
             Some(chain) => chain,
+            None if report.signing_key == crate::report::SigningKey::Vlek => {
+                return Err(KdsError::Unreadable(
+                    "the report is signed by a VLEK, which AMD's KDS does not serve by chip: the VLEK must come with the evidence (the cloud provider hands it to its guests)".into(),
+                ));
+            }
             None => {
                 let mut missing = None;
                 let mut found = None;
@@ -229,80 +234,113 @@ impl KdsCache {
         Ok(chain)
     }
 
-    /// Checks the cached CRLs of the trusted roots' products: a CRL must be signed by one of
-    /// the trusted ARKs of its product (else it is refused: a cache must not hold a CRL nobody
-    /// trusted signed), and no intermediate of the chain that this ARK issued (ASK or ASVK, from
-    /// the evidence or on file) may be on it. No CRL cached: nothing to check.
+    /// Checks the cached CRL of the root that issued this chain (the trusted ARK that signed its
+    /// ASK/ASVK, which signed the leaf): the CRL must be that ARK's (its issuer, its signature;
+    /// a CRL nobody trusted signed is refused, not ignored), current at `at` (its `nextUpdate`
+    /// not passed; `None` skips the time check, for archived evidence), and must not list the
+    /// intermediate the chain goes through. Says whether a CRL was there to check.
     pub fn check_revocation(
         &self,
         chain: &CertChain,
         roots: &TrustedRoots,
-    ) -> Result<(), VerifyError> {
+        at: Option<std::time::SystemTime>,
+    ) -> Result<Revocation, VerifyError> {
         let key = EndorsementKey::of(&chain.vcek);
-        let mut products: Vec<Product> = Vec::new();
-        for r in roots.iter() {
-            if !products.contains(&r.product) {
-                products.push(r.product);
-            }
-        }
-        for product in products {
-            let path = self.crl_path(key, product);
-            let Ok(der) = std::fs::read(&path) else {
-                continue;
-            };
-            let crl = CertificateList::from_der(&der).map_err(|e| {
-                VerifyError::Revocation(format!(
-                    "{} is not a DER CRL ({e}); delete it or fetch it again",
-                    path.display()
-                ))
-            })?;
-            let mut reasons = Vec::new();
-            let signer = roots.iter().filter(|r| r.product == product).find(|r| {
-                match check_crl(&crl, &r.ark) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        reasons.push(e);
-                        false
-                    }
-                }
-            });
-            let Some(root) = signer else {
+        // The root and intermediate the leaf chains through.
+        let issuer = roots.iter().find_map(|r| {
+            let intermediate = chain.intermediate(key).or(r.intermediate(key))?;
+            (intermediate.verify_signed_by(&r.ark).is_ok()
+                && chain.vcek.verify_signed_by(intermediate).is_ok())
+            .then_some((r, intermediate))
+        });
+        let Some((root, intermediate)) = issuer else {
+            return Ok(Revocation::NoIssuer);
+        };
+        let path = self.crl_path(key, root.product);
+        let Ok(der) = std::fs::read(&path) else {
+            return Ok(Revocation::NotChecked(path));
+        };
+        let crl = CertificateList::from_der(&der).map_err(|e| {
+            VerifyError::Revocation(format!(
+                "{} is not a DER CRL ({e}); delete it or fetch it again",
+                path.display()
+            ))
+        })?;
+        if check_crl(&crl, &root.ark).is_err() {
+            // Another trusted root of the same product (a simulated one beside AMD's) may have
+            // signed it: then it is not this root's CRL. Signed by none: refused.
+            let reasons: Vec<String> = roots
+                .iter()
+                .filter(|r| r.product == root.product)
+                .filter_map(|r| check_crl(&crl, &r.ark).err())
+                .collect();
+            if reasons.len() == roots.iter().filter(|r| r.product == root.product).count() {
                 return Err(VerifyError::Revocation(format!(
                     "{} is not signed by a trusted {} ARK ({}); delete it or fetch it again",
                     path.display(),
-                    product.name(),
+                    root.product.name(),
                     reasons.join("; ")
                 )));
-            };
-            let listed = crl
-                .tbs_cert_list
-                .revoked_certificates
-                .as_deref()
-                .unwrap_or_default();
-            let intermediates = [
-                chain.ask.as_ref(),
-                chain.asvk.as_ref(),
-                root.ask.as_ref(),
-                root.asvk.as_ref(),
-            ];
-            for cert in intermediates.into_iter().flatten() {
-                if cert.verify_signed_by(&root.ark).is_err() {
-                    continue;
-                }
-                let serial = cert.cert.tbs_certificate().serial_number();
-                if listed.iter().any(|r| r.serial_number == *serial) {
-                    return Err(VerifyError::Revocation(format!(
-                        "{} ({}, serial {serial}) is revoked by {}'s CRL ({})",
-                        cert.what,
-                        cert.subject(),
-                        root.ark.what,
-                        path.display()
-                    )));
-                }
             }
+            return Ok(Revocation::NotChecked(path));
         }
-        Ok(())
+        if let (Some(at), Some(next)) = (at, crl.tbs_cert_list.next_update)
+            && at > next.to_system_time()
+        {
+            return Err(VerifyError::Revocation(format!(
+                "{} expired at {next} (its nextUpdate): fetch it again with `conclave attest kds fetch`",
+                path.display()
+            )));
+        }
+        let listed = crl
+            .tbs_cert_list
+            .revoked_certificates
+            .as_deref()
+            .unwrap_or_default();
+        let serial = intermediate.cert.tbs_certificate().serial_number();
+        if listed.iter().any(|r| r.serial_number == *serial) {
+            return Err(VerifyError::Revocation(format!(
+                "{} ({}, serial {serial}) is revoked by {}'s CRL ({})",
+                intermediate.what,
+                intermediate.subject(),
+                root.ark.what,
+                path.display()
+            )));
+        }
+        Ok(Revocation::Checked(path))
     }
+}
+
+/// What [`KdsCache::check_revocation`] could check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The issuing ARK's CRL at this path was checked: the intermediate is not on it.
+    Checked(PathBuf),
+    /// No CRL of the issuing ARK is cached at this path: revocation was not checked.
+    NotChecked(PathBuf),
+    /// The chain goes through no trusted root (verification refuses it anyway).
+    NoIssuer,
+}
+
+/// Refuses to replace a cached CRL with an older one (a mirror rolling revocation back): the
+/// new CRL's `thisUpdate` must not be before the cached one's.
+pub fn check_not_older(new_der: &[u8], cached_der: &[u8]) -> Result<(), KdsError> {
+    let parse = |der: &[u8]| {
+        <CertificateList>::from_der(der)
+            .map_err(|e| KdsError::Unreadable(format!("not a DER CRL: {e}")))
+    };
+    let (new, cached) = (parse(new_der)?, parse(cached_der)?);
+    let (n, c) = (
+        new.tbs_cert_list.this_update.to_system_time(),
+        cached.tbs_cert_list.this_update.to_system_time(),
+    );
+    if n < c {
+        return Err(KdsError::Unreadable(format!(
+            "the CRL served was issued at {}, before the cached one ({}): an older CRL could hide a revocation, so the cached one is kept",
+            new.tbs_cert_list.this_update, cached.tbs_cert_list.this_update
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that `der` is a CRL signed by a trusted ARK of `product` (before a fetched CRL is
@@ -335,6 +373,15 @@ pub fn check_crl_shape(der: &[u8]) -> Result<(), KdsError> {
 
 /// Checks a CRL's signature: RSASSA-PSS SHA-384 by `ark`, as AMD signs its CRLs.
 fn check_crl(crl: &CertificateList, ark: &Cert) -> Result<(), String> {
+    if crl.tbs_cert_list.issuer != *ark.cert.tbs_certificate().subject() {
+        return Err(format!(
+            "the CRL's issuer is {}, not {}",
+            crl.tbs_cert_list.issuer, ark.what
+        ));
+    }
+    if crl.tbs_cert_list.signature != crl.signature_algorithm {
+        return Err("the CRL's inner and outer signature algorithms differ".into());
+    }
     let alg = &crl.signature_algorithm;
     if alg.oid != crate::x509::OID_RSASSA_PSS {
         return Err(format!(
@@ -369,11 +416,17 @@ pub fn issue_crl(
     issuer: &Cert,
     signer: &crate::x509::CertSigningKey,
     revoked: &[&Cert],
+    this_update: std::time::SystemTime,
+    next_update: Option<std::time::SystemTime>,
 ) -> Result<Vec<u8>, crate::CertError> {
     use x509_cert::crl::{RevokedCert, TbsCertList};
     use x509_cert::spki::DynSignatureAlgorithmIdentifier as _;
     let err = |e: &dyn std::fmt::Display| crate::CertError::Issue(e.to_string());
-    let now = x509_cert::time::Time::try_from(std::time::SystemTime::now()).map_err(|e| err(&e))?;
+    let now = x509_cert::time::Time::try_from(this_update).map_err(|e| err(&e))?;
+    let next_update = next_update
+        .map(x509_cert::time::Time::try_from)
+        .transpose()
+        .map_err(|e| err(&e))?;
     let alg = signer
         .signature_algorithm_identifier()
         .map_err(|e| err(&e))?;
@@ -382,7 +435,7 @@ pub fn issue_crl(
         signature: alg.clone(),
         issuer: issuer.cert.tbs_certificate().subject().clone(),
         this_update: now,
-        next_update: None,
+        next_update,
         revoked_certificates: (!revoked.is_empty()).then(|| {
             revoked
                 .iter()

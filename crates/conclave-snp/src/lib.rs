@@ -107,7 +107,7 @@ pub struct TrustedRoot {
 }
 
 impl TrustedRoot {
-    fn intermediate(&self, key: EndorsementKey) -> Option<&Cert> {
+    pub(crate) fn intermediate(&self, key: EndorsementKey) -> Option<&Cert> {
         match key {
             EndorsementKey::Vcek => self.ask.as_ref(),
             EndorsementKey::Vlek => self.asvk.as_ref(),
@@ -294,8 +294,12 @@ pub enum VerifyError {
         "the VCEK's hwID does not match the report's chip_id: this VCEK belongs to another chip"
     )]
     ChipIdMismatch,
-    #[error("the VCEK was issued for TCB {cert:?} but the report claims reported_tcb {report:?}")]
-    TcbMismatch { cert: TcbParts, report: TcbParts },
+    #[error("the {key} was issued for TCB {cert:?} but the report claims reported_tcb {report:?}")]
+    TcbMismatch {
+        key: &'static str,
+        cert: TcbParts,
+        report: TcbParts,
+    },
     #[error("revocation: {0}")]
     Revocation(String),
     #[error("the report signature does not verify with the {0}: the report was altered or forged")]
@@ -389,7 +393,7 @@ pub fn verify_report(
 }
 
 impl CertChain {
-    fn intermediate(&self, key: EndorsementKey) -> Option<&Cert> {
+    pub(crate) fn intermediate(&self, key: EndorsementKey) -> Option<&Cert> {
         match key {
             EndorsementKey::Vcek => self.ask.as_ref(),
             EndorsementKey::Vlek => self.asvk.as_ref(),
@@ -478,6 +482,7 @@ fn check_leaf(
     let report_tcb = report.reported_tcb.parts(product);
     if cert_tcb != report_tcb {
         return Err(VerifyError::TcbMismatch {
+            key: leaf_kind,
             cert: cert_tcb,
             report: report_tcb,
         });

@@ -94,31 +94,54 @@ fn evidence_without_certificates_verifies_from_the_cache() {
         .unwrap();
     assert!(chain.ark.is_some() && chain.ask.is_some());
     verify_report(&raw, &chain, &TrustedRoots::amd(), in_validity()).unwrap();
-    cache
-        .check_revocation(&chain, &TrustedRoots::amd())
-        .unwrap();
+    assert!(matches!(
+        cache
+            .check_revocation(&chain, &TrustedRoots::amd(), in_validity())
+            .unwrap(),
+        kds::Revocation::NotChecked(_)
+    ));
 }
 
-/// A root of our own (AMD's ARK key is AMD's): ARK, ASK, and the ARK's signing key.
-fn own_root() -> (TrustedRoot, CertSigningKey) {
+/// A root of our own (AMD's ARK key is AMD's): ARK, ASK, a P-384 leaf the ASK signed, and the
+/// ARK's signing key.
+fn own_root() -> (TrustedRoot, Cert, CertSigningKey) {
     let ark_key = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
     let ask_key = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let leaf_key = aws_lc_rs::signature::EcdsaKeyPair::generate(
+        &aws_lc_rs::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+    )
+    .unwrap();
     let ark_spki = rsa_spki_der(&ark_key);
     let ask_spki = rsa_spki_der(&ask_key);
-    let signer = CertSigningKey::RsaPssSha384(ark_key);
-    let template = |subject: &str, serial| CertTemplate {
+    let leaf_spki = conclave_snp::x509::ec_spki_der(&leaf_key);
+    let ark_signer = CertSigningKey::RsaPssSha384(ark_key);
+    let ask_signer = CertSigningKey::RsaPssSha384(ask_key);
+    let template = |subject: &str, serial, is_ca| CertTemplate {
         subject: subject.into(),
         serial,
         validity: Duration::from_secs(86_400),
-        is_ca: true,
+        is_ca,
         extensions: vec![],
     };
-    let ark = issue(template("CN=ARK-Genoa,O=Test", 1), &ark_spki, None, &signer).unwrap();
+    let ark = issue(
+        template("CN=ARK-Genoa,O=Test", 1, true),
+        &ark_spki,
+        None,
+        &ark_signer,
+    )
+    .unwrap();
     let ask = issue(
-        template("CN=SEV-Genoa,O=Test", 0x0101),
+        template("CN=SEV-Genoa,O=Test", 0x0101, true),
         &ask_spki,
         Some(&ark),
-        &signer,
+        &ark_signer,
+    )
+    .unwrap();
+    let leaf = issue(
+        template("CN=SEV-VCEK,O=Test", 0, false),
+        &leaf_spki,
+        Some(&ask),
+        &ask_signer,
     )
     .unwrap();
     (
@@ -129,57 +152,75 @@ fn own_root() -> (TrustedRoot, CertSigningKey) {
             ask: Some(ask),
             asvk: None,
         },
-        signer,
+        leaf,
+        ark_signer,
     )
 }
 
 #[test]
-fn a_cached_crl_revokes_an_ask_and_must_be_signed_by_the_ark() {
-    let (root, ark_signer) = own_root();
+fn a_cached_crl_revokes_an_ask_and_must_be_current_and_signed_by_the_ark() {
+    use conclave_snp::kds::Revocation;
+    let (root, leaf, ark_signer) = own_root();
     let ask = root.ask.clone().unwrap();
-    let mut roots = TrustedRoots::empty();
+    let mut roots = TrustedRoots::amd();
     roots.add(root.clone()).unwrap();
-    let leaf = Cert::parse("VCEK", &read("vcek.der")).unwrap();
-    let chain = CertChain {
-        ark: Some(root.ark.clone()),
-        ask: Some(ask.clone()),
-        asvk: None,
-        vcek: leaf,
-    };
+    let chain = CertChain::leaf(leaf);
     let tmp = tempfile::tempdir().unwrap();
     let cache = KdsCache::new(tmp.path());
     let crl_path = cache.crl_path(conclave_snp::EndorsementKey::Vcek, Product::Genoa);
     std::fs::create_dir_all(crl_path.parent().unwrap()).unwrap();
+    let now = SystemTime::now();
+    let week = Duration::from_secs(7 * 86_400);
+    let crl = |revoked: &[&Cert], next: Option<SystemTime>| {
+        kds::issue_crl(&root.ark, &ark_signer, revoked, now, next).unwrap()
+    };
 
-    // No CRL: nothing revoked. An empty CRL from the ARK: nothing revoked.
-    cache.check_revocation(&chain, &roots).unwrap();
-    std::fs::write(
-        &crl_path,
-        kds::issue_crl(&root.ark, &ark_signer, &[]).unwrap(),
-    )
-    .unwrap();
-    cache.check_revocation(&chain, &roots).unwrap();
+    // No CRL: said, not silently passed. An empty current CRL from the ARK: checked.
+    assert_eq!(
+        cache.check_revocation(&chain, &roots, Some(now)).unwrap(),
+        Revocation::NotChecked(crl_path.clone())
+    );
+    std::fs::write(&crl_path, crl(&[], Some(now + week))).unwrap();
+    assert_eq!(
+        cache.check_revocation(&chain, &roots, Some(now)).unwrap(),
+        Revocation::Checked(crl_path.clone())
+    );
+
+    // Past its nextUpdate it is refused (fetch it again); archived evidence (no time) is not.
+    let err = cache
+        .check_revocation(&chain, &roots, Some(now + 2 * week))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nextUpdate"), "{err}");
+    cache.check_revocation(&chain, &roots, None).unwrap();
 
     // The ARK revokes the ASK.
-    std::fs::write(
-        &crl_path,
-        kds::issue_crl(&root.ark, &ark_signer, &[&ask]).unwrap(),
-    )
-    .unwrap();
-    let err = cache.check_revocation(&chain, &roots).unwrap_err();
+    std::fs::write(&crl_path, crl(&[&ask], None)).unwrap();
+    let err = cache
+        .check_revocation(&chain, &roots, Some(now))
+        .unwrap_err();
     assert!(matches!(err, VerifyError::Revocation(_)), "{err}");
     assert!(err.to_string().contains("is revoked by"), "{err}");
     assert!(err.to_string().contains("serial 01:01"), "{err}");
 
+    // AMD's Genoa chain is not judged by this root's CRL (same product, another ARK).
+    let (_, other_leaf, _) = own_root();
+    assert_eq!(
+        cache
+            .check_revocation(&CertChain::leaf(other_leaf), &roots, Some(now))
+            .unwrap(),
+        Revocation::NoIssuer
+    );
+
     // A CRL in the ARK's name signed by another key is refused, not ignored.
-    let (other, other_signer) = own_root();
+    let (other, _, other_signer) = own_root();
     std::fs::write(
         &crl_path,
-        kds::issue_crl(&other.ark, &other_signer, &[]).unwrap(),
+        kds::issue_crl(&other.ark, &other_signer, &[], now, None).unwrap(),
     )
     .unwrap();
     let err = cache
-        .check_revocation(&chain, &roots)
+        .check_revocation(&chain, &roots, Some(now))
         .unwrap_err()
         .to_string();
     assert!(
@@ -190,8 +231,17 @@ fn a_cached_crl_revokes_an_ask_and_must_be_signed_by_the_ark() {
     // Garbage in the cache is refused with what to do.
     std::fs::write(&crl_path, b"not a crl").unwrap();
     let err = cache
-        .check_revocation(&chain, &roots)
+        .check_revocation(&chain, &roots, Some(now))
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a DER CRL"), "{err}");
+
+    // A fetch never replaces a cached CRL with an older one.
+    let newer = crl(&[&ask], None);
+    let older = kds::issue_crl(&root.ark, &ark_signer, &[], now - week, None).unwrap();
+    kds::check_not_older(&newer, &older).unwrap();
+    let err = kds::check_not_older(&older, &newer)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("before the cached one"), "{err}");
 }

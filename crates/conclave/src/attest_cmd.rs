@@ -411,9 +411,19 @@ pub async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
             };
             let verified = verify_report(&raw, &chain, &roots, at).context("evidence rejected")?;
             if let Some(cache) = &cache {
-                cache
-                    .check_revocation(&chain, &roots)
-                    .context("evidence rejected")?;
+                match cache
+                    .check_revocation(&chain, &roots, at)
+                    .context("evidence rejected")?
+                {
+                    conclave_snp::kds::Revocation::Checked(path) => {
+                        eprintln!("not revoked: checked against {}", path.display())
+                    }
+                    conclave_snp::kds::Revocation::NotChecked(path) => eprintln!(
+                        "revocation NOT checked: no CRL of the issuing ARK at {}",
+                        path.display()
+                    ),
+                    conclave_snp::kds::Revocation::NoIssuer => {}
+                }
             }
             let kind = match verified.root_kind() {
                 RootKind::Amd => "AMD hardware",
@@ -589,7 +599,11 @@ async fn kds_fetch(
         }
     };
     kds::verify_crl(&crl, &roots, product).with_context(|| format!("{url}: not kept"))?;
-    save(cache.crl_path(key, product), &crl, &url)?;
+    let crl_path = cache.crl_path(key, product);
+    if let Ok(cached) = std::fs::read(&crl_path) {
+        kds::check_not_older(&crl, &cached).with_context(|| format!("{url}: not kept"))?;
+    }
+    save(crl_path, &crl, &url)?;
     Ok(())
 }
 

@@ -125,6 +125,7 @@ async fn a_kds_cache_filled_from_a_mirror_verifies_evidence_without_certificates
     ]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("signed by a VCEK"), "{stderr}");
+    assert!(stderr.contains("revocation NOT checked"), "{stderr}");
     let decoded: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(decoded["version"], 2);
 
@@ -136,6 +137,8 @@ async fn a_kds_cache_filled_from_a_mirror_verifies_evidence_without_certificates
             &ark,
             &conclave_snp::x509::CertSigningKey::RsaPssSha384(key),
             &[],
+            std::time::SystemTime::now(),
+            None,
         )
         .unwrap()
     };

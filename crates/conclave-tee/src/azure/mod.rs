@@ -142,6 +142,9 @@ pub fn tpm_response(resp: &[u8], sessions: bool) -> Result<(u32, &[u8]), TeeErro
     }
     let size = u32::from_be_bytes(resp[2..6].try_into().expect("4 bytes")) as usize;
     let rc = u32::from_be_bytes(resp[6..10].try_into().expect("4 bytes"));
+    if size < 10 {
+        return Err(bad());
+    }
     let resp = resp.get(..size).ok_or_else(bad)?;
     if rc != 0 {
         return Ok((rc, &[]));
@@ -302,6 +305,12 @@ impl Tpm {
                 ));
             }
             for (i, d) in returned.into_iter().zip(digests) {
+                // Only PCRs that were asked for: a TPM answering others is not trusted here.
+                if !wanted.contains(&i) {
+                    return Err(TeeError::Malformed(format!(
+                        "TPM2_PCR_Read answered PCR {i}, which was not asked for"
+                    )));
+                }
                 values[i] = Some(d);
             }
         }
