@@ -88,6 +88,23 @@ impl MasterKey {
         })
     }
 
+    /// The key's bytes: only for splitting it into a security domain's shares.
+    pub(crate) fn expose_secret(&self) -> &[u8; 32] {
+        &self.raw
+    }
+
+    /// Writes the key to `path` (mode 0600), refusing to replace an existing file.
+    pub fn write_new(&self, path: &Path) -> Result<(), CryptoError> {
+        if path.exists() {
+            return Err(CryptoError::MasterKey(format!(
+                "{} exists: a recovered master key is never written over a file",
+                path.display()
+            )));
+        }
+        write_secret(path, &self.raw)
+            .map_err(|e| CryptoError::MasterKey(format!("{}: {e}", path.display())))
+    }
+
     /// `nonce || ciphertext || tag`, bound to `aad` (the key's name and version).
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];

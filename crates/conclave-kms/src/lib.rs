@@ -12,6 +12,7 @@ pub mod audit;
 pub mod client;
 pub mod crypto;
 pub mod policy;
+pub mod security_domain;
 pub mod service;
 pub mod setup;
 pub mod store;

@@ -55,6 +55,10 @@ pub enum KmsCommand {
         #[arg(long)]
         master_key_file: Option<PathBuf>,
     },
+    /// The vault's security domain: its master key split among custodians, any quorum of whom
+    /// recover it (as Azure Managed HSM's security domain).
+    #[command(subcommand)]
+    SecurityDomain(SecurityDomainCommand),
     /// Add a principal (or give an existing one a new token); prints its bearer token.
     Principal {
         #[command(flatten)]
@@ -65,6 +69,148 @@ pub enum KmsCommand {
         #[arg(long)]
         admin: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SecurityDomainCommand {
+    /// Split the master key among custodians (their RSA public keys or certificates, PEM) so
+    /// that any --quorum of them recover it; writes the security domain (encrypted shares only).
+    Export {
+        #[arg(long, env = "CONCLAVE_VAULT_STATE")]
+        state_dir: PathBuf,
+        /// Master key file (default <state-dir>/master.key); or set CONCLAVE_VAULT_MASTER_KEY.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+        /// A custodian's RSA public key or certificate (PEM), repeated once per custodian.
+        #[arg(long = "custodian", required = true)]
+        custodians: Vec<PathBuf>,
+        /// How many custodians must come together to recover the key (at least 2).
+        #[arg(long)]
+        quorum: u8,
+        /// Where to write the security domain (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A custodian decrypts their share with their private key (PKCS#8, PEM or DER); the share
+    /// file is secret (mode 0600) and is given only to the recovery.
+    DecryptShare {
+        #[arg(long)]
+        security_domain: PathBuf,
+        /// The custodian's private key.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recover the master key from a quorum of decrypted shares into a new file (mode 0600),
+    /// checked against the vault id the shares name.
+    Recover {
+        /// A decrypted share file, repeated once per custodian.
+        #[arg(long = "share", required = true)]
+        shares: Vec<PathBuf>,
+        /// The master key file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// An RSA public key (`PUBLIC KEY`) or certificate (`CERTIFICATE`), PEM or DER: its DER SPKI.
+fn custodian_spki(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if text.contains("-----BEGIN PUBLIC KEY-----") {
+        let b64: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY-----"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        return base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim())
+            .with_context(|| format!("{}: the PEM is not base64", path.display()));
+    }
+    let cert =
+        conclave_snp::Cert::parse(&path.display().to_string(), &bytes).with_context(|| {
+            format!(
+                "{}: neither a PEM public key nor a certificate",
+                path.display()
+            )
+        })?;
+    Ok(cert.spki_der())
+}
+
+async fn run_security_domain(cmd: SecurityDomainCommand) -> anyhow::Result<ExitCode> {
+    use conclave_kms::security_domain as sd;
+    match cmd {
+        SecurityDomainCommand::Export {
+            state_dir,
+            master_key_file,
+            custodians,
+            quorum,
+            out,
+        } => {
+            let path = master_key_file.unwrap_or_else(|| state_dir.join("master.key"));
+            let master = conclave_kms::crypto::MasterKey::load(&path, false)?;
+            let keys = custodians
+                .iter()
+                .map(|p| custodian_spki(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let domain = sd::export(&master, &keys, quorum)?;
+            conclave_net::write_file(
+                &out,
+                serde_json::to_string_pretty(&domain)?.as_bytes(),
+                0o644,
+            )?;
+            eprintln!(
+                "security domain of vault {} written to {}: {} shares, any {quorum} recover the master key",
+                domain.vault,
+                out.display(),
+                domain.shares.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SecurityDomainCommand::DecryptShare {
+            security_domain,
+            key,
+            out,
+        } => {
+            let domain: sd::SecurityDomain = serde_json::from_slice(
+                &std::fs::read(&security_domain)
+                    .with_context(|| format!("reading {}", security_domain.display()))?,
+            )
+            .with_context(|| format!("{} is not a security domain", security_domain.display()))?;
+            let pkcs8 = conclave_net::read_pkcs8(&key)?;
+            let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8)
+                .map_err(|_| anyhow::anyhow!("{} is not an RSA PKCS#8 key", key.display()))?;
+            let share = sd::decrypt_share(&domain, private)?;
+            conclave_net::write_file(&out, serde_json::to_string(&share)?.as_bytes(), 0o600)?;
+            eprintln!(
+                "share of vault {} written to {} (secret: hand it only to the recovery)",
+                share.vault,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SecurityDomainCommand::Recover { shares, out } => {
+            let shares = shares
+                .iter()
+                .map(|p| {
+                    let bytes = zeroize::Zeroizing::new(
+                        std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                    );
+                    serde_json::from_slice::<sd::DecryptedShare>(&bytes)
+                        .with_context(|| format!("{} is not a decrypted share", p.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let master = sd::recover(&shares)?;
+            master.write_new(&out)?;
+            eprintln!(
+                "master key of vault {} recovered into {}",
+                sd::vault_id(&master),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// How to reach a vault.
@@ -260,6 +406,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
+        KmsCommand::SecurityDomain(cmd) => run_security_domain(cmd).await,
         KmsCommand::Principal { conn, name, admin } => {
             let token = conn.client()?.add_principal(&name, admin).await?;
             println!("{token}");
