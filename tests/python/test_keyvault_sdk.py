@@ -197,3 +197,47 @@ def test_azure_sdk_sees_denials_with_reasons(deployment):
     with pytest.raises(HttpResponseError) as denied:
         stranger.get_key("contoso-key")
     assert denied.value.status_code == 401
+
+
+def test_azure_sdk_backs_up_and_restores_a_key_within_one_security_domain(deployment):
+    """backup_key / restore_key_backup as Azure's SDK sends them: the backup restores into a
+    second vault holding the same master key (the same security domain), not into the vault
+    where the key exists (409), nor into a vault of another domain."""
+    from azure.core.exceptions import ResourceExistsError
+
+    d = deployment
+    client = key_client(d, principal(d, "contoso"))
+    created = client.create_rsa_key("backed-up", size=2048)
+    backup = client.backup_key("backed-up")
+    assert isinstance(backup, bytes) and b"backed-up" not in backup  # sealed, not readable
+    with pytest.raises(ResourceExistsError):
+        client.restore_key_backup(backup)
+
+    procs = []
+    try:
+        for name, same_domain in [("vault-b", True), ("vault-c", False)]:
+            port = free_port()
+            url = f"https://127.0.0.1:{port}"
+            args = ["kms", "serve", "--listen", f"127.0.0.1:{port}", "--state-dir", str(d["tmp"] / name),
+                    "--ca-dir", str(d["tmp"] / "ca"), "--attestation-authority", d["attest"]]
+            if same_domain:
+                args += ["--master-key-file", str(d["tmp"] / "vault" / "master.key")]
+            log = open(d["tmp"] / f"{name}.log", "wb")
+            procs.append(subprocess.Popen([conclave.path, *args], stdout=log, stderr=subprocess.STDOUT))
+            wait_http_tls(f"{url}/healthz", d["ca"])
+            admin = (d["tmp"] / name / "admin.token").read_text()
+            token = conclave("kms", "principal", "--vault", url, "--token", admin, "--ca", d["ca"], "contoso").strip()
+            other = KeyClient(url, StaticToken(token), connection_verify=d["ca"], verify_challenge_resource=False)
+            if same_domain:
+                restored = other.restore_key_backup(backup)
+                assert restored.name == "backed-up"
+                assert restored.properties.version == created.properties.version
+                assert restored.key.n == created.key.n
+            else:
+                with pytest.raises(HttpResponseError) as refused:
+                    other.restore_key_backup(backup)
+                assert "another security domain" in str(refused.value)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)

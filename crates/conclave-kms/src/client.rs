@@ -121,6 +121,31 @@ impl VaultClient {
         )
     }
 
+    /// `POST /keys/{name}/backup`: the backup blob (base64url text), restorable only into a
+    /// vault of the same security domain.
+    pub async fn backup_key(&self, name: &str) -> Result<String, ClientError> {
+        let v = Self::expect(
+            self.call(reqwest::Method::POST, &format!("/keys/{name}/backup"), None)
+                .await?,
+        )?;
+        v["value"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| ClientError::Malformed("the backup answer has no value".into()))
+    }
+
+    /// `POST /keys/restore`: restores a backup; answers the restored key's bundle.
+    pub async fn restore_key(&self, backup: &str) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(
+                reqwest::Method::POST,
+                "/keys/restore",
+                Some(serde_json::json!({"value": backup.trim()})),
+            )
+            .await?,
+        )
+    }
+
     pub async fn get_key(&self, name: &str) -> Result<Value, ClientError> {
         Self::expect(
             self.call(reqwest::Method::GET, &format!("/keys/{name}"), None)

@@ -458,6 +458,116 @@ impl Vault {
         e
     }
 
+    /// `POST /keys/{name}/backup`: every version of the key, sealed under the master key, so
+    /// the blob opens only in a vault of the same security domain (Azure Key Vault's backup
+    /// semantics: restorable only within the same geography and subscription). Owner only.
+    fn backup_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        if rec.owner != who.name {
+            return Err(self.deny(
+                who,
+                "backup",
+                name,
+                &format!("only the key's owner backs it up ({} is not)", who.name),
+            ));
+        }
+        let versions = self.store.versions(name)?;
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(&json!({"name": name, "versions": versions}))
+                .map_err(VaultError::internal)?,
+        );
+        let sealed = self.master.seal(BACKUP_FORMAT.as_bytes(), &plain);
+        let blob = json!({
+            "format": BACKUP_FORMAT,
+            "vault": crate::security_domain::vault_id(&self.master),
+            "sealed": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
+        });
+        self.store.audit(
+            AuditEvent::new(&who.name, "backup", Some(name), "ok")
+                .detail(json!({"versions": versions.len()})),
+        )?;
+        Ok(
+            json!({"value": base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(blob.to_string())}),
+        )
+    }
+
+    /// `POST /keys/restore` with `{"value": <backup>}`: the key comes back with all its
+    /// versions, policies and owner. Refused when the backup comes from another security domain
+    /// or a key of that name exists (409, as Azure). The key's owner or an admin restores it.
+    fn restore_key(&self, who: &Principal, req: &Value) -> VResult<Value> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let value = req["value"]
+            .as_str()
+            .ok_or_else(|| VaultError::bad("the body must be {\"value\": <a key backup>}"))?;
+        let blob: Value = b64
+            .decode(value.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|b: &Value| b["format"] == BACKUP_FORMAT)
+            .ok_or_else(|| VaultError::bad("value is not a Conclave key backup"))?;
+        let vault = crate::security_domain::vault_id(&self.master);
+        if blob["vault"] != vault.as_str() {
+            return Err(self.deny(
+                who,
+                "restore",
+                "-",
+                "the backup was made by a vault of another security domain: it restores only into a vault holding the same master key (recover that vault's security domain first)",
+            ));
+        }
+        let sealed = blob["sealed"]
+            .as_str()
+            .and_then(|s| b64.decode(s).ok())
+            .ok_or_else(|| VaultError::bad("value is not a Conclave key backup"))?;
+        let plain = self
+            .master
+            .open(BACKUP_FORMAT.as_bytes(), &sealed)
+            .map_err(|_| VaultError::bad("the backup is damaged: it does not decrypt"))?;
+        #[derive(serde::Deserialize)]
+        struct Backup {
+            name: String,
+            versions: Vec<KeyRecord>,
+        }
+        let backup: Backup = serde_json::from_slice(&plain)
+            .map_err(|e| VaultError::bad(format!("the backup is damaged: {e}")))?;
+        let name = backup.name.clone();
+        if !api::valid_name(&name)
+            || backup.versions.is_empty()
+            || backup.versions.iter().any(|r| r.name != name)
+        {
+            return Err(VaultError::bad(
+                "the backup is damaged: inconsistent key names",
+            ));
+        }
+        let owner = backup.versions[0].owner.clone();
+        if owner != who.name && !who.admin {
+            return Err(self.deny(
+                who,
+                "restore",
+                &name,
+                &format!("the key belongs to {owner}: only its owner or an admin restores it"),
+            ));
+        }
+        let event = AuditEvent::new(&who.name, "restore", Some(&name), "ok")
+            .detail(json!({"versions": backup.versions.len(), "owner": owner}));
+        match self.store.restore_key(&backup.versions, event)? {
+            Some(_) => {
+                let latest = self.key_or_404(&name, None)?;
+                Ok(api::bundle_json(&self.config.vault_url, &latest))
+            }
+            None => {
+                let message = format!(
+                    "a key named {name} exists in this vault: a backup is restored only under a name that is free"
+                );
+                let _ = self.store.audit(
+                    AuditEvent::new(&who.name, "restore", Some(&name), "denied")
+                        .reason(message.clone()),
+                );
+                Err(VaultError::new(StatusCode::CONFLICT, "Conflict", message))
+            }
+        }
+    }
+
     fn deny(&self, who: &Principal, action: &str, key: &str, reason: &str) -> VaultError {
         if let Err(e) = self
             .store
@@ -860,6 +970,41 @@ async fn create_key(
         .map(Json)
 }
 
+/// `format` of a key backup.
+pub const BACKUP_FORMAT: &str = "conclave-key-backup/v1";
+
+#[utoipa::path(
+    post, path = "/keys/{name}/backup", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
+    responses((status = 200, description = "`{value: <base64url backup>}`: every version, sealed so that only a vault of the same security domain restores it", body = Object), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Not the key's owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
+async fn backup_key(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    v.backup_key(&who, &name)
+        .map_err(|e| v.rejected(&who, "backup", &name, e))
+        .map(Json)
+}
+
+#[utoipa::path(
+    post, path = "/keys/restore", tag = "keys", security(("bearer" = [])),
+    request_body = Object,
+    responses((status = 200, description = "The restored key's latest KeyBundle", body = Object), (status = 400, description = "Not a key backup, or a damaged one", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "A backup from another security domain, or not the key's owner (audited)", body = crate::api::AzureError), (status = 409, description = "A key of that name exists", body = crate::api::AzureError))
+)]
+async fn restore_key(
+    State(v): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let req: Value = v.body(&who, "restore", "-", body)?;
+    v.restore_key(&who, &req)
+        .map_err(|e| v.rejected(&who, "restore", "-", e))
+        .map(Json)
+}
+
 #[utoipa::path(
     get, path = "/keys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
     responses((status = 200, description = "The latest version's KeyBundle (public JWK only)", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
@@ -1178,7 +1323,7 @@ async fn healthz() -> &'static str {
         description = "Azure Key Vault's keys API (7.x shapes) with secure key release, plus grants, principals and the audit log."
     ),
     paths(
-        list_keys, get_key, get_version, create_key, list_versions, update_key, release_latest,
+        list_keys, get_key, get_version, create_key, backup_key, restore_key, list_versions, update_key, release_latest,
         release_version, list_grants, put_grant, delete_grant, audit, add_principal, healthz,
         readyz
     ),
@@ -1271,6 +1416,8 @@ pub fn router(vault: Arc<Vault>) -> Router {
         // Azure's SDKs ask for the latest version as `/keys/{name}/` (an empty version).
         .route("/keys/{name}/", get(get_key))
         .route("/keys/{name}/create", post(create_key))
+        .route("/keys/{name}/backup", post(backup_key))
+        .route("/keys/restore", post(restore_key))
         .route("/keys/{name}/versions", get(list_versions))
         .route("/keys/{name}/release", post(release_latest))
         .route("/keys/{name}/grants", get(list_grants))

@@ -322,6 +322,33 @@ impl Store {
             .1)
     }
 
+    /// Restores every version of a key from a backup, in one transaction: the newest becomes
+    /// the key's latest. Refused (returns `false`, nothing written) when a key of that name
+    /// exists.
+    pub fn restore_key(
+        &self,
+        versions: &[KeyRecord],
+        event: AuditEvent,
+    ) -> Result<Option<AuditEntry>, StoreError> {
+        let Some(newest) = versions.iter().max_by_key(|r| r.created) else {
+            return Ok(None);
+        };
+        let (restored, entry) = self.write(event, |tx| {
+            let mut latest = tx.open_table(LATEST)?;
+            if latest.get(newest.name.as_str())?.is_some() {
+                return Ok(false);
+            }
+            let mut keys = tx.open_table(KEYS)?;
+            for rec in versions {
+                let id = format!("{}/{}", rec.name, rec.version);
+                keys.insert(id.as_str(), encode(rec).as_slice())?;
+            }
+            latest.insert(newest.name.as_str(), newest.version.as_str())?;
+            Ok(true)
+        })?;
+        Ok(restored.then_some(entry))
+    }
+
     /// Replaces an existing key version's record (attributes, policy, tags).
     pub fn update_key(&self, rec: &KeyRecord, event: AuditEvent) -> Result<AuditEntry, StoreError> {
         let id = format!("{}/{}", rec.name, rec.version);

@@ -265,6 +265,24 @@ pub enum KeyCommand {
         conn: VaultConn,
         name: String,
     },
+    /// Back a key up (owner only): every version, sealed so that only a vault of the same
+    /// security domain restores it.
+    Backup {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+        /// Where to write the backup.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a key from a backup (refused if a key of that name exists, or the backup comes
+    /// from another security domain).
+    Restore {
+        #[command(flatten)]
+        conn: VaultConn,
+        /// The backup file.
+        backup: PathBuf,
+    },
     /// Grant another principal get and/or release on a key (owner only).
     Grant {
         #[command(flatten)]
@@ -441,6 +459,17 @@ pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             print(&conn.client()?.create_key(&name, &req).await?)
         }
         KeyCommand::Get { conn, name } => print(&conn.client()?.get_key(&name).await?),
+        KeyCommand::Backup { conn, name, out } => {
+            let blob = conn.client()?.backup_key(&name).await?;
+            conclave_net::write_file(&out, blob.as_bytes(), 0o600)?;
+            eprintln!("backup of {name} written to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Restore { conn, backup } => {
+            let blob = std::fs::read_to_string(&backup)
+                .with_context(|| format!("reading {}", backup.display()))?;
+            print(&conn.client()?.restore_key(&blob).await?)
+        }
         KeyCommand::Grant {
             conn,
             name,

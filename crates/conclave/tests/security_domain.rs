@@ -48,12 +48,25 @@ impl Drop for Vault {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn start_vault(state: &Path, port: u16) -> Vault {
+    start_vault_with(state, port, &[])
+}
+
+fn start_vault_with(state: &Path, port: u16, extra: &[&str]) -> Vault {
     let child = Command::new(BIN)
         .args(["kms", "serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--attestation-authority", "https://attest.example"])
         .arg("--state-dir")
         .arg(state)
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -122,6 +135,17 @@ fn a_lost_master_key_is_recovered_from_a_quorum_of_custodians() {
     ];
     let created: serde_json::Value =
         serde_json::from_str(&ok(run(&["key", "create", "contoso-data"], &as_owner))).unwrap();
+    let backup = dir.join("contoso-data.backup");
+    ok(run(
+        &[
+            "key",
+            "backup",
+            "contoso-data",
+            "--out",
+            backup.to_str().unwrap(),
+        ],
+        &as_owner,
+    ));
     drop(running);
 
     let custodians: Vec<(String, String)> = ["alice", "bob", "carol"]
@@ -227,6 +251,56 @@ fn a_lost_master_key_is_recovered_from_a_quorum_of_custodians() {
     let got: serde_json::Value =
         serde_json::from_str(&ok(run(&["key", "get", "contoso-data"], &as_owner))).unwrap();
     assert_eq!(got["key"]["kid"], created["key"]["kid"]);
+
+    // Restoring a key whose name is taken: refused (409, as Azure).
+    fails(
+        run(&["key", "restore", backup.to_str().unwrap()], &as_owner),
+        "exists in this vault",
+    );
+
+    // A second vault of the same security domain (the recovered master key) restores the key
+    // with its versions; a vault of another domain cannot open the backup.
+    for (name, same_domain) in [("vault-b", true), ("vault-c", false)] {
+        let other_state = dir.join(name);
+        let other_port = free_port();
+        let extra: Vec<&str> = if same_domain {
+            vec!["--master-key-file", recovered_s]
+        } else {
+            vec![]
+        };
+        let _other = start_vault_with(&other_state, other_port, &extra);
+        let other_url = format!("https://127.0.0.1:{other_port}");
+        let other_ca = other_state.join("ca/ca.pem");
+        let other_admin = format!("@{}", other_state.join("admin.token").display());
+        let env = [
+            ("CONCLAVE_VAULT", other_url.as_str()),
+            ("CONCLAVE_CA", other_ca.to_str().unwrap()),
+            ("CONCLAVE_VAULT_TOKEN", other_admin.as_str()),
+        ];
+        let contoso = ok(run(&["kms", "principal", "contoso"], &env))
+            .trim()
+            .to_string();
+        let as_contoso = [env[0], env[1], ("CONCLAVE_VAULT_TOKEN", contoso.as_str())];
+        let out = run(&["key", "restore", backup.to_str().unwrap()], &as_contoso);
+        if same_domain {
+            let restored: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+            assert_eq!(restored["key"]["n"], created["key"]["n"]);
+            let version = |kid: &serde_json::Value| {
+                kid.as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(
+                version(&restored["key"]["kid"]),
+                version(&created["key"]["kid"])
+            );
+        } else {
+            fails(out, "another security domain");
+        }
+    }
 
     // Someone who is not a custodian cannot decrypt a share.
     let (_, stranger) = custodian(dir, "mallory");
