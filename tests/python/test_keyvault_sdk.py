@@ -241,3 +241,34 @@ def test_azure_sdk_backs_up_and_restores_a_key_within_one_security_domain(deploy
         for p in procs:
             p.terminate()
             p.wait(timeout=10)
+
+
+def test_azure_sdk_soft_deletes_recovers_and_purges_a_key(deployment):
+    """Azure's deleted-keys API as the SDK drives it: begin_delete_key (then polls
+    /deletedkeys), list and get deleted keys, the name stays taken, begin_recover_deleted_key
+    (polls /keys), purge_deleted_key."""
+    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+    d = deployment
+    client = key_client(d, principal(d, "contoso"))
+    created = client.create_rsa_key("soft-deleted", size=2048)
+    deleted = client.begin_delete_key("soft-deleted").result()
+    assert deleted.recovery_id == f"{d['vault']}/deletedkeys/soft-deleted"
+    assert (deleted.scheduled_purge_date - deleted.deleted_date).days == 90
+    assert deleted.properties.recovery_level == "Recoverable+Purgeable"
+    with pytest.raises(ResourceNotFoundError):
+        client.get_key("soft-deleted")
+    assert [k.name for k in client.list_deleted_keys()] == ["soft-deleted"]
+    assert client.get_deleted_key("soft-deleted").key.n == created.key.n
+    with pytest.raises(ResourceExistsError):
+        client.create_rsa_key("soft-deleted", size=2048)
+
+    recovered = client.begin_recover_deleted_key("soft-deleted").result()
+    assert recovered.id == created.id
+    assert client.get_key("soft-deleted").key.n == created.key.n
+
+    client.begin_delete_key("soft-deleted").result()
+    client.purge_deleted_key("soft-deleted")
+    with pytest.raises(ResourceNotFoundError):
+        client.get_deleted_key("soft-deleted")
+    client.create_rsa_key("soft-deleted", size=2048)  # the name is free again

@@ -25,7 +25,7 @@ use crate::api::{
 use crate::audit::AuditEvent;
 use crate::crypto::{self, MasterKey, WrapAlgorithm};
 use crate::policy::{ReleasePolicy, claim_at};
-use crate::store::{Grant, KeyRecord, Permission, Principal, Store, StoredPolicy};
+use crate::store::{DeletedKey, Grant, KeyRecord, Permission, Principal, Store, StoredPolicy};
 use conclave_net::observe::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +60,25 @@ pub struct VaultConfig {
     /// Refuse tokens for simulated evidence (`x-conclave-platform: sim`).
     pub hardware_only: bool,
     pub signing: SigningIdentity,
+    pub deletion: DeletionPolicy,
+}
+
+/// How deleted keys are kept (Azure Key Vault's soft delete): recoverable for `retention`, and
+/// with `purge_protection` not purgeable before that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletionPolicy {
+    pub retention: Duration,
+    pub purge_protection: bool,
+}
+
+impl Default for DeletionPolicy {
+    /// Azure's default: 90 days, purge allowed.
+    fn default() -> Self {
+        DeletionPolicy {
+            retention: Duration::from_secs(90 * 86_400),
+            purge_protection: false,
+        }
+    }
 }
 
 pub struct Vault {
@@ -360,6 +379,15 @@ impl Vault {
                 "key names are 1-127 letters, digits and dashes",
             ));
         }
+        if self.store.deleted_key(name)?.is_some() {
+            return Err(VaultError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "key {name} is deleted but recoverable: recover it (POST /deletedkeys/{name}/recover) or purge it before creating a key of that name"
+                ),
+            ));
+        }
         if let Some(existing) = self.store.key(name, None)?
             && existing.owner != who.name
         {
@@ -548,6 +576,15 @@ impl Vault {
                 &format!("the key belongs to {owner}: only its owner or an admin restores it"),
             ));
         }
+        if self.store.deleted_key(&name)?.is_some() {
+            return Err(VaultError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "key {name} is deleted but recoverable in this vault: recover or purge it first"
+                ),
+            ));
+        }
         let event = AuditEvent::new(&who.name, "restore", Some(&name), "ok")
             .detail(json!({"versions": backup.versions.len(), "owner": owner}));
         match self.store.restore_key(&backup.versions, event)? {
@@ -566,6 +603,124 @@ impl Vault {
                 Err(VaultError::new(StatusCode::CONFLICT, "Conflict", message))
             }
         }
+    }
+
+    /// A DeletedKeyBundle (Azure 7.4): the latest version's bundle with `recoveryId`,
+    /// `deletedDate` and `scheduledPurgeDate` (Unix seconds).
+    fn deleted_json(&self, d: &DeletedKey) -> Value {
+        let latest = d.versions.last().expect("a deleted key has a version");
+        let mut b = api::bundle_json(&self.config.vault_url, latest);
+        b["recoveryId"] = format!("{}/deletedkeys/{}", self.config.vault_url, d.name).into();
+        b["deletedDate"] = d.deleted.into();
+        b["scheduledPurgeDate"] = d.scheduled_purge.into();
+        b["attributes"]["recoveryLevel"] = self.recovery_level().into();
+        b["attributes"]["recoverableDays"] =
+            (self.config.deletion.retention.as_secs() / 86_400).into();
+        b
+    }
+
+    fn recovery_level(&self) -> &'static str {
+        if self.config.deletion.purge_protection {
+            "Recoverable"
+        } else {
+            "Recoverable+Purgeable"
+        }
+    }
+
+    /// A deleted key the caller owns (or, as an admin, may manage); one past its retention is
+    /// purged now and is gone.
+    fn deleted_or_404(&self, who: &Principal, name: &str, action: &str) -> VResult<DeletedKey> {
+        if !api::valid_name(name) {
+            return Err(VaultError::bad(
+                "key names are 1-127 letters, digits and dashes",
+            ));
+        }
+        let d = self
+            .store
+            .deleted_key(name)?
+            .ok_or_else(|| VaultError::not_found(&format!("deleted key {name}")))?;
+        if d.scheduled_purge <= now() {
+            self.store.purge_key(
+                name,
+                AuditEvent::new("vault", "purge", Some(name), "ok")
+                    .reason("its retention period ended"),
+            )?;
+            return Err(VaultError::not_found(&format!("deleted key {name}")));
+        }
+        let owner = d
+            .versions
+            .last()
+            .map(|r| r.owner.as_str())
+            .unwrap_or_default();
+        if owner != who.name && !who.admin {
+            return Err(self.deny(
+                who,
+                action,
+                name,
+                &format!("the key belongs to {owner}: only its owner or an admin may {action} it"),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// `DELETE /keys/{name}`: soft delete (owner or admin).
+    fn delete_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        if rec.owner != who.name && !who.admin {
+            return Err(self.deny(
+                who,
+                "delete",
+                name,
+                &format!(
+                    "the key belongs to {}: only its owner or an admin deletes it",
+                    rec.owner
+                ),
+            ));
+        }
+        let t = now();
+        let purge = t + self.config.deletion.retention.as_secs();
+        let (d, _) = self
+            .store
+            .delete_key(
+                name,
+                t,
+                purge,
+                AuditEvent::new(&who.name, "delete", Some(name), "ok")
+                    .detail(json!({"scheduled_purge": purge})),
+            )?
+            .ok_or_else(|| VaultError::not_found(&format!("key {name}")))?;
+        Ok(self.deleted_json(&d))
+    }
+
+    fn recover_deleted(&self, who: &Principal, name: &str) -> VResult<Value> {
+        self.deleted_or_404(who, name, "recover")?;
+        let d = self
+            .store
+            .recover_key(
+                name,
+                AuditEvent::new(&who.name, "recover", Some(name), "ok"),
+            )?
+            .ok_or_else(|| VaultError::not_found(&format!("deleted key {name}")))?;
+        let latest = d.versions.last().expect("a deleted key has a version");
+        Ok(api::bundle_json(&self.config.vault_url, latest))
+    }
+
+    fn purge_deleted(&self, who: &Principal, name: &str) -> VResult<()> {
+        let d = self.deleted_or_404(who, name, "purge")?;
+        if self.config.deletion.purge_protection {
+            return Err(self.deny(
+                who,
+                "purge",
+                name,
+                &format!(
+                    "purge protection is on: deleted key {name} is kept until its scheduled purge date ({} Unix seconds), and purged then",
+                    d.scheduled_purge
+                ),
+            ));
+        }
+        self.store
+            .purge_key(name, AuditEvent::new(&who.name, "purge", Some(name), "ok"))?;
+        Ok(())
     }
 
     fn deny(&self, who: &Principal, action: &str, key: &str, reason: &str) -> VaultError {
@@ -970,6 +1125,89 @@ async fn create_key(
         .map(Json)
 }
 
+#[utoipa::path(
+    delete, path = "/keys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    responses((status = 200, description = "The DeletedKeyBundle: recoverable until scheduledPurgeDate", body = Object), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
+async fn delete_key(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    v.delete_key(&who, &name)
+        .map_err(|e| v.rejected(&who, "delete", &name, e))
+        .map(Json)
+}
+
+#[utoipa::path(
+    get, path = "/deletedkeys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, description = "`{value: [DeletedKeyItem], nextLink}`: the caller's deleted keys (all, for an admin)", body = Object), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+)]
+async fn list_deleted(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let t = now();
+    let mut items = Vec::new();
+    for d in v.store.deleted_keys()? {
+        let Some(latest) = d.versions.last() else {
+            continue;
+        };
+        if d.scheduled_purge <= t || (latest.owner != who.name && !who.admin) {
+            continue;
+        }
+        let mut item = api::item_json(v.vault_url(), latest);
+        item["recoveryId"] = format!("{}/deletedkeys/{}", v.vault_url(), d.name).into();
+        item["deletedDate"] = d.deleted.into();
+        item["scheduledPurgeDate"] = d.scheduled_purge.into();
+        items.push(item);
+    }
+    Ok(Json(json!({ "value": items, "nextLink": null })))
+}
+
+#[utoipa::path(
+    get, path = "/deletedkeys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    responses((status = 200, description = "The DeletedKeyBundle", body = Object), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such deleted key", body = crate::api::AzureError))
+)]
+async fn get_deleted(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let d = v.deleted_or_404(&who, &name, "get")?;
+    Ok(Json(v.deleted_json(&d)))
+}
+
+#[utoipa::path(
+    post, path = "/deletedkeys/{name}/recover", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    responses((status = 200, description = "The recovered key's KeyBundle", body = Object), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such deleted key", body = crate::api::AzureError))
+)]
+async fn recover_deleted(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    v.recover_deleted(&who, &name)
+        .map_err(|e| v.rejected(&who, "recover", &name, e))
+        .map(Json)
+}
+
+#[utoipa::path(
+    delete, path = "/deletedkeys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    responses((status = 204, description = "Purged for good"), (status = 403, description = "Purge protection, or not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such deleted key", body = crate::api::AzureError))
+)]
+async fn purge_deleted(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<StatusCode> {
+    let who = v.authenticate(&headers)?;
+    v.purge_deleted(&who, &name)
+        .map_err(|e| v.rejected(&who, "purge", &name, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `format` of a key backup.
 pub const BACKUP_FORMAT: &str = "conclave-key-backup/v1";
 
@@ -1323,7 +1561,8 @@ async fn healthz() -> &'static str {
         description = "Azure Key Vault's keys API (7.x shapes) with secure key release, plus grants, principals and the audit log."
     ),
     paths(
-        list_keys, get_key, get_version, create_key, backup_key, restore_key, list_versions, update_key, release_latest,
+        list_keys, get_key, get_version, create_key, backup_key, restore_key, delete_key,
+        list_deleted, get_deleted, recover_deleted, purge_deleted, list_versions, update_key, release_latest,
         release_version, list_grants, put_grant, delete_grant, audit, add_principal, healthz,
         readyz
     ),
@@ -1412,7 +1651,13 @@ pub fn router(vault: Arc<Vault>) -> Router {
     let metrics = vault.metrics.clone();
     let router = Router::new()
         .route("/keys", get(list_keys))
-        .route("/keys/{name}", get(get_key))
+        .route("/keys/{name}", get(get_key).delete(delete_key))
+        .route("/deletedkeys", get(list_deleted))
+        .route(
+            "/deletedkeys/{name}",
+            get(get_deleted).delete(purge_deleted),
+        )
+        .route("/deletedkeys/{name}/recover", post(recover_deleted))
         // Azure's SDKs ask for the latest version as `/keys/{name}/` (an empty version).
         .route("/keys/{name}/", get(get_key))
         .route("/keys/{name}/create", post(create_key))
@@ -1471,6 +1716,113 @@ mod tests {
     use axum::http::Request;
     use tower::ServiceExt as _;
 
+    fn vault_with(dir: &std::path::Path, deletion: DeletionPolicy) -> Arc<Vault> {
+        let ca = conclave_net::LocalCa::load_or_create(&dir.join("ca")).unwrap();
+        crate::setup::open(
+            crate::setup::VaultOptions {
+                state_dir: dir.join("vault"),
+                vault_url: "https://127.0.0.1:1".into(),
+                tls_names: vec!["127.0.0.1".into()],
+                authorities: vec![],
+                http: reqwest::Client::new(),
+                hardware_only: false,
+                master_key_file: None,
+                deletion,
+            },
+            crate::setup::Certificates::LocalCa(&ca),
+        )
+        .unwrap()
+        .vault
+    }
+
+    /// Soft delete as Azure Key Vault does it: a deleted key cannot be read or released, its
+    /// name is not reused while it is recoverable, recovery brings every version back, and with
+    /// purge protection it cannot be purged before its retention ends.
+    #[test]
+    fn deleted_keys_are_recoverable_and_purge_protection_holds_them() {
+        for purge_protection in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let v = vault_with(
+                dir.path(),
+                DeletionPolicy {
+                    retention: Duration::from_secs(7 * 86_400),
+                    purge_protection,
+                },
+            );
+            let owner = Principal {
+                name: "contoso".into(),
+                token_sha256: "x".into(),
+                admin: false,
+            };
+            let other = Principal {
+                name: "woodgrove".into(),
+                ..owner.clone()
+            };
+            let created = v
+                .create_key(&owner, "k", CreateKeyRequest::default())
+                .unwrap();
+            v.create_key(&owner, "k", CreateKeyRequest::default())
+                .unwrap(); // a second version
+            // Only the owner (or an admin) deletes.
+            assert_eq!(
+                v.delete_key(&other, "k").unwrap_err().status,
+                StatusCode::FORBIDDEN
+            );
+            let deleted = v.delete_key(&owner, "k").unwrap();
+            assert_eq!(deleted["recoveryId"], "https://127.0.0.1:1/deletedkeys/k");
+            assert_eq!(
+                deleted["scheduledPurgeDate"].as_u64().unwrap()
+                    - deleted["deletedDate"].as_u64().unwrap(),
+                7 * 86_400
+            );
+            assert_eq!(
+                deleted["attributes"]["recoveryLevel"],
+                if purge_protection {
+                    "Recoverable"
+                } else {
+                    "Recoverable+Purgeable"
+                }
+            );
+            // Gone from the key namespace: no get, no release, no reuse of the name.
+            assert_eq!(
+                v.key_or_404("k", None).unwrap_err().status,
+                StatusCode::NOT_FOUND
+            );
+            let version = created["key"]["kid"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap();
+            assert_eq!(
+                v.key_or_404("k", Some(version)).unwrap_err().status,
+                StatusCode::NOT_FOUND
+            );
+            assert_eq!(
+                v.create_key(&owner, "k", CreateKeyRequest::default())
+                    .unwrap_err()
+                    .status,
+                StatusCode::CONFLICT
+            );
+            // Recovered with both versions; deleted again, then purged (or not).
+            v.recover_deleted(&owner, "k").unwrap();
+            assert_eq!(v.store.versions("k").unwrap().len(), 2);
+            v.delete_key(&owner, "k").unwrap();
+            let purged = v.purge_deleted(&owner, "k");
+            if purge_protection {
+                let e = purged.unwrap_err();
+                assert_eq!(e.status, StatusCode::FORBIDDEN);
+                assert!(e.message.contains("purge protection"), "{}", e.message);
+                assert!(v.store.deleted_key("k").unwrap().is_some());
+            } else {
+                purged.unwrap();
+                assert!(v.store.deleted_key("k").unwrap().is_none());
+                v.create_key(&owner, "k", CreateKeyRequest::default())
+                    .unwrap();
+            }
+        }
+    }
+
     /// A request that waits for the audit commit (a slow disk, a busy group commit) must not
     /// hold an async worker: on a one-thread runtime, a health check is answered meanwhile.
     #[test]
@@ -1486,6 +1838,7 @@ mod tests {
                 http: reqwest::Client::new(),
                 hardware_only: false,
                 master_key_file: None,
+                deletion: Default::default(),
             },
             crate::setup::Certificates::LocalCa(&ca),
         )

@@ -33,6 +33,8 @@ pub struct VaultOptions {
     pub hardware_only: bool,
     /// Master key file (default `<state>/master.key`, created if missing).
     pub master_key_file: Option<PathBuf>,
+    /// How long deleted keys stay recoverable, and whether they may be purged before.
+    pub deletion: crate::service::DeletionPolicy,
 }
 
 pub struct OpenedVault {
@@ -176,6 +178,7 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
             authorities,
             hardware_only: opts.hardware_only,
             signing: SigningIdentity { key, chain },
+            deletion: opts.deletion,
         },
         store,
         master,

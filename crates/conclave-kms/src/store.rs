@@ -17,6 +17,7 @@ const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principal
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const DELETED: TableDefinition<&str, &[u8]> = TableDefinition::new("deleted");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,6 +76,17 @@ pub struct KeyRecord {
     pub owner: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+/// A soft-deleted key (Azure Key Vault's DeletedKeyBundle): every version, kept until
+/// `scheduled_purge` (Unix seconds), recoverable until then.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeletedKey {
+    pub name: String,
+    pub deleted: u64,
+    pub scheduled_purge: u64,
+    /// Oldest first; the last is the latest.
+    pub versions: Vec<KeyRecord>,
 }
 
 /// What a grantee may do with a key.
@@ -173,6 +185,7 @@ impl Store {
         tx.open_table(TOKENS)?;
         tx.open_table(AUDIT)?;
         tx.open_table(META)?;
+        tx.open_table(DELETED)?;
         tx.commit()?;
         Ok(Store {
             db,
@@ -347,6 +360,102 @@ impl Store {
             Ok(true)
         })?;
         Ok(restored.then_some(entry))
+    }
+
+    /// Soft-deletes a key: its versions leave the key namespace (no get, no release) and are
+    /// kept as a [`DeletedKey`] until `scheduled_purge`. `None` when there is no such key.
+    pub fn delete_key(
+        &self,
+        name: &str,
+        deleted: u64,
+        scheduled_purge: u64,
+        event: AuditEvent,
+    ) -> Result<Option<(DeletedKey, AuditEntry)>, StoreError> {
+        let (out, entry) = self.write(event, |tx| {
+            let mut latest = tx.open_table(LATEST)?;
+            if latest.remove(name)?.is_none() {
+                return Ok(None);
+            }
+            let mut keys = tx.open_table(KEYS)?;
+            let (start, end) = (format!("{name}/"), format!("{name}0"));
+            let mut versions = Vec::new();
+            for item in keys.range(start.as_str()..end.as_str())? {
+                let (k, v) = item?;
+                versions.push(decode::<KeyRecord>(k.value(), v.value())?);
+            }
+            for r in &versions {
+                keys.remove(format!("{}/{}", r.name, r.version).as_str())?;
+            }
+            versions.sort_by_key(|r| r.created);
+            let d = DeletedKey {
+                name: name.to_string(),
+                deleted,
+                scheduled_purge,
+                versions,
+            };
+            tx.open_table(DELETED)?
+                .insert(name, encode(&d).as_slice())?;
+            Ok(Some(d))
+        })?;
+        Ok(out.map(|d| (d, entry)))
+    }
+
+    pub fn deleted_key(&self, name: &str) -> Result<Option<DeletedKey>, StoreError> {
+        let tx = self.db.begin_read()?;
+        match tx.open_table(DELETED)?.get(name)? {
+            Some(v) => Ok(Some(decode(name, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn deleted_keys(&self) -> Result<Vec<DeletedKey>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DELETED)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Brings a deleted key back with all its versions. `None` when it is not deleted.
+    pub fn recover_key(
+        &self,
+        name: &str,
+        event: AuditEvent,
+    ) -> Result<Option<DeletedKey>, StoreError> {
+        Ok(self
+            .write(event, |tx| {
+                let Some(d) = tx
+                    .open_table(DELETED)?
+                    .remove(name)?
+                    .map(|v| decode::<DeletedKey>(name, v.value()))
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                let mut keys = tx.open_table(KEYS)?;
+                for r in &d.versions {
+                    let id = format!("{}/{}", r.name, r.version);
+                    keys.insert(id.as_str(), encode(r).as_slice())?;
+                }
+                if let Some(last) = d.versions.last() {
+                    tx.open_table(LATEST)?.insert(name, last.version.as_str())?;
+                }
+                Ok(Some(d))
+            })?
+            .0)
+    }
+
+    /// Erases a deleted key for good (its sealed private parts with it). `false` when it is not
+    /// deleted.
+    pub fn purge_key(&self, name: &str, event: AuditEvent) -> Result<bool, StoreError> {
+        Ok(self
+            .write(event, |tx| {
+                Ok(tx.open_table(DELETED)?.remove(name)?.is_some())
+            })?
+            .0)
     }
 
     /// Replaces an existing key version's record (attributes, policy, tags).

@@ -119,6 +119,7 @@ pub fn vault(
             http: http.clone(),
             hardware_only: false,
             master_key_file: None,
+            deletion: Default::default(),
         },
         conclave_kms::setup::Certificates::LocalCa(ca),
     )?;

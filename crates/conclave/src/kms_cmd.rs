@@ -54,6 +54,12 @@ pub enum KmsCommand {
         /// CONCLAVE_VAULT_MASTER_KEY.
         #[arg(long)]
         master_key_file: Option<PathBuf>,
+        /// Days a deleted key stays recoverable (Azure: 7 to 90).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(7..=90))]
+        retention_days: u64,
+        /// Deleted keys cannot be purged before their retention ends.
+        #[arg(long)]
+        purge_protection: bool,
     },
     /// The vault's security domain: its master key split among custodians, any quorum of whom
     /// recover it (as Azure Managed HSM's security domain).
@@ -369,6 +375,8 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             signing_key,
             hardware_only,
             master_key_file,
+            retention_days,
+            purge_protection,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -407,6 +415,10 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                     http: conclave_net::client(ca_path.as_deref())?,
                     hardware_only,
                     master_key_file,
+                    deletion: conclave_kms::service::DeletionPolicy {
+                        retention: std::time::Duration::from_secs(retention_days * 86_400),
+                        purge_protection,
+                    },
                 },
                 certs,
             )?;

@@ -119,6 +119,7 @@ pub async fn start_vault(
             http: http.clone(),
             hardware_only,
             master_key_file: None,
+            deletion: Default::default(),
         },
         conclave_kms::setup::Certificates::LocalCa(ca),
     )
