@@ -272,3 +272,28 @@ def test_azure_sdk_soft_deletes_recovers_and_purges_a_key(deployment):
     with pytest.raises(ResourceNotFoundError):
         client.get_deleted_key("soft-deleted")
     client.create_rsa_key("soft-deleted", size=2048)  # the name is free again
+
+
+def test_azure_sdk_rotates_a_key_and_sets_its_rotation_policy(deployment):
+    """rotate_key and the rotation policy as Azure's SDK sends them; a Notify action, which
+    Conclave cannot carry out, is refused with the reason."""
+    from azure.keyvault.keys import KeyRotationLifetimeAction, KeyRotationPolicy, KeyRotationPolicyAction
+
+    d = deployment
+    client = key_client(d, principal(d, "contoso"))
+    first = client.create_rsa_key("rotated", size=2048)
+    second = client.rotate_key("rotated")
+    assert second.properties.version != first.properties.version
+    assert second.key.n != first.key.n
+    assert len(list(client.list_properties_of_key_versions("rotated"))) == 2
+
+    actions = [KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P90D")]
+    policy = client.update_key_rotation_policy("rotated", KeyRotationPolicy(), lifetime_actions=actions, expires_in="P2Y")
+    assert policy.expires_in == "P2Y"
+    got = client.get_key_rotation_policy("rotated")
+    assert [(a.action, a.time_after_create) for a in got.lifetime_actions] == [(KeyRotationPolicyAction.rotate, "P90D")]
+
+    notify = [KeyRotationLifetimeAction(KeyRotationPolicyAction.notify, time_before_expiry="P30D")]
+    with pytest.raises(HttpResponseError) as refused:
+        client.update_key_rotation_policy("rotated", KeyRotationPolicy(), lifetime_actions=notify)
+    assert "Notify" in str(refused.value)

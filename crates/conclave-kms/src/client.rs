@@ -121,6 +121,26 @@ impl VaultClient {
         )
     }
 
+    /// `POST /keys/{name}/rotate`: a new version; answers its bundle.
+    pub async fn rotate_key(&self, name: &str) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(reqwest::Method::POST, &format!("/keys/{name}/rotate"), None)
+                .await?,
+        )
+    }
+
+    /// `PUT /keys/{name}/rotationpolicy` (Azure's KeyRotationPolicy document).
+    pub async fn put_rotation_policy(&self, name: &str, doc: &Value) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(
+                reqwest::Method::PUT,
+                &format!("/keys/{name}/rotationpolicy"),
+                Some(doc.clone()),
+            )
+            .await?,
+        )
+    }
+
     /// `POST /keys/{name}/backup`: the backup blob (base64url text), restorable only into a
     /// vault of the same security domain.
     pub async fn backup_key(&self, name: &str) -> Result<String, ClientError> {

@@ -605,6 +605,119 @@ impl Vault {
         }
     }
 
+    /// A new version of `name` with fresh key material and the latest version's settings
+    /// (exportable, release policy, operations, tags, owner); with a rotation policy's
+    /// `expiryTime`, it expires that long after creation. Audited as `by` (a principal, or
+    /// `vault` for a scheduled rotation).
+    fn rotate(&self, by: &str, name: &str, reason: Option<&str>) -> VResult<KeyRecord> {
+        let latest = self.key_or_404(name, None)?;
+        let new =
+            crypto::generate_rsa(latest.key_size).map_err(|e| VaultError::bad(e.to_string()))?;
+        let mut version = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut version)
+            .map_err(VaultError::internal)?;
+        let version = hex::encode(version);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let t = now();
+        let expiry = self
+            .store
+            .rotation_policy(name)?
+            .and_then(|doc| crate::rotation::RotationPolicy::parse(&doc).ok())
+            .and_then(|p| p.expiry);
+        let rec = KeyRecord {
+            sealed_private: base64::engine::general_purpose::STANDARD.encode(
+                self.master
+                    .seal(format!("{name}/{version}").as_bytes(), &new.pkcs8),
+            ),
+            version,
+            n: b64(&new.n),
+            e: b64(&new.e),
+            created: t,
+            updated: t,
+            nbf: None,
+            exp: expiry.map(|e| t + e),
+            ..latest
+        };
+        let mut event =
+            AuditEvent::new(by, "rotate", Some(name), "ok").detail(json!({"version": rec.version}));
+        if let Some(r) = reason {
+            event = event.reason(r);
+        }
+        self.store.create_key(&rec, event)?;
+        Ok(rec)
+    }
+
+    /// `POST /keys/{name}/rotate` (owner only).
+    fn rotate_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        if rec.owner != who.name {
+            return Err(self.deny(who, "rotate", name, "only the key's owner rotates it"));
+        }
+        let new = self.rotate(&who.name, name, None)?;
+        Ok(api::bundle_json(&self.config.vault_url, &new))
+    }
+
+    /// `GET /keys/{name}/rotationpolicy`: the key's policy, or Azure's empty default.
+    fn get_rotation_policy(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        if !self.permitted(who, &rec, Permission::Get)? {
+            return Err(self.deny(who, "get", name, "no get grant on this key"));
+        }
+        let id = format!("{}/keys/{name}/rotationpolicy", self.config.vault_url);
+        Ok(match self.store.rotation_policy(name)? {
+            Some(doc) => doc,
+            None => json!({"id": id, "lifetimeActions": [], "attributes": {}}),
+        })
+    }
+
+    /// `PUT /keys/{name}/rotationpolicy` (owner only): validated, stored, audited.
+    fn put_rotation_policy(&self, who: &Principal, name: &str, doc: &Value) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        if rec.owner != who.name {
+            return Err(self.deny(
+                who,
+                "rotation-policy",
+                name,
+                "only the key's owner sets its rotation policy",
+            ));
+        }
+        let policy = crate::rotation::RotationPolicy::parse(doc).map_err(VaultError::bad)?;
+        let t = now();
+        let created = self
+            .store
+            .rotation_policy(name)?
+            .and_then(|d| d["attributes"]["created"].as_u64())
+            .unwrap_or(t);
+        let id = format!("{}/keys/{name}/rotationpolicy", self.config.vault_url);
+        let stored = policy.to_json(&id, created, t);
+        self.store.put_rotation_policy(
+            name,
+            &stored,
+            AuditEvent::new(&who.name, "rotation-policy", Some(name), "ok").detail(stored.clone()),
+        )?;
+        Ok(stored)
+    }
+
+    /// Rotates every key whose rotation policy says its latest version is due at `now` (Unix
+    /// seconds); the vault runs this every minute. Returns the keys rotated.
+    pub fn rotate_due(&self, now: u64) -> Result<Vec<String>, VaultError> {
+        let mut rotated = Vec::new();
+        for (name, doc) in self.store.rotation_policies()? {
+            let Ok(policy) = crate::rotation::RotationPolicy::parse(&doc) else {
+                continue;
+            };
+            let Some(latest) = self.store.key(&name, None)? else {
+                continue; // deleted keys are not rotated
+            };
+            if policy.due(latest.created, now) {
+                self.rotate("vault", &name, Some("its rotation policy"))?;
+                rotated.push(name);
+            }
+        }
+        Ok(rotated)
+    }
+
     /// A DeletedKeyBundle (Azure 7.4): the latest version's bundle with `recoveryId`,
     /// `deletedDate` and `scheduledPurgeDate` (Unix seconds).
     fn deleted_json(&self, d: &DeletedKey) -> Value {
@@ -1208,6 +1321,52 @@ async fn purge_deleted(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post, path = "/keys/{name}/rotate", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    responses((status = 200, description = "The new version's KeyBundle (the latest's settings, fresh key material)", body = Object), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
+async fn rotate_key(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    v.rotate_key(&who, &name)
+        .map_err(|e| v.rejected(&who, "rotate", &name, e))
+        .map(Json)
+}
+
+#[utoipa::path(
+    get, path = "/keys/{name}/rotationpolicy", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    responses((status = 200, description = "Azure's KeyRotationPolicy", body = Object), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
+async fn get_rotation_policy(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    v.get_rotation_policy(&who, &name).map(Json)
+}
+
+#[utoipa::path(
+    put, path = "/keys/{name}/rotationpolicy", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    request_body = Object,
+    responses((status = 200, description = "The stored KeyRotationPolicy", body = Object), (status = 400, description = "A policy Conclave does not carry out (the reason says which part)", body = crate::api::AzureError), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
+async fn put_rotation_policy(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let doc: Value = v.body(&who, "rotation-policy", &name, body)?;
+    v.put_rotation_policy(&who, &name, &doc)
+        .map_err(|e| v.rejected(&who, "rotation-policy", &name, e))
+        .map(Json)
+}
+
 /// `format` of a key backup.
 pub const BACKUP_FORMAT: &str = "conclave-key-backup/v1";
 
@@ -1562,7 +1721,8 @@ async fn healthz() -> &'static str {
     ),
     paths(
         list_keys, get_key, get_version, create_key, backup_key, restore_key, delete_key,
-        list_deleted, get_deleted, recover_deleted, purge_deleted, list_versions, update_key, release_latest,
+        list_deleted, get_deleted, recover_deleted, purge_deleted, rotate_key,
+        get_rotation_policy, put_rotation_policy, list_versions, update_key, release_latest,
         release_version, list_grants, put_grant, delete_grant, audit, add_principal, healthz,
         readyz
     ),
@@ -1662,6 +1822,11 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/keys/{name}/", get(get_key))
         .route("/keys/{name}/create", post(create_key))
         .route("/keys/{name}/backup", post(backup_key))
+        .route("/keys/{name}/rotate", post(rotate_key))
+        .route(
+            "/keys/{name}/rotationpolicy",
+            get(get_rotation_policy).put(put_rotation_policy),
+        )
         .route("/keys/restore", post(restore_key))
         .route("/keys/{name}/versions", get(list_versions))
         .route("/keys/{name}/release", post(release_latest))
@@ -1733,6 +1898,67 @@ mod tests {
         )
         .unwrap()
         .vault
+    }
+
+    /// A rotation policy makes a new version once the latest is due, carrying the key's
+    /// settings, with the policy's expiry; the old version stays (and stays releasable).
+    #[test]
+    fn a_rotation_policy_rotates_due_keys_and_keeps_old_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault_with(dir.path(), DeletionPolicy::default());
+        let owner = Principal {
+            name: "contoso".into(),
+            token_sha256: "x".into(),
+            admin: false,
+        };
+        let first = v
+            .create_key(&owner, "k", CreateKeyRequest::default())
+            .unwrap();
+        v.create_key(&owner, "idle", CreateKeyRequest::default())
+            .unwrap();
+        let stored = v
+            .put_rotation_policy(
+                &owner,
+                "k",
+                &json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "Rotate"}}],
+                        "attributes": {"expiryTime": "P90D"}}),
+            )
+            .unwrap();
+        assert_eq!(
+            stored["lifetimeActions"][0]["trigger"]["timeAfterCreate"],
+            "P30D"
+        );
+        assert_eq!(v.get_rotation_policy(&owner, "k").unwrap(), stored);
+        // Refused: a Notify action, and another principal.
+        let bad = v.put_rotation_policy(
+            &owner,
+            "k",
+            &json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "Notify"}}]}),
+        );
+        assert_eq!(bad.unwrap_err().status, StatusCode::BAD_REQUEST);
+
+        let t = now();
+        assert!(v.rotate_due(t + 29 * 86_400).unwrap().is_empty());
+        assert_eq!(v.rotate_due(t + 31 * 86_400).unwrap(), ["k"]);
+        let versions = v.store.versions("k").unwrap();
+        assert_eq!(versions.len(), 2);
+        let (old, new) = (&versions[0], &versions[1]);
+        assert_ne!(old.n, new.n);
+        assert_eq!(new.owner, "contoso");
+        assert_eq!(new.exp, Some(new.created + 90 * 86_400));
+        assert_eq!(
+            first["key"]["kid"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap(),
+            old.version
+        );
+        // The new version is due 30 days after its own creation; manual rotation works too.
+        assert!(v.rotate_due(new.created + 29 * 86_400).unwrap().is_empty());
+        v.rotate_key(&owner, "idle").unwrap();
+        assert_eq!(v.store.versions("idle").unwrap().len(), 2);
     }
 
     /// Soft delete as Azure Key Vault does it: a deleted key cannot be read or released, its

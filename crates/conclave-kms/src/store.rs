@@ -18,6 +18,7 @@ const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DELETED: TableDefinition<&str, &[u8]> = TableDefinition::new("deleted");
+const ROTATION: TableDefinition<&str, &[u8]> = TableDefinition::new("rotation");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,6 +187,7 @@ impl Store {
         tx.open_table(AUDIT)?;
         tx.open_table(META)?;
         tx.open_table(DELETED)?;
+        tx.open_table(ROTATION)?;
         tx.commit()?;
         Ok(Store {
             db,
@@ -360,6 +362,43 @@ impl Store {
             Ok(true)
         })?;
         Ok(restored.then_some(entry))
+    }
+
+    /// Sets a key's rotation policy (Azure's `rotationpolicy` document, validated by the
+    /// caller).
+    pub fn put_rotation_policy(
+        &self,
+        name: &str,
+        policy: &serde_json::Value,
+        event: AuditEvent,
+    ) -> Result<AuditEntry, StoreError> {
+        Ok(self
+            .write(event, |tx| {
+                tx.open_table(ROTATION)?
+                    .insert(name, encode(policy).as_slice())?;
+                Ok(())
+            })?
+            .1)
+    }
+
+    pub fn rotation_policy(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let tx = self.db.begin_read()?;
+        match tx.open_table(ROTATION)?.get(name)? {
+            Some(v) => Ok(Some(decode(name, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every key's rotation policy.
+    pub fn rotation_policies(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ROTATION)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), decode(k.value(), v.value())?));
+        }
+        Ok(out)
     }
 
     /// Soft-deletes a key: its versions leave the key namespace (no get, no release) and are

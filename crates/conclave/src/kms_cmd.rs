@@ -271,6 +271,24 @@ pub enum KeyCommand {
         conn: VaultConn,
         name: String,
     },
+    /// Make a new version of a key (owner only): fresh key material, the latest's settings.
+    Rotate {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+    },
+    /// Set a key's rotation policy (owner only): a new version when the latest is this old.
+    RotationPolicy {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+        /// ISO 8601 duration after a version's creation (at least P7D), e.g. P90D.
+        #[arg(long)]
+        rotate_after: String,
+        /// ISO 8601 duration after which each new version expires, e.g. P2Y.
+        #[arg(long)]
+        expiry: Option<String>,
+    },
     /// Back a key up (owner only): every version, sealed so that only a vault of the same
     /// security domain restores it.
     Backup {
@@ -431,6 +449,28 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                 hardware_only,
                 "vault listening"
             );
+            // Scheduled rotation: keys whose rotation policy says they are due get a new version.
+            let rotating = opened.vault.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    let vault = rotating.clone();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    match tokio::task::spawn_blocking(move || vault.rotate_due(now)).await {
+                        Ok(Ok(keys)) if !keys.is_empty() => {
+                            tracing::info!(keys = %keys.join(", "), "rotated by rotation policy")
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e.message, "scheduled rotation failed")
+                        }
+                        _ => {}
+                    }
+                }
+            });
             let router = conclave_kms::service::router(opened.vault);
             conclave_net::serve(listener, router, Some(opened.tls), crate::shutdown_signal())
                 .await?;
@@ -471,6 +511,21 @@ pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             print(&conn.client()?.create_key(&name, &req).await?)
         }
         KeyCommand::Get { conn, name } => print(&conn.client()?.get_key(&name).await?),
+        KeyCommand::Rotate { conn, name } => print(&conn.client()?.rotate_key(&name).await?),
+        KeyCommand::RotationPolicy {
+            conn,
+            name,
+            rotate_after,
+            expiry,
+        } => {
+            let mut doc = serde_json::json!({"lifetimeActions": [
+                {"trigger": {"timeAfterCreate": rotate_after}, "action": {"type": "Rotate"}}
+            ]});
+            if let Some(e) = expiry {
+                doc["attributes"] = serde_json::json!({"expiryTime": e});
+            }
+            print(&conn.client()?.put_rotation_policy(&name, &doc).await?)
+        }
         KeyCommand::Backup { conn, name, out } => {
             let blob = conn.client()?.backup_key(&name).await?;
             conclave_net::write_file(&out, blob.as_bytes(), 0o600)?;
