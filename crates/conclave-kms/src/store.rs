@@ -345,6 +345,8 @@ impl Store {
         versions: &[KeyRecord],
         event: AuditEvent,
     ) -> Result<Option<AuditEntry>, StoreError> {
+        // `versions` comes from `versions()`, latest last; `max_by_key` returns the last of
+        // equal maxima, so versions made in the same second restore with the right latest.
         let Some(newest) = versions.iter().max_by_key(|r| r.created) else {
             return Ok(None);
         };
@@ -529,13 +531,19 @@ impl Store {
     pub fn versions(&self, name: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let tx = self.db.begin_read()?;
         let keys = tx.open_table(KEYS)?;
+        let latest = tx
+            .open_table(LATEST)?
+            .get(name)?
+            .map(|v| v.value().to_string());
         let (start, end) = (format!("{name}/"), format!("{name}0"));
         let mut out = Vec::new();
         for item in keys.range(start.as_str()..end.as_str())? {
             let (k, v) = item?;
             out.push(decode::<KeyRecord>(k.value(), v.value())?);
         }
-        out.sort_by_key(|r| r.created);
+        // Creation times are in seconds, so two versions made in the same second tie: the
+        // latest pointer breaks the tie, keeping the latest version last.
+        out.sort_by_key(|r| (r.created, latest.as_deref() == Some(r.version.as_str())));
         Ok(out)
     }
 
