@@ -129,6 +129,36 @@ impl VaultClient {
         )
     }
 
+    /// `POST /keys/{name}/{version}/rewrap`: `wrapped` (an AES key wrapped under `version`
+    /// with RSA-OAEP-256) re-wrapped under the key's latest version; answers (the latest
+    /// version's kid, the new wrapped bytes).
+    pub async fn rewrap(
+        &self,
+        name: &str,
+        version: &str,
+        wrapped: &[u8],
+    ) -> Result<(String, Vec<u8>), ClientError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let v = Self::expect(
+            self.call(
+                reqwest::Method::POST,
+                &format!("/keys/{name}/{version}/rewrap"),
+                Some(serde_json::json!({"alg": "RSA-OAEP-256", "value": b64.encode(wrapped)})),
+            )
+            .await?,
+        )?;
+        match (
+            v["kid"].as_str(),
+            v["value"].as_str().map(|s| b64.decode(s)),
+        ) {
+            (Some(kid), Some(Ok(value))) => Ok((kid.to_string(), value)),
+            _ => Err(ClientError::Malformed(
+                "the rewrap answer is not {kid, value (base64url)}".into(),
+            )),
+        }
+    }
+
     /// `PUT /keys/{name}/rotationpolicy` (Azure's KeyRotationPolicy document).
     pub async fn put_rotation_policy(&self, name: &str, doc: &Value) -> Result<Value, ClientError> {
         Self::expect(

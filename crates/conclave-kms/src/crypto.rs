@@ -290,6 +290,42 @@ pub fn unwrap(
     Ok(out)
 }
 
+/// Re-wraps an AES key (16, 24 or 32 bytes: a Parquet data key or key-encryption key) from
+/// one vault key version to another without it leaving this function: RSA-OAEP-256 (RFC 8017
+/// §7.1, SHA-256 and MGF1-SHA-256) decrypt of `wrapped` with `from_pkcs8`, then RSA-OAEP-256
+/// encrypt to (`to_n`, `to_e`). Anything else under the old key is refused, so the operation is
+/// no decryption oracle for other values.
+///
+/// Errors: [`CryptoError::Unwrap`] when `wrapped` does not decrypt or is not an AES key.
+pub fn rewrap_oaep256(
+    from_pkcs8: &[u8],
+    wrapped: &[u8],
+    to_n: &[u8],
+    to_e: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let from = PrivateDecryptingKey::from_pkcs8(from_pkcs8).map_err(|_| CryptoError::Unwrap)?;
+    let from = OaepPrivateDecryptingKey::new(from).map_err(|_| CryptoError::Unwrap)?;
+    let mut plain = Zeroizing::new(vec![0u8; from.min_output_size()]);
+    let len = from
+        .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut plain, None)
+        .map_err(|_| CryptoError::Unwrap)?
+        .len();
+    if ![16, 24, 32].contains(&len) {
+        return Err(CryptoError::Unwrap);
+    }
+    let spki = conclave_snp::x509::rsa_spki_from_components(to_n, to_e)
+        .map_err(|e| CryptoError::BadTeeKey(e.to_string()))?;
+    let to = OaepPublicEncryptingKey::new(
+        PublicEncryptingKey::from_der(&spki).map_err(|e| CryptoError::BadTeeKey(e.to_string()))?,
+    )
+    .map_err(|e| CryptoError::BadTeeKey(e.to_string()))?;
+    let mut out = vec![0u8; to.ciphertext_size()];
+    Ok(to
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &plain[..len], &mut out, None)
+        .map_err(|_| CryptoError::Wrap)?
+        .to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,6 +157,23 @@ impl IntoResponse for VaultError {
 
 type VResult<T> = Result<T, VaultError>;
 
+/// What [`Vault::new_key_material`] makes: the fields of a [`KeyRecord`] that a new version
+/// does not share with the key's other versions.
+struct NewKeyMaterial {
+    version: String,
+    n: String,
+    e: String,
+    sealed_private: String,
+}
+
+/// Who besides a key's owner may manage it ([`Vault::require_owner`]).
+#[derive(Clone, Copy)]
+enum Manager {
+    OwnerOnly,
+    /// Deleting, restoring, recovering and purging: an admin may act for an absent owner.
+    OwnerOrAdmin,
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -422,28 +439,19 @@ impl Vault {
             ));
         }
         let size = req.key_size.unwrap_or(2048);
-        let new = crypto::generate_rsa(size).map_err(|e| VaultError::bad(e.to_string()))?;
-        let mut version = [0u8; 16];
-        SystemRandom::new()
-            .fill(&mut version)
-            .map_err(VaultError::internal)?;
-        let version = hex::encode(version);
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let new = self.new_key_material(name, size)?;
         let t = now();
         let rec = KeyRecord {
             name: name.into(),
-            sealed_private: base64::engine::general_purpose::STANDARD.encode(
-                self.master
-                    .seal(format!("{name}/{version}").as_bytes(), &new.pkcs8),
-            ),
-            version,
+            sealed_private: new.sealed_private,
+            version: new.version,
             kty,
             key_size: size,
             key_ops: req
                 .key_ops
                 .unwrap_or_else(|| api::DEFAULT_KEY_OPS.map(String::from).to_vec()),
-            n: b64(&new.n),
-            e: b64(&new.e),
+            n: new.n,
+            e: new.e,
             enabled: attributes.enabled.unwrap_or(true),
             exportable,
             created: t,
@@ -491,14 +499,13 @@ impl Vault {
     /// semantics: restorable only within the same geography and subscription). Owner only.
     fn backup_key(&self, who: &Principal, name: &str) -> VResult<Value> {
         let rec = self.key_or_404(name, None)?;
-        if rec.owner != who.name {
-            return Err(self.deny(
-                who,
-                "backup",
-                name,
-                &format!("only the key's owner backs it up ({} is not)", who.name),
-            ));
-        }
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("backup", "back it up"),
+            Manager::OwnerOnly,
+        )?;
         let versions = self.store.versions(name)?;
         let plain = zeroize::Zeroizing::new(
             serde_json::to_vec(&json!({"name": name, "versions": versions}))
@@ -568,14 +575,13 @@ impl Vault {
             ));
         }
         let owner = backup.versions[0].owner.clone();
-        if owner != who.name && !who.admin {
-            return Err(self.deny(
-                who,
-                "restore",
-                &name,
-                &format!("the key belongs to {owner}: only its owner or an admin restores it"),
-            ));
-        }
+        self.require_owner(
+            who,
+            &owner,
+            &name,
+            ("restore", "restore it"),
+            Manager::OwnerOrAdmin,
+        )?;
         if self.store.deleted_key(&name)?.is_some() {
             return Err(VaultError::new(
                 StatusCode::CONFLICT,
@@ -605,27 +611,18 @@ impl Vault {
         }
     }
 
-    /// A new version of `name` with fresh key material and the latest version's settings
-    /// (exportable, release policy, operations, tags, owner); with a rotation policy's
-    /// `expiryTime`, it expires that long after creation. Audited as `by` (a principal, or
-    /// `vault` for a scheduled rotation).
-    fn rotate(&self, by: &str, name: &str, reason: Option<&str>) -> VResult<KeyRecord> {
-        let latest = self.key_or_404(name, None)?;
-        let new =
-            crypto::generate_rsa(latest.key_size).map_err(|e| VaultError::bad(e.to_string()))?;
+    /// Fresh RSA key material of `size` bits for a new version of `name`: a random 128-bit
+    /// version id (hex), the public part, and the private part sealed under the master key
+    /// with `name/version` as AAD.
+    fn new_key_material(&self, name: &str, size: u32) -> VResult<NewKeyMaterial> {
+        let new = crypto::generate_rsa(size).map_err(|e| VaultError::bad(e.to_string()))?;
         let mut version = [0u8; 16];
         SystemRandom::new()
             .fill(&mut version)
             .map_err(VaultError::internal)?;
         let version = hex::encode(version);
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let t = now();
-        let expiry = self
-            .store
-            .rotation_policy(name)?
-            .and_then(|doc| crate::rotation::RotationPolicy::parse(&doc).ok())
-            .and_then(|p| p.expiry);
-        let rec = KeyRecord {
+        Ok(NewKeyMaterial {
             sealed_private: base64::engine::general_purpose::STANDARD.encode(
                 self.master
                     .seal(format!("{name}/{version}").as_bytes(), &new.pkcs8),
@@ -633,6 +630,27 @@ impl Vault {
             version,
             n: b64(&new.n),
             e: b64(&new.e),
+        })
+    }
+
+    /// A new version of `name` with fresh key material and the latest version's settings
+    /// (exportable, release policy, operations, tags, owner); with a rotation policy's
+    /// `expiryTime`, it expires that long after creation. Audited as `by` (a principal, or
+    /// `vault` for a scheduled rotation).
+    fn rotate(&self, by: &str, name: &str, reason: Option<&str>) -> VResult<KeyRecord> {
+        let latest = self.key_or_404(name, None)?;
+        let new = self.new_key_material(name, latest.key_size)?;
+        let t = now();
+        let expiry = self
+            .store
+            .rotation_policy(name)?
+            .and_then(|doc| crate::rotation::RotationPolicy::parse(&doc).ok())
+            .and_then(|p| p.expiry);
+        let rec = KeyRecord {
+            sealed_private: new.sealed_private,
+            version: new.version,
+            n: new.n,
+            e: new.e,
             created: t,
             updated: t,
             nbf: None,
@@ -648,12 +666,101 @@ impl Vault {
         Ok(rec)
     }
 
+    /// `POST /keys/{name}/{version}/rewrap` (owner or admin; a Conclave operation, not Azure's):
+    /// `{"alg": "RSA-OAEP-256", "value": <base64url>}`, an AES key (a dataset's data key or
+    /// key-encryption key) wrapped under `version`, comes back as Azure's KeyOperationResult
+    /// `{"kid", "value"}` wrapped under the key's latest version, so a dataset follows a
+    /// rotation without its data being re-encrypted or its key ever leaving the vault in the
+    /// clear (Azure's unwrapKey would hand it to the caller). Refused when the latest version
+    /// is disabled or expired, or when `version`'s release policy is immutable and the
+    /// latest's differs (that would move the data from under a policy its owner promised not
+    /// to change). Audited.
+    fn rewrap(&self, who: &Principal, name: &str, version: &str, req: &Value) -> VResult<Value> {
+        let from = self.key_or_404(name, Some(version))?;
+        self.require_owner(
+            who,
+            &from.owner,
+            name,
+            ("rewrap", "rewrap data keys under it"),
+            Manager::OwnerOrAdmin,
+        )?;
+        if req["alg"] != "RSA-OAEP-256" {
+            return Err(VaultError::bad(format!(
+                "alg must be \"RSA-OAEP-256\" (Parquet's key tools wrap with it), not {}",
+                req["alg"]
+            )));
+        }
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let wrapped = req["value"]
+            .as_str()
+            .and_then(|v| b64.decode(v.trim_end_matches('=')).ok())
+            .ok_or_else(|| VaultError::bad("value must be the wrapped key, base64url"))?;
+        let to = self.key_or_404(name, None)?;
+        let t = now();
+        if !to.enabled || to.exp.is_some_and(|exp| exp <= t) || to.nbf.is_some_and(|nbf| nbf > t) {
+            return Err(self.deny(
+                who,
+                "rewrap",
+                name,
+                &format!(
+                    "the latest version {} is disabled or outside its validity period: a dataset moved to it could not be opened",
+                    to.version
+                ),
+            ));
+        }
+        if from.release_policy.as_ref().is_some_and(|p| p.immutable)
+            && to.release_policy.as_ref().map(|p| &p.data)
+                != from.release_policy.as_ref().map(|p| &p.data)
+        {
+            return Err(self.deny(
+                who,
+                "rewrap",
+                name,
+                &format!(
+                    "version {version} has an immutable release policy and the latest version {} has another: data under it stays under that policy",
+                    to.version
+                ),
+            ));
+        }
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&from.sealed_private)
+            .map_err(VaultError::internal)?;
+        let pkcs8 = self
+            .master
+            .open(
+                format!("{}/{}", from.name, from.version).as_bytes(),
+                &sealed,
+            )
+            .map_err(VaultError::internal)?;
+        let n = b64.decode(&to.n).map_err(VaultError::internal)?;
+        let e = b64.decode(&to.e).map_err(VaultError::internal)?;
+        // A refusal here is audited by the handler (`rejected`), as every client error is.
+        let rewrapped = crypto::rewrap_oaep256(&pkcs8, &wrapped, &n, &e).map_err(|_| {
+            VaultError::bad(format!(
+                "value does not unwrap with version {version} of {name} to an AES key (16, 24 or 32 bytes, RSA-OAEP-256)"
+            ))
+        })?;
+        drop(pkcs8);
+        self.store.audit(
+            AuditEvent::new(&who.name, "rewrap", Some(name), "ok")
+                .detail(json!({"from": from.version, "to": to.version})),
+        )?;
+        Ok(json!({
+            "kid": api::kid(&self.config.vault_url, name, &to.version),
+            "value": b64.encode(rewrapped),
+        }))
+    }
+
     /// `POST /keys/{name}/rotate` (owner only).
     fn rotate_key(&self, who: &Principal, name: &str) -> VResult<Value> {
         let rec = self.key_or_404(name, None)?;
-        if rec.owner != who.name {
-            return Err(self.deny(who, "rotate", name, "only the key's owner rotates it"));
-        }
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("rotate", "rotate it"),
+            Manager::OwnerOnly,
+        )?;
         let new = self.rotate(&who.name, name, None)?;
         Ok(api::bundle_json(&self.config.vault_url, &new))
     }
@@ -674,14 +781,13 @@ impl Vault {
     /// `PUT /keys/{name}/rotationpolicy` (owner only): validated, stored, audited.
     fn put_rotation_policy(&self, who: &Principal, name: &str, doc: &Value) -> VResult<Value> {
         let rec = self.key_or_404(name, None)?;
-        if rec.owner != who.name {
-            return Err(self.deny(
-                who,
-                "rotation-policy",
-                name,
-                "only the key's owner sets its rotation policy",
-            ));
-        }
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("rotation-policy", "set its rotation policy"),
+            Manager::OwnerOnly,
+        )?;
         let policy = crate::rotation::RotationPolicy::parse(doc).map_err(VaultError::bad)?;
         let t = now();
         let created = self
@@ -765,31 +871,26 @@ impl Vault {
             .last()
             .map(|r| r.owner.as_str())
             .unwrap_or_default();
-        if owner != who.name && !who.admin {
-            return Err(self.deny(
-                who,
-                action,
-                name,
-                &format!("the key belongs to {owner}: only its owner or an admin may {action} it"),
-            ));
-        }
+        self.require_owner(
+            who,
+            owner,
+            name,
+            (action, &format!("{action} it")),
+            Manager::OwnerOrAdmin,
+        )?;
         Ok(d)
     }
 
     /// `DELETE /keys/{name}`: soft delete (owner or admin).
     fn delete_key(&self, who: &Principal, name: &str) -> VResult<Value> {
         let rec = self.key_or_404(name, None)?;
-        if rec.owner != who.name && !who.admin {
-            return Err(self.deny(
-                who,
-                "delete",
-                name,
-                &format!(
-                    "the key belongs to {}: only its owner or an admin deletes it",
-                    rec.owner
-                ),
-            ));
-        }
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("delete", "delete it"),
+            Manager::OwnerOrAdmin,
+        )?;
         let t = now();
         let purge = t + self.config.deletion.retention.as_secs();
         let (d, _) = self
@@ -836,6 +937,33 @@ impl Vault {
         Ok(())
     }
 
+    /// Refuses (403, audited as `action`) anyone but the key's owner, or with
+    /// [`Manager::OwnerOrAdmin`] an admin too; `verb` says what was refused ("rotate it").
+    fn require_owner(
+        &self,
+        who: &Principal,
+        owner: &str,
+        name: &str,
+        (action, verb): (&str, &str),
+        may: Manager,
+    ) -> VResult<()> {
+        let admin_ok = matches!(may, Manager::OwnerOrAdmin);
+        if owner == who.name || (admin_ok && who.admin) {
+            return Ok(());
+        }
+        let whom = if admin_ok {
+            "only the key's owner or an admin"
+        } else {
+            "only the key's owner"
+        };
+        Err(self.deny(
+            who,
+            action,
+            name,
+            &format!("{whom} may {verb} (key {name} belongs to {owner})"),
+        ))
+    }
+
     fn deny(&self, who: &Principal, action: &str, key: &str, reason: &str) -> VaultError {
         if let Err(e) = self
             .store
@@ -854,9 +982,13 @@ impl Vault {
         req: UpdateKeyRequest,
     ) -> VResult<Value> {
         let mut rec = self.key_or_404(name, Some(version))?;
-        if rec.owner != who.name {
-            return Err(self.deny(who, "update", name, "only the key's owner may change it"));
-        }
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("update", "change it"),
+            Manager::OwnerOnly,
+        )?;
         let mut detail = serde_json::Map::new();
         if let Some(body) = &req.release_policy {
             let new = Self::parse_policy(body)?;
@@ -1322,6 +1454,25 @@ async fn purge_deleted(
 }
 
 #[utoipa::path(
+    post, path = "/keys/{name}/{version}/rewrap", tag = "keys", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Key name"), ("version" = String, Path, description = "The version the value is wrapped under")),
+    request_body(content = Object, description = "`{\"alg\": \"RSA-OAEP-256\", \"value\": <base64url wrapped AES key>}`"),
+    responses((status = 200, description = "KeyOperationResult `{kid, value}`: the same AES key wrapped under the latest version", body = Object), (status = 400, description = "Not an AES key wrapped under that version with RSA-OAEP-256 (audited)", body = crate::api::AzureError), (status = 403, description = "Not the owner or an admin, latest version unusable, or an immutable policy would change (audited)", body = crate::api::AzureError), (status = 404, description = "No such key or version", body = crate::api::AzureError))
+)]
+async fn rewrap(
+    State(v): St,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<Value>> {
+    let who = v.authenticate(&headers)?;
+    let req: Value = v.body(&who, "rewrap", &name, body)?;
+    v.rewrap(&who, &name, &version, &req)
+        .map_err(|e| v.rejected(&who, "rewrap", &name, e))
+        .map(Json)
+}
+
+#[utoipa::path(
     post, path = "/keys/{name}/rotate", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
     responses((status = 200, description = "The new version's KeyBundle (the latest's settings, fresh key material)", body = Object), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
@@ -1550,14 +1701,13 @@ async fn list_grants(
 ) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
     let rec = v.key_or_404(&name, None)?;
-    if rec.owner != who.name {
-        return Err(v.deny(
-            &who,
-            "grants",
-            &name,
-            "only the key's owner may see its grants",
-        ));
-    }
+    v.require_owner(
+        &who,
+        &rec.owner,
+        &name,
+        ("grants", "see its grants"),
+        Manager::OwnerOnly,
+    )?;
     Ok(Json(
         json!({ "owner": rec.owner, "value": v.store.grants(&name)? }),
     ))
@@ -1583,14 +1733,13 @@ async fn put_grant(
         ));
     }
     let rec = v.key_or_404(&name, None)?;
-    if rec.owner != who.name {
-        return Err(v.deny(
-            &who,
-            "grant",
-            &name,
-            "only the key's owner may grant access to it",
-        ));
-    }
+    v.require_owner(
+        &who,
+        &rec.owner,
+        &name,
+        ("grant", "grant access to it"),
+        Manager::OwnerOnly,
+    )?;
     let grant = Grant {
         principal: principal.clone(),
         permissions: req.permissions.into_iter().collect(),
@@ -1615,14 +1764,13 @@ async fn delete_grant(
 ) -> VResult<StatusCode> {
     let who = v.authenticate(&headers)?;
     let rec = v.key_or_404(&name, None)?;
-    if rec.owner != who.name {
-        return Err(v.deny(
-            &who,
-            "revoke",
-            &name,
-            "only the key's owner may revoke access to it",
-        ));
-    }
+    v.require_owner(
+        &who,
+        &rec.owner,
+        &name,
+        ("revoke", "revoke access to it"),
+        Manager::OwnerOnly,
+    )?;
     let event = AuditEvent::new(&who.name, "revoke", Some(&name), "ok")
         .detail(json!({ "principal": principal }));
     let existed = v.store.delete_grant(&name, &principal, event)?.0;
@@ -1723,7 +1871,7 @@ async fn healthz() -> &'static str {
         list_keys, get_key, get_version, create_key, backup_key, restore_key, delete_key,
         list_deleted, get_deleted, recover_deleted, purge_deleted, rotate_key,
         get_rotation_policy, put_rotation_policy, list_versions, update_key, release_latest,
-        release_version, list_grants, put_grant, delete_grant, audit, add_principal, healthz,
+        release_version, rewrap, list_grants, put_grant, delete_grant, audit, add_principal, healthz,
         readyz
     ),
     components(schemas(crate::api::AzureError, crate::store::Permission)),
@@ -1837,6 +1985,7 @@ pub fn router(vault: Arc<Vault>) -> Router {
         )
         .route("/keys/{name}/{version}", get(get_version).patch(update_key))
         .route("/keys/{name}/{version}/release", post(release_version))
+        .route("/keys/{name}/{version}/rewrap", post(rewrap))
         .route("/principals/{name}", post(add_principal))
         .route("/audit", get(audit))
         .route("/healthz", get(healthz))
@@ -1964,6 +2113,154 @@ mod tests {
     /// Soft delete as Azure Key Vault does it: a deleted key cannot be read or released, its
     /// name is not reused while it is recoverable, recovery brings every version back, and with
     /// purge protection it cannot be purged before its retention ends.
+    /// Rewrap moves a data key from an old version to the latest without it leaving the vault
+    /// in the clear; only the owner (or an admin) may, only AES keys, and never out from under
+    /// an immutable release policy.
+    #[test]
+    fn rewrap_moves_a_data_key_to_the_latest_version() {
+        use aws_lc_rs::rsa::{
+            OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+            PrivateDecryptingKey, PublicEncryptingKey,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault_with(dir.path(), DeletionPolicy::default());
+        let person = |name: &str, admin| Principal {
+            name: name.into(),
+            token_sha256: "x".into(),
+            admin,
+        };
+        let (owner, other, admin) = (
+            person("contoso", false),
+            person("woodgrove", false),
+            person("ops", true),
+        );
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let wrap_to = |rec: &KeyRecord, plain: &[u8]| {
+            let spki = conclave_snp::x509::rsa_spki_from_components(
+                &b64.decode(&rec.n).unwrap(),
+                &b64.decode(&rec.e).unwrap(),
+            )
+            .unwrap();
+            let key = OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&spki).unwrap())
+                .unwrap();
+            let mut out = vec![0u8; key.ciphertext_size()];
+            b64.encode(
+                key.encrypt(&OAEP_SHA256_MGF1SHA256, plain, &mut out, None)
+                    .unwrap(),
+            )
+        };
+        let unwrap_with = |rec: &KeyRecord, wrapped: &str| {
+            let sealed = base64::engine::general_purpose::STANDARD
+                .decode(&rec.sealed_private)
+                .unwrap();
+            let pkcs8 = v
+                .master
+                .open(format!("{}/{}", rec.name, rec.version).as_bytes(), &sealed)
+                .unwrap();
+            let key =
+                OaepPrivateDecryptingKey::new(PrivateDecryptingKey::from_pkcs8(&pkcs8).unwrap())
+                    .unwrap();
+            let mut out = vec![0u8; key.min_output_size()];
+            key.decrypt(
+                &OAEP_SHA256_MGF1SHA256,
+                &b64.decode(wrapped).unwrap(),
+                &mut out,
+                None,
+            )
+            .unwrap()
+            .to_vec()
+        };
+        v.create_key(&owner, "k", CreateKeyRequest::default())
+            .unwrap();
+        let v1 = v.store.key("k", None).unwrap().unwrap();
+        let dek = [0x5au8; 32];
+        let req = json!({"alg": "RSA-OAEP-256", "value": wrap_to(&v1, &dek)});
+        v.rotate_key(&owner, "k").unwrap();
+        let v2 = v.store.key("k", None).unwrap().unwrap();
+        assert_ne!(v1.version, v2.version);
+
+        let out = v.rewrap(&owner, "k", &v1.version, &req).unwrap();
+        assert!(out["kid"].as_str().unwrap().ends_with(&v2.version));
+        assert_eq!(unwrap_with(&v2, out["value"].as_str().unwrap()), dek);
+        // An admin may too; another principal may not.
+        assert!(v.rewrap(&admin, "k", &v1.version, &req).is_ok());
+        let e = v.rewrap(&other, "k", &v1.version, &req).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(
+            e.message.contains("only the key's owner or an admin"),
+            "{}",
+            e.message
+        );
+        // Not an AES key, not under that version, not the right algorithm.
+        for (bad, why) in [
+            (
+                json!({"alg": "RSA-OAEP-256", "value": wrap_to(&v1, b"not an AES key")}),
+                "AES key",
+            ),
+            (
+                json!({"alg": "RSA-OAEP-256", "value": wrap_to(&v2, &dek)}),
+                "does not unwrap",
+            ),
+            (
+                json!({"alg": "RSA1_5", "value": wrap_to(&v1, &dek)}),
+                "RSA-OAEP-256",
+            ),
+            (json!({"alg": "RSA-OAEP-256", "value": "%%"}), "base64url"),
+        ] {
+            let e = v.rewrap(&owner, "k", &v1.version, &bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(why), "{why}: {}", e.message);
+            assert!(!e.message.contains(&hex::encode(dek)));
+        }
+
+        // An immutable release policy holds its data: a latest version with another policy
+        // gets no rewrap.
+        let policy = |measurement: &str| {
+            ReleasePolicyBody {
+            content_type: Some("application/json; charset=utf-8".into()),
+            data: Some(b64.encode(
+                json!({"version": "1.0.0", "anyOf": [{"authority": "https://attest.example", "allOf": [
+                    {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": measurement}]}]})
+                .to_string(),
+            )),
+            immutable: Some(true),
+        }
+        };
+        let create = |m: &str| CreateKeyRequest {
+            attributes: Some(crate::api::KeyAttributes {
+                exportable: Some(true),
+                ..Default::default()
+            }),
+            release_policy: Some(policy(m)),
+            ..Default::default()
+        };
+        v.create_key(&owner, "pinned", create("aa")).unwrap();
+        let p1 = v.store.key("pinned", None).unwrap().unwrap();
+        let req = json!({"alg": "RSA-OAEP-256", "value": wrap_to(&p1, &dek)});
+        v.rotate_key(&owner, "pinned").unwrap();
+        let same = v.rewrap(&owner, "pinned", &p1.version, &req).unwrap();
+        let p2 = v.store.key("pinned", None).unwrap().unwrap();
+        assert_eq!(unwrap_with(&p2, same["value"].as_str().unwrap()), dek);
+        v.create_key(&owner, "pinned", create("bb")).unwrap();
+        let e = v.rewrap(&owner, "pinned", &p1.version, &req).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(
+            e.message.contains("immutable release policy"),
+            "{}",
+            e.message
+        );
+
+        // Every outcome is in the audit log.
+        let log = v.store.audit_entries(0, 1000).unwrap();
+        let rewraps: Vec<&str> = log
+            .iter()
+            .filter(|e| e.event.action == "rewrap")
+            .map(|e| e.event.outcome.as_str())
+            .collect();
+        assert_eq!(rewraps.iter().filter(|r| **r == "ok").count(), 3);
+        assert!(rewraps.iter().filter(|r| **r == "denied").count() >= 2);
+    }
+
     #[test]
     fn deleted_keys_are_recoverable_and_purge_protection_holds_them() {
         for purge_protection in [false, true] {
