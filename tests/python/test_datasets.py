@@ -346,3 +346,66 @@ def test_a_tampered_plaintext_footer_is_refused(tmp_path, vault_key):
     code, _, err = inspect_json(str(path), "--key-file", str(private), "--sample", "3")
     assert code != 0
     assert "cannot be read" in err or "signature" in err, err
+
+
+KID2 = KID.replace("00112233445566778899aabbccddeeff", "ffeeddccbbaa99887766554433221100")
+
+
+@pytest.mark.parametrize("mode", ["uniform", "double wrapping", "conclave"])
+def test_rewrap_moves_a_pyarrow_file_to_a_new_key_pyarrow_reads(tmp_path, vault_key, mode):
+    """`conclave data rewrap` (offline, with the old key's private part) moves a file to a new key
+    by rewriting its tail: PyArrow reads it with the new key and only the new key, and every byte
+    before the FileCryptoMetaData is unchanged (the data is not re-encrypted)."""
+    key, public, private = vault_key
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = new_key.public_key().public_numbers()
+    new_public = tmp_path / "new.json"
+    new_public.write_text(json.dumps({"kid": KID2, "kty": "RSA", "n": b64url_int(n.n, 256), "e": b64url_int(n.e, 3)}))
+    if mode == "conclave":
+        csv_path, _ = generated(tmp_path, 30)
+        path = tmp_path / "conclave.parquet"
+        conclave("data", "encrypt", "--key", str(public), "-i", str(csv_path), "-o", str(path))
+        table = pq.read_table(path, decryption_properties=crypto_factory(key).file_decryption_properties(pe.KmsConnectionConfig()))
+    else:
+        path, table = pyarrow_modes_file(tmp_path, key, key, mode)
+    before = path.read_bytes()
+
+    summary = json.loads(conclave("data", "rewrap", str(path), "--key-file", str(private), "--to", str(new_public)))
+    assert summary["from"] == KID and summary["to"] == KID2
+    assert summary["wrapping"] == ("double wrapping" if mode == "double wrapping" else "single wrapping")
+    after = path.read_bytes()
+    kept = summary["bytes_unchanged"]
+    assert after[:kept] == before[:kept] and len(after) == kept + summary["tail_bytes"]
+
+    keys = {KID: key, KID2: new_key}
+    asked = []
+
+    class Kms(pe.KmsClient):
+        def __init__(self, config):
+            super().__init__()
+
+        def wrap_key(self, key_bytes, master_key_identifier):
+            raise AssertionError("reading wraps nothing")
+
+        def unwrap_key(self, wrapped_key, master_key_identifier):
+            asked.append(master_key_identifier)
+            return keys[master_key_identifier].decrypt(base64.b64decode(wrapped_key), OAEP256)
+
+    read = pq.read_table(path, decryption_properties=pe.CryptoFactory(Kms).file_decryption_properties(pe.KmsConnectionConfig()))
+    assert read.equals(table)
+    assert asked == [KID2]
+    # The old key no longer opens the file.
+    keys[KID2] = key
+    with pytest.raises(Exception):
+        pq.read_table(path, decryption_properties=pe.CryptoFactory(Kms).file_decryption_properties(pe.KmsConnectionConfig()))
+
+
+def test_rewrap_refuses_a_plaintext_footer_with_the_reason(tmp_path, vault_key):
+    key, public, private = vault_key
+    path, _ = pyarrow_modes_file(tmp_path, key, key, "plaintext footer")
+    before = path.read_bytes()
+    r = subprocess.run([conclave.path, "data", "rewrap", str(path), "--key-file", str(private), "--to", str(public)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "plaintext footer, which is signed with the footer key" in r.stderr, r.stderr
+    assert path.read_bytes() == before

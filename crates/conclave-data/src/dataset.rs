@@ -387,6 +387,26 @@ impl PrivateKeyUnwrapper {
     }
 }
 
+impl PrivateKeyUnwrapper {
+    /// RSA-OAEP-256 unwrap of raw `wrapped` bytes to an AES key (16, 24 or 32 bytes: a data key
+    /// or KEK), for re-wrapping it under another key; anything else is refused.
+    pub fn unwrap_aes_key(&self, wrapped: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, DataError> {
+        use base64::Engine as _;
+        let key = self.unwrap_rsa(
+            &base64::engine::general_purpose::STANDARD.encode(wrapped),
+            "wrapped key",
+        )?;
+        if ![16, 24, 32].contains(&key.len()) {
+            return Err(DataError::Key(format!(
+                "the wrapped key unwraps with {} to {} bytes, not an AES key",
+                self.kid,
+                key.len()
+            )));
+        }
+        Ok(key)
+    }
+}
+
 impl KeyUnwrapper for PrivateKeyUnwrapper {
     fn unwrap_dek(&self, m: &KeyMaterial) -> Result<Vec<u8>, DataError> {
         if !names_vault_key(&m.master_key_id, &self.kid) {

@@ -5,5 +5,6 @@
 
 pub mod dataset;
 pub mod generator;
+pub mod rewrap;
 pub mod store;
 pub mod world;

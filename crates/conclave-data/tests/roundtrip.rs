@@ -199,3 +199,137 @@ async fn a_plain_file_in_place_of_an_encrypted_one_is_refused() {
     let columns = inspected.columns.unwrap();
     assert!(columns.iter().all(|c| c.encryption == "none"));
 }
+
+/// A dataset moves to a new key version by rewriting its tail only: every byte before the
+/// crypto metadata is unchanged, the old key no longer opens it, the new one reads the same
+/// records; the crypto metadata re-encodes byte for byte, and a failed re-wrap leaves the file.
+#[tokio::test]
+async fn rewrap_moves_a_dataset_to_a_new_key_without_touching_its_pages() {
+    use aws_lc_rs::rsa::{
+        OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+        PublicEncryptingKey,
+    };
+    use conclave_data::rewrap::{EncryptedTail, FileCryptoMetaData, rewrap_footer_key};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("contoso.parquet");
+    let url = path.to_str().unwrap().to_string();
+    let (old_public, old_private) = vault_key();
+    let (mut new_public, new_private) = vault_key();
+    new_public.kid = KID.replace("0123456789abcdef0123456789abcdef", &"f".repeat(32));
+    let loc = locate(&url).unwrap();
+    dataset::write_encrypted(
+        batches(Party::Contoso, 5_000),
+        schema(),
+        &loc,
+        &old_public,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let expected = read_all(
+        &url,
+        Arc::new(PrivateKeyUnwrapper::new(KID, old_private.clone()).unwrap()),
+    )
+    .await
+    .unwrap();
+
+    // The crypto metadata decodes and re-encodes to the very same bytes.
+    let tail = EncryptedTail::read(&loc).await.unwrap();
+    let raw_tail = &before[tail.offset as usize..];
+    let (decoded, used) = FileCryptoMetaData::decode(raw_tail).unwrap();
+    assert_eq!(decoded.encode(), raw_tail[..used]);
+    assert_eq!(tail.encode(), raw_tail);
+    assert_eq!(decoded.encryption_algorithm.id, 1, "AES_GCM_V1");
+
+    // A re-wrap the vault refuses leaves the file as it was.
+    let refused = rewrap_footer_key(&loc, |_| async {
+        Err(dataset::DataError::Key("refused by the vault".into()))
+    })
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("refused by the vault"));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    let unwrap_old = OaepPrivateDecryptingKey::new(old_private.clone()).unwrap();
+    let spki = conclave_snp::x509::rsa_spki_from_components(&new_public.n, &new_public.e).unwrap();
+    let wrap_new =
+        OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&spki).unwrap()).unwrap();
+    let new_kid = new_public.kid.clone();
+    let summary = rewrap_footer_key(&loc, |w| async move {
+        assert_eq!(w.master_key_id, KID);
+        let mut dek = vec![0u8; unwrap_old.min_output_size()];
+        let dek = unwrap_old
+            .decrypt(&OAEP_SHA256_MGF1SHA256, &w.wrapped, &mut dek, None)
+            .unwrap()
+            .to_vec();
+        let mut out = vec![0u8; wrap_new.ciphertext_size()];
+        let out = wrap_new
+            .encrypt(&OAEP_SHA256_MGF1SHA256, &dek, &mut out, None)
+            .unwrap()
+            .to_vec();
+        Ok((new_kid.clone(), out))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.from.as_str(), summary.to.as_str()),
+        (KID, new_public.kid.as_str())
+    );
+    assert_eq!(summary.wrapping, "single wrapping");
+
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(summary.bytes_unchanged, tail.offset);
+    assert_eq!(
+        after[..tail.offset as usize],
+        before[..tail.offset as usize]
+    );
+    assert_ne!(
+        after[tail.offset as usize..],
+        before[tail.offset as usize..]
+    );
+    assert_eq!(
+        dataset::inspect(&loc)
+            .await
+            .unwrap()
+            .key_material
+            .unwrap()
+            .master_key_id,
+        new_public.kid
+    );
+    let records = read_all(
+        &url,
+        Arc::new(PrivateKeyUnwrapper::new(&new_public.kid, new_private).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(records, expected);
+    let old = read_all(
+        &url,
+        Arc::new(PrivateKeyUnwrapper::new(KID, old_private).unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        old.to_string().contains("not under the released key"),
+        "{old}"
+    );
+
+    // A plain Parquet file has nothing to re-wrap, and says so.
+    let plain = dir.path().join("plain.parquet");
+    {
+        let file = std::fs::File::create(&plain).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, schema(), None).unwrap();
+        for b in batches(Party::Contoso, 10) {
+            w.write(&b.unwrap()).unwrap();
+        }
+        w.close().unwrap();
+    }
+    let e = rewrap_footer_key(&locate(plain.to_str().unwrap()).unwrap(), |_| async {
+        unreachable!("nothing to re-wrap")
+    })
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("not encrypted"), "{e}");
+}

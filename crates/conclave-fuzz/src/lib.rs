@@ -9,7 +9,7 @@
 //!
 //! Targets: `snp-report`, `cert-chain`, `hcl-report`, `jwt`, `release-policy`,
 //! `release-policy-structured` (structure-aware, `arbitrary`), `key-material`,
-//! `parquet-file`, `vault-bodies`, `attest-request`.
+//! `file-crypto-metadata`, `parquet-file`, `vault-bodies`, `attest-request`.
 
 #![forbid(unsafe_code)]
 
@@ -34,7 +34,7 @@ use serde_json::json;
 pub type Harness = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// Every target, in the order `scripts/fuzz` runs them.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "snp-report",
     "cert-chain",
     "hcl-report",
@@ -42,6 +42,7 @@ pub const TARGETS: [&str; 10] = [
     "release-policy",
     "release-policy-structured",
     "key-material",
+    "file-crypto-metadata",
     "parquet-file",
     "vault-bodies",
     "attest-request",
@@ -202,6 +203,35 @@ fn key_material_seeds() -> Vec<Vec<u8>> {
         "doubleWrapping": false})])
 }
 
+/// `FileCryptoMetaData` as the Parquet writer makes it: taken from the tail of an encrypted file
+/// that parquet-rs wrote, and one with every optional field.
+fn file_crypto_metadata_seeds() -> anyhow::Result<Vec<Vec<u8>>> {
+    use conclave_data::rewrap::{EncryptionAlgorithm, FileCryptoMetaData};
+    let mut out = Vec::new();
+    for file in parquet_target::seeds()? {
+        if file.ends_with(b"PARE") {
+            let n = file.len();
+            let len = u32::from_le_bytes(file[n - 8..n - 4].try_into()?) as usize;
+            let tail = &file[n - 8 - len..n - 8];
+            let (_, used) = FileCryptoMetaData::decode(tail)?;
+            out.push(tail[..used].to_vec());
+        }
+    }
+    out.push(
+        FileCryptoMetaData {
+            encryption_algorithm: EncryptionAlgorithm {
+                id: 2,
+                aad_prefix: Some(b"prefix".to_vec()),
+                aad_file_unique: Some(vec![7; 8]),
+                supply_aad_prefix: Some(true),
+            },
+            key_metadata: Some(b"{}".to_vec()),
+        }
+        .encode(),
+    );
+    Ok(out)
+}
+
 /// The seeds of `target`: real AMD evidence, or inputs the real code made.
 pub fn seeds(target: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(match target {
@@ -223,6 +253,7 @@ pub fn seeds(target: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         "release-policy" => release_policy_seeds(),
         "release-policy-structured" => structured::seeds(),
         "key-material" => key_material_seeds(),
+        "file-crypto-metadata" => file_crypto_metadata_seeds()?,
         "parquet-file" => parquet_target::seeds()?,
         "vault-bodies" => vault_body_seeds(),
         "attest-request" => vec![sim_request(&fixture()?, br#"{"keys":[]}"#)?],
@@ -312,6 +343,17 @@ pub fn harness(target: &str) -> anyhow::Result<Harness> {
         "release-policy-structured" => Box::new(structured::run),
         "key-material" => Box::new(|input| {
             let _ = conclave_data::dataset::KeyMaterial::parse(input);
+        }),
+        "file-crypto-metadata" => Box::new(|input| {
+            use conclave_data::rewrap::FileCryptoMetaData;
+            if let Ok((m, used)) = FileCryptoMetaData::decode(input) {
+                assert!(used <= input.len());
+                // What decodes re-encodes to bytes that decode to the same thing (the bytes
+                // themselves may differ: Thrift allows long-form headers and varints).
+                let bytes = m.encode();
+                let (again, again_used) = FileCryptoMetaData::decode(&bytes).expect("round trip");
+                assert_eq!((again, again_used), (m, bytes.len()));
+            }
         }),
         "parquet-file" => parquet_target::harness(),
         "vault-bodies" => Box::new(|input| {

@@ -46,6 +46,28 @@ pub enum DataCommand {
         #[arg(long, short)]
         out: String,
     },
+    /// Move an encrypted dataset to its vault key's latest version (after `key rotate`) without
+    /// re-encrypting it: the vault re-wraps the footer key's material (never handing the data
+    /// key out) and only the file's tail is rewritten. Needs the key owner's (or an admin's)
+    /// vault token. An owner holding the old key's private part may instead re-wrap offline
+    /// with --key-file and --to.
+    Rewrap {
+        url: String,
+        /// The vault key version the file is under (https://<vault>/keys/<name>/<version>), when
+        /// its masterKeyID does not say (PyArrow files name keys without a vault or version).
+        #[arg(long, conflicts_with = "key_file")]
+        from: Option<String>,
+        /// Offline: the PKCS#8 private key the file is under (no vault is asked).
+        #[arg(long, requires = "to")]
+        key_file: Option<PathBuf>,
+        /// Offline: the key to move to, a public JWK / key bundle file or a vault key id.
+        #[arg(long, requires = "key_file")]
+        to: Option<String>,
+        #[arg(long, env = "CONCLAVE_VAULT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, env = "CONCLAVE_CA")]
+        ca: Option<PathBuf>,
+    },
     /// Show what can be known about a dataset without its key; with --key-file (the vault key's
     /// PKCS#8 private key, as only the owner has it) also decrypt a sample.
     Inspect {
@@ -117,12 +139,7 @@ async fn public_key(
             .split_once("/keys/")
             .context("a vault key id looks like https://<vault>/keys/<name>")?;
         let name = rest.split('/').next().unwrap_or_default();
-        let token = token
-            .context("fetching a key from the vault needs --token (or CONCLAVE_VAULT_TOKEN)")?;
-        let token = match token.strip_prefix('@') {
-            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?,
-            None => token.to_string(),
-        };
+        let token = read_token(token)?;
         conclave_kms::client::VaultClient::new(conclave_net::client(ca)?, vault, &token)
             .get_key(name)
             .await?
@@ -131,6 +148,29 @@ async fn public_key(
         serde_json::from_slice(&text).with_context(|| format!("{key} is not a JWK"))?
     };
     Ok(VaultPublicKey::from_jwk(&jwk)?)
+}
+
+/// A bearer token given as text, or as `@file`.
+fn read_token(token: Option<&str>) -> anyhow::Result<String> {
+    let token = token.context("talking to the vault needs --token (or CONCLAVE_VAULT_TOKEN)")?;
+    Ok(match token.strip_prefix('@') {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading {p}"))?
+            .trim()
+            .to_string(),
+        None => token.to_string(),
+    })
+}
+
+/// (vault URL, key name, version) of `https://<vault>/keys/<name>/<version>`.
+fn versioned_key_id(kid: &str) -> Option<(&str, &str, &str)> {
+    let (vault, rest) = kid.split_once("/keys/")?;
+    let (name, version) = rest.split_once('/')?;
+    (vault.starts_with("https://")
+        && !name.is_empty()
+        && !version.is_empty()
+        && !version.contains('/'))
+    .then_some((vault, name, version))
 }
 
 fn input_batches(
@@ -222,6 +262,68 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
             })
             .await?;
             progress.finish();
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Rewrap {
+            url,
+            key_file: Some(key_file),
+            to: Some(to),
+            token,
+            ca,
+            ..
+        } => {
+            let loc = locate(&url)?;
+            let to = public_key(&to, token.as_deref(), ca.as_deref()).await?;
+            let pkcs8 = conclave_net::read_pkcs8(&key_file)?;
+            let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&pkcs8)
+                .map_err(|_| anyhow::anyhow!("{} is not an RSA PKCS#8 key", key_file.display()))?;
+            let summary = conclave_data::rewrap::rewrap_footer_key(&loc, |w| async move {
+                let old = PrivateKeyUnwrapper::new(&w.master_key_id, key)?;
+                let plain = old.unwrap_aes_key(&w.wrapped)?;
+                let id = if versioned_key_id(&w.master_key_id).is_some() {
+                    to.kid.clone()
+                } else {
+                    w.master_key_id
+                };
+                Ok((id, to.wrap(&plain)?))
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Rewrap {
+            url,
+            from,
+            token,
+            ca,
+            ..
+        } => {
+            let loc = locate(&url)?;
+            let token = read_token(token.as_deref())?;
+            let http = conclave_net::client(ca.as_deref())?;
+            let summary = conclave_data::rewrap::rewrap_footer_key(&loc, |w| async move {
+                let source = from.unwrap_or_else(|| w.master_key_id.clone());
+                let (vault, name, version) = versioned_key_id(&source).ok_or_else(|| {
+                    DataError::Key(format!(
+                        "the dataset names its key {source:?}, without a vault and version: give --from https://<vault>/keys/<name>/<version>"
+                    ))
+                })?;
+                let client = conclave_kms::client::VaultClient::new(http, vault, &token);
+                let (kid, rewrapped) = client
+                    .rewrap(name, version, &w.wrapped)
+                    .await
+                    .map_err(|e| DataError::Key(format!("the vault did not re-wrap: {}", e.reason())))?;
+                // A file that named a key version names the new one; one that named its key by
+                // name keeps doing so (PyArrow's KMS clients look keys up by it).
+                let id = if versioned_key_id(&w.master_key_id).is_some() {
+                    kid
+                } else {
+                    w.master_key_id
+                };
+                Ok((id, rewrapped))
+            })
+            .await?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -3,82 +3,13 @@
 //! vault opens its store and audit chain again. One share is not enough.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use base64::Engine as _;
 
-const BIN: &str = env!("CARGO_BIN_EXE_conclave");
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: Output, needle: &str) {
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(needle),
-        "{stderr:?} does not mention {needle:?}"
-    );
-}
-
-struct Vault(Child);
-
-impl Drop for Vault {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_vault(state: &Path, port: u16) -> Vault {
-    start_vault_with(state, port, &[])
-}
-
-fn start_vault_with(state: &Path, port: u16, extra: &[&str]) -> Vault {
-    let child = Command::new(BIN)
-        .args(["kms", "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--attestation-authority", "https://attest.example"])
-        .arg("--state-dir")
-        .arg(state)
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !state.join("admin.token").exists()
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-    {
-        assert!(Instant::now() < deadline, "the vault did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Vault(child)
-}
+mod cli;
+use cli::{fails, free_port, ok, run, start_vault};
 
 /// A custodian's key pair: public key PEM, private key PKCS#8 DER.
 fn custodian(dir: &Path, name: &str) -> (String, String) {
@@ -124,7 +55,7 @@ fn a_lost_master_key_is_recovered_from_a_quorum_of_custodians() {
         ("CONCLAVE_VAULT_TOKEN", admin.as_str()),
     ];
 
-    let running = start_vault(&state, port);
+    let running = start_vault(&state, port, &[]);
     let owner = ok(run(&["kms", "principal", "contoso"], &as_admin))
         .trim()
         .to_string();
@@ -247,7 +178,7 @@ fn a_lost_master_key_is_recovered_from_a_quorum_of_custodians() {
     // The vault opens its store with the recovered key: the audit chain verifies, and the key
     // is served as before.
     ok(run(&["audit", "verify", "--state-dir", state_s], &[]));
-    let _running = start_vault(&state, port);
+    let _running = start_vault(&state, port, &[]);
     let got: serde_json::Value =
         serde_json::from_str(&ok(run(&["key", "get", "contoso-data"], &as_owner))).unwrap();
     assert_eq!(got["key"]["kid"], created["key"]["kid"]);
@@ -268,7 +199,7 @@ fn a_lost_master_key_is_recovered_from_a_quorum_of_custodians() {
         } else {
             vec![]
         };
-        let _other = start_vault_with(&other_state, other_port, &extra);
+        let _other = start_vault(&other_state, other_port, &extra);
         let other_url = format!("https://127.0.0.1:{other_port}");
         let other_ca = other_state.join("ca/ca.pem");
         let other_admin = format!("@{}", other_state.join("admin.token").display());

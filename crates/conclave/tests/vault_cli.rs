@@ -2,71 +2,21 @@
 //! release policy, grant, revoke, change the policy, check the audit log.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_conclave");
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: Output, needle: &str) {
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(needle),
-        "{stderr:?} does not mention {needle:?}"
-    );
-}
+mod cli;
+use cli::{BIN, fails, free_port, ok, run, start_vault};
 
 #[test]
 fn manage_a_vault_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let vault = format!("https://127.0.0.1:{port}");
     let state = dir.join("vault");
-    let mut child = Command::new(BIN)
-        .args([
-            "kms",
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--attestation-authority",
-            "https://attest.example",
-        ])
-        .arg("--state-dir")
-        .arg(&state)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut running = start_vault(&state, port, &[]);
     let ca = state.join("ca/ca.pem");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !state.join("admin.token").exists()
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-    {
-        assert!(Instant::now() < deadline, "the vault did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let ca_s = ca.to_str().unwrap();
     let admin = format!("@{}", state.join("admin.token").display());
     let base = [("CONCLAVE_VAULT", vault.as_str()), ("CONCLAVE_CA", ca_s)];
@@ -219,10 +169,10 @@ fn manage_a_vault_from_the_command_line() {
         "stop it first",
     );
     let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &running.0.id().to_string()])
         .status();
     assert!(
-        child.wait().unwrap().success(),
+        running.0.wait().unwrap().success(),
         "Ctrl-C stops the vault cleanly"
     );
     ok(run(

@@ -1,0 +1,80 @@
+//! Shared set-up of the tests that drive the `conclave` binary as a user would: run a command,
+//! expect success or a refusal that names its reason, and start a real vault process on
+//! loopback. (Each test binary uses only part of it.)
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_conclave");
+
+/// Runs `conclave args…` with `env` added to the environment.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The standard output of a command that must succeed.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A command that must fail and say `needle` on standard error.
+pub fn fails(out: Output, needle: &str) {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} does not mention {needle:?}"
+    );
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `conclave kms serve` process, killed when dropped.
+pub struct Vault(pub Child);
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a vault on `127.0.0.1:port` with its state in `state` (its CA at `ca/ca.pem`, the
+/// admin token at `admin.token`), trusting `https://attest.example`, and waits until it answers.
+pub fn start_vault(state: &Path, port: u16, extra: &[&str]) -> Vault {
+    let child = Command::new(BIN)
+        .args(["kms", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--attestation-authority", "https://attest.example"])
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state.join("admin.token").exists()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "the vault did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Vault(child)
+}
