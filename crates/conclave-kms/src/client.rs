@@ -256,11 +256,26 @@ impl VaultClient {
         )
     }
 
+    /// `POST /keys/{name}/release`: the latest version; answers the signed release (JWS).
     pub async fn release(&self, name: &str, req: &ReleaseRequest) -> Result<String, ClientError> {
+        self.release_version(name, None, req).await
+    }
+
+    /// `POST /keys/{name}/{version}/release`, or the latest version's without `version`.
+    pub async fn release_version(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        req: &ReleaseRequest,
+    ) -> Result<String, ClientError> {
+        let path = match version {
+            Some(v) => format!("/keys/{name}/{v}/release"),
+            None => format!("/keys/{name}/release"),
+        };
         let v = Self::expect(
             self.call(
                 reqwest::Method::POST,
-                &format!("/keys/{name}/release"),
+                &path,
                 Some(serde_json::to_value(req).expect("JSON")),
             )
             .await?,

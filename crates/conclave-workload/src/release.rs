@@ -149,8 +149,9 @@ impl Keyring {
             nonce: None,
             enc: None,
         };
+        let version = dataset_key_version(dataset, &key).await;
         let jws = vault
-            .release(&key.name, &request)
+            .release_version(&key.name, version.as_deref(), &request)
             .await
             .map_err(|e| ReleaseState::Denied {
                 by: "vault",
@@ -168,4 +169,25 @@ impl Keyring {
             .map_err(|e| local(format!("the released key is unusable: {e}")))?;
         Ok((kid, Arc::new(unwrapper)))
     }
+}
+
+/// The version of `key` the dataset's footer key material names (`masterKeyID`
+/// `<vault>/keys/<name>/<version>`), so a dataset not yet moved to a rotated key's new version
+/// (`conclave data rewrap`) still opens: old versions stay releasable. `None` (the latest) when
+/// the dataset cannot be read yet or names the key without a version. The name comes from
+/// untrusted storage, but only picks among the versions of the configured key, each released
+/// under its own policy and only to this attested workload.
+async fn dataset_key_version(dataset: &DatasetConfig, key: &KeyRef) -> Option<String> {
+    let loc = conclave_data::store::locate(&dataset.url).ok()?;
+    let material = conclave_data::dataset::inspect(&loc)
+        .await
+        .ok()?
+        .key_material?;
+    let version = material
+        .master_key_id
+        .strip_prefix(&format!("{}/keys/{}/", key.vault, key.name))?;
+    (!version.is_empty()
+        && version.len() <= 64
+        && version.bytes().all(|b| b.is_ascii_alphanumeric()))
+    .then(|| version.to_string())
 }

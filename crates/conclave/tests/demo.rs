@@ -1048,6 +1048,45 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         assert_eq!(own["release"]["kid"].as_str().unwrap(), kids[i], "{party}");
     }
     assert_eq!(again.all_own_records("contoso"), contoso);
+
+    // Contoso rotates its key. Its dataset still names the old version, which stays releasable:
+    // Woodgrove is released that one. Once Contoso moves the dataset to the new version (the
+    // vault re-wraps its data key), Woodgrove is released the new one.
+    let vault = kids[0].split("/keys/").next().unwrap().to_string();
+    let owner_token = format!(
+        "@{}",
+        state.join("tokens/contoso-vault.contoso.token").display()
+    );
+    let ca = again.info["ca"].as_str().unwrap().to_string();
+    let as_contoso = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+            .args(args)
+            .env("CONCLAVE_VAULT", &vault)
+            .env("CONCLAVE_CA", &ca)
+            .env("CONCLAVE_VAULT_TOKEN", &owner_token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let rotated = as_contoso(&["key", "rotate", "contoso-data"]);
+    let v2 = rotated["key"]["kid"].as_str().unwrap().to_string();
+    assert_ne!(v2, kids[0]);
+    let released = |expected: &str| {
+        let (code, r) = again.post("woodgrove", "api/keys/contoso/release");
+        assert_eq!(code, 200, "{r}");
+        assert_eq!(r["state"], "released", "{r}");
+        assert_eq!(r["kid"], expected, "{r}");
+    };
+    released(&kids[0]);
+    let dataset = state.join("storage/contoso.parquet");
+    let moved = as_contoso(&["data", "rewrap", dataset.to_str().unwrap()]);
+    assert_eq!(moved["to"], v2.as_str());
+    released(&v2);
     again.interrupt();
 }
 
