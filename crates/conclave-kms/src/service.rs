@@ -2330,6 +2330,23 @@ mod tests {
             // Recovered with both versions; deleted again, then purged (or not).
             v.recover_deleted(&owner, "k").unwrap();
             assert_eq!(v.store.versions("k").unwrap().len(), 2);
+            let grant = Grant {
+                principal: "woodgrove".into(),
+                permissions: [Permission::Release].into(),
+            };
+            v.store
+                .put_grant(
+                    "k",
+                    &grant,
+                    AuditEvent::new("contoso", "grant", Some("k"), "ok"),
+                )
+                .unwrap();
+            v.put_rotation_policy(
+                &owner,
+                "k",
+                &json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "Rotate"}}]}),
+            )
+            .unwrap();
             v.delete_key(&owner, "k").unwrap();
             let purged = v.purge_deleted(&owner, "k");
             if purge_protection {
@@ -2340,8 +2357,11 @@ mod tests {
             } else {
                 purged.unwrap();
                 assert!(v.store.deleted_key("k").unwrap().is_none());
-                v.create_key(&owner, "k", CreateKeyRequest::default())
+                // A key made later under the name, by anyone, inherits no grant or policy.
+                v.create_key(&other, "k", CreateKeyRequest::default())
                     .unwrap();
+                assert!(v.store.grants("k").unwrap().is_empty());
+                assert!(v.store.rotation_policy("k").unwrap().is_none());
             }
         }
     }

@@ -494,7 +494,22 @@ impl Store {
     pub fn purge_key(&self, name: &str, event: AuditEvent) -> Result<bool, StoreError> {
         Ok(self
             .write(event, |tx| {
-                Ok(tx.open_table(DELETED)?.remove(name)?.is_some())
+                if tx.open_table(DELETED)?.remove(name)?.is_none() {
+                    return Ok(false);
+                }
+                // Whatever referred to the key goes with it: a key created later under the
+                // same name (by anyone) must not inherit its grants or rotation policy.
+                let mut grants = tx.open_table(GRANTS)?;
+                let (start, end) = (format!("{name}\u{0}"), format!("{name}\u{1}"));
+                let stale: Vec<String> = grants
+                    .range(start.as_str()..end.as_str())?
+                    .map(|item| item.map(|(k, _)| k.value().to_string()))
+                    .collect::<Result<_, _>>()?;
+                for k in stale {
+                    grants.remove(k.as_str())?;
+                }
+                tx.open_table(ROTATION)?.remove(name)?;
+                Ok(true)
             })?
             .0)
     }
