@@ -17,3 +17,4 @@ pub mod security_domain;
 pub mod service;
 pub mod setup;
 pub mod store;
+pub mod transparency;
