@@ -297,3 +297,80 @@ def test_azure_sdk_rotates_a_key_and_sets_its_rotation_policy(deployment):
     with pytest.raises(HttpResponseError) as refused:
         client.update_key_rotation_policy("rotated", KeyRotationPolicy(), lifetime_actions=notify)
     assert "Notify" in str(refused.value)
+
+
+def rfc9162_root_from_inclusion(index, size, leaf_hash, proof):
+    """RFC 9162 §2.1.3.2, written from the RFC: the root an inclusion proof leads to."""
+    import hashlib
+    if index >= size:
+        raise ValueError("index beyond the tree")
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in proof:
+        if sn == 0:
+            raise ValueError("proof too long")
+        if fn % 2 == 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            if fn % 2 == 0:
+                while fn % 2 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ValueError("proof too short")
+    return r
+
+
+def test_audit_checkpoints_verify_with_python_alone(deployment):
+    """The vault's signed audit checkpoint and inclusion proofs check with an implementation
+    written here from the specifications (C2SP signed-note and tlog-checkpoint, RFC 9162) and
+    Python's `cryptography` for Ed25519 — nothing of Conclave's."""
+    import hashlib
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    d = deployment
+    token = principal(d, "contoso")
+    client = key_client(d, token)
+    client.create_rsa_key("audited", size=2048)
+    client.rotate_key("audited")
+    headers = {"Authorization": f"Bearer {token}"}
+    vkey = requests.get(f"{d['vault']}/audit/key", headers=headers, verify=d["ca"], timeout=10).json()["verifier_key"]
+    note = requests.get(f"{d['vault']}/audit/checkpoint", headers=headers, verify=d["ca"], timeout=10).text
+    bundle = requests.get(f"{d['vault']}/audit/proofs", headers=headers, verify=d["ca"], timeout=10).json()
+
+    # The verifier key: <name>+<hex key hash>+<base64(0x01 ‖ Ed25519 public key)>.
+    name, key_hash, typed = vkey.split("+", 2)
+    typed = base64.b64decode(typed)
+    assert typed[0] == 1 and len(typed) == 33
+    assert hashlib.sha256(name.encode() + b"\n" + typed).digest()[:4].hex() == key_hash
+    public = Ed25519PublicKey.from_public_bytes(typed[1:])
+
+    def open_note(text):
+        body, sigs = text[:text.rindex("\n\n") + 1], text[text.rindex("\n\n") + 2:]
+        for line in sigs.splitlines():
+            dash, signer, blob = line.split(" ")
+            blob = base64.b64decode(blob)
+            if dash == "\u2014" and signer == name and blob[:4].hex() == key_hash:
+                public.verify(blob[4:], body.encode())  # raises if forged
+                return body
+        raise AssertionError("no signature by the vault's key")
+
+    for checkpoint in [note, bundle["checkpoint"]]:
+        origin, size, root = open_note(checkpoint).splitlines()[:3]
+        assert origin == name
+    size, root = int(size), base64.b64decode(root)
+    assert bundle["entries"], bundle
+    for e in bundle["entries"]:
+        leaf = base64.b64decode(e["leaf"])
+        entry = json.loads(leaf)
+        assert entry["seq"] == e["seq"]
+        assert entry["principal"] == "contoso" or entry.get("key") == "audited"
+        proof = [base64.b64decode(p) for p in e["proof"]]
+        assert rfc9162_root_from_inclusion(e["seq"], size, hashlib.sha256(b"\x00" + leaf).digest(), proof) == root
+        # A changed leaf leads elsewhere.
+        assert rfc9162_root_from_inclusion(e["seq"], size, hashlib.sha256(b"\x00" + leaf + b" ").digest(), proof) != root
+    assert {json.loads(base64.b64decode(e["leaf"]))["action"] for e in bundle["entries"]} >= {"create", "rotate"}
+    with pytest.raises(Exception):
+        open_note(note.replace("\n" + str(size) + "\n", "\n" + str(size + 1) + "\n"))

@@ -286,6 +286,31 @@ impl VaultClient {
             .ok_or_else(|| ClientError::Malformed("no value in the release answer".into()))
     }
 
+    /// `GET /audit/proofs`: the caller's audit entries from `from` with inclusion proofs against
+    /// a signed checkpoint, and with `since` (an earlier checkpoint's size) a consistency proof.
+    pub async fn audit_proofs(
+        &self,
+        from: u64,
+        since: Option<u64>,
+    ) -> Result<crate::transparency::AuditBundle, ClientError> {
+        let mut path = format!("/audit/proofs?from={from}&limit=10000");
+        if let Some(s) = since {
+            path.push_str(&format!("&since={s}"));
+        }
+        let v = Self::expect(self.call(reqwest::Method::GET, &path, None).await?)?;
+        serde_json::from_value(v)
+            .map_err(|e| ClientError::Malformed(format!("the audit bundle: {e}")))
+    }
+
+    /// `GET /audit/key`: the verifier key of the vault's audit checkpoints.
+    pub async fn audit_verifier_key(&self) -> Result<String, ClientError> {
+        let v = Self::expect(self.call(reqwest::Method::GET, "/audit/key", None).await?)?;
+        v["verifier_key"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| ClientError::Malformed("no verifier_key in the answer".into()))
+    }
+
     pub async fn audit(&self, from: u64) -> Result<Value, ClientError> {
         Self::expect(
             self.call(reqwest::Method::GET, &format!("/audit?from={from}"), None)

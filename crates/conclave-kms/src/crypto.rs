@@ -139,6 +139,25 @@ impl MasterKey {
         Ok(buf)
     }
 
+    /// 32 bytes derived for one purpose (HKDF-SHA256, as [`derive`](Self::derive)), e.g. the
+    /// seed of the audit checkpoints' Ed25519 key; wiped when dropped.
+    pub fn derive_seed(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        struct Len32;
+        impl aws_lc_rs::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"conclave-vault");
+        let info = [purpose.as_bytes()];
+        let mut out = Zeroizing::new([0u8; 32]);
+        salt.extract(&self.raw)
+            .expand(&info, Len32)
+            .and_then(|okm| okm.fill(out.as_mut()))
+            .expect("HKDF output length is valid");
+        out
+    }
+
     /// A key derived for one purpose (HKDF-SHA256), e.g. the audit chain's MAC key, so the
     /// master key itself is used only for sealing.
     pub fn derive(&self, purpose: &str) -> aws_lc_rs::hmac::Key {

@@ -89,6 +89,8 @@ pub struct Vault {
     /// `conclave_vault_key_releases_total{outcome, reason}`: `granted`, or `denied` with the
     /// refusal's code.
     releases: Family<ReleaseLabels, Counter>,
+    /// Signs the audit log's checkpoints (origin: the vault URL without its scheme, `/audit`).
+    log: crate::transparency::NoteSigner,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,6 +167,10 @@ struct NewKeyMaterial {
     e: String,
     sealed_private: String,
 }
+
+/// The HKDF purpose of the audit checkpoints' Ed25519 seed (derived from the master key, so
+/// every replica and a recovered vault sign with the same key).
+const AUDIT_LOG_KEY_PURPOSE: &str = "audit-checkpoint-ed25519";
 
 /// Who besides a key's owner may manage it ([`Vault::require_owner`]).
 #[derive(Clone, Copy)]
@@ -265,12 +271,25 @@ impl Vault {
             audit_commits.clone(),
         );
         store.observe_audit_appends(audit_commits);
+        let origin = format!(
+            "{}/audit",
+            config
+                .vault_url
+                .split_once("://")
+                .map_or(config.vault_url.as_str(), |(_, rest)| rest)
+        );
+        let log = crate::transparency::NoteSigner::from_seed(
+            &origin,
+            master.derive_seed(AUDIT_LOG_KEY_PURPOSE).as_ref(),
+        )
+        .expect("a vault URL has no whitespace or +");
         Arc::new(Vault {
             config,
             store,
             master,
             metrics,
             releases,
+            log,
         })
     }
 
@@ -1241,8 +1260,70 @@ impl Vault {
             .map_err(VaultError::internal)
     }
 
-    fn audit_for(&self, who: &Principal, from: u64, limit: usize) -> VResult<Value> {
-        let entries = self.store.audit_entries(from, limit)?;
+    /// The audit log's signed checkpoint now, as a C2SP signed note, with its size.
+    pub fn audit_checkpoint(&self) -> VResult<(u64, String)> {
+        let (size, root) = self.store.audit_tree_head()?;
+        Ok((size, self.log.checkpoint(size, root)))
+    }
+
+    /// The verifier key of the audit checkpoints (C2SP signed-note), to publish.
+    pub fn audit_verifier_key(&self) -> String {
+        self.log.verifier_key()
+    }
+
+    /// `GET /audit/proofs`: the entries from `from` that `who` may see (see
+    /// [`audit_for`](Self::audit_for)), each with its inclusion proof against a checkpoint
+    /// signed now, and with `since` (an earlier checkpoint's size) the consistency proof from it.
+    fn audit_proofs(
+        &self,
+        who: &Principal,
+        from: u64,
+        limit: usize,
+        since: Option<u64>,
+    ) -> VResult<crate::transparency::AuditBundle> {
+        use crate::transparency::{AuditBundle, Consistency, ProvenEntry, encode_hashes};
+        let (size, checkpoint) = self.audit_checkpoint()?;
+        let consistency = match since {
+            Some(old) if old > size => {
+                return Err(VaultError::bad(format!(
+                    "since={old} is beyond the log's size {size}: that checkpoint is not this log's"
+                )));
+            }
+            Some(old) if old > 0 && old < size => Some(Consistency {
+                from_size: old,
+                proof: encode_hashes(&self.store.audit_consistency(old, size)?),
+            }),
+            _ => None,
+        };
+        let visible = self.audit_visibility(who)?;
+        let mut entries = Vec::new();
+        for (seq, leaf) in self.store.audit_leaves(from, limit)? {
+            if seq >= size {
+                break; // appended after the checkpoint
+            }
+            let entry: crate::audit::AuditEntry = serde_json::from_slice(&leaf)
+                .map_err(|_| VaultError::internal(format!("audit entry {seq} is corrupt")))?;
+            if visible(&entry) {
+                entries.push(ProvenEntry {
+                    seq,
+                    leaf: base64::engine::general_purpose::STANDARD.encode(&leaf),
+                    proof: encode_hashes(&self.store.audit_inclusion(seq, size)?),
+                });
+            }
+        }
+        Ok(AuditBundle {
+            checkpoint,
+            entries,
+            consistency,
+        })
+    }
+
+    /// Which audit entries `who` may see: an admin all; anyone else those it made and those
+    /// about the keys it owns.
+    fn audit_visibility(
+        &self,
+        who: &Principal,
+    ) -> VResult<impl Fn(&crate::audit::AuditEntry) -> bool + use<>> {
         let owned: BTreeSet<String> = if who.admin {
             BTreeSet::new()
         } else {
@@ -1258,14 +1339,18 @@ impl Vault {
                 })
                 .collect()
         };
-        let visible: Vec<_> = entries
-            .into_iter()
-            .filter(|e| {
-                who.admin
-                    || e.event.principal == who.name
-                    || e.event.key.as_ref().is_some_and(|k| owned.contains(k))
-            })
-            .collect();
+        let (admin, name) = (who.admin, who.name.clone());
+        Ok(move |e: &crate::audit::AuditEntry| {
+            admin
+                || e.event.principal == name
+                || e.event.key.as_ref().is_some_and(|k| owned.contains(k))
+        })
+    }
+
+    fn audit_for(&self, who: &Principal, from: u64, limit: usize) -> VResult<Value> {
+        let entries = self.store.audit_entries(from, limit)?;
+        let visible = self.audit_visibility(who)?;
+        let visible: Vec<_> = entries.into_iter().filter(|e| visible(e)).collect();
         Ok(json!({ "value": visible, "head": self.store.audit_head()? }))
     }
 }
@@ -1809,6 +1894,59 @@ async fn audit(
 }
 
 #[derive(serde::Deserialize, Default)]
+struct ProofsQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+    since: Option<u64>,
+}
+
+#[utoipa::path(
+    get, path = "/audit/checkpoint", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, description = "The audit log's head: a C2SP tlog-checkpoint (origin, size, RFC 6962 root) signed as a C2SP signed note with the vault's Ed25519 audit key (text/plain)", body = String), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+)]
+async fn audit_checkpoint(State(v): St, headers: HeaderMap) -> VResult<Response> {
+    v.authenticate(&headers)?;
+    let (_, note) = v.audit_checkpoint()?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        note,
+    )
+        .into_response())
+}
+
+#[utoipa::path(
+    get, path = "/audit/key", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, description = "`{verifier_key}`: the C2SP signed-note verifier key of the audit checkpoints (`<origin>+<key hash>+<base64 Ed25519 key>`); compare it out of band", body = Object), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+)]
+async fn audit_key(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
+    v.authenticate(&headers)?;
+    Ok(Json(json!({ "verifier_key": v.audit_verifier_key() })))
+}
+
+#[utoipa::path(
+    get, path = "/audit/proofs", tag = "audit", security(("bearer" = [])),
+    params(("from" = Option<u64>, Query, description = "First sequence number"), ("limit" = Option<u64>, Query, description = "At most this many entries read (≤ 10,000)"), ("since" = Option<u64>, Query, description = "The size of an earlier checkpoint: add the consistency proof from it")),
+    responses((status = 200, description = "`{checkpoint, entries: [{seq, leaf, proof}], consistency?}`: the entries the caller may see with RFC 9162 inclusion proofs against the signed checkpoint", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+)]
+async fn audit_proofs(
+    State(v): St,
+    headers: HeaderMap,
+    Query(q): Query<ProofsQuery>,
+) -> VResult<Json<crate::transparency::AuditBundle>> {
+    let who = v.authenticate(&headers)?;
+    v.audit_proofs(
+        &who,
+        q.from.unwrap_or(0),
+        q.limit.unwrap_or(1000).min(10_000),
+        q.since,
+    )
+    .map(Json)
+}
+
+#[derive(serde::Deserialize, Default)]
 struct PrincipalRequest {
     #[serde(default)]
     admin: bool,
@@ -1871,7 +2009,8 @@ async fn healthz() -> &'static str {
         list_keys, get_key, get_version, create_key, backup_key, restore_key, delete_key,
         list_deleted, get_deleted, recover_deleted, purge_deleted, rotate_key,
         get_rotation_policy, put_rotation_policy, list_versions, update_key, release_latest,
-        release_version, rewrap, list_grants, put_grant, delete_grant, audit, add_principal, healthz,
+        release_version, rewrap, list_grants, put_grant, delete_grant, audit, audit_checkpoint,
+        audit_key, audit_proofs, add_principal, healthz,
         readyz
     ),
     components(schemas(crate::api::AzureError, crate::store::Permission)),
@@ -1988,6 +2127,9 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route("/keys/{name}/{version}/rewrap", post(rewrap))
         .route("/principals/{name}", post(add_principal))
         .route("/audit", get(audit))
+        .route("/audit/checkpoint", get(audit_checkpoint))
+        .route("/audit/key", get(audit_key))
+        .route("/audit/proofs", get(audit_proofs))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -19,6 +19,46 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DELETED: TableDefinition<&str, &[u8]> = TableDefinition::new("deleted");
 const ROTATION: TableDefinition<&str, &[u8]> = TableDefinition::new("rotation");
+/// The audit log's Merkle tree: each stored hash (`tlog_tiles::stored_hash_index`) → 32 bytes.
+const TREE: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_tree");
+/// How many audit entries the tree holds (a META key).
+const TREE_SIZE: &str = "audit_tree_size";
+
+/// Reads the stored hashes of the audit tree from a table of a read or write transaction.
+struct TreeReader<'a, T>(&'a T);
+
+impl<T: redb::ReadableTable<u64, &'static [u8]>> tlog_tiles::HashReader for TreeReader<'_, T> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog_tiles::Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&i| {
+                let v = self
+                    .0
+                    .get(i)
+                    .ok()
+                    .flatten()
+                    .ok_or(tlog_tiles::Error::InvalidProof)?;
+                <[u8; 32]>::try_from(v.value())
+                    .map(tlog_tiles::Hash)
+                    .map_err(|_| tlog_tiles::Error::InvalidProof)
+            })
+            .collect()
+    }
+}
+
+/// Adds the stored hashes of leaf `seq` (its stored bytes `leaf`) to the tree.
+fn grow_tree(tx: &redb::WriteTransaction, seq: u64, leaf: &[u8]) -> Result<(), StoreError> {
+    let mut tree = tx.open_table(TREE)?;
+    let hashes = tlog_tiles::stored_hashes(seq, leaf, &TreeReader(&tree))
+        .map_err(|e| StoreError::Corrupt(format!("audit tree before entry {seq}: {e}")))?;
+    let base = tlog_tiles::stored_hash_index(0, seq);
+    for (i, h) in hashes.iter().enumerate() {
+        tree.insert(base + i as u64, h.0.as_slice())?;
+    }
+    tx.open_table(META)?
+        .insert(TREE_SIZE, encode(&(seq + 1)).as_slice())?;
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -188,6 +228,20 @@ impl Store {
         tx.open_table(META)?;
         tx.open_table(DELETED)?;
         tx.open_table(ROTATION)?;
+        tx.open_table(TREE)?;
+        // A store from before the tree existed gets its entries added now, oldest first.
+        let size: u64 = match tx.open_table(META)?.get(TREE_SIZE)? {
+            Some(v) => decode("audit tree size", v.value())?,
+            None => 0,
+        };
+        let missing: Vec<(u64, Vec<u8>)> = tx
+            .open_table(AUDIT)?
+            .range(size..)?
+            .map(|item| item.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<_, _>>()?;
+        for (seq, leaf) in missing {
+            grow_tree(&tx, seq, &leaf)?;
+        }
         tx.commit()?;
         Ok(Store {
             db,
@@ -230,9 +284,11 @@ impl Store {
             mac: mac.clone(),
             event,
         };
-        tx.open_table(AUDIT)?
-            .insert(seq, encode(&entry).as_slice())?;
+        let leaf = encode(&entry);
+        tx.open_table(AUDIT)?.insert(seq, leaf.as_slice())?;
         meta.insert("audit_head", encode(&(seq, mac)).as_slice())?;
+        drop(meta);
+        grow_tree(tx, seq, &leaf)?;
         Ok(entry)
     }
 
@@ -689,6 +745,60 @@ impl Store {
         }
     }
 
+    /// The audit tree now: (number of entries, RFC 6962 root hash).
+    pub fn audit_tree_head(&self) -> Result<(u64, tlog_tiles::Hash), StoreError> {
+        let tx = self.db.begin_read()?;
+        let size: u64 = match tx.open_table(META)?.get(TREE_SIZE)? {
+            Some(v) => decode("audit tree size", v.value())?,
+            None => 0,
+        };
+        let tree = tx.open_table(TREE)?;
+        let root = tlog_tiles::tree_hash(size, &TreeReader(&tree))
+            .map_err(|e| StoreError::Corrupt(format!("audit tree: {e}")))?;
+        Ok((size, root))
+    }
+
+    /// The entries from `from` (at most `limit`) as stored: (seq, the leaf's exact bytes).
+    pub fn audit_leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in tx.open_table(AUDIT)?.range(from..)?.take(limit) {
+            let (k, v) = item?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The inclusion proof of entry `seq` in the tree of `size` entries (RFC 9162 §2.1.3).
+    pub fn audit_inclusion(
+        &self,
+        seq: u64,
+        size: u64,
+    ) -> Result<Vec<tlog_tiles::Hash>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let tree = tx.open_table(TREE)?;
+        tlog_tiles::prove_record(size, seq, &TreeReader(&tree)).map_err(|e| {
+            StoreError::Db(format!(
+                "no inclusion proof of entry {seq} in size {size}: {e}"
+            ))
+        })
+    }
+
+    /// The consistency proof from the tree of `old` entries to that of `size` (RFC 9162 §2.1.4).
+    pub fn audit_consistency(
+        &self,
+        old: u64,
+        size: u64,
+    ) -> Result<Vec<tlog_tiles::Hash>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let tree = tx.open_table(TREE)?;
+        tlog_tiles::prove_tree(size, old, &TreeReader(&tree)).map_err(|e| {
+            StoreError::Db(format!(
+                "no consistency proof from size {old} to {size}: {e}"
+            ))
+        })
+    }
+
     pub fn audit_key(&self) -> &aws_lc_rs::hmac::Key {
         &self.audit_key
     }
@@ -697,6 +807,79 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The audit tree grows in the commit of each entry, over the entries' stored bytes; a
+    /// store from before the tree existed gets it built when opened; proofs check.
+    #[test]
+    fn the_audit_tree_follows_the_log_and_is_rebuilt_for_old_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.redb");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[9u8; 32]);
+        let store = Store::open(&path, key.clone()).unwrap();
+        assert_eq!(
+            store.audit_tree_head().unwrap(),
+            (0, tlog_tiles::EMPTY_HASH)
+        );
+        for i in 0..21 {
+            store
+                .audit(AuditEvent::new(
+                    "p",
+                    "release",
+                    Some(&format!("k{i}")),
+                    "granted",
+                ))
+                .unwrap();
+        }
+        let (size, root) = store.audit_tree_head().unwrap();
+        assert_eq!(size, 21);
+        // The RFC 6962 root of the leaves, computed apart from the store.
+        fn mth(leaves: &[Vec<u8>]) -> tlog_tiles::Hash {
+            match leaves.len() {
+                1 => tlog_tiles::record_hash(&leaves[0]),
+                n => {
+                    let k = (n as u64).next_power_of_two() as usize / 2;
+                    let k = if k == n { n / 2 } else { k };
+                    tlog_tiles::node_hash(mth(&leaves[..k]), mth(&leaves[k..]))
+                }
+            }
+        }
+        let leaves: Vec<Vec<u8>> = store
+            .audit_leaves(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(mth(&leaves), root);
+        for seq in [0, 7, 20] {
+            let proof = store.audit_inclusion(seq, size).unwrap();
+            tlog_tiles::check_record(
+                &proof,
+                size,
+                root,
+                seq,
+                tlog_tiles::record_hash(&leaves[seq as usize]),
+            )
+            .unwrap();
+        }
+        let proof = store.audit_consistency(8, size).unwrap();
+        tlog_tiles::check_tree(&proof, size, root, 8, mth(&leaves[..8])).unwrap();
+
+        // An old store: no tree. Opening it builds the same one.
+        drop(store);
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.delete_table(TREE).unwrap();
+            tx.open_table(META).unwrap().remove(TREE_SIZE).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path, key).unwrap();
+        assert_eq!(store.audit_tree_head().unwrap(), (size, root));
+        store
+            .audit(AuditEvent::new("p", "release", Some("k"), "granted"))
+            .unwrap();
+        assert_eq!(store.audit_tree_head().unwrap().0, 22);
+    }
 
     #[test]
     fn concurrent_audit_appends_are_all_durable_and_chained() {

@@ -339,12 +339,46 @@ pub enum KeyCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check a stopped vault's audit chain; exits non-zero naming the first bad entry.
+    /// Check an audit log. With --state-dir: a stopped vault's whole MAC chain (needs its master
+    /// key). With --checkpoint: a bundle from `audit proofs`, by anyone holding the vault's
+    /// verifier key and nothing secret (the signed checkpoint, each entry's inclusion proof,
+    /// and with --earlier that the log only grew). Exits non-zero naming what failed.
     Verify {
-        #[arg(long, env = "CONCLAVE_VAULT_STATE")]
-        state_dir: PathBuf,
+        #[arg(
+            long,
+            env = "CONCLAVE_VAULT_STATE",
+            required_unless_present = "checkpoint",
+            conflicts_with = "checkpoint"
+        )]
+        state_dir: Option<PathBuf>,
         #[arg(long)]
         master_key_file: Option<PathBuf>,
+        /// An audit bundle (JSON, from `conclave audit proofs`).
+        #[arg(long, requires = "vault_key")]
+        checkpoint: Option<PathBuf>,
+        /// The vault's audit verifier key (`conclave audit key`), or @file.
+        #[arg(long)]
+        vault_key: Option<String>,
+        /// An earlier bundle of the same vault: the log must extend it.
+        #[arg(long, requires = "checkpoint")]
+        earlier: Option<PathBuf>,
+    },
+    /// Fetch the entries about your keys with inclusion proofs against the vault's signed
+    /// checkpoint (an audit bundle), for `audit verify --checkpoint`.
+    Proofs {
+        #[command(flatten)]
+        conn: VaultConn,
+        /// An earlier bundle: include the consistency proof from its checkpoint.
+        #[arg(long)]
+        since: Option<PathBuf>,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Print the vault's audit verifier key (C2SP signed-note), to compare out of band and
+    /// give to `audit verify --vault-key`.
+    Key {
+        #[command(flatten)]
+        conn: VaultConn,
     },
     /// Print a stopped vault's audit log (one JSON entry per line) and its head.
     Show {
@@ -447,6 +481,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                 admin_token_file = %opened.admin_token_path.display(),
                 authorities = %authorities.join(", "),
                 hardware_only,
+                audit_verifier_key = %opened.vault.audit_verifier_key(),
                 "vault listening"
             );
             // Scheduled rotation: keys whose rotation policy says they are due get a new version.
@@ -600,12 +635,90 @@ fn open_store(
     })
 }
 
+/// The size line of a checkpoint note (its second line), unverified: only to ask the vault for
+/// a consistency proof, which `audit verify` then checks against the signed checkpoint.
+fn tlog_checkpoint_size(note: &str) -> Option<u64> {
+    note.lines().nth(1)?.parse().ok()
+}
+
 pub async fn run_audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::Verify {
+            checkpoint: Some(bundle),
+            vault_key: Some(key),
+            earlier,
+            ..
+        } => {
+            use conclave_kms::transparency::{AuditBundle, VerifierKey, verify_bundle};
+            let read_bundle = |path: &PathBuf| -> anyhow::Result<AuditBundle> {
+                let text =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_slice(&text)
+                    .with_context(|| format!("{} is not an audit bundle", path.display()))
+            };
+            let key = match key.strip_prefix('@') {
+                Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?,
+                None => key,
+            };
+            let key = VerifierKey::parse(&key)?;
+            let b = read_bundle(&bundle)?;
+            let earlier = earlier.as_ref().map(read_bundle).transpose()?;
+            let verified = verify_bundle(&b, &key, earlier.as_ref().map(|e| e.checkpoint.as_str()))
+                .with_context(|| format!("{} does not verify", bundle.display()))?;
+            for e in &verified.entries {
+                println!("{}", serde_json::to_string(e)?);
+            }
+            eprintln!(
+                "audit bundle verified: checkpoint of {} signed by {}, {} entries included{}",
+                verified.size,
+                key.name,
+                verified.entries.len(),
+                match &earlier {
+                    Some(_) => ", and the log extends the earlier checkpoint",
+                    None => "",
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify {
+            checkpoint: Some(_),
+            ..
+        } => anyhow::bail!("--checkpoint needs --vault-key"),
+        AuditCommand::Proofs { conn, since, out } => {
+            let since = match since {
+                Some(path) => {
+                    let text = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let b: conclave_kms::transparency::AuditBundle = serde_json::from_slice(&text)
+                        .with_context(|| format!("{} is not an audit bundle", path.display()))?;
+                    let cp = tlog_checkpoint_size(&b.checkpoint).with_context(|| {
+                        format!("{}: its checkpoint is malformed", path.display())
+                    })?;
+                    Some(cp)
+                }
+                None => None,
+            };
+            let bundle = conn.client()?.audit_proofs(0, since).await?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "wrote {} entries with proofs against the checkpoint of size {} to {}",
+                bundle.entries.len(),
+                tlog_checkpoint_size(&bundle.checkpoint).unwrap_or_default(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Key { conn } => {
+            println!("{}", conn.client()?.audit_verifier_key().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify {
             state_dir,
             master_key_file,
+            ..
         } => {
+            let state_dir = state_dir.context("give --state-dir, or --checkpoint")?;
             let store = open_store(&state_dir, master_key_file)?;
             let entries = store.audit_entries(0, usize::MAX)?;
             let head = store.audit_head()?;
