@@ -37,6 +37,7 @@ impl ClientError {
     }
 }
 
+#[derive(Clone)]
 pub struct VaultClient {
     http: reqwest::Client,
     base: String,
@@ -191,6 +192,23 @@ impl VaultClient {
                 reqwest::Method::POST,
                 "/keys/restore",
                 Some(serde_json::json!({"value": backup.trim()})),
+            )
+            .await?,
+        )
+    }
+
+    /// `GET /keys`: `{value: [KeyItem]}`, the keys the caller may see.
+    pub async fn list_keys(&self) -> Result<Value, ClientError> {
+        Self::expect(self.call(reqwest::Method::GET, "/keys", None).await?)
+    }
+
+    /// `GET /keys/{name}/versions`: `{value: [KeyItem]}`, oldest first.
+    pub async fn versions(&self, name: &str) -> Result<Value, ClientError> {
+        Self::expect(
+            self.call(
+                reqwest::Method::GET,
+                &format!("/keys/{name}/versions"),
+                None,
             )
             .await?,
         )

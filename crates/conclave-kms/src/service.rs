@@ -142,7 +142,17 @@ impl VaultError {
 
 impl From<crate::store::StoreError> for VaultError {
     fn from(e: crate::store::StoreError) -> Self {
-        VaultError::internal(e)
+        match e {
+            // The database is down or restarting: say so, and that a retry may succeed.
+            crate::store::StoreError::Unavailable(message) => VaultError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!(
+                    "{message}: the request was not carried out, or not acknowledged; try again"
+                ),
+            ),
+            e => VaultError::internal(e),
+        }
     }
 }
 
@@ -2184,6 +2194,7 @@ mod tests {
                 hardware_only: false,
                 master_key_file: None,
                 deletion,
+                postgres: None,
             },
             crate::setup::Certificates::LocalCa(&ca),
         )
@@ -2524,6 +2535,7 @@ mod tests {
                 hardware_only: false,
                 master_key_file: None,
                 deletion: Default::default(),
+                postgres: None,
             },
             crate::setup::Certificates::LocalCa(&ca),
         )

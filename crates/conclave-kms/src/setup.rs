@@ -3,7 +3,8 @@
 //! go through [`open`].
 //!
 //! State directory layout:
-//! - `vault.redb`: keys (sealed), grants, principals, audit log;
+//! - `vault.redb`: keys (sealed), grants, principals, audit log (unless the store is in
+//!   PostgreSQL);
 //! - `master.key`: the master key (mode 0600), unless `CONCLAVE_VAULT_MASTER_KEY` is set;
 //! - `admin.token`: the first admin's bearer token (mode 0600), written once;
 //! - `tls/`: the vault's server and signing certificates from the local CA.
@@ -18,6 +19,7 @@ use conclave_net::LocalCa;
 use crate::audit::AuditEvent;
 use crate::crypto::MasterKey;
 use crate::service::{Authority, SigningIdentity, Vault, VaultConfig};
+use crate::store::postgres::PgBackend;
 use crate::store::{Principal, Store};
 
 pub struct VaultOptions {
@@ -35,6 +37,9 @@ pub struct VaultOptions {
     pub master_key_file: Option<PathBuf>,
     /// How long deleted keys stay recoverable, and whether they may be purged before.
     pub deletion: crate::service::DeletionPolicy,
+    /// Keep the store in PostgreSQL (connected with [`PgBackend::connect`]) instead of
+    /// `<state>/vault.redb`: several vaults with the same master key then serve one vault.
+    pub postgres: Option<PgBackend>,
 }
 
 pub struct OpenedVault {
@@ -97,10 +102,11 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
             .unwrap_or_else(|| dir.join("master.key")),
         true,
     )?;
-    let store = Store::open(
-        &dir.join("vault.redb"),
-        master.derive("conclave audit chain v1"),
-    )?;
+    let audit_key = master.derive("conclave audit chain v1");
+    let store = match opts.postgres {
+        Some(pg) => Store::on_postgres(pg, audit_key)?,
+        None => Store::open(&dir.join("vault.redb"), audit_key)?,
+    };
 
     let (tls, signing_chain_pem, signing_key) = match certs {
         Certificates::LocalCa(ca) => {

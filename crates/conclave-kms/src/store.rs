@@ -1,63 +1,45 @@
-//! The vault's durable state in one embedded ACID database (redb): keys (private parts sealed
-//! under the master key), grants, principals and the audit log. Every change and the audit
-//! entry that records it commit in one transaction, and a commit returns only once it is on
-//! disk, so an acknowledged write survives `kill -9`.
+//! The vault's durable state: keys (private parts sealed under the master key), grants,
+//! principals, the audit log and its Merkle tree. Every change and the audit entry that records
+//! it commit in one transaction, and a commit returns only once it is durable, so an
+//! acknowledged write survives `kill -9`. It lives in an embedded ACID database (redb, the
+//! default), or in PostgreSQL so that several vault replicas serve one vault (see
+//! [`postgres`]); both sit under one interface ([`backend`]), so everything here is written
+//! once.
+
+pub mod backend;
+pub mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use backend::{Backend, Key, Table, TreeReader, Tx};
 
 use crate::audit::{AuditEntry, AuditEvent, chain_mac};
 
-const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
-const LATEST: TableDefinition<&str, &str> = TableDefinition::new("latest");
-const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
-const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principals");
-const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const DELETED: TableDefinition<&str, &[u8]> = TableDefinition::new("deleted");
-const ROTATION: TableDefinition<&str, &[u8]> = TableDefinition::new("rotation");
-/// The audit log's Merkle tree: each stored hash (`tlog_tiles::stored_hash_index`) → 32 bytes.
-const TREE: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_tree");
+/// The audit head (a META key): (seq, MAC) of the last entry.
+const AUDIT_HEAD: &str = "audit_head";
 /// How many audit entries the tree holds (a META key).
 const TREE_SIZE: &str = "audit_tree_size";
 
-/// Reads the stored hashes of the audit tree from a table of a read or write transaction.
-struct TreeReader<'a, T>(&'a T);
-
-impl<T: redb::ReadableTable<u64, &'static [u8]>> tlog_tiles::HashReader for TreeReader<'_, T> {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog_tiles::Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|&i| {
-                let v = self
-                    .0
-                    .get(i)
-                    .ok()
-                    .flatten()
-                    .ok_or(tlog_tiles::Error::InvalidProof)?;
-                <[u8; 32]>::try_from(v.value())
-                    .map(tlog_tiles::Hash)
-                    .map_err(|_| tlog_tiles::Error::InvalidProof)
-            })
-            .collect()
-    }
-}
-
-/// Adds the stored hashes of leaf `seq` (its stored bytes `leaf`) to the tree.
-fn grow_tree(tx: &redb::WriteTransaction, seq: u64, leaf: &[u8]) -> Result<(), StoreError> {
-    let mut tree = tx.open_table(TREE)?;
-    let hashes = tlog_tiles::stored_hashes(seq, leaf, &TreeReader(&tree))
-        .map_err(|e| StoreError::Corrupt(format!("audit tree before entry {seq}: {e}")))?;
+/// Adds the stored hashes of leaf `seq` (its stored bytes `leaf`) to the audit tree.
+fn grow_tree(tx: &mut dyn Tx, seq: u64, leaf: &[u8]) -> Result<(), StoreError> {
+    let hashes = {
+        let reader = TreeReader(std::cell::RefCell::new(&mut *tx));
+        tlog_tiles::stored_hashes(seq, leaf, &reader)
+            .map_err(|e| StoreError::Corrupt(format!("audit tree before entry {seq}: {e}")))?
+    };
     let base = tlog_tiles::stored_hash_index(0, seq);
     for (i, h) in hashes.iter().enumerate() {
-        tree.insert(base + i as u64, h.0.as_slice())?;
+        tx.put(Table::Tree, &Key::Int(base + i as u64), &h.0)?;
     }
-    tx.open_table(META)?
-        .insert(TREE_SIZE, encode(&(seq + 1)).as_slice())?;
-    Ok(())
+    tx.put(Table::Meta, &Key::str(TREE_SIZE), &encode(&(seq + 1)))
+}
+
+fn tree_size(tx: &mut dyn Tx) -> Result<u64, StoreError> {
+    match tx.get(Table::Meta, &Key::str(TREE_SIZE))? {
+        Some(v) => decode("audit tree size", &v),
+        None => Ok(0),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +48,9 @@ pub enum StoreError {
     Db(String),
     #[error("vault store holds a corrupt record {0}")]
     Corrupt(String),
+    /// The database cannot be reached now (PostgreSQL down or restarting); try again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 macro_rules! db_err {
@@ -165,7 +150,7 @@ pub struct Principal {
 }
 
 pub struct Store {
-    db: Database,
+    backend: Backend,
     audit_key: aws_lc_rs::hmac::Key,
     group: GroupCommit,
     /// Time of each audit append until durable, when observed (metrics).
@@ -209,70 +194,102 @@ fn grant_key(name: &str, principal: &str) -> String {
     format!("{name}\u{0}{principal}")
 }
 
+/// The key of version `version` of key `name` in [`Table::Keys`].
+fn version_key(name: &str, version: &str) -> Key {
+    Key::Str(format!("{name}/{version}"))
+}
+
+/// Every stored version of key `name` (the `name/…` range of [`Table::Keys`]).
+fn scan_versions(tx: &mut dyn Tx, name: &str) -> Result<Vec<KeyRecord>, StoreError> {
+    tx.scan(
+        Table::Keys,
+        &Key::Str(format!("{name}/")),
+        Some(&Key::Str(format!("{name}0"))),
+        usize::MAX,
+    )?
+    .into_iter()
+    .map(|(k, v)| decode(k.as_str(), &v))
+    .collect()
+}
+
+/// The grants of key `name` (the `name\0…` range of [`Table::Grants`]).
+fn scan_grants(tx: &mut dyn Tx, name: &str) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+    tx.scan(
+        Table::Grants,
+        &Key::Str(format!("{name}\u{0}")),
+        Some(&Key::Str(format!("{name}\u{1}"))),
+        usize::MAX,
+    )
+}
+
+fn text(v: Vec<u8>, what: &str) -> Result<String, StoreError> {
+    String::from_utf8(v).map_err(|_| StoreError::Corrupt(what.to_string()))
+}
+
 impl Store {
-    /// Opens (or creates) the database at `path`; `audit_key` MACs the audit chain.
+    /// Opens (or creates) the embedded database at `path`; `audit_key` MACs the audit chain.
     pub fn open(path: &Path, audit_key: aws_lc_rs::hmac::Key) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path)?;
-        // Create every table so read transactions never meet a missing one.
-        let tx = db.begin_write()?;
-        tx.open_table(KEYS)?;
-        tx.open_table(LATEST)?;
-        tx.open_table(GRANTS)?;
-        tx.open_table(PRINCIPALS)?;
-        tx.open_table(TOKENS)?;
-        tx.open_table(AUDIT)?;
-        tx.open_table(META)?;
-        tx.open_table(DELETED)?;
-        tx.open_table(ROTATION)?;
-        tx.open_table(TREE)?;
-        // A store from before the tree existed gets its entries added now, oldest first.
-        let size: u64 = match tx.open_table(META)?.get(TREE_SIZE)? {
-            Some(v) => decode("audit tree size", v.value())?,
-            None => 0,
-        };
-        let missing: Vec<(u64, Vec<u8>)> = tx
-            .open_table(AUDIT)?
-            .range(size..)?
-            .map(|item| item.map(|(k, v)| (k.value(), v.value().to_vec())))
-            .collect::<Result<_, _>>()?;
-        for (seq, leaf) in missing {
-            grow_tree(&tx, seq, &leaf)?;
-        }
-        tx.commit()?;
+        let db = redb::Database::create(path)?;
+        Backend::create_redb_tables(&db)?;
+        Self::with_backend(Backend::Redb(db), audit_key)
+    }
+
+    /// A store on PostgreSQL (connected, its schema migrated: see
+    /// [`postgres::PgBackend::connect`]); several vault replicas may share it.
+    pub fn on_postgres(
+        pg: postgres::PgBackend,
+        audit_key: aws_lc_rs::hmac::Key,
+    ) -> Result<Self, StoreError> {
+        Self::with_backend(Backend::Postgres(pg), audit_key)
+    }
+
+    fn with_backend(backend: Backend, audit_key: aws_lc_rs::hmac::Key) -> Result<Self, StoreError> {
+        // A store from before the audit tree existed gets its entries added now, oldest first.
+        backend.write(|tx| {
+            let size = tree_size(tx)?;
+            let missing = tx.scan(Table::Audit, &Key::Int(size), None, usize::MAX)?;
+            for (k, leaf) in missing {
+                grow_tree(tx, k.as_int(), &leaf)?;
+            }
+            Ok(())
+        })?;
         Ok(Store {
-            db,
+            backend,
             audit_key,
             group: GroupCommit::default(),
             append_latency: std::sync::OnceLock::new(),
         })
     }
 
+    /// Which database: `redb` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Redb(_) => "redb",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
     /// Runs `change` and appends `event` to the audit log in one durable transaction.
     fn write<T>(
         &self,
         event: AuditEvent,
-        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+        change: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<(T, AuditEntry), StoreError> {
-        let tx = self.db.begin_write()?;
-        let out = change(&tx)?;
-        let entry = self.append(&tx, event)?;
-        tx.commit()?;
-        Ok((out, entry))
+        self.backend.write(|tx| {
+            let out = change(tx)?;
+            let entry = self.append(tx, event)?;
+            Ok((out, entry))
+        })
     }
 
-    fn append(
-        &self,
-        tx: &redb::WriteTransaction,
-        event: AuditEvent,
-    ) -> Result<AuditEntry, StoreError> {
-        let mut meta = tx.open_table(META)?;
-        let (seq, prev) = match meta.get("audit_head")? {
+    fn append(&self, tx: &mut dyn Tx, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        let (seq, prev) = match tx.get(Table::Meta, &Key::str(AUDIT_HEAD))? {
             Some(v) => {
-                let (seq, mac): (u64, String) = decode("audit head", v.value())?;
+                let (seq, mac): (u64, String) = decode("audit head", &v)?;
                 (seq + 1, mac)
             }
             None => (0, "0".repeat(64)),
@@ -285,9 +302,8 @@ impl Store {
             event,
         };
         let leaf = encode(&entry);
-        tx.open_table(AUDIT)?.insert(seq, leaf.as_slice())?;
-        meta.insert("audit_head", encode(&(seq, mac)).as_slice())?;
-        drop(meta);
+        tx.put(Table::Audit, &Key::Int(seq), &leaf)?;
+        tx.put(Table::Meta, &Key::str(AUDIT_HEAD), &encode(&(seq, mac)))?;
         grow_tree(tx, seq, &leaf)?;
         Ok(entry)
     }
@@ -353,12 +369,18 @@ impl Store {
                 .results
                 .extend(tickets.into_iter().zip(entries.into_iter().map(Ok))),
             Err(e) => {
+                let unavailable = matches!(e, StoreError::Unavailable(_));
                 let msg = e.to_string();
-                st.results.extend(
-                    tickets
-                        .into_iter()
-                        .map(|t| (t, Err(StoreError::Db(msg.clone())))),
-                );
+                st.results.extend(tickets.into_iter().map(|t| {
+                    (
+                        t,
+                        Err(if unavailable {
+                            StoreError::Unavailable(msg.clone())
+                        } else {
+                            StoreError::Db(msg.clone())
+                        }),
+                    )
+                }));
             }
         }
         // Entries queued meanwhile go to the first waiter to wake, who leads the next batch.
@@ -370,31 +392,30 @@ impl Store {
     }
 
     fn commit_audit_batch(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, StoreError> {
-        let tx = self.db.begin_write()?;
-        let entries = events
-            .into_iter()
-            .map(|event| self.append(&tx, event))
-            .collect::<Result<Vec<_>, _>>()?;
-        tx.commit()?;
-        Ok(entries)
+        self.backend.write(|tx| {
+            events
+                .into_iter()
+                .map(|event| self.append(tx, event))
+                .collect::<Result<Vec<_>, _>>()
+        })
     }
 
     /// Stores a new key version, which becomes the key's latest.
     pub fn create_key(&self, rec: &KeyRecord, event: AuditEvent) -> Result<AuditEntry, StoreError> {
-        let id = format!("{}/{}", rec.name, rec.version);
         Ok(self
             .write(event, |tx| {
-                tx.open_table(KEYS)?
-                    .insert(id.as_str(), encode(rec).as_slice())?;
-                tx.open_table(LATEST)?
-                    .insert(rec.name.as_str(), rec.version.as_str())?;
-                Ok(())
+                tx.put(
+                    Table::Keys,
+                    &version_key(&rec.name, &rec.version),
+                    &encode(rec),
+                )?;
+                tx.put(Table::Latest, &Key::str(&rec.name), rec.version.as_bytes())
             })?
             .1)
     }
 
     /// Restores every version of a key from a backup, in one transaction: the newest becomes
-    /// the key's latest. Refused (returns `false`, nothing written) when a key of that name
+    /// the key's latest. Refused (returns `None`, nothing written) when a key of that name
     /// exists.
     pub fn restore_key(
         &self,
@@ -407,16 +428,21 @@ impl Store {
             return Ok(None);
         };
         let (restored, entry) = self.write(event, |tx| {
-            let mut latest = tx.open_table(LATEST)?;
-            if latest.get(newest.name.as_str())?.is_some() {
+            if tx.get(Table::Latest, &Key::str(&newest.name))?.is_some() {
                 return Ok(false);
             }
-            let mut keys = tx.open_table(KEYS)?;
             for rec in versions {
-                let id = format!("{}/{}", rec.name, rec.version);
-                keys.insert(id.as_str(), encode(rec).as_slice())?;
+                tx.put(
+                    Table::Keys,
+                    &version_key(&rec.name, &rec.version),
+                    &encode(rec),
+                )?;
             }
-            latest.insert(newest.name.as_str(), newest.version.as_str())?;
+            tx.put(
+                Table::Latest,
+                &Key::str(&newest.name),
+                newest.version.as_bytes(),
+            )?;
             Ok(true)
         })?;
         Ok(restored.then_some(entry))
@@ -432,31 +458,27 @@ impl Store {
     ) -> Result<AuditEntry, StoreError> {
         Ok(self
             .write(event, |tx| {
-                tx.open_table(ROTATION)?
-                    .insert(name, encode(policy).as_slice())?;
-                Ok(())
+                tx.put(Table::Rotation, &Key::str(name), &encode(policy))
             })?
             .1)
     }
 
     pub fn rotation_policy(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let tx = self.db.begin_read()?;
-        match tx.open_table(ROTATION)?.get(name)? {
-            Some(v) => Ok(Some(decode(name, v.value())?)),
-            None => Ok(None),
-        }
+        self.backend.read(|tx| {
+            tx.get(Table::Rotation, &Key::str(name))?
+                .map(|v| decode(name, &v))
+                .transpose()
+        })
     }
 
     /// Every key's rotation policy.
     pub fn rotation_policies(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(ROTATION)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            out.push((k.value().to_string(), decode(k.value(), v.value())?));
-        }
-        Ok(out)
+        self.backend.read(|tx| {
+            tx.scan(Table::Rotation, &Key::str(""), None, usize::MAX)?
+                .into_iter()
+                .map(|(k, v)| Ok((k.as_str().to_string(), decode(k.as_str(), &v)?)))
+                .collect()
+        })
     }
 
     /// Soft-deletes a key: its versions leave the key namespace (no get, no release) and are
@@ -469,19 +491,12 @@ impl Store {
         event: AuditEvent,
     ) -> Result<Option<(DeletedKey, AuditEntry)>, StoreError> {
         let (out, entry) = self.write(event, |tx| {
-            let mut latest = tx.open_table(LATEST)?;
-            if latest.remove(name)?.is_none() {
+            if !tx.remove(Table::Latest, &Key::str(name))? {
                 return Ok(None);
             }
-            let mut keys = tx.open_table(KEYS)?;
-            let (start, end) = (format!("{name}/"), format!("{name}0"));
-            let mut versions = Vec::new();
-            for item in keys.range(start.as_str()..end.as_str())? {
-                let (k, v) = item?;
-                versions.push(decode::<KeyRecord>(k.value(), v.value())?);
-            }
+            let mut versions = scan_versions(tx, name)?;
             for r in &versions {
-                keys.remove(format!("{}/{}", r.name, r.version).as_str())?;
+                tx.remove(Table::Keys, &version_key(&r.name, &r.version))?;
             }
             versions.sort_by_key(|r| r.created);
             let d = DeletedKey {
@@ -490,30 +505,27 @@ impl Store {
                 scheduled_purge,
                 versions,
             };
-            tx.open_table(DELETED)?
-                .insert(name, encode(&d).as_slice())?;
+            tx.put(Table::Deleted, &Key::str(name), &encode(&d))?;
             Ok(Some(d))
         })?;
         Ok(out.map(|d| (d, entry)))
     }
 
     pub fn deleted_key(&self, name: &str) -> Result<Option<DeletedKey>, StoreError> {
-        let tx = self.db.begin_read()?;
-        match tx.open_table(DELETED)?.get(name)? {
-            Some(v) => Ok(Some(decode(name, v.value())?)),
-            None => Ok(None),
-        }
+        self.backend.read(|tx| {
+            tx.get(Table::Deleted, &Key::str(name))?
+                .map(|v| decode(name, &v))
+                .transpose()
+        })
     }
 
     pub fn deleted_keys(&self) -> Result<Vec<DeletedKey>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(DELETED)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        self.backend.read(|tx| {
+            tx.scan(Table::Deleted, &Key::str(""), None, usize::MAX)?
+                .into_iter()
+                .map(|(k, v)| decode(k.as_str(), &v))
+                .collect()
+        })
     }
 
     /// Brings a deleted key back with all its versions. `None` when it is not deleted.
@@ -525,20 +537,18 @@ impl Store {
         Ok(self
             .write(event, |tx| {
                 let Some(d) = tx
-                    .open_table(DELETED)?
-                    .remove(name)?
-                    .map(|v| decode::<DeletedKey>(name, v.value()))
+                    .get(Table::Deleted, &Key::str(name))?
+                    .map(|v| decode::<DeletedKey>(name, &v))
                     .transpose()?
                 else {
                     return Ok(None);
                 };
-                let mut keys = tx.open_table(KEYS)?;
+                tx.remove(Table::Deleted, &Key::str(name))?;
                 for r in &d.versions {
-                    let id = format!("{}/{}", r.name, r.version);
-                    keys.insert(id.as_str(), encode(r).as_slice())?;
+                    tx.put(Table::Keys, &version_key(&r.name, &r.version), &encode(r))?;
                 }
                 if let Some(last) = d.versions.last() {
-                    tx.open_table(LATEST)?.insert(name, last.version.as_str())?;
+                    tx.put(Table::Latest, &Key::str(name), last.version.as_bytes())?;
                 }
                 Ok(Some(d))
             })?
@@ -550,21 +560,15 @@ impl Store {
     pub fn purge_key(&self, name: &str, event: AuditEvent) -> Result<bool, StoreError> {
         Ok(self
             .write(event, |tx| {
-                if tx.open_table(DELETED)?.remove(name)?.is_none() {
+                if !tx.remove(Table::Deleted, &Key::str(name))? {
                     return Ok(false);
                 }
                 // Whatever referred to the key goes with it: a key created later under the
                 // same name (by anyone) must not inherit its grants or rotation policy.
-                let mut grants = tx.open_table(GRANTS)?;
-                let (start, end) = (format!("{name}\u{0}"), format!("{name}\u{1}"));
-                let stale: Vec<String> = grants
-                    .range(start.as_str()..end.as_str())?
-                    .map(|item| item.map(|(k, _)| k.value().to_string()))
-                    .collect::<Result<_, _>>()?;
-                for k in stale {
-                    grants.remove(k.as_str())?;
+                for (k, _) in scan_grants(tx, name)? {
+                    tx.remove(Table::Grants, &k)?;
                 }
-                tx.open_table(ROTATION)?.remove(name)?;
+                tx.remove(Table::Rotation, &Key::str(name))?;
                 Ok(true)
             })?
             .0)
@@ -572,61 +576,57 @@ impl Store {
 
     /// Replaces an existing key version's record (attributes, policy, tags).
     pub fn update_key(&self, rec: &KeyRecord, event: AuditEvent) -> Result<AuditEntry, StoreError> {
-        let id = format!("{}/{}", rec.name, rec.version);
         Ok(self
             .write(event, |tx| {
-                tx.open_table(KEYS)?
-                    .insert(id.as_str(), encode(rec).as_slice())?;
-                Ok(())
+                tx.put(
+                    Table::Keys,
+                    &version_key(&rec.name, &rec.version),
+                    &encode(rec),
+                )
             })?
             .1)
     }
 
     pub fn key(&self, name: &str, version: Option<&str>) -> Result<Option<KeyRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let version = match version {
-            Some(v) => v.to_string(),
-            None => match tx.open_table(LATEST)?.get(name)? {
-                Some(v) => v.value().to_string(),
-                None => return Ok(None),
-            },
-        };
-        let id = format!("{name}/{version}");
-        match tx.open_table(KEYS)?.get(id.as_str())? {
-            Some(v) => Ok(Some(decode(&id, v.value())?)),
-            None => Ok(None),
-        }
+        self.backend.read(|tx| {
+            let version = match version {
+                Some(v) => v.to_string(),
+                None => match tx.get(Table::Latest, &Key::str(name))? {
+                    Some(v) => text(v, "latest version")?,
+                    None => return Ok(None),
+                },
+            };
+            let id = version_key(name, &version);
+            tx.get(Table::Keys, &id)?
+                .map(|v| decode(id.as_str(), &v))
+                .transpose()
+        })
     }
 
     /// Every version of a key, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let keys = tx.open_table(KEYS)?;
-        let latest = tx
-            .open_table(LATEST)?
-            .get(name)?
-            .map(|v| v.value().to_string());
-        let (start, end) = (format!("{name}/"), format!("{name}0"));
-        let mut out = Vec::new();
-        for item in keys.range(start.as_str()..end.as_str())? {
-            let (k, v) = item?;
-            out.push(decode::<KeyRecord>(k.value(), v.value())?);
-        }
-        // Creation times are in seconds, so two versions made in the same second tie: the
-        // latest pointer breaks the tie, keeping the latest version last.
-        out.sort_by_key(|r| (r.created, latest.as_deref() == Some(r.version.as_str())));
-        Ok(out)
+        self.backend.read(|tx| {
+            let latest = tx
+                .get(Table::Latest, &Key::str(name))?
+                .map(|v| text(v, "latest version"))
+                .transpose()?;
+            let mut out = scan_versions(tx, name)?;
+            // Creation times are in seconds, so two versions made in the same second tie: the
+            // latest pointer breaks the tie, keeping the latest version last.
+            out.sort_by_key(|r| (r.created, latest.as_deref() == Some(r.version.as_str())));
+            Ok(out)
+        })
     }
 
     /// Names of all keys.
     pub fn key_names(&self) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let latest = tx.open_table(LATEST)?;
-        let mut out = Vec::new();
-        for item in latest.iter()? {
-            out.push(item?.0.value().to_string());
-        }
-        Ok(out)
+        self.backend.read(|tx| {
+            Ok(tx
+                .scan(Table::Latest, &Key::str(""), None, usize::MAX)?
+                .into_iter()
+                .map(|(k, _)| k.as_str().to_string())
+                .collect())
+        })
     }
 
     pub fn put_grant(
@@ -635,13 +635,9 @@ impl Store {
         grant: &Grant,
         event: AuditEvent,
     ) -> Result<AuditEntry, StoreError> {
-        let k = grant_key(name, &grant.principal);
+        let k = Key::Str(grant_key(name, &grant.principal));
         Ok(self
-            .write(event, |tx| {
-                tx.open_table(GRANTS)?
-                    .insert(k.as_str(), encode(grant).as_slice())?;
-                Ok(())
-            })?
+            .write(event, |tx| tx.put(Table::Grants, &k, &encode(grant)))?
             .1)
     }
 
@@ -652,32 +648,25 @@ impl Store {
         principal: &str,
         event: AuditEvent,
     ) -> Result<(bool, AuditEntry), StoreError> {
-        let k = grant_key(name, principal);
-        self.write(event, |tx| {
-            Ok(tx.open_table(GRANTS)?.remove(k.as_str())?.is_some())
-        })
+        let k = Key::Str(grant_key(name, principal));
+        self.write(event, |tx| tx.remove(Table::Grants, &k))
     }
 
     pub fn grant(&self, name: &str, principal: &str) -> Result<Option<Grant>, StoreError> {
-        let tx = self.db.begin_read()?;
-        match tx
-            .open_table(GRANTS)?
-            .get(grant_key(name, principal).as_str())?
-        {
-            Some(v) => Ok(Some(decode("grant", v.value())?)),
-            None => Ok(None),
-        }
+        self.backend.read(|tx| {
+            tx.get(Table::Grants, &Key::Str(grant_key(name, principal)))?
+                .map(|v| decode("grant", &v))
+                .transpose()
+        })
     }
 
     pub fn grants(&self, name: &str) -> Result<Vec<Grant>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let grants = tx.open_table(GRANTS)?;
-        let (start, end) = (format!("{name}\u{0}"), format!("{name}\u{1}"));
-        let mut out = Vec::new();
-        for item in grants.range(start.as_str()..end.as_str())? {
-            out.push(decode("grant", item?.1.value())?);
-        }
-        Ok(out)
+        self.backend.read(|tx| {
+            scan_grants(tx, name)?
+                .into_iter()
+                .map(|(_, v)| decode("grant", &v))
+                .collect()
+        })
     }
 
     /// Adds or replaces a principal (its old token stops working).
@@ -688,85 +677,73 @@ impl Store {
     ) -> Result<AuditEntry, StoreError> {
         Ok(self
             .write(event, |tx| {
-                let mut principals = tx.open_table(PRINCIPALS)?;
-                let mut tokens = tx.open_table(TOKENS)?;
-                if let Some(old) = principals.get(p.name.as_str())? {
-                    let old: Principal = decode("principal", old.value())?;
-                    tokens.remove(old.token_sha256.as_str())?;
+                if let Some(old) = tx.get(Table::Principals, &Key::str(&p.name))? {
+                    let old: Principal = decode("principal", &old)?;
+                    tx.remove(Table::Tokens, &Key::str(&old.token_sha256))?;
                 }
-                principals.insert(p.name.as_str(), encode(p).as_slice())?;
-                tokens.insert(p.token_sha256.as_str(), p.name.as_str())?;
-                Ok(())
+                tx.put(Table::Principals, &Key::str(&p.name), &encode(p))?;
+                tx.put(Table::Tokens, &Key::str(&p.token_sha256), p.name.as_bytes())
             })?
             .1)
     }
 
     pub fn principal_by_token_hash(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let Some(name) = tx
-            .open_table(TOKENS)?
-            .get(hash)?
-            .map(|v| v.value().to_string())
-        else {
-            return Ok(None);
-        };
-        match tx.open_table(PRINCIPALS)?.get(name.as_str())? {
-            Some(v) => Ok(Some(decode("principal", v.value())?)),
-            None => Ok(None),
-        }
+        self.backend.read(|tx| {
+            let Some(name) = tx.get(Table::Tokens, &Key::str(hash))? else {
+                return Ok(None);
+            };
+            let name = text(name, "token")?;
+            tx.get(Table::Principals, &Key::Str(name))?
+                .map(|v| decode("principal", &v))
+                .transpose()
+        })
     }
 
     pub fn principals(&self) -> Result<Vec<Principal>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let mut out = Vec::new();
-        for item in tx.open_table(PRINCIPALS)?.iter()? {
-            out.push(decode("principal", item?.1.value())?);
-        }
-        Ok(out)
+        self.backend.read(|tx| {
+            tx.scan(Table::Principals, &Key::str(""), None, usize::MAX)?
+                .into_iter()
+                .map(|(_, v)| decode("principal", &v))
+                .collect()
+        })
     }
 
     /// Audit entries from `from` on, at most `limit`.
     pub fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let mut out = Vec::new();
-        for item in tx.open_table(AUDIT)?.range(from..)?.take(limit) {
-            let (k, v) = item?;
-            out.push(decode(&format!("audit entry {}", k.value()), v.value())?);
-        }
-        Ok(out)
+        self.audit_leaves(from, limit)?
+            .into_iter()
+            .map(|(seq, v)| decode(&format!("audit entry {seq}"), &v))
+            .collect()
     }
 
     /// The last entry's sequence number and MAC, to record outside the vault.
     pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
-        let tx = self.db.begin_read()?;
-        match tx.open_table(META)?.get("audit_head")? {
-            Some(v) => Ok(Some(decode("audit head", v.value())?)),
-            None => Ok(None),
-        }
+        self.backend.read(|tx| {
+            tx.get(Table::Meta, &Key::str(AUDIT_HEAD))?
+                .map(|v| decode("audit head", &v))
+                .transpose()
+        })
     }
 
     /// The audit tree now: (number of entries, RFC 6962 root hash).
     pub fn audit_tree_head(&self) -> Result<(u64, tlog_tiles::Hash), StoreError> {
-        let tx = self.db.begin_read()?;
-        let size: u64 = match tx.open_table(META)?.get(TREE_SIZE)? {
-            Some(v) => decode("audit tree size", v.value())?,
-            None => 0,
-        };
-        let tree = tx.open_table(TREE)?;
-        let root = tlog_tiles::tree_hash(size, &TreeReader(&tree))
-            .map_err(|e| StoreError::Corrupt(format!("audit tree: {e}")))?;
-        Ok((size, root))
+        self.backend.read(|tx| {
+            let size = tree_size(tx)?;
+            let root = tlog_tiles::tree_hash(size, &TreeReader(std::cell::RefCell::new(tx)))
+                .map_err(|e| StoreError::Corrupt(format!("audit tree: {e}")))?;
+            Ok((size, root))
+        })
     }
 
     /// The entries from `from` (at most `limit`) as stored: (seq, the leaf's exact bytes).
     pub fn audit_leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let mut out = Vec::new();
-        for item in tx.open_table(AUDIT)?.range(from..)?.take(limit) {
-            let (k, v) = item?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.backend.read(|tx| {
+            Ok(tx
+                .scan(Table::Audit, &Key::Int(from), None, limit)?
+                .into_iter()
+                .map(|(k, v)| (k.as_int(), v))
+                .collect())
+        })
     }
 
     /// The inclusion proof of entry `seq` in the tree of `size` entries (RFC 9162 §2.1.3).
@@ -775,12 +752,14 @@ impl Store {
         seq: u64,
         size: u64,
     ) -> Result<Vec<tlog_tiles::Hash>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let tree = tx.open_table(TREE)?;
-        tlog_tiles::prove_record(size, seq, &TreeReader(&tree)).map_err(|e| {
-            StoreError::Db(format!(
-                "no inclusion proof of entry {seq} in size {size}: {e}"
-            ))
+        self.backend.read(|tx| {
+            tlog_tiles::prove_record(size, seq, &TreeReader(std::cell::RefCell::new(tx))).map_err(
+                |e| {
+                    StoreError::Db(format!(
+                        "no inclusion proof of entry {seq} in size {size}: {e}"
+                    ))
+                },
+            )
         })
     }
 
@@ -790,12 +769,14 @@ impl Store {
         old: u64,
         size: u64,
     ) -> Result<Vec<tlog_tiles::Hash>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let tree = tx.open_table(TREE)?;
-        tlog_tiles::prove_tree(size, old, &TreeReader(&tree)).map_err(|e| {
-            StoreError::Db(format!(
-                "no consistency proof from size {old} to {size}: {e}"
-            ))
+        self.backend.read(|tx| {
+            tlog_tiles::prove_tree(size, old, &TreeReader(std::cell::RefCell::new(tx))).map_err(
+                |e| {
+                    StoreError::Db(format!(
+                        "no consistency proof from size {old} to {size}: {e}"
+                    ))
+                },
+            )
         })
     }
 
@@ -867,10 +848,14 @@ mod tests {
         // An old store: no tree. Opening it builds the same one.
         drop(store);
         {
-            let db = Database::create(&path).unwrap();
+            let db = redb::Database::create(&path).unwrap();
             let tx = db.begin_write().unwrap();
-            tx.delete_table(TREE).unwrap();
-            tx.open_table(META).unwrap().remove(TREE_SIZE).unwrap();
+            tx.delete_table(redb::TableDefinition::<u64, &[u8]>::new("audit_tree"))
+                .unwrap();
+            tx.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+                .unwrap()
+                .remove(TREE_SIZE)
+                .unwrap();
             tx.commit().unwrap();
         }
         let store = Store::open(&path, key).unwrap();

@@ -44,6 +44,18 @@ pub enum BenchCommand {
         seconds: u64,
         #[arg(long)]
         json: bool,
+        /// The vault's store: `redb` (embedded), or `postgres`, which measures the embedded
+        /// store and PostgreSQL side by side in one run and prints the ratio.
+        #[arg(long, default_value = "redb", value_parser = ["redb", "postgres"])]
+        store: String,
+        /// The PostgreSQL database for --store postgres (its tables are created if missing).
+        #[arg(
+            long,
+            env = "CONCLAVE_BENCH_POSTGRES",
+            hide_env_values = true,
+            required_if_eq("store", "postgres")
+        )]
+        postgres: Option<String>,
     },
 }
 
@@ -246,7 +258,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             concurrency,
             seconds,
             json,
-        } => crate::bench_release::run(concurrency, seconds, json).await,
+            store,
+            postgres,
+        } => {
+            let postgres = if store == "postgres" { postgres } else { None };
+            crate::bench_release::run(concurrency, seconds, json, postgres).await
+        }
         BenchCommand::Analysis {
             records,
             cache_dir,

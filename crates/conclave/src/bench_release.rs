@@ -49,42 +49,173 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result<ExitCode> {
+/// One store's figures.
+struct Measured {
+    cycles: usize,
+    errors: u64,
+    first_error: Option<String>,
+    rate: f64,
+    latency: Vec<Duration>,
+}
+
+/// Measures attest + release cycles against a vault on the embedded store, and with
+/// `postgres` also against one on that PostgreSQL database, side by side in one run.
+pub async fn run(
+    concurrency: usize,
+    seconds: u64,
+    json: bool,
+    postgres: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::tempdir().context("temporary directory")?;
     let dir = tmp.path();
     let ca = LocalCa::load_or_create(&dir.join("ca"))?;
     let http = conclave_net::client(Some(&ca.cert_path()))?;
-    let sim = SimHost::open(&dir.join("sim"))?;
+    let sim = Arc::new(SimHost::open(&dir.join("sim"))?);
+    // One TEE key per client, as each workload has one.
+    eprintln!("preparing {concurrency} TEE keys …");
+    let tee_keys: Vec<Arc<EphemeralKey>> = (0..concurrency)
+        .map(|_| EphemeralKey::generate().map(Arc::new))
+        .collect::<Result<_, _>>()?;
+
+    let rss_before = crate::bench_cmd::rss();
+    crate::bench_cmd::reset_peak_rss();
+    let redb = measure_store(dir, &ca, &http, &sim, &tee_keys, seconds, None, "redb").await?;
+    let pg = match postgres {
+        Some(url) => {
+            let backend = conclave_kms::store::postgres::PgBackend::connect(&url)
+                .await
+                .context("the PostgreSQL database for the bench")?;
+            Some(
+                measure_store(
+                    dir,
+                    &ca,
+                    &http,
+                    &sim,
+                    &tee_keys,
+                    seconds,
+                    Some(backend),
+                    "postgres",
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+    // Memory of the whole process (clients, attestation services and vaults together).
+    let (rss_after, rss_peak) = (crate::bench_cmd::rss(), crate::bench_cmd::peak_rss());
+
+    // The same cryptography without HTTP, on every core.
+    eprintln!("measuring the crypto bound …");
+    let (bound_sim, bound_dir) = (sim.clone(), dir.to_path_buf());
+    let bound = tokio::task::spawn_blocking(move || {
+        crypto_bound(
+            &bound_sim,
+            &bound_dir,
+            Duration::from_secs(seconds.clamp(2, 10)),
+        )
+    })
+    .await??;
+
+    let figures = |m: &Measured| {
+        serde_json::json!({
+            "cycles": m.cycles,
+            "errors": m.errors,
+            "first_error": m.first_error,
+            "cycles_per_s": m.rate,
+            "latency_ms": {"p50": percentile(&m.latency, 0.5), "p95": percentile(&m.latency, 0.95), "p99": percentile(&m.latency, 0.99)},
+        })
+    };
+    let mut out = figures(&redb);
+    out["concurrency"] = concurrency.into();
+    out["crypto_bound_cycles_per_s"] = bound.into();
+    out["ratio_to_crypto_bound"] = (redb.rate / bound).into();
+    out["rss_bytes"] =
+        serde_json::json!({"before": rss_before, "peak": rss_peak, "after": rss_after});
+    if let Some(pg) = &pg {
+        out["postgres"] = figures(pg);
+        out["postgres_to_redb"] = (pg.rate / redb.rate).into();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("attest + release over TLS, {concurrency} clients, {seconds} s per store");
+        let line = |name: &str, m: &Measured| {
+            println!(
+                "  {name:<9} cycles/s {:>8.1}   ({} cycles, {} errors)   latency p50/p95/p99 {:.1} {:.1} {:.1} ms",
+                m.rate,
+                m.cycles,
+                m.errors,
+                percentile(&m.latency, 0.5),
+                percentile(&m.latency, 0.95),
+                percentile(&m.latency, 0.99)
+            );
+        };
+        line("redb", &redb);
+        if let Some(pg) = &pg {
+            line("postgres", pg);
+            println!("  postgres / redb          {:>8.2}", pg.rate / redb.rate);
+        }
+        println!("  crypto bound cycles/s    {bound:>8.1}");
+        println!("  ratio to the bound       {:>8.2}", redb.rate / bound);
+        let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+        println!(
+            "  RSS before/peak/after    {:>8} {} {} MiB (clients, attestation services and vaults)",
+            mib(rss_before),
+            mib(rss_peak),
+            mib(rss_after)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the clients for `seconds` against a fresh attestation service and vault (its store in
+/// `postgres` when given).
+#[allow(clippy::too_many_arguments)]
+async fn measure_store(
+    dir: &std::path::Path,
+    ca: &LocalCa,
+    http: &reqwest::Client,
+    sim: &Arc<SimHost>,
+    tee_keys: &[Arc<EphemeralKey>],
+    seconds: u64,
+    postgres: Option<conclave_kms::store::postgres::PgBackend>,
+    name: &str,
+) -> anyhow::Result<Measured> {
+    let dir = dir.join(name);
+    let concurrency = tee_keys.len();
 
     let stop = crate::deploy::Stop::default();
     let (attest_url, _) = crate::deploy::attestation_service(
         &dir.join("attest"),
-        &ca,
-        &sim,
+        ca,
+        sim,
         &[PlatformName::Sim],
         Duration::from_secs(600),
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         &stop,
     )?;
-    let (vault_url, admin_token_path, _) = crate::deploy::vault(
+    let (vault_url, admin_token_path, _) = crate::deploy::vault_on(
         &dir.join("vault"),
-        &ca,
-        &http,
+        ca,
+        http,
         &attest_url,
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         &stop,
+        postgres,
     )?;
 
     let admin = std::fs::read_to_string(&admin_token_path)?;
+    // A database used before has its principals and keys: a fresh name for each run.
+    let bench = format!("bench-{}", std::process::id());
     let token = VaultClient::new(http.clone(), &vault_url, &admin)
-        .add_principal("bench", false)
+        .add_principal(&bench, false)
         .await?;
     let client = Arc::new(VaultClient::new(http.clone(), &vault_url, &token));
     let policy = serde_json::json!({"version": "1.0.0", "anyOf": [{"authority": attest_url, "allOf": [
         {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex::encode(identity().measurement)}]}]});
     client
         .create_key(
-            "bench-key",
+            &bench,
             &CreateKeyRequest {
                 attributes: Some(KeyAttributes {
                     exportable: Some(true),
@@ -100,27 +231,20 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
         )
         .await?;
 
-    // One TEE key per client, as each workload has one.
-    eprintln!("preparing {concurrency} TEE keys …");
-    let tee_keys: Vec<Arc<EphemeralKey>> = (0..concurrency)
-        .map(|_| EphemeralKey::generate().map(Arc::new))
-        .collect::<Result<_, _>>()?;
-    let sim = Arc::new(sim);
     let ca_cert = Arc::new(ca.cert().clone());
     let running = Arc::new(AtomicBool::new(true));
-    eprintln!("running {concurrency} clients for {seconds} s …");
-    let rss_before = crate::bench_cmd::rss();
-    crate::bench_cmd::reset_peak_rss();
+    eprintln!("running {concurrency} clients for {seconds} s against the vault on {name} …");
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for tee in tee_keys {
-        let (sim, client, http, attest_url, running, ca_cert) = (
+    for tee in tee_keys.iter().map(Arc::clone) {
+        let (sim, client, http, attest_url, running, ca_cert, key) = (
             sim.clone(),
             client.clone(),
             http.clone(),
             attest_url.clone(),
             running.clone(),
             ca_cert.clone(),
+            bench.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -139,7 +263,7 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
                     .await?;
                     let jws = client
                         .release(
-                            "bench-key",
+                            &key,
                             &ReleaseRequest {
                                 target: token,
                                 ..Default::default()
@@ -173,63 +297,18 @@ pub async fn run(concurrency: usize, seconds: u64, json: bool) -> anyhow::Result
         first_error = first_error.or(f);
     }
     if let Some(e) = &first_error {
-        eprintln!("first error: {e}");
+        eprintln!("first error ({name}): {e}");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    // Memory of the whole process (clients, attestation service and vault together).
-    let (rss_after, rss_peak) = (crate::bench_cmd::rss(), crate::bench_cmd::peak_rss());
-    lat.sort();
-    let http_rate = lat.len() as f64 / elapsed;
-
-    // The same cryptography without HTTP, on every core.
-    eprintln!("measuring the crypto bound …");
-    let (bound_sim, bound_dir) = (sim.clone(), dir.to_path_buf());
-    let bound = tokio::task::spawn_blocking(move || {
-        crypto_bound(
-            &bound_sim,
-            &bound_dir,
-            Duration::from_secs(seconds.clamp(2, 10)),
-        )
-    })
-    .await??;
     stop.stop();
-
-    let out = serde_json::json!({
-        "concurrency": concurrency,
-        "cycles": lat.len(),
-        "errors": errors,
-        "first_error": first_error,
-        "cycles_per_s": http_rate,
-        "latency_ms": {"p50": percentile(&lat, 0.5), "p95": percentile(&lat, 0.95), "p99": percentile(&lat, 0.99)},
-        "crypto_bound_cycles_per_s": bound,
-        "ratio_to_crypto_bound": http_rate / bound,
-        "rss_bytes": {"before": rss_before, "peak": rss_peak, "after": rss_after},
-    });
-    if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("attest + release over TLS, {concurrency} clients, {seconds} s");
-        println!(
-            "  cycles/s                 {http_rate:>10.1}   ({} cycles, {errors} errors)",
-            lat.len()
-        );
-        println!(
-            "  latency p50/p95/p99 (ms) {:>10.1} {:.1} {:.1}",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.95),
-            percentile(&lat, 0.99)
-        );
-        println!("  crypto bound cycles/s    {bound:>10.1}");
-        println!("  ratio to the bound       {:>10.2}", http_rate / bound);
-        let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
-        println!(
-            "  RSS before/peak/after    {:>10} {} {} MiB (clients, attestation service and vault)",
-            mib(rss_before),
-            mib(rss_peak),
-            mib(rss_after)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    lat.sort();
+    Ok(Measured {
+        cycles: lat.len(),
+        errors,
+        first_error,
+        rate: lat.len() as f64 / elapsed,
+        latency: lat,
+    })
 }
 
 /// Cycles per second of the cycle's cryptography alone, on every core: report signature, chain

@@ -109,6 +109,23 @@ pub fn vault(
     std::path::PathBuf,
     tokio::task::JoinHandle<std::io::Result<()>>,
 )> {
+    vault_on(dir, ca, http, authority, listener, stop, None)
+}
+
+/// [`vault`], its store in PostgreSQL when `postgres` is given.
+pub fn vault_on(
+    dir: &Path,
+    ca: &LocalCa,
+    http: &reqwest::Client,
+    authority: &str,
+    listener: tokio::net::TcpListener,
+    stop: &Stop,
+    postgres: Option<conclave_kms::store::postgres::PgBackend>,
+) -> anyhow::Result<(
+    String,
+    std::path::PathBuf,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
     let url = format!("https://{}", listener.local_addr()?);
     let opened = conclave_kms::setup::open(
         conclave_kms::setup::VaultOptions {
@@ -120,6 +137,7 @@ pub fn vault(
             hardware_only: false,
             master_key_file: None,
             deletion: Default::default(),
+            postgres,
         },
         conclave_kms::setup::Certificates::LocalCa(ca),
     )?;

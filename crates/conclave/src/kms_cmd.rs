@@ -60,6 +60,11 @@ pub enum KmsCommand {
         /// Deleted keys cannot be purged before their retention ends.
         #[arg(long)]
         purge_protection: bool,
+        /// Keep the store in PostgreSQL (postgres://user[:password]@host:port/db) instead of
+        /// <state>/vault.redb, so that several replicas with the same master key serve one
+        /// vault (put them behind one load balancer URL with --url).
+        #[arg(long, env = "CONCLAVE_VAULT_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
     },
     /// The vault's security domain: its master key split among custodians, any quorum of whom
     /// recover it (as Azure Managed HSM's security domain).
@@ -271,6 +276,18 @@ pub enum KeyCommand {
         conn: VaultConn,
         name: String,
     },
+    /// List a key's versions (oldest first).
+    Versions {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+    },
+    /// List who may get or release a key (owner only).
+    Grants {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+    },
     /// Make a new version of a key (owner only): fresh key material, the latest's settings.
     Rotate {
         #[command(flatten)]
@@ -353,6 +370,9 @@ pub enum AuditCommand {
         state_dir: Option<PathBuf>,
         #[arg(long)]
         master_key_file: Option<PathBuf>,
+        /// The vault's PostgreSQL store (checked while the replicas run).
+        #[arg(long, env = "CONCLAVE_VAULT_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
         /// An audit bundle (JSON, from `conclave audit proofs`).
         #[arg(long, requires = "vault_key")]
         checkpoint: Option<PathBuf>,
@@ -386,6 +406,9 @@ pub enum AuditCommand {
         state_dir: PathBuf,
         #[arg(long)]
         master_key_file: Option<PathBuf>,
+        /// The vault's PostgreSQL store.
+        #[arg(long, env = "CONCLAVE_VAULT_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
     },
 }
 
@@ -429,7 +452,16 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             master_key_file,
             retention_days,
             purge_protection,
+            postgres,
         } => {
+            let postgres = match postgres {
+                Some(url) => Some(
+                    conclave_kms::store::postgres::PgBackend::connect(&url)
+                        .await
+                        .context("opening the vault's PostgreSQL store")?,
+                ),
+                None => None,
+            };
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| {
@@ -458,6 +490,8 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                 (None, ..) => bail!("--tls-cert needs --tls-key, --signing-cert and --signing-key"),
             };
             let ca_path = ca.as_ref().map(|c| c.cert_path());
+            // On the main thread (not an async worker), so waiting on the database here leaves
+            // the workers free to drive its connections.
             let opened = conclave_kms::setup::open(
                 conclave_kms::setup::VaultOptions {
                     state_dir: state_dir.clone(),
@@ -471,6 +505,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                         retention: std::time::Duration::from_secs(retention_days * 86_400),
                         purge_protection,
                     },
+                    postgres,
                 },
                 certs,
             )?;
@@ -546,6 +581,8 @@ pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             print(&conn.client()?.create_key(&name, &req).await?)
         }
         KeyCommand::Get { conn, name } => print(&conn.client()?.get_key(&name).await?),
+        KeyCommand::Versions { conn, name } => print(&conn.client()?.versions(&name).await?),
+        KeyCommand::Grants { conn, name } => print(&conn.client()?.grants(&name).await?),
         KeyCommand::Rotate { conn, name } => print(&conn.client()?.rotate_key(&name).await?),
         KeyCommand::RotationPolicy {
             conn,
@@ -614,14 +651,22 @@ pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_store(
+async fn open_store(
     state_dir: &std::path::Path,
     master_key_file: Option<PathBuf>,
+    postgres: Option<String>,
 ) -> anyhow::Result<Store> {
     let master = MasterKey::load(
         &master_key_file.unwrap_or_else(|| state_dir.join("master.key")),
         false,
     )?;
+    if let Some(url) = postgres {
+        let pg = conclave_kms::store::postgres::PgBackend::connect(&url)
+            .await
+            .context("opening the vault's PostgreSQL store")?;
+        let audit_key = master.derive("conclave audit chain v1");
+        return Store::on_postgres(pg, audit_key).context("reading the vault's PostgreSQL store");
+    }
     let db = state_dir.join("vault.redb");
     if !db.exists() {
         bail!(
@@ -716,10 +761,11 @@ pub async fn run_audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify {
             state_dir,
             master_key_file,
+            postgres,
             ..
         } => {
             let state_dir = state_dir.context("give --state-dir, or --checkpoint")?;
-            let store = open_store(&state_dir, master_key_file)?;
+            let store = open_store(&state_dir, master_key_file, postgres).await?;
             let entries = store.audit_entries(0, usize::MAX)?;
             let head = store.audit_head()?;
             conclave_kms::audit::verify(
@@ -740,8 +786,9 @@ pub async fn run_audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Show {
             state_dir,
             master_key_file,
+            postgres,
         } => {
-            let store = open_store(&state_dir, master_key_file)?;
+            let store = open_store(&state_dir, master_key_file, postgres).await?;
             for e in store.audit_entries(0, usize::MAX)? {
                 println!("{}", serde_json::to_string(&e)?);
             }

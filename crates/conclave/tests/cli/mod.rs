@@ -3,6 +3,8 @@
 //! loopback. (Each test binary uses only part of it.)
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -60,19 +62,36 @@ impl Drop for Vault {
 /// Starts a vault on `127.0.0.1:port` with its state in `state` (its CA at `ca/ca.pem`, the
 /// admin token at `admin.token`), trusting `https://attest.example`, and waits until it answers.
 pub fn start_vault(state: &Path, port: u16, extra: &[&str]) -> Vault {
-    let child = Command::new(BIN)
-        .args(["kms", "serve", "--listen", &format!("127.0.0.1:{port}")])
+    start_vault_with(state, port, extra, &[], true)
+}
+
+/// [`start_vault`] with `env` added, waiting for the admin token only with `admin_token` (a
+/// replica joining a vault whose admin exists writes none).
+pub fn start_vault_with(
+    state: &Path,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    admin_token: bool,
+) -> Vault {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["kms", "serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--attestation-authority", "https://attest.example"])
         .arg("--state-dir")
         .arg(state)
         .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !state.join("admin.token").exists()
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (admin_token && !state.join("admin.token").exists())
         || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
     {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the vault exited: {status}");
+        }
         assert!(Instant::now() < deadline, "the vault did not start");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -120,6 +120,7 @@ pub async fn start_vault(
             hardware_only,
             master_key_file: None,
             deletion: Default::default(),
+            postgres: None,
         },
         conclave_kms::setup::Certificates::LocalCa(ca),
     )

@@ -1,0 +1,280 @@
+//! The PostgreSQL backend: several `conclave kms serve` replicas share one database.
+//!
+//! Each table of [`Table`] is a table `vault_<name> (k bytea PRIMARY KEY, v bytea NOT NULL)`
+//! (keys UTF-8, or 8 bytes big-endian for integer keys, so byte order is key order), created
+//! by the migrations in `crates/conclave-kms/migrations/`, which a replica applies at start
+//! under an advisory lock. Every write transaction first takes one transaction-scoped advisory
+//! lock, so writes of all replicas run one at a time, each seeing everything committed before
+//! it (READ COMMITTED takes a fresh snapshot per statement): the audit chain never forks, and
+//! a grant or revocation committed by one replica is what the next request on any replica
+//! reads. Reads run on a REPEATABLE READ snapshot. A commit returns once PostgreSQL has made it
+//! durable (`synchronous_commit`, on by default).
+//!
+//! The store's interface is synchronous (the vault's handlers run on blocking threads); each
+//! statement is driven to completion there with `futures::executor::block_on`, while the
+//! connection's I/O runs on the Tokio runtime (the pool spawns it there).
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::executor::block_on;
+use tokio_postgres::types::ToSql;
+
+use super::StoreError;
+use super::backend::{Key, Table, Tx};
+
+/// The schema, in order: (version, description, SQL).
+const MIGRATIONS: [(i32, &str, &str); 1] = [(
+    1,
+    "vault tables",
+    include_str!("../../migrations/0001_vault_tables.sql"),
+)];
+
+/// The advisory lock each write transaction holds ("conclave" in ASCII).
+const WRITE_LOCK: i64 = 0x636f_6e63_6c61_7665;
+/// The advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = WRITE_LOCK + 1;
+
+/// A pool of connections to the vault's database.
+pub struct PgBackend {
+    pool: Pool,
+    /// `host:port/dbname`, for messages (never the password).
+    target: String,
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{}",
+        config.get_dbname().unwrap_or("postgres")
+    )
+}
+
+impl PgBackend {
+    /// Connects to `url` (`postgres://user[:password]@host:port/dbname`, or the key=value form)
+    /// and brings the schema up to date.
+    ///
+    /// Errors: [`StoreError::Unavailable`] when the server cannot be reached,
+    /// [`StoreError::Db`] for a malformed URL or a failed migration.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Db(format!(
+                "the PostgreSQL URL is invalid ({e}): give postgres://user@host:port/dbname"
+            ))
+        })?;
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(64)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Db(format!("PostgreSQL pool: {e}")))?;
+        let backend = PgBackend { pool, target };
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!(
+            "the vault's database (PostgreSQL at {}) is unavailable: {e}",
+            self.target
+        ))
+    }
+
+    fn err(&self, e: tokio_postgres::Error) -> StoreError {
+        match e.as_db_error() {
+            Some(db) => StoreError::Db(format!(
+                "PostgreSQL at {}: {} ({})",
+                self.target,
+                db.message(),
+                db.code().code()
+            )),
+            None => self.unavailable(e),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| self.err(e))?;
+        let outcome = async {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS vault_schema_migrations (
+                         version integer PRIMARY KEY,
+                         description text NOT NULL,
+                         applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await?;
+            for (version, description, sql) in MIGRATIONS {
+                let done = client
+                    .query_opt(
+                        "SELECT 1 FROM vault_schema_migrations WHERE version = $1",
+                        &[&version],
+                    )
+                    .await?
+                    .is_some();
+                if done {
+                    continue;
+                }
+                let tx = client.transaction().await?;
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO vault_schema_migrations (version, description) VALUES ($1, $2)",
+                    &[&version, &description],
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::info!(version, description, "vault database migrated");
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }
+        .await;
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        outcome.map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` on a REPEATABLE READ, read-only snapshot.
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut client = block_on(self.client())?;
+        let tx = block_on(
+            client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start(),
+        )
+        .map_err(|e| self.err(e))?;
+        let out = f(&mut PgTx {
+            tx: &tx,
+            backend: self,
+        })?;
+        block_on(tx.commit()).map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// Runs `f` holding the write lock, and commits.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut client = block_on(self.client())?;
+        let tx = block_on(client.transaction()).map_err(|e| self.err(e))?;
+        block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))
+            .map_err(|e| self.err(e))?;
+        let out = f(&mut PgTx {
+            tx: &tx,
+            backend: self,
+        })?;
+        block_on(tx.commit()).map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+}
+
+struct PgTx<'a, 'c> {
+    tx: &'a deadpool_postgres::Transaction<'c>,
+    backend: &'a PgBackend,
+}
+
+impl PgTx<'_, '_> {
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let statement = block_on(self.tx.prepare_cached(sql)).map_err(|e| self.backend.err(e))?;
+        block_on(self.tx.query(&statement, params)).map_err(|e| self.backend.err(e))
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let statement = block_on(self.tx.prepare_cached(sql)).map_err(|e| self.backend.err(e))?;
+        block_on(self.tx.execute(&statement, params)).map_err(|e| self.backend.err(e))
+    }
+}
+
+impl Tx for PgTx<'_, '_> {
+    fn get(&mut self, t: Table, k: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = format!("SELECT v FROM vault_{} WHERE k = $1", t.name());
+        let rows = self.query(&sql, &[&k.to_bytes()])?;
+        Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    fn put(&mut self, t: Table, k: &Key, v: &[u8]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO vault_{} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            t.name()
+        );
+        self.execute(&sql, &[&k.to_bytes(), &v])?;
+        Ok(())
+    }
+
+    fn remove(&mut self, t: Table, k: &Key) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM vault_{} WHERE k = $1", t.name());
+        Ok(self.execute(&sql, &[&k.to_bytes()])? > 0)
+    }
+
+    fn scan(
+        &mut self,
+        t: Table,
+        start: &Key,
+        end: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match end {
+            Some(end) => self.query(
+                &format!(
+                    "SELECT k, v FROM vault_{} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+                    t.name()
+                ),
+                &[&start.to_bytes(), &end.to_bytes(), &limit],
+            )?,
+            None => self.query(
+                &format!(
+                    "SELECT k, v FROM vault_{} WHERE k >= $1 ORDER BY k LIMIT $2",
+                    t.name()
+                ),
+                &[&start.to_bytes(), &limit],
+            )?,
+        };
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    Key::from_bytes(t, r.get::<_, &[u8]>(0))?,
+                    r.get::<_, Vec<u8>>(1),
+                ))
+            })
+            .collect()
+    }
+}
