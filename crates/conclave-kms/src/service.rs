@@ -517,7 +517,7 @@ impl Vault {
             let event =
                 AuditEvent::new(&who.name, action, Some(key), "denied").reason(e.message.clone());
             if let Err(err) = self.store.audit(event) {
-                return VaultError::internal(err);
+                return VaultError::from(err);
             }
         }
         e
@@ -998,7 +998,7 @@ impl Vault {
             .store
             .audit(AuditEvent::new(&who.name, action, Some(key), "denied").reason(reason))
         {
-            return VaultError::internal(e);
+            return VaultError::from(e);
         }
         VaultError::forbidden(reason.to_string())
     }
@@ -1093,7 +1093,7 @@ impl Vault {
             tracing::warn!(principal = %who.name, key = name, "release denied: {reason}");
             match self.store.audit(event) {
                 Ok(_) => VaultError::forbidden(reason),
-                Err(e) => VaultError::internal(e),
+                Err(e) => VaultError::from(e),
             }
         };
         if !self.permitted(who, &rec, Permission::Release)? {
@@ -1338,15 +1338,10 @@ impl Vault {
             BTreeSet::new()
         } else {
             self.store
-                .key_names()?
+                .latest_versions()?
                 .into_iter()
-                .filter(|n| {
-                    self.store
-                        .key(n, None)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|r| r.owner == who.name)
-                })
+                .filter(|r| r.owner == who.name)
+                .map(|r| r.name)
                 .collect()
         };
         let (admin, name) = (who.admin, who.name.clone());
@@ -1717,10 +1712,8 @@ async fn list_versions(
 async fn list_keys(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
     let who = v.authenticate(&headers)?;
     let mut items = Vec::new();
-    for name in v.store.key_names()? {
-        if let Some(rec) = v.store.key(&name, None)?
-            && v.permitted(&who, &rec, Permission::Get)?
-        {
+    for rec in v.store.latest_versions()? {
+        if v.permitted(&who, &rec, Permission::Get)? {
             items.push(api::item_json(v.vault_url(), &rec));
         }
     }

@@ -618,6 +618,27 @@ impl Store {
         })
     }
 
+    /// The latest version of every key, in name order: two scans, whatever the number of keys.
+    pub fn latest_versions(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.backend.read(|tx| {
+            let latest: BTreeMap<String, String> = tx
+                .scan(Table::Latest, &Key::str(""), None, usize::MAX)?
+                .into_iter()
+                .map(|(k, v)| Ok((k.as_str().to_string(), text(v, "latest version")?)))
+                .collect::<Result<_, StoreError>>()?;
+            let mut out = Vec::with_capacity(latest.len());
+            for (k, v) in tx.scan(Table::Keys, &Key::str(""), None, usize::MAX)? {
+                let id = k.as_str();
+                if let Some((name, version)) = id.split_once('/')
+                    && latest.get(name).is_some_and(|l| l == version)
+                {
+                    out.push(decode(id, &v)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Names of all keys.
     pub fn key_names(&self) -> Result<Vec<String>, StoreError> {
         self.backend.read(|tx| {

@@ -7,8 +7,8 @@
 //! lock, so writes of all replicas run one at a time, each seeing everything committed before
 //! it (READ COMMITTED takes a fresh snapshot per statement): the audit chain never forks, and
 //! a grant or revocation committed by one replica is what the next request on any replica
-//! reads. Reads run on a REPEATABLE READ snapshot. A commit returns once PostgreSQL has made it
-//! durable (`synchronous_commit`, on by default).
+//! reads. Reads run outside transactions, one round trip per statement. A commit returns once
+//! PostgreSQL has made it durable (`synchronous_commit`, on by default).
 //!
 //! The store's interface is synchronous (the vault's handlers run on blocking threads); each
 //! statement is driven to completion there with `futures::executor::block_on`, while the
@@ -103,6 +103,12 @@ impl PgBackend {
 
     fn err(&self, e: tokio_postgres::Error) -> StoreError {
         match e.as_db_error() {
+            // Class 08 (connection exception), 53 (insufficient resources: too many
+            // connections, disk full), 57 (operator intervention: shut down, starting up):
+            // the database is not there for now; the request may succeed later.
+            Some(db) if ["08", "53", "57"].contains(&&db.code().code()[..2]) => {
+                self.unavailable(format!("{} ({})", db.message(), db.code().code()))
+            }
             Some(db) => StoreError::Db(format!(
                 "PostgreSQL at {}: {} ({})",
                 self.target,
@@ -114,7 +120,14 @@ impl PgBackend {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| self.unavailable(e))
+        self.pool.get().await.map_err(|e| match e {
+            // The server's own reason ("the database system is starting up"), not "db error".
+            deadpool_postgres::PoolError::Backend(e) => match e.as_db_error() {
+                Some(db) => self.unavailable(format!("{} ({})", db.message(), db.code().code())),
+                None => self.unavailable(e),
+            },
+            e => self.unavailable(e),
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -126,7 +139,8 @@ impl PgBackend {
         let outcome = async {
             client
                 .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS vault_schema_migrations (
+                    "SET client_min_messages = warning;
+                     CREATE TABLE IF NOT EXISTS vault_schema_migrations (
                          version integer PRIMARY KEY,
                          description text NOT NULL,
                          applied_at timestamptz NOT NULL DEFAULT now())",
@@ -162,26 +176,19 @@ impl PgBackend {
         outcome.map_err(|e| self.err(e))
     }
 
-    /// Runs `f` on a REPEATABLE READ, read-only snapshot.
+    /// Runs `f`'s reads, each statement on its own snapshot of everything committed (no
+    /// BEGIN/COMMIT round trips: a read needs one). The store's reads are built for that: a
+    /// version's record commits with its key's latest pointer, stored tree hashes never
+    /// change, and an entry read after another is never older.
     pub fn read<R>(
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut client = block_on(self.client())?;
-        let tx = block_on(
-            client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start(),
-        )
-        .map_err(|e| self.err(e))?;
-        let out = f(&mut PgTx {
-            tx: &tx,
+        let client = block_on(self.client())?;
+        f(&mut PgTx {
+            conn: Conn::Client(&client),
             backend: self,
-        })?;
-        block_on(tx.commit()).map_err(|e| self.err(e))?;
-        Ok(out)
+        })
     }
 
     /// Runs `f` holding the write lock, and commits.
@@ -194,7 +201,7 @@ impl PgBackend {
         block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))
             .map_err(|e| self.err(e))?;
         let out = f(&mut PgTx {
-            tx: &tx,
+            conn: Conn::Tx(&tx),
             backend: self,
         })?;
         block_on(tx.commit()).map_err(|e| self.err(e))?;
@@ -202,8 +209,14 @@ impl PgBackend {
     }
 }
 
+/// Where statements go: a pooled connection (reads) or a transaction on one (writes).
+enum Conn<'a, 'c> {
+    Client(&'a deadpool_postgres::ClientWrapper),
+    Tx(&'a deadpool_postgres::Transaction<'c>),
+}
+
 struct PgTx<'a, 'c> {
-    tx: &'a deadpool_postgres::Transaction<'c>,
+    conn: Conn<'a, 'c>,
     backend: &'a PgBackend,
 }
 
@@ -213,13 +226,23 @@ impl PgTx<'_, '_> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let statement = block_on(self.tx.prepare_cached(sql)).map_err(|e| self.backend.err(e))?;
-        block_on(self.tx.query(&statement, params)).map_err(|e| self.backend.err(e))
+        let run = async {
+            match self.conn {
+                Conn::Client(c) => c.query(&c.prepare_cached(sql).await?, params).await,
+                Conn::Tx(t) => t.query(&t.prepare_cached(sql).await?, params).await,
+            }
+        };
+        block_on(run).map_err(|e| self.backend.err(e))
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        let statement = block_on(self.tx.prepare_cached(sql)).map_err(|e| self.backend.err(e))?;
-        block_on(self.tx.execute(&statement, params)).map_err(|e| self.backend.err(e))
+        let run = async {
+            match self.conn {
+                Conn::Client(c) => c.execute(&c.prepare_cached(sql).await?, params).await,
+                Conn::Tx(t) => t.execute(&t.prepare_cached(sql).await?, params).await,
+            }
+        };
+        block_on(run).map_err(|e| self.backend.err(e))
     }
 }
 

@@ -81,6 +81,14 @@ pub fn start_vault_with(
         .arg(state)
         .args(extra)
         .stderr(Stdio::null());
+    // Its log beside its state (`<state>.log`), for a failing test to show.
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.with_extension("log"))
+    {
+        cmd.stderr(log);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
