@@ -248,6 +248,25 @@ impl Store {
     }
 
     fn with_backend(backend: Backend, audit_key: aws_lc_rs::hmac::Key) -> Result<Self, StoreError> {
+        // A store written under another master key (another vault's database, or a replaced
+        // master.key) is refused before anything is added to it: its sealed keys would not open
+        // and its audit chain would mix two MAC keys.
+        backend.read(|tx| {
+            let Some(head) = tx.get(Table::Meta, &Key::str(AUDIT_HEAD))? else {
+                return Ok(());
+            };
+            let (seq, mac): (u64, String) = decode("audit head", &head)?;
+            let last: AuditEntry = match tx.get(Table::Audit, &Key::Int(seq))? {
+                Some(v) => decode("audit entry", &v)?,
+                None => return Err(StoreError::Corrupt(format!("audit entry {seq} (the head)"))),
+            };
+            if chain_mac(&audit_key, last.seq, &last.prev, &last.event) != mac {
+                return Err(StoreError::Db(
+                    "this store was written under another master key (its audit chain does not verify with this one): start the vault with the master key of the vault that made it (CONCLAVE_VAULT_MASTER_KEY, --master-key-file, or a recovered security domain)".into(),
+                ));
+            }
+            Ok(())
+        })?;
         // A store from before the audit tree existed gets its entries added now, oldest first.
         backend.write(|tx| {
             let size = tree_size(tx)?;
@@ -589,17 +608,16 @@ impl Store {
 
     pub fn key(&self, name: &str, version: Option<&str>) -> Result<Option<KeyRecord>, StoreError> {
         self.backend.read(|tx| {
-            let version = match version {
-                Some(v) => v.to_string(),
-                None => match tx.get(Table::Latest, &Key::str(name))? {
-                    Some(v) => text(v, "latest version")?,
-                    None => return Ok(None),
-                },
+            let record = match version {
+                Some(v) => tx.get(Table::Keys, &version_key(name, v))?,
+                None => tx.get_through(
+                    Table::Latest,
+                    &Key::str(name),
+                    Table::Keys,
+                    &format!("{name}/"),
+                )?,
             };
-            let id = version_key(name, &version);
-            tx.get(Table::Keys, &id)?
-                .map(|v| decode(id.as_str(), &v))
-                .transpose()
+            record.map(|v| decode(name, &v)).transpose()
         })
     }
 
@@ -710,11 +728,7 @@ impl Store {
 
     pub fn principal_by_token_hash(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         self.backend.read(|tx| {
-            let Some(name) = tx.get(Table::Tokens, &Key::str(hash))? else {
-                return Ok(None);
-            };
-            let name = text(name, "token")?;
-            tx.get(Table::Principals, &Key::Str(name))?
+            tx.get_through(Table::Tokens, &Key::str(hash), Table::Principals, "")?
                 .map(|v| decode("principal", &v))
                 .transpose()
         })

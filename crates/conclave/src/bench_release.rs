@@ -80,9 +80,17 @@ pub async fn run(
     let rss_before = crate::bench_cmd::rss();
     crate::bench_cmd::reset_peak_rss();
     let redb = measure_store(dir, &ca, &http, &sim, &tee_keys, seconds, None, "redb").await?;
+    let mut pg_database = None;
     let pg = match postgres {
         Some(url) => {
-            let backend = conclave_kms::store::postgres::PgBackend::connect(&url)
+            // A database of its own for this run, dropped after: a vault's tables belong to
+            // the vault (and master key) that made them.
+            let (admin, database) = fresh_database(&url).await?;
+            pg_database = Some((admin, database.clone()));
+            let mut config: tokio_postgres::Config =
+                url.parse().context("the PostgreSQL URL for the bench")?;
+            config.dbname(&database);
+            let backend = conclave_kms::store::postgres::PgBackend::connect_config(config)
                 .await
                 .context("the PostgreSQL database for the bench")?;
             Some(
@@ -101,6 +109,11 @@ pub async fn run(
         }
         None => None,
     };
+    if let Some((admin, database)) = &pg_database {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .await;
+    }
     // Memory of the whole process (clients, attestation services and vaults together).
     let (rss_after, rss_peak) = (crate::bench_cmd::rss(), crate::bench_cmd::peak_rss());
 
@@ -166,6 +179,27 @@ pub async fn run(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates a database for one bench run on the server of `url`; returns a connection to the
+/// server (to drop it after) and its name.
+async fn fresh_database(url: &str) -> anyhow::Result<(tokio_postgres::Client, String)> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| "connecting to the PostgreSQL server for the bench".to_string())?;
+    tokio::spawn(connection);
+    let name = format!("conclave_bench_{}", std::process::id());
+    // Two statements apart: a multi-statement batch is one transaction, which these refuse.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client
+            .batch_execute(&sql)
+            .await
+            .context("creating the bench's database (the role needs CREATEDB)")?;
+    }
+    Ok((client, name))
 }
 
 /// Runs the clients for `seconds` against a fresh attestation service and vault (its store in

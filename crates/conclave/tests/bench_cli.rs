@@ -1,6 +1,8 @@
 //! `conclave bench analysis` runs end to end on a small input and reports every figure (no
 //! timing is asserted: figures are printed, not tested).
 
+mod cli;
+
 #[test]
 fn analysis_bench_reports_all_figures() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,4 +70,43 @@ fn release_bench_runs_cycles_against_real_services() {
     assert!(v["cycles"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
     assert!(v["crypto_bound_cycles_per_s"].as_f64().unwrap() > 0.0);
+}
+
+/// `--store postgres` measures the embedded store and a real PostgreSQL side by side.
+#[test]
+fn release_bench_compares_the_stores_on_a_real_postgres() {
+    let pg = cli::postgres::Postgres::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args([
+            "bench",
+            "release",
+            "--concurrency",
+            "2",
+            "--seconds",
+            "2",
+            "--json",
+            "--store",
+            "postgres",
+            "--postgres",
+            &pg.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["postgres"]["cycles"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["postgres"]["errors"], 0, "{v}");
+    assert!(v["postgres_to_redb"].as_f64().unwrap() > 0.0, "{v}");
+    // Without a database to measure, it says what is missing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["bench", "release", "--store", "postgres"])
+        .env_remove("CONCLAVE_BENCH_POSTGRES")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--postgres"));
 }

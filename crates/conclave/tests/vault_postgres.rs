@@ -2,7 +2,7 @@
 //! its next request (a revocation included); one replica killed with SIGKILL loses nothing
 //! acknowledged and the other serves on; PostgreSQL restarted under the vault fails requests
 //! with a clear 503 while it is down, and they succeed after; the audit chain of both replicas
-//! is one and verifies.
+//! is one and verifies; a vault with another master key is refused the database.
 
 mod cli;
 use cli::postgres::Postgres;
@@ -179,5 +179,26 @@ fn replicas_on_postgres_serve_one_vault() {
             "{a} missing from {actions:?}"
         );
     }
+    // A vault with another master key is refused the database, before it writes anything.
+    let other_key = "ef".repeat(32);
+    let state_c = dir.join("c");
+    fails(
+        call(
+            &[
+                "kms",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--attestation-authority",
+                "https://attest.example",
+                "--state-dir",
+                state_c.to_str().unwrap(),
+                "--postgres",
+                &pg.url,
+            ],
+            &[("CONCLAVE_VAULT_MASTER_KEY", other_key)],
+        ),
+        "written under another master key",
+    );
     drop(replica_b);
 }

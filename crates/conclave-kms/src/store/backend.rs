@@ -10,7 +10,7 @@ use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
 use super::StoreError;
 
 /// A table of the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
     /// `name/version` → key record.
     Keys,
@@ -126,6 +126,23 @@ pub trait Tx {
     fn put(&mut self, t: Table, k: &Key, v: &[u8]) -> Result<(), StoreError>;
     /// Whether there was a value.
     fn remove(&mut self, t: Table, k: &Key) -> Result<bool, StoreError>;
+    /// Follows a pointer: the value at `second[prefix ‖ first[k]]`, if both exist (a key's
+    /// latest version's record, a token's principal). One round trip where the backend can.
+    fn get_through(
+        &mut self,
+        first: Table,
+        k: &Key,
+        second: Table,
+        prefix: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(pointer) = self.get(first, k)? else {
+            return Ok(None);
+        };
+        let pointer = String::from_utf8(pointer)
+            .map_err(|_| StoreError::Corrupt(format!("a value of table {}", first.name())))?;
+        self.get(second, &Key::Str(format!("{prefix}{pointer}")))
+    }
+
     /// The entries with `start <= key < end` (to the last without `end`), in key order, at
     /// most `limit`.
     fn scan(

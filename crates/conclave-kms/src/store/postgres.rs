@@ -14,6 +14,7 @@
 //! statement is driven to completion there with `futures::executor::block_on`, while the
 //! connection's I/O runs on the Tokio runtime (the pool spawns it there).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -70,6 +71,11 @@ impl PgBackend {
                 "the PostgreSQL URL is invalid ({e}): give postgres://user@host:port/dbname"
             ))
         })?;
+        Self::connect_config(config).await
+    }
+
+    /// [`connect`](Self::connect) with a parsed configuration.
+    pub async fn connect_config(config: tokio_postgres::Config) -> Result<Self, StoreError> {
         let target = describe(&config);
         let manager = Manager::from_config(
             config,
@@ -188,6 +194,7 @@ impl PgBackend {
         f(&mut PgTx {
             conn: Conn::Client(&client),
             backend: self,
+            pending: BTreeMap::new(),
         })
     }
 
@@ -200,10 +207,13 @@ impl PgBackend {
         let tx = block_on(client.transaction()).map_err(|e| self.err(e))?;
         block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))
             .map_err(|e| self.err(e))?;
-        let out = f(&mut PgTx {
+        let mut ptx = PgTx {
             conn: Conn::Tx(&tx),
             backend: self,
-        })?;
+            pending: BTreeMap::new(),
+        };
+        let out = f(&mut ptx)?;
+        ptx.flush()?;
         block_on(tx.commit()).map_err(|e| self.err(e))?;
         Ok(out)
     }
@@ -218,6 +228,10 @@ enum Conn<'a, 'c> {
 struct PgTx<'a, 'c> {
     conn: Conn<'a, 'c>,
     backend: &'a PgBackend,
+    /// A write transaction's changes not yet sent: (table, key) → new value, or `None` for a
+    /// removal. Sent together before a scan and at commit (one statement per table), so a
+    /// batch of audit entries costs a handful of round trips rather than several per entry.
+    pending: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl PgTx<'_, '_> {
@@ -246,25 +260,94 @@ impl PgTx<'_, '_> {
     }
 }
 
+/// One table's pending changes: removed keys, then written keys and their values.
+type Changes = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+impl PgTx<'_, '_> {
+    /// Sends the pending changes: per table, one DELETE of the removed keys and one upsert of
+    /// the written ones.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut by_table: BTreeMap<Table, Changes> = BTreeMap::new();
+        for ((t, k), v) in pending {
+            let (removed, keys, values) = by_table.entry(t).or_default();
+            match v {
+                Some(v) => {
+                    keys.push(k);
+                    values.push(v);
+                }
+                None => removed.push(k),
+            }
+        }
+        for (t, (removed, keys, values)) in by_table {
+            if !removed.is_empty() {
+                let sql = format!("DELETE FROM vault_{} WHERE k = ANY($1)", t.name());
+                self.execute(&sql, &[&removed])?;
+            }
+            if !keys.is_empty() {
+                let sql = format!(
+                    "INSERT INTO vault_{} (k, v) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                    t.name()
+                );
+                self.execute(&sql, &[&keys, &values])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Tx for PgTx<'_, '_> {
     fn get(&mut self, t: Table, k: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = k.to_bytes();
+        if let Some(v) = self.pending.get(&(t, key.clone())) {
+            return Ok(v.clone());
+        }
         let sql = format!("SELECT v FROM vault_{} WHERE k = $1", t.name());
-        let rows = self.query(&sql, &[&k.to_bytes()])?;
+        let rows = self.query(&sql, &[&key])?;
+        Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    fn get_through(
+        &mut self,
+        first: Table,
+        k: &Key,
+        second: Table,
+        prefix: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.pending.is_empty() {
+            // This transaction's own changes live here until flushed: the plain way.
+            let Some(pointer) = self.get(first, k)? else {
+                return Ok(None);
+            };
+            let pointer = String::from_utf8(pointer)
+                .map_err(|_| StoreError::Corrupt(format!("a value of table {}", first.name())))?;
+            return self.get(second, &Key::Str(format!("{prefix}{pointer}")));
+        }
+        let sql = format!(
+            "SELECT s.v FROM vault_{} f JOIN vault_{} s ON s.k = $2::bytea || f.v WHERE f.k = $1",
+            first.name(),
+            second.name()
+        );
+        let rows = self.query(&sql, &[&k.to_bytes(), &prefix.as_bytes()])?;
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
     fn put(&mut self, t: Table, k: &Key, v: &[u8]) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO vault_{} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-            t.name()
-        );
-        self.execute(&sql, &[&k.to_bytes(), &v])?;
+        if let Conn::Client(_) = self.conn {
+            return Err(StoreError::Db(format!("a write to {} in a read", t.name())));
+        }
+        self.pending.insert((t, k.to_bytes()), Some(v.to_vec()));
         Ok(())
     }
 
     fn remove(&mut self, t: Table, k: &Key) -> Result<bool, StoreError> {
-        let sql = format!("DELETE FROM vault_{} WHERE k = $1", t.name());
-        Ok(self.execute(&sql, &[&k.to_bytes()])? > 0)
+        if let Conn::Client(_) = self.conn {
+            return Err(StoreError::Db(format!("a write to {} in a read", t.name())));
+        }
+        let existed = self.get(t, k)?.is_some();
+        self.pending.insert((t, k.to_bytes()), None);
+        Ok(existed)
     }
 
     fn scan(
@@ -274,6 +357,8 @@ impl Tx for PgTx<'_, '_> {
         end: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        // A scan must see this transaction's own changes.
+        self.flush()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match end {
             Some(end) => self.query(
