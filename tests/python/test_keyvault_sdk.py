@@ -201,13 +201,17 @@ def test_azure_sdk_sees_denials_with_reasons(deployment):
 
 def test_azure_sdk_backs_up_and_restores_a_key_within_one_security_domain(deployment):
     """backup_key / restore_key_backup as Azure's SDK sends them: the backup restores into a
-    second vault holding the same master key (the same security domain), not into the vault
-    where the key exists (409), nor into a vault of another domain."""
+    second vault holding the same master key (the same security domain), which then releases
+    the same private key to an attested TEE; not into the vault where the key exists (409), nor
+    into a vault of another domain."""
     from azure.core.exceptions import ResourceExistsError
 
     d = deployment
     client = key_client(d, principal(d, "contoso"))
-    created = client.create_rsa_key("backed-up", size=2048)
+    tee_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    attested, measurement = tee_token(d, tee_key)
+    policy = KeyReleasePolicy(json.dumps(policy_for(d, measurement)).encode())
+    created = client.create_rsa_key("backed-up", size=2048, exportable=True, release_policy=policy)
     backup = client.backup_key("backed-up")
     assert isinstance(backup, bytes) and b"backed-up" not in backup  # sealed, not readable
     with pytest.raises(ResourceExistsError):
@@ -233,6 +237,13 @@ def test_azure_sdk_backs_up_and_restores_a_key_within_one_security_domain(deploy
                 assert restored.name == "backed-up"
                 assert restored.properties.version == created.properties.version
                 assert restored.key.n == created.key.n
+                # And it releases, to the same policy, the very private key that was backed up.
+                payload = jwt.decode(other.release_key("backed-up", attested).value, options={"verify_signature": False})
+                blob = json.loads(b64url_decode(payload["response"]["key"]["key"]["key_hsm"]))
+                wrapped = b64url_decode(blob["ciphertext"])
+                aes_key = tee_key.decrypt(wrapped[:256], padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
+                private = serialization.load_der_private_key(aes_key_unwrap_with_padding(aes_key, wrapped[256:]), password=None)
+                assert private.public_key().public_numbers().n == int.from_bytes(created.key.n, "big")
             else:
                 with pytest.raises(HttpResponseError) as refused:
                     other.restore_key_backup(backup)
