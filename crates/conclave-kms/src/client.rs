@@ -311,7 +311,7 @@ impl VaultClient {
         from: u64,
         since: Option<u64>,
     ) -> Result<crate::transparency::AuditBundle, ClientError> {
-        let mut path = format!("/audit/proofs?from={from}&limit=10000");
+        let mut path = format!("/audit/proofs?from={from}&limit=1000");
         if let Some(s) = since {
             path.push_str(&format!("&since={s}"));
         }

@@ -151,6 +151,9 @@ impl From<crate::store::StoreError> for VaultError {
                     "{message}: the request was not carried out, or not acknowledged; try again"
                 ),
             ),
+            crate::store::StoreError::Conflict(message) => {
+                VaultError::new(StatusCode::CONFLICT, "Conflict", message)
+            }
             e => VaultError::internal(e),
         }
     }
@@ -336,6 +339,20 @@ impl Vault {
                 .detail(json!({"principal": name, "admin": admin})),
         )?;
         Ok(token)
+    }
+
+    /// Makes the vault's first admin unless one exists (see [`Store::put_first_admin`]);
+    /// returns its token when made.
+    pub fn add_first_admin(&self) -> VResult<Option<String>> {
+        let token = new_token();
+        let p = Principal {
+            name: "admin".into(),
+            token_sha256: sha256_hex(token.as_bytes()),
+            admin: true,
+        };
+        let event = AuditEvent::new("setup", "principal", None, "ok")
+            .detail(json!({"principal": "admin", "admin": true}));
+        Ok(self.store.put_first_admin(&p, event)?.then_some(token))
     }
 
     fn challenge(&self, message: &str) -> VaultError {
@@ -737,16 +754,17 @@ impl Vault {
                 ),
             ));
         }
+        // Data under an immutable policy moves only to a version whose policy is the same and
+        // immutable too (a mutable copy could be changed after the move), and no more exportable.
         if from.release_policy.as_ref().is_some_and(|p| p.immutable)
-            && to.release_policy.as_ref().map(|p| &p.data)
-                != from.release_policy.as_ref().map(|p| &p.data)
+            && (to.release_policy != from.release_policy || to.exportable != from.exportable)
         {
             return Err(self.deny(
                 who,
                 "rewrap",
                 name,
                 &format!(
-                    "version {version} has an immutable release policy and the latest version {} has another: data under it stays under that policy",
+                    "version {version} has an immutable release policy and the latest version {} does not have the same one, immutable: data under it stays under that policy",
                     to.version
                 ),
             ));
@@ -1931,7 +1949,7 @@ async fn audit_key(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
 
 #[utoipa::path(
     get, path = "/audit/proofs", tag = "audit", security(("bearer" = [])),
-    params(("from" = Option<u64>, Query, description = "First sequence number"), ("limit" = Option<u64>, Query, description = "At most this many entries read (≤ 10,000)"), ("since" = Option<u64>, Query, description = "The size of an earlier checkpoint: add the consistency proof from it")),
+    params(("from" = Option<u64>, Query, description = "First sequence number"), ("limit" = Option<u64>, Query, description = "At most this many entries read (≤ 1,000; page with from)"), ("since" = Option<u64>, Query, description = "The size of an earlier checkpoint: add the consistency proof from it")),
     responses((status = 200, description = "`{checkpoint, entries: [{seq, leaf, proof}], consistency?}`: the entries the caller may see with RFC 9162 inclusion proofs against the signed checkpoint", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
 )]
 async fn audit_proofs(
@@ -1943,7 +1961,7 @@ async fn audit_proofs(
     v.audit_proofs(
         &who,
         q.from.unwrap_or(0),
-        q.limit.unwrap_or(1000).min(10_000),
+        q.limit.unwrap_or(1000).min(1000),
         q.since,
     )
     .map(Json)
@@ -2395,6 +2413,12 @@ mod tests {
             "{}",
             e.message
         );
+        // The same policy but mutable (it could be changed after the move): refused too.
+        let mut mutable_copy = create("aa");
+        mutable_copy.release_policy.as_mut().unwrap().immutable = Some(false);
+        v.create_key(&owner, "pinned", mutable_copy).unwrap();
+        let e = v.rewrap(&owner, "pinned", &p1.version, &req).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN, "{}", e.message);
 
         // Every outcome is in the audit log.
         let log = v.store.audit_entries(0, 1000).unwrap();

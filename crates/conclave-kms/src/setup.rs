@@ -19,8 +19,8 @@ use conclave_net::LocalCa;
 use crate::audit::AuditEvent;
 use crate::crypto::MasterKey;
 use crate::service::{Authority, SigningIdentity, Vault, VaultConfig};
+use crate::store::Store;
 use crate::store::postgres::PgBackend;
-use crate::store::{Principal, Store};
 
 pub struct VaultOptions {
     pub state_dir: PathBuf,
@@ -191,15 +191,10 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
     );
 
     let admin_token_path = dir.join("admin.token");
-    if vault
-        .store()
-        .principals()?
-        .iter()
-        .all(|p: &Principal| !p.admin)
+    if let Some(token) = vault
+        .add_first_admin()
+        .map_err(|e| SetupError::Other(e.message))?
     {
-        let token = vault
-            .add_principal("setup", "admin", true)
-            .map_err(|e| SetupError::Other(e.message))?;
         write_secret(&admin_token_path, &token)?;
         vault
             .store()

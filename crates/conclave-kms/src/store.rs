@@ -23,11 +23,11 @@ const TREE_SIZE: &str = "audit_tree_size";
 
 /// Adds the stored hashes of leaf `seq` (its stored bytes `leaf`) to the audit tree.
 fn grow_tree(tx: &mut dyn Tx, seq: u64, leaf: &[u8]) -> Result<(), StoreError> {
-    let hashes = {
-        let reader = TreeReader(std::cell::RefCell::new(&mut *tx));
-        tlog_tiles::stored_hashes(seq, leaf, &reader)
-            .map_err(|e| StoreError::Corrupt(format!("audit tree before entry {seq}: {e}")))?
-    };
+    let hashes = TreeReader::run(
+        &mut *tx,
+        |reader| tlog_tiles::stored_hashes(seq, leaf, reader),
+        |e| StoreError::Corrupt(format!("audit tree before entry {seq}: {e}")),
+    )?;
     let base = tlog_tiles::stored_hash_index(0, seq);
     for (i, h) in hashes.iter().enumerate() {
         tx.put(Table::Tree, &Key::Int(base + i as u64), &h.0)?;
@@ -51,6 +51,10 @@ pub enum StoreError {
     /// The database cannot be reached now (PostgreSQL down or restarting); try again.
     #[error("{0}")]
     Unavailable(String),
+    /// The write conflicts with what another request (perhaps on another replica) committed
+    /// first; nothing was written.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 macro_rules! db_err {
@@ -419,10 +423,24 @@ impl Store {
         })
     }
 
-    /// Stores a new key version, which becomes the key's latest.
+    /// Stores a new key version, which becomes the key's latest. Refused
+    /// ([`StoreError::Conflict`]) when the key exists with another owner, checked in the write
+    /// itself, so two principals creating one name at once (on two replicas) cannot both win.
     pub fn create_key(&self, rec: &KeyRecord, event: AuditEvent) -> Result<AuditEntry, StoreError> {
         Ok(self
             .write(event, |tx| {
+                let prefix = format!("{}/", rec.name);
+                if let Some(latest) =
+                    tx.get_through(Table::Latest, &Key::str(&rec.name), Table::Keys, &prefix)?
+                {
+                    let latest: KeyRecord = decode(&rec.name, &latest)?;
+                    if latest.owner != rec.owner {
+                        return Err(StoreError::Conflict(format!(
+                            "key {} was created meanwhile by another principal",
+                            rec.name
+                        )));
+                    }
+                }
                 tx.put(
                     Table::Keys,
                     &version_key(&rec.name, &rec.version),
@@ -726,6 +744,22 @@ impl Store {
             .1)
     }
 
+    /// Adds `p` as the vault's first admin unless an admin exists, in one write (replicas
+    /// starting together make one admin, not two overwriting each other). Whether it was added.
+    pub fn put_first_admin(&self, p: &Principal, event: AuditEvent) -> Result<bool, StoreError> {
+        self.backend.write(|tx| {
+            for (_, v) in tx.scan(Table::Principals, &Key::str(""), None, usize::MAX)? {
+                if decode::<Principal>("principal", &v)?.admin {
+                    return Ok(false);
+                }
+            }
+            tx.put(Table::Principals, &Key::str(&p.name), &encode(p))?;
+            tx.put(Table::Tokens, &Key::str(&p.token_sha256), p.name.as_bytes())?;
+            self.append(tx, event)?;
+            Ok(true)
+        })
+    }
+
     pub fn principal_by_token_hash(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         self.backend.read(|tx| {
             tx.get_through(Table::Tokens, &Key::str(hash), Table::Principals, "")?
@@ -764,8 +798,11 @@ impl Store {
     pub fn audit_tree_head(&self) -> Result<(u64, tlog_tiles::Hash), StoreError> {
         self.backend.read(|tx| {
             let size = tree_size(tx)?;
-            let root = tlog_tiles::tree_hash(size, &TreeReader(std::cell::RefCell::new(tx)))
-                .map_err(|e| StoreError::Corrupt(format!("audit tree: {e}")))?;
+            let root = TreeReader::run(
+                tx,
+                |reader| tlog_tiles::tree_hash(size, reader),
+                |e| StoreError::Corrupt(format!("audit tree: {e}")),
+            )?;
             Ok((size, root))
         })
     }
@@ -788,7 +825,9 @@ impl Store {
         size: u64,
     ) -> Result<Vec<tlog_tiles::Hash>, StoreError> {
         self.backend.read(|tx| {
-            tlog_tiles::prove_record(size, seq, &TreeReader(std::cell::RefCell::new(tx))).map_err(
+            TreeReader::run(
+                tx,
+                |reader| tlog_tiles::prove_record(size, seq, reader),
                 |e| {
                     StoreError::Db(format!(
                         "no inclusion proof of entry {seq} in size {size}: {e}"
@@ -805,7 +844,9 @@ impl Store {
         size: u64,
     ) -> Result<Vec<tlog_tiles::Hash>, StoreError> {
         self.backend.read(|tx| {
-            tlog_tiles::prove_tree(size, old, &TreeReader(std::cell::RefCell::new(tx))).map_err(
+            TreeReader::run(
+                tx,
+                |reader| tlog_tiles::prove_tree(size, old, reader),
                 |e| {
                     StoreError::Db(format!(
                         "no consistency proof from size {old} to {size}: {e}"

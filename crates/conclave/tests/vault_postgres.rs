@@ -182,23 +182,37 @@ fn replicas_on_postgres_serve_one_vault() {
     // A vault with another master key is refused the database, before it writes anything.
     let other_key = "ef".repeat(32);
     let state_c = dir.join("c");
-    fails(
-        call(
-            &[
-                "kms",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--attestation-authority",
-                "https://attest.example",
-                "--state-dir",
-                state_c.to_str().unwrap(),
-                "--postgres",
-                &pg.url,
-            ],
-            &[("CONCLAVE_VAULT_MASTER_KEY", other_key)],
-        ),
-        "written under another master key",
-    );
+    let mut refused = std::process::Command::new(cli::BIN)
+        .args([
+            "kms",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--attestation-authority",
+            "https://attest.example",
+            "--state-dir",
+            state_c.to_str().unwrap(),
+            "--postgres",
+            &pg.url,
+        ])
+        .env("CONCLAVE_VAULT_MASTER_KEY", other_key)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("a vault with another master key was let in: it is serving");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!status.success());
+    assert!(said.contains("written under another master key"), "{said}");
     drop(replica_b);
 }

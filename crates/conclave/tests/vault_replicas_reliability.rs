@@ -294,7 +294,12 @@ async fn replicas_keep_every_acknowledged_write_through_kills_and_a_database_res
         if (4..4 + GRANTEES as u64 / 2).contains(&round) {
             for g in [(round - 4) as usize * 2, (round - 4) as usize * 2 + 1] {
                 let name = &grantees[g].0;
+                let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
+                    assert!(
+                        Instant::now() < deadline,
+                        "revoking {name} was never acknowledged in 60 s"
+                    );
                     let revoked = with_failover(&owner, g % 2, &tally, |c| {
                         let name = name.clone();
                         async move { c.revoke("released", &name).await }
@@ -370,8 +375,25 @@ async fn replicas_keep_every_acknowledged_write_through_kills_and_a_database_res
         );
         checked += 1;
     }
-    // Every revoked grantee is now refused.
+    // Every grantee was revoked, and each is now refused by either replica.
     assert_eq!(revoked_at.lock().unwrap().len(), GRANTEES);
+    let tee = EphemeralKey::generate().unwrap();
+    let attestation = env.token(&tee.runtime_json(), GOOD_CONFIG, None).await;
+    for (name, token) in &grantees {
+        for c in client(token) {
+            let request = ReleaseRequest {
+                target: attestation.clone(),
+                ..Default::default()
+            };
+            match c.release("released", &request).await {
+                Err(ClientError::Refused { status: 403, .. }) => {}
+                other => panic!(
+                    "{name} after its revocation: {:?}",
+                    other.map(|_| "released")
+                ),
+            }
+        }
+    }
 
     // One audit chain, which verifies.
     let out = tokio::task::spawn_blocking({

@@ -154,20 +154,52 @@ pub trait Tx {
     ) -> Result<Vec<(Key, Vec<u8>)>, StoreError>;
 }
 
-/// Reads the audit tree's stored hashes through a transaction (for `tlog_tiles`).
-pub struct TreeReader<'a>(pub RefCell<&'a mut dyn Tx>);
+/// Reads the audit tree's stored hashes through a transaction (for `tlog_tiles`). A storage
+/// error is kept (see [`TreeReader::run`]) so that a database outage is reported as one, not
+/// as a bad proof or a corrupt tree.
+pub struct TreeReader<'a> {
+    tx: RefCell<&'a mut dyn Tx>,
+    failed: RefCell<Option<StoreError>>,
+}
+
+impl<'a> TreeReader<'a> {
+    pub fn new(tx: &'a mut dyn Tx) -> Self {
+        TreeReader {
+            tx: RefCell::new(tx),
+            failed: RefCell::new(None),
+        }
+    }
+
+    /// Runs a `tlog_tiles` computation over the tree; a storage error during it wins over
+    /// the computation's own error, which `what` describes otherwise.
+    pub fn run<T>(
+        tx: &'a mut dyn Tx,
+        f: impl FnOnce(&TreeReader<'a>) -> Result<T, tlog_tiles::Error>,
+        what: impl FnOnce(tlog_tiles::Error) -> StoreError,
+    ) -> Result<T, StoreError> {
+        let reader = TreeReader::new(tx);
+        let out = f(&reader);
+        if let Some(e) = reader.failed.into_inner() {
+            return Err(e);
+        }
+        out.map_err(what)
+    }
+}
 
 impl tlog_tiles::HashReader for TreeReader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog_tiles::Hash>, tlog_tiles::Error> {
-        let mut tx = self.0.borrow_mut();
+        let mut tx = self.tx.borrow_mut();
         indexes
             .iter()
             .map(|&i| {
-                let v = tx
-                    .get(Table::Tree, &Key::Int(i))
-                    .ok()
-                    .flatten()
-                    .ok_or(tlog_tiles::Error::InvalidProof)?;
+                let v = match tx.get(Table::Tree, &Key::Int(i)) {
+                    Ok(Some(v)) => v,
+                    Ok(None) => return Err(tlog_tiles::Error::InvalidProof),
+                    Err(e) => {
+                        self.failed.borrow_mut().get_or_insert(e);
+                        return Err(tlog_tiles::Error::InvalidProof);
+                    }
+                };
                 <[u8; 32]>::try_from(v.as_slice())
                     .map(tlog_tiles::Hash)
                     .map_err(|_| tlog_tiles::Error::InvalidProof)

@@ -39,6 +39,9 @@ const MIGRATION_LOCK: i64 = WRITE_LOCK + 1;
 /// A pool of connections to the vault's database.
 pub struct PgBackend {
     pool: Pool,
+    /// This process's writers queue here before taking a connection: they would only wait on
+    /// the advisory lock with it, leaving none for reads.
+    writers: std::sync::Mutex<()>,
     /// `host:port/dbname`, for messages (never the password).
     target: String,
 }
@@ -91,7 +94,11 @@ impl PgBackend {
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Db(format!("PostgreSQL pool: {e}")))?;
-        let backend = PgBackend { pool, target };
+        let backend = PgBackend {
+            pool,
+            target,
+            writers: std::sync::Mutex::new(()),
+        };
         backend.migrate().await?;
         Ok(backend)
     }
@@ -115,6 +122,14 @@ impl PgBackend {
             Some(db) if ["08", "53", "57"].contains(&&db.code().code()[..2]) => {
                 self.unavailable(format!("{} ({})", db.message(), db.code().code()))
             }
+            // Serialization failure or deadlock (40001, 40P01): not expected under the write
+            // lock, and retryable if they happen.
+            Some(db) if db.code().code().starts_with("40") => StoreError::Unavailable(format!(
+                "the vault's database (PostgreSQL at {}) refused a transaction that conflicted with another: {} ({})",
+                self.target,
+                db.message(),
+                db.code().code()
+            )),
             Some(db) => StoreError::Db(format!(
                 "PostgreSQL at {}: {} ({})",
                 self.target,
@@ -203,8 +218,17 @@ impl PgBackend {
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        let _queued = self.writers.lock().unwrap_or_else(|p| p.into_inner());
         let mut client = block_on(self.client())?;
-        let tx = block_on(client.transaction()).map_err(|e| self.err(e))?;
+        // READ COMMITTED whatever the server's default: each statement after the lock sees
+        // everything committed before it was granted.
+        let tx = block_on(
+            client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+                .start(),
+        )
+        .map_err(|e| self.err(e))?;
         block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))
             .map_err(|e| self.err(e))?;
         let mut ptx = PgTx {
@@ -285,9 +309,15 @@ impl PgTx<'_, '_> {
                 self.execute(&sql, &[&removed])?;
             }
             if !keys.is_empty() {
+                // The audit log and its tree only grow: writing an existing entry again is an
+                // error, never a silent replacement.
+                let upsert = if matches!(t, Table::Audit | Table::Tree) {
+                    ""
+                } else {
+                    " ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                };
                 let sql = format!(
-                    "INSERT INTO vault_{} (k, v) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                    "INSERT INTO vault_{} (k, v) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]){upsert}",
                     t.name()
                 );
                 self.execute(&sql, &[&keys, &values])?;
