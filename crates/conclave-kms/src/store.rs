@@ -20,6 +20,16 @@ use crate::audit::{AuditEntry, AuditEvent, chain_mac};
 const AUDIT_HEAD: &str = "audit_head";
 /// How many audit entries the tree holds (a META key).
 const TREE_SIZE: &str = "audit_tree_size";
+/// Which master key the store belongs to (a META key): [`master_key_check`] of it.
+const MASTER_KEY_CHECK: &str = "master_key_check";
+
+/// HMAC-SHA-256 under the audit key (derived from the master key) of a fixed label: the same
+/// for one master key, different for another, and revealing nothing of either.
+fn master_key_check(audit_key: &aws_lc_rs::hmac::Key) -> Vec<u8> {
+    aws_lc_rs::hmac::sign(audit_key, b"conclave vault master key check v1")
+        .as_ref()
+        .to_vec()
+}
 
 /// Adds the stored hashes of leaf `seq` (its stored bytes `leaf`) to the audit tree.
 fn grow_tree(tx: &mut dyn Tx, seq: u64, leaf: &[u8]) -> Result<(), StoreError> {
@@ -254,25 +264,34 @@ impl Store {
     fn with_backend(backend: Backend, audit_key: aws_lc_rs::hmac::Key) -> Result<Self, StoreError> {
         // A store written under another master key (another vault's database, or a replaced
         // master.key) is refused before anything is added to it: its sealed keys would not open
-        // and its audit chain would mix two MAC keys.
-        backend.read(|tx| {
-            let Some(head) = tx.get(Table::Meta, &Key::str(AUDIT_HEAD))? else {
-                return Ok(());
-            };
-            let (seq, mac): (u64, String) = decode("audit head", &head)?;
-            let last: AuditEntry = match tx.get(Table::Audit, &Key::Int(seq))? {
-                Some(v) => decode("audit entry", &v)?,
-                None => return Err(StoreError::Corrupt(format!("audit entry {seq} (the head)"))),
-            };
-            if chain_mac(&audit_key, last.seq, &last.prev, &last.event) != mac {
-                return Err(StoreError::Db(
-                    "this store was written under another master key (its audit chain does not verify with this one): start the vault with the master key of the vault that made it (CONCLAVE_VAULT_MASTER_KEY, --master-key-file, or a recovered security domain)".into(),
-                ));
-            }
-            Ok(())
-        })?;
-        // A store from before the audit tree existed gets its entries added now, oldest first.
+        // and its audit chain would mix two MAC keys. Checked in a write, so of two replicas
+        // with different master keys starting on one empty database, the second is refused.
         backend.write(|tx| {
+            let wrong_key = || {
+                StoreError::Db(
+                    "this store was written under another master key (its master-key check or audit chain does not verify with this one): start the vault with the master key of the vault that made it (CONCLAVE_VAULT_MASTER_KEY, --master-key-file, or a recovered security domain)".into(),
+                )
+            };
+            let check = master_key_check(&audit_key);
+            match tx.get(Table::Meta, &Key::str(MASTER_KEY_CHECK))? {
+                Some(stored) if stored != check => return Err(wrong_key()),
+                Some(_) => {}
+                None => tx.put(Table::Meta, &Key::str(MASTER_KEY_CHECK), &check)?,
+            }
+            if let Some(head) = tx.get(Table::Meta, &Key::str(AUDIT_HEAD))? {
+                let (seq, mac): (u64, String) = decode("audit head", &head)?;
+                let last: AuditEntry = match tx.get(Table::Audit, &Key::Int(seq))? {
+                    Some(v) => decode("audit entry", &v)?,
+                    None => {
+                        return Err(StoreError::Corrupt(format!("audit entry {seq} (the head)")));
+                    }
+                };
+                if chain_mac(&audit_key, last.seq, &last.prev, &last.event) != mac {
+                    return Err(wrong_key());
+                }
+            }
+            // A store from before the audit tree existed gets its entries added now, oldest
+            // first.
             let size = tree_size(tx)?;
             let missing = tx.scan(Table::Audit, &Key::Int(size), None, usize::MAX)?;
             for (k, leaf) in missing {
@@ -864,6 +883,50 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store belongs to the master key that first opened it, even before anything is in its
+    /// audit log; a store from before the check existed gets it from its audit chain.
+    #[test]
+    fn an_empty_store_refuses_another_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.redb");
+        let a = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[1u8; 32]);
+        let b = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[2u8; 32]);
+        drop(Store::open(&path, a.clone()).unwrap());
+        let refused = Store::open(&path, b.clone())
+            .err()
+            .expect("another master key let in");
+        assert!(
+            refused.to_string().contains("another master key"),
+            "{refused}"
+        );
+        drop(Store::open(&path, a.clone()).unwrap());
+
+        // An older store: entries, but no check record. Its chain decides, and the check is
+        // written then.
+        let old = dir.path().join("old.redb");
+        let store = Store::open(&old, a.clone()).unwrap();
+        store
+            .audit(AuditEvent::new("p", "release", Some("k"), "granted"))
+            .unwrap();
+        store
+            .backend
+            .write(|tx| {
+                tx.remove(Table::Meta, &Key::str(MASTER_KEY_CHECK))
+                    .map(drop)
+            })
+            .unwrap();
+        drop(store);
+        assert!(Store::open(&old, b).is_err());
+        let store = Store::open(&old, a).unwrap();
+        assert!(
+            store
+                .backend
+                .read(|tx| tx.get(Table::Meta, &Key::str(MASTER_KEY_CHECK)))
+                .unwrap()
+                .is_some()
+        );
+    }
 
     /// The audit tree grows in the commit of each entry, over the entries' stored bytes; a
     /// store from before the tree existed gets it built when opened; proofs check.

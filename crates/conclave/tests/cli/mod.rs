@@ -105,3 +105,25 @@ pub fn start_vault_with(
     }
     Vault(child)
 }
+
+/// The environment of a CLI call to the vault at `https://127.0.0.1:<port>` (its CA
+/// certificate at `ca`) with bearer `token` (a token, or `@file`).
+pub fn vault_env(port: u16, ca: &str, token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CONCLAVE_VAULT", format!("https://127.0.0.1:{port}")),
+        ("CONCLAVE_CA", ca.to_string()),
+        ("CONCLAVE_VAULT_TOKEN", token.to_string()),
+    ]
+}
+
+/// [`run`] with an environment of owned values (as [`vault_env`] makes).
+pub fn call(args: &[&str], env: &[(&'static str, String)]) -> Output {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run(args, &env)
+}
+
+/// The JSON a command that must succeed prints.
+pub fn json(out: Output) -> serde_json::Value {
+    let text = ok(out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}

@@ -144,6 +144,28 @@ impl Postgres {
         }
     }
 
+    /// Creates database `name` (with Debian's `createdb`) and returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        let out = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
     /// Stops the server (fast shutdown: open transactions are rolled back).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
