@@ -1,7 +1,7 @@
 //! The vault's HTTP service: Azure Key Vault's keys API (create, get, list versions, update,
 //! release), plus grants, principals and the audit log.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -507,6 +507,7 @@ impl Vault {
             release_policy,
             owner: who.name.clone(),
             tags: req.tags.unwrap_or_default(),
+            audit_from: None,
         };
         self.store.create_key(
             &rec,
@@ -1347,26 +1348,32 @@ impl Vault {
     }
 
     /// Which audit entries `who` may see: an admin all; anyone else those it made and those
-    /// about the keys it owns.
+    /// about the keys it owns, from when it came to own them.
     fn audit_visibility(
         &self,
         who: &Principal,
     ) -> VResult<impl Fn(&crate::audit::AuditEntry) -> bool + use<>> {
-        let owned: BTreeSet<String> = if who.admin {
-            BTreeSet::new()
+        // Each owned key with the first entry of its current owner's time (the entries of a
+        // purged key of the same name, another owner's, stay hidden).
+        let owned: BTreeMap<String, u64> = if who.admin {
+            BTreeMap::new()
         } else {
             self.store
                 .latest_versions()?
                 .into_iter()
                 .filter(|r| r.owner == who.name)
-                .map(|r| r.name)
+                .map(|r| (r.name, r.audit_from.unwrap_or(0)))
                 .collect()
         };
         let (admin, name) = (who.admin, who.name.clone());
         Ok(move |e: &crate::audit::AuditEntry| {
             admin
                 || e.event.principal == name
-                || e.event.key.as_ref().is_some_and(|k| owned.contains(k))
+                || e.event
+                    .key
+                    .as_ref()
+                    .and_then(|k| owned.get(k))
+                    .is_some_and(|from| e.seq >= *from)
         })
     }
 
@@ -2532,6 +2539,40 @@ mod tests {
                     .unwrap();
                 assert!(v.store.grants("k").unwrap().is_empty());
                 assert!(v.store.rotation_policy("k").unwrap().is_none());
+                // Nor the old key's history: its new owner sees the log about "k" from its
+                // own creation on (and what it did itself), not contoso's key before.
+                v.create_key(&other, "k", CreateKeyRequest::default())
+                    .unwrap(); // a second version keeps the same start
+                let seen = v.audit_for(&other, 0, 1000).unwrap();
+                let seen = seen["value"].as_array().unwrap();
+                let actions: Vec<(&str, &str)> = seen
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["principal"].as_str().unwrap(),
+                            e["action"].as_str().unwrap(),
+                        )
+                    })
+                    .collect();
+                assert!(
+                    actions.iter().all(|(p, _)| *p == "woodgrove"),
+                    "{actions:?}"
+                );
+                assert_eq!(
+                    actions.iter().filter(|(_, a)| *a == "create").count(),
+                    2,
+                    "{actions:?}"
+                );
+                // Contoso still sees what it did.
+                let theirs = v.audit_for(&owner, 0, 1000).unwrap();
+                assert!(
+                    theirs["value"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e["action"] == "purge"),
+                    "{theirs}"
+                );
             }
         }
     }

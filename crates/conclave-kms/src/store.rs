@@ -45,6 +45,14 @@ fn grow_tree(tx: &mut dyn Tx, seq: u64, leaf: &[u8]) -> Result<(), StoreError> {
     tx.put(Table::Meta, &Key::str(TREE_SIZE), &encode(&(seq + 1)))
 }
 
+/// The sequence number the next audit entry of this transaction gets.
+fn next_audit_seq(tx: &mut dyn Tx) -> Result<u64, StoreError> {
+    match tx.get(Table::Meta, &Key::str(AUDIT_HEAD))? {
+        Some(v) => Ok(decode::<(u64, String)>("audit head", &v)?.0 + 1),
+        None => Ok(0),
+    }
+}
+
 fn tree_size(tx: &mut dyn Tx) -> Result<u64, StoreError> {
     match tx.get(Table::Meta, &Key::str(TREE_SIZE))? {
         Some(v) => decode("audit tree size", &v),
@@ -116,6 +124,12 @@ pub struct KeyRecord {
     pub owner: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The sequence number of the audit entry that created this key name for its current
+    /// owner (its first version, or its restore): the owner sees the log's entries about the
+    /// name from there on, not those of a purged key of the same name. Set by the store; `None`
+    /// in stores from before it existed (the owner then sees every entry about the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_from: Option<u64>,
 }
 
 /// A soft-deleted key (Azure Key Vault's DeletedKeyBundle): every version, kept until
@@ -449,21 +463,25 @@ impl Store {
         Ok(self
             .write(event, |tx| {
                 let prefix = format!("{}/", rec.name);
-                if let Some(latest) =
-                    tx.get_through(Table::Latest, &Key::str(&rec.name), Table::Keys, &prefix)?
-                {
-                    let latest: KeyRecord = decode(&rec.name, &latest)?;
-                    if latest.owner != rec.owner {
-                        return Err(StoreError::Conflict(format!(
-                            "key {} was created meanwhile by another principal",
-                            rec.name
-                        )));
+                let mut rec = rec.clone();
+                match tx.get_through(Table::Latest, &Key::str(&rec.name), Table::Keys, &prefix)? {
+                    Some(latest) => {
+                        let latest: KeyRecord = decode(&rec.name, &latest)?;
+                        if latest.owner != rec.owner {
+                            return Err(StoreError::Conflict(format!(
+                                "key {} was created meanwhile by another principal",
+                                rec.name
+                            )));
+                        }
+                        rec.audit_from = latest.audit_from;
                     }
+                    // This write's own audit entry (the creation) is the next.
+                    None => rec.audit_from = Some(next_audit_seq(tx)?),
                 }
                 tx.put(
                     Table::Keys,
                     &version_key(&rec.name, &rec.version),
-                    &encode(rec),
+                    &encode(&rec),
                 )?;
                 tx.put(Table::Latest, &Key::str(&rec.name), rec.version.as_bytes())
             })?
@@ -487,11 +505,17 @@ impl Store {
             if tx.get(Table::Latest, &Key::str(&newest.name))?.is_some() {
                 return Ok(false);
             }
+            // A new owner of the name here: the log's entries from this restore on are its.
+            let audit_from = Some(next_audit_seq(tx)?);
             for rec in versions {
+                let rec = KeyRecord {
+                    audit_from,
+                    ..rec.clone()
+                };
                 tx.put(
                     Table::Keys,
                     &version_key(&rec.name, &rec.version),
-                    &encode(rec),
+                    &encode(&rec),
                 )?;
             }
             tx.put(
@@ -660,7 +684,8 @@ impl Store {
 
     /// Every version of a key, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.backend.read(|tx| {
+        // One snapshot: the latest pointer must be that of the versions listed.
+        self.backend.read_snapshot(|tx| {
             let latest = tx
                 .get(Table::Latest, &Key::str(name))?
                 .map(|v| text(v, "latest version"))

@@ -393,7 +393,8 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Runs `f` on a consistent snapshot.
+    /// Runs `f`'s reads: on redb one snapshot; on PostgreSQL each statement sees everything
+    /// committed before it (see [`PgBackend::read`](super::postgres::PgBackend::read)).
     pub fn read<R>(
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError>,
@@ -404,6 +405,18 @@ impl Backend {
                 f(&mut RedbRead(&tx))
             }
             Backend::Postgres(pg) => pg.read(f),
+        }
+    }
+
+    /// Runs `f`'s reads on one snapshot, whatever the backend (on PostgreSQL a read-only
+    /// REPEATABLE READ transaction: two more round trips than [`read`](Self::read)).
+    pub fn read_snapshot<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match self {
+            Backend::Redb(_) => self.read(f),
+            Backend::Postgres(pg) => pg.read_snapshot(f),
         }
     }
 

@@ -210,7 +210,33 @@ impl PgBackend {
             conn: Conn::Client(&client),
             backend: self,
             pending: BTreeMap::new(),
+            writable: false,
         })
+    }
+
+    /// Runs `f`'s reads on one snapshot (a read-only REPEATABLE READ transaction), for reads
+    /// whose statements must agree with each other.
+    pub fn read_snapshot<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut client = block_on(self.client())?;
+        let tx = block_on(
+            client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start(),
+        )
+        .map_err(|e| self.err(e))?;
+        let out = f(&mut PgTx {
+            conn: Conn::Tx(&tx),
+            backend: self,
+            pending: BTreeMap::new(),
+            writable: false,
+        })?;
+        block_on(tx.commit()).map_err(|e| self.err(e))?;
+        Ok(out)
     }
 
     /// Runs `f` holding the write lock, and commits.
@@ -235,6 +261,7 @@ impl PgBackend {
             conn: Conn::Tx(&tx),
             backend: self,
             pending: BTreeMap::new(),
+            writable: true,
         };
         let out = f(&mut ptx)?;
         ptx.flush()?;
@@ -256,6 +283,8 @@ struct PgTx<'a, 'c> {
     /// removal. Sent together before a scan and at commit (one statement per table), so a
     /// batch of audit entries costs a handful of round trips rather than several per entry.
     pending: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// False in reads: a write there is a bug, refused.
+    writable: bool,
 }
 
 impl PgTx<'_, '_> {
@@ -364,7 +393,7 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn put(&mut self, t: Table, k: &Key, v: &[u8]) -> Result<(), StoreError> {
-        if let Conn::Client(_) = self.conn {
+        if !self.writable {
             return Err(StoreError::Db(format!("a write to {} in a read", t.name())));
         }
         self.pending.insert((t, k.to_bytes()), Some(v.to_vec()));
@@ -372,7 +401,7 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn remove(&mut self, t: Table, k: &Key) -> Result<bool, StoreError> {
-        if let Conn::Client(_) = self.conn {
+        if !self.writable {
             return Err(StoreError::Db(format!("a write to {} in a read", t.name())));
         }
         let existed = self.get(t, k)?.is_some();
