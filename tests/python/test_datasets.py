@@ -194,6 +194,24 @@ def test_round_trip_through_azure_blob_storage(tmp_path, vault_key, azurite):
     for r in expected[:20]:
         assert r["name"].encode() not in blob and r["phone"].encode() not in blob
 
+    # Re-wrapped in place on Blob Storage (a block-list commit, made only while the blob is still
+    # the version read): the pages are unchanged and the new key alone opens it.
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = new_key.public_key().public_numbers()
+    new_public = tmp_path / "new.json"
+    new_public.write_text(json.dumps({"kid": KID2, "kty": "RSA", "n": b64url_int(n.n, 256), "e": b64url_int(n.e, 3)}))
+    moved = json.loads(run("data", "rewrap", url, "--key-file", str(private), "--to", str(new_public)))
+    assert moved["from"] == KID and moved["to"] == KID2
+    after = shared_key_request(f"{azurite}/{AZURITE_ACCOUNT}/datasets/fabrikam/records.parquet", AZURITE_ACCOUNT,
+                               AZURITE_KEY, method="GET")
+    kept = moved["bytes_unchanged"]
+    assert after[:kept] == blob[:kept] and len(after) == kept + moved["tail_bytes"]
+    new_private = tmp_path / "new.pk8"
+    new_private.write_bytes(new_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    shown = json.loads(run("data", "inspect", url, "--key-file", str(new_private), "--sample", "300"))
+    assert [{k: str(v) for k, v in r.items()} for r in shown["sample"]] == expected
+
 
 # --- Every mode of PyArrow's Parquet modular encryption: read, or refused with the mode named ---
 

@@ -20,7 +20,6 @@ use thrift::protocol::{
     TCompactInputProtocol, TCompactOutputProtocol, TFieldIdentifier, TInputProtocol,
     TOutputProtocol, TStructIdentifier, TType,
 };
-use tokio::io::AsyncWriteExt as _;
 
 use crate::dataset::{DataError, KeyMaterial};
 use crate::store::Location;
@@ -194,20 +193,66 @@ pub struct EncryptedTail {
     pub encrypted_footer: Vec<u8>,
     /// The whole file's size in bytes.
     pub size: u64,
+    /// The object's entity tag when its tail was read (`None` where the store has none): every
+    /// later read and the replacement are made against this version only.
+    pub e_tag: Option<String>,
+}
+
+/// "The object changed while it was being re-wrapped": another writer replaced it.
+fn changed_meanwhile(loc: &Location) -> DataError {
+    DataError::Write {
+        url: loc.url.clone(),
+        detail: "the object was changed by another writer while it was being re-wrapped; it was \
+                 left as that writer made it: run the re-wrap again"
+            .into(),
+    }
+}
+
+/// Opens `range` of the object at `loc`, only while its entity tag is still `e_tag`.
+async fn open_range(
+    loc: &Location,
+    e_tag: Option<&str>,
+    range: std::ops::Range<u64>,
+) -> Result<object_store::GetResult, DataError> {
+    loc.store
+        .get_opts(
+            &loc.path,
+            object_store::GetOptions {
+                range: Some(range.into()),
+                if_match: e_tag.map(String::from),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
+                changed_meanwhile(loc)
+            }
+            e => e.into(),
+        })
+}
+
+async fn read_range(
+    loc: &Location,
+    e_tag: Option<&str>,
+    range: std::ops::Range<u64>,
+) -> Result<bytes::Bytes, DataError> {
+    Ok(open_range(loc, e_tag, range).await?.bytes().await?)
 }
 
 impl EncryptedTail {
     /// Reads and splits the tail of the object at `loc`. A plaintext footer (`PAR1`) is refused
     /// with the reason.
     pub async fn read(loc: &Location) -> Result<Self, DataError> {
-        let size = loc.store.head(&loc.path).await?.size;
+        let meta = loc.store.head(&loc.path).await?;
+        let (size, e_tag) = (meta.size, meta.e_tag);
         if size < 12 {
             return Err(DataError::Input(format!(
                 "{} is {size} bytes: not a Parquet file",
                 loc.url
             )));
         }
-        let end = loc.store.get_range(&loc.path, size - 8..size).await?;
+        let end = read_range(loc, e_tag.as_deref(), size - 8..size).await?;
         match &end[4..] {
             b"PARE" => {}
             b"PAR1" => {
@@ -241,13 +286,14 @@ impl EncryptedTail {
             )));
         }
         let offset = size - 8 - len;
-        let tail = loc.store.get_range(&loc.path, offset..size - 8).await?;
+        let tail = read_range(loc, e_tag.as_deref(), offset..size - 8).await?;
         let (crypto, used) = FileCryptoMetaData::decode(&tail)?;
         Ok(EncryptedTail {
             offset,
             crypto,
             encrypted_footer: tail[used..].to_vec(),
             size,
+            e_tag,
         })
     }
 
@@ -341,30 +387,42 @@ where
     tail.crypto.key_metadata = Some(new_raw.clone());
     let new_tail = tail.encode();
 
-    // Copy the data pages as they are, then the new tail; the object is replaced only when the
-    // upload completes (a rename for files, a block-list commit for blobs), so a failure leaves
-    // the old file.
-    let mut sink = object_store::buffered::BufWriter::new(loc.store.clone(), loc.path.clone());
-    let source = loc
-        .store
-        .get_opts(
-            &loc.path,
-            object_store::GetOptions {
-                range: Some((0..tail.offset).into()),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut pages = source.into_stream();
-    let write_err = |e: std::io::Error| DataError::Write {
-        url: loc.url.clone(),
-        detail: e.to_string(),
-    };
-    while let Some(chunk) = pages.next().await {
-        sink.write_all(&chunk?).await.map_err(write_err)?;
+    // Copy the data pages as they are (of the version whose tail was read: a file replaced
+    // meanwhile fails the read), then the new tail. The object is replaced only when the upload
+    // completes (a rename for files, a block-list commit for blobs), so a failure leaves the
+    // old file; just before that, the object must still be the version read, or the upload is
+    // abandoned and the other writer's object stays.
+    let upload = loc.store.put_multipart(&loc.path).await?;
+    let mut sink = object_store::WriteMultipart::new(upload);
+    let mut pages = open_range(loc, tail.e_tag.as_deref(), 0..tail.offset)
+        .await?
+        .into_stream();
+    let copied = async {
+        while let Some(chunk) = pages.next().await {
+            let chunk = chunk?;
+            sink.wait_for_capacity(4).await?;
+            sink.write(&chunk);
+        }
+        sink.write(&new_tail);
+        let now = loc.store.head(&loc.path).await?;
+        if now.e_tag != tail.e_tag || now.size != tail.size {
+            return Err(changed_meanwhile(loc));
+        }
+        Ok::<_, DataError>(())
     }
-    sink.write_all(&new_tail).await.map_err(write_err)?;
-    sink.shutdown().await.map_err(write_err)?;
+    .await;
+    match copied {
+        Ok(()) => {
+            sink.finish().await.map_err(|e| DataError::Write {
+                url: loc.url.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        Err(e) => {
+            let _ = sink.abort().await;
+            return Err(e);
+        }
+    }
 
     let check = EncryptedTail::read(loc).await?;
     if check.crypto.key_metadata.as_deref() != Some(new_raw.as_slice())

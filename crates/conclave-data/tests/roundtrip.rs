@@ -252,6 +252,25 @@ async fn rewrap_moves_a_dataset_to_a_new_key_without_touching_its_pages() {
     assert!(refused.to_string().contains("refused by the vault"));
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
+    // Another writer replaces the object while the vault re-wraps: the re-wrap fails with the
+    // reason and leaves the other writer's object, never old pages under its name.
+    let theirs = b"PAR1 another writer's object".to_vec();
+    let raced = rewrap_footer_key(&loc, |w| {
+        let (path, theirs) = (path.clone(), theirs.clone());
+        async move {
+            std::fs::write(&path, &theirs).unwrap();
+            Ok(("https://vault.example/keys/k/v".into(), w.wrapped))
+        }
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        raced.to_string().contains("changed by another writer"),
+        "{raced}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), theirs);
+    std::fs::write(&path, &before).unwrap();
+
     let unwrap_old = OaepPrivateDecryptingKey::new(old_private.clone()).unwrap();
     let spki = conclave_snp::x509::rsa_spki_from_components(&new_public.n, &new_public.e).unwrap();
     let wrap_new =
