@@ -365,7 +365,8 @@ impl Vault {
         }
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> VResult<Principal> {
+    /// The SHA-256 (hex) of the request's bearer token.
+    fn bearer_hash(&self, headers: &HeaderMap) -> VResult<String> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(
                 self.challenge("this request needs a bearer token (Authorization: Bearer <token>)")
@@ -380,20 +381,47 @@ impl Vault {
             })
             .map(str::trim)
             .ok_or_else(|| self.challenge("the Authorization header is not a bearer token"))?;
-        match self
+        Ok(sha256_hex(token.as_bytes()))
+    }
+
+    /// 401 for a token no principal has, audited.
+    fn unknown_token(&self) -> VaultError {
+        // The audit entry says what the caller was told.
+        let message = "the bearer token is not valid for this vault";
+        let _ = self
             .store
-            .principal_by_token_hash(&sha256_hex(token.as_bytes()))?
-        {
-            Some(p) => Ok(p),
-            None => {
-                // The audit entry says what the caller was told.
-                let message = "the bearer token is not valid for this vault";
-                let _ = self.store.audit(
-                    AuditEvent::new("anonymous", "authenticate", None, "denied").reason(message),
-                );
-                Err(self.challenge(message))
-            }
+            .audit(AuditEvent::new("anonymous", "authenticate", None, "denied").reason(message));
+        self.challenge(message)
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> VResult<Principal> {
+        let hash = self.bearer_hash(headers)?;
+        self.store
+            .principal_by_token_hash(&hash)?
+            .ok_or_else(|| self.unknown_token())
+    }
+
+    /// [`authenticate`](Self::authenticate) and [`key_or_404`](Self::key_or_404) in one read
+    /// (one database round trip): the key's record is the caller's to see only once it is
+    /// authenticated, so an unknown token gets 401 whether or not the key exists.
+    fn authenticate_with_key(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+        version: Option<&str>,
+    ) -> VResult<(Principal, VResult<KeyRecord>)> {
+        let hash = self.bearer_hash(headers)?;
+        if !api::valid_name(name) || version.is_some_and(|v| !api::valid_version(v)) {
+            // Names are checked after authentication, as key_or_404 does.
+            let who = self.authenticate(headers)?;
+            return Ok((who, self.key_or_404(name, version)));
         }
+        let (who, rec) = self.store.principal_and_key(&hash, name, version)?;
+        let who = who.ok_or_else(|| self.unknown_token())?;
+        Ok((
+            who,
+            rec.ok_or_else(|| VaultError::not_found(&format!("key {name}"))),
+        ))
     }
 
     fn key_or_404(&self, name: &str, version: Option<&str>) -> VResult<KeyRecord> {
@@ -1089,15 +1117,15 @@ impl Vault {
         Ok(api::bundle_json(&self.config.vault_url, &rec))
     }
 
-    /// Secure key release.
+    /// Secure key release of `rec` (key `name`, as read with the caller's principal).
     async fn release(
         &self,
         who: &Principal,
         name: &str,
-        version: Option<&str>,
+        rec: VResult<KeyRecord>,
         req: ReleaseRequest,
     ) -> VResult<Value> {
-        let rec = self.key_or_404(name, version)?;
+        let rec = rec?;
         let deny = |code: &'static str, reason: String, claims: Option<&Value>| -> VaultError {
             self.count_release("denied", code);
             let mut event =
@@ -1774,9 +1802,9 @@ async fn release_latest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<Value>> {
-    let who = v.authenticate(&headers)?;
+    let (who, rec) = v.authenticate_with_key(&headers, &name, None)?;
     let req: ReleaseRequest = v.body(&who, "release", &name, body)?;
-    v.release(&who, &name, None, req)
+    v.release(&who, &name, rec, req)
         .await
         .map(Json)
         .map_err(|e| v.rejected(&who, "release", &name, e))
@@ -1793,11 +1821,11 @@ async fn release_version(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<Value>> {
-    let who = v.authenticate(&headers)?;
-    let req: ReleaseRequest = v.body(&who, "release", &name, body)?;
     // Azure's SDKs release the latest version as `/keys/{name}//release`.
     let version = (!version.is_empty()).then_some(version.as_str());
-    v.release(&who, &name, version, req)
+    let (who, rec) = v.authenticate_with_key(&headers, &name, version)?;
+    let req: ReleaseRequest = v.body(&who, "release", &name, body)?;
+    v.release(&who, &name, rec, req)
         .await
         .map(Json)
         .map_err(|e| v.rejected(&who, "release", &name, e))

@@ -12,7 +12,7 @@ pub mod postgres;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use backend::{Backend, Key, Table, TreeReader, Tx};
+use backend::{Backend, Key, Lookup, Table, TreeReader, Tx};
 
 use crate::audit::{AuditEntry, AuditEvent, chain_mac};
 
@@ -801,6 +801,39 @@ impl Store {
             tx.put(Table::Tokens, &Key::str(&p.token_sha256), p.name.as_bytes())?;
             self.append(tx, event)?;
             Ok(true)
+        })
+    }
+
+    /// The principal of a token hash and a key's record (its latest version without
+    /// `version`), read together: one round trip on PostgreSQL, for the hot path of release.
+    pub fn principal_and_key(
+        &self,
+        hash: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(Option<Principal>, Option<KeyRecord>), StoreError> {
+        let key = match version {
+            Some(v) => Lookup::Get(Table::Keys, version_key(name, v)),
+            None => Lookup::Through {
+                first: Table::Latest,
+                key: Key::str(name),
+                second: Table::Keys,
+                prefix: format!("{name}/"),
+            },
+        };
+        let principal = Lookup::Through {
+            first: Table::Tokens,
+            key: Key::str(hash),
+            second: Table::Principals,
+            prefix: String::new(),
+        };
+        self.backend.read(|tx| {
+            let mut found = tx.get_many(&[principal, key])?.into_iter();
+            let (p, k) = (found.next().flatten(), found.next().flatten());
+            Ok((
+                p.map(|v| decode("principal", &v)).transpose()?,
+                k.map(|v| decode(name, &v)).transpose()?,
+            ))
         })
     }
 

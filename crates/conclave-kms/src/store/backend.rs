@@ -121,6 +121,20 @@ impl Key {
 }
 
 /// One transaction's view of the store.
+/// One read of [`Tx::get_many`].
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// The value at `table[key]`.
+    Get(Table, Key),
+    /// The value at `second[prefix ‖ first[key]]` (see [`Tx::get_through`]).
+    Through {
+        first: Table,
+        key: Key,
+        second: Table,
+        prefix: String,
+    },
+}
+
 pub trait Tx {
     fn get(&mut self, t: Table, k: &Key) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&mut self, t: Table, k: &Key, v: &[u8]) -> Result<(), StoreError>;
@@ -141,6 +155,23 @@ pub trait Tx {
         let pointer = String::from_utf8(pointer)
             .map_err(|_| StoreError::Corrupt(format!("a value of table {}", first.name())))?;
         self.get(second, &Key::Str(format!("{prefix}{pointer}")))
+    }
+
+    /// Several reads at once, their values in order: one round trip where the backend can
+    /// (a request's principal and its key together).
+    fn get_many(&mut self, lookups: &[Lookup]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        lookups
+            .iter()
+            .map(|l| match l {
+                Lookup::Get(t, k) => self.get(*t, k),
+                Lookup::Through {
+                    first,
+                    key,
+                    second,
+                    prefix,
+                } => self.get_through(*first, key, *second, prefix),
+            })
+            .collect()
     }
 
     /// The entries with `start <= key < end` (to the last without `end`), in key order, at

@@ -22,7 +22,7 @@ use futures::executor::block_on;
 use tokio_postgres::types::ToSql;
 
 use super::StoreError;
-use super::backend::{Key, Table, Tx};
+use super::backend::{Key, Lookup, Table, Tx};
 
 /// The schema, in order: (version, description, SQL).
 const MIGRATIONS: [(i32, &str, &str); 1] = [(
@@ -374,22 +374,86 @@ impl Tx for PgTx<'_, '_> {
         second: Table,
         prefix: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        let lookup = Lookup::Through {
+            first,
+            key: k.clone(),
+            second,
+            prefix: prefix.into(),
+        };
+        Ok(self
+            .get_many(std::slice::from_ref(&lookup))?
+            .pop()
+            .flatten())
+    }
+
+    fn get_many(&mut self, lookups: &[Lookup]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if !self.pending.is_empty() {
-            // This transaction's own changes live here until flushed: the plain way.
-            let Some(pointer) = self.get(first, k)? else {
-                return Ok(None);
-            };
-            let pointer = String::from_utf8(pointer)
-                .map_err(|_| StoreError::Corrupt(format!("a value of table {}", first.name())))?;
-            return self.get(second, &Key::Str(format!("{prefix}{pointer}")));
+            // This transaction's own changes live here until flushed: one lookup at a time,
+            // each table read through them.
+            return lookups
+                .iter()
+                .map(|l| match l {
+                    Lookup::Get(t, k) => self.get(*t, k),
+                    Lookup::Through {
+                        first,
+                        key,
+                        second,
+                        prefix,
+                    } => {
+                        let Some(pointer) = self.get(*first, key)? else {
+                            return Ok(None);
+                        };
+                        let pointer = String::from_utf8(pointer).map_err(|_| {
+                            StoreError::Corrupt(format!("a value of table {}", first.name()))
+                        })?;
+                        self.get(*second, &Key::Str(format!("{prefix}{pointer}")))
+                    }
+                })
+                .collect();
         }
-        let sql = format!(
-            "SELECT s.v FROM vault_{} f JOIN vault_{} s ON s.k = $2::bytea || f.v WHERE f.k = $1",
-            first.name(),
-            second.name()
-        );
-        let rows = self.query(&sql, &[&k.to_bytes(), &prefix.as_bytes()])?;
-        Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
+        // One statement: the lookups' rows, each tagged with its position.
+        let mut parts = Vec::with_capacity(lookups.len());
+        let mut params: Vec<Vec<u8>> = Vec::new();
+        for (i, l) in lookups.iter().enumerate() {
+            match l {
+                Lookup::Get(t, k) => {
+                    params.push(k.to_bytes());
+                    parts.push(format!(
+                        "SELECT {i}::int4, v FROM vault_{} WHERE k = ${}",
+                        t.name(),
+                        params.len()
+                    ));
+                }
+                Lookup::Through {
+                    first,
+                    key,
+                    second,
+                    prefix,
+                } => {
+                    params.push(key.to_bytes());
+                    params.push(prefix.as_bytes().to_vec());
+                    parts.push(format!(
+                        "SELECT {i}::int4, s.v FROM vault_{} f JOIN vault_{} s ON s.k = ${}::bytea || f.v WHERE f.k = ${}",
+                        first.name(),
+                        second.name(),
+                        params.len(),
+                        params.len() - 1
+                    ));
+                }
+            }
+        }
+        let sql = parts.join(" UNION ALL ");
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let mut out = vec![None; lookups.len()];
+        for row in self.query(&sql, &refs)? {
+            let i = usize::try_from(row.get::<_, i32>(0))
+                .ok()
+                .filter(|i| *i < out.len())
+                .ok_or_else(|| StoreError::Db("a lookup row out of range".into()))?;
+            out[i] = Some(row.get::<_, Vec<u8>>(1));
+        }
+        Ok(out)
     }
 
     fn put(&mut self, t: Table, k: &Key, v: &[u8]) -> Result<(), StoreError> {
