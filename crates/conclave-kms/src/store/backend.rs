@@ -149,29 +149,13 @@ pub trait Tx {
         second: Table,
         prefix: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(pointer) = self.get(first, k)? else {
-            return Ok(None);
-        };
-        let pointer = String::from_utf8(pointer)
-            .map_err(|_| StoreError::Corrupt(format!("a value of table {}", first.name())))?;
-        self.get(second, &Key::Str(format!("{prefix}{pointer}")))
+        follow_pointer(self, first, k, second, prefix)
     }
 
     /// Several reads at once, their values in order: one round trip where the backend can
     /// (a request's principal and its key together).
     fn get_many(&mut self, lookups: &[Lookup]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        lookups
-            .iter()
-            .map(|l| match l {
-                Lookup::Get(t, k) => self.get(*t, k),
-                Lookup::Through {
-                    first,
-                    key,
-                    second,
-                    prefix,
-                } => self.get_through(*first, key, *second, prefix),
-            })
-            .collect()
+        get_each(self, lookups)
     }
 
     /// The entries with `start <= key < end` (to the last without `end`), in key order, at
@@ -183,6 +167,41 @@ pub trait Tx {
         end: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<(Key, Vec<u8>)>, StoreError>;
+}
+
+/// [`Tx::get_through`] with two plain reads.
+pub fn follow_pointer<T: Tx + ?Sized>(
+    tx: &mut T,
+    first: Table,
+    k: &Key,
+    second: Table,
+    prefix: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(pointer) = tx.get(first, k)? else {
+        return Ok(None);
+    };
+    let pointer = String::from_utf8(pointer)
+        .map_err(|_| StoreError::Corrupt(format!("a value of table {}", first.name())))?;
+    tx.get(second, &Key::Str(format!("{prefix}{pointer}")))
+}
+
+/// [`Tx::get_many`] one lookup at a time, with plain reads.
+pub fn get_each<T: Tx + ?Sized>(
+    tx: &mut T,
+    lookups: &[Lookup],
+) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    lookups
+        .iter()
+        .map(|l| match l {
+            Lookup::Get(t, k) => tx.get(*t, k),
+            Lookup::Through {
+                first,
+                key,
+                second,
+                prefix,
+            } => follow_pointer(tx, *first, key, *second, prefix),
+        })
+        .collect()
 }
 
 /// Reads the audit tree's stored hashes through a transaction (for `tlog_tiles`). A storage

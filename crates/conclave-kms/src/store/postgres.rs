@@ -390,26 +390,7 @@ impl Tx for PgTx<'_, '_> {
         if !self.pending.is_empty() {
             // This transaction's own changes live here until flushed: one lookup at a time,
             // each table read through them.
-            return lookups
-                .iter()
-                .map(|l| match l {
-                    Lookup::Get(t, k) => self.get(*t, k),
-                    Lookup::Through {
-                        first,
-                        key,
-                        second,
-                        prefix,
-                    } => {
-                        let Some(pointer) = self.get(*first, key)? else {
-                            return Ok(None);
-                        };
-                        let pointer = String::from_utf8(pointer).map_err(|_| {
-                            StoreError::Corrupt(format!("a value of table {}", first.name()))
-                        })?;
-                        self.get(*second, &Key::Str(format!("{prefix}{pointer}")))
-                    }
-                })
-                .collect();
+            return super::backend::get_each(self, lookups);
         }
         // One statement: the lookups' rows, each tagged with its position.
         let mut parts = Vec::with_capacity(lookups.len());
