@@ -12,6 +12,7 @@ pub mod audit;
 pub mod client;
 pub mod crypto;
 pub mod policy;
+pub mod release;
 pub mod rotation;
 pub mod security_domain;
 pub mod service;

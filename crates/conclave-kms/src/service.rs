@@ -23,8 +23,8 @@ use crate::api::{
     self, CreateKeyRequest, GrantRequest, ReleasePolicyBody, ReleaseRequest, UpdateKeyRequest,
 };
 use crate::audit::AuditEvent;
-use crate::crypto::{self, MasterKey, WrapAlgorithm};
-use crate::policy::{ReleasePolicy, claim_at};
+use crate::crypto::{self, MasterKey};
+use crate::policy::ReleasePolicy;
 use crate::store::{DeletedKey, Grant, KeyRecord, Permission, Principal, Store, StoredPolicy};
 use conclave_net::observe::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -36,9 +36,6 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deepest JSON nesting accepted in a request body.
 pub const MAX_JSON_DEPTH: usize = 32;
-
-/// The kid the TEE's key carries in `x-ms-runtime.keys` (named in `key_hsm`'s header).
-const TEE_KEY_ID: &str = "TeeEncryptionKey";
 
 /// An attestation service whose tokens this vault accepts (when a key's policy names it).
 pub struct Authority {
@@ -109,7 +106,7 @@ pub struct VaultError {
 }
 
 impl VaultError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         VaultError {
             status,
             code,
@@ -130,7 +127,7 @@ impl VaultError {
             format!("{what} was not found in this vault"),
         )
     }
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("vault internal error: {e}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,7 +167,7 @@ impl IntoResponse for VaultError {
     }
 }
 
-type VResult<T> = Result<T, VaultError>;
+pub(crate) type VResult<T> = Result<T, VaultError>;
 
 /// What [`Vault::new_key_material`] makes: the fields of a [`KeyRecord`] that a new version
 /// does not share with the key's other versions.
@@ -193,7 +190,7 @@ enum Manager {
     OwnerOrAdmin,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -306,7 +303,7 @@ impl Vault {
         })
     }
 
-    fn count_release(&self, outcome: &'static str, reason: &'static str) {
+    pub(crate) fn count_release(&self, outcome: &'static str, reason: &'static str) {
         self.releases
             .get_or_create(&ReleaseLabels { outcome, reason })
             .inc();
@@ -314,6 +311,14 @@ impl Vault {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     pub fn vault_url(&self) -> &str {
@@ -435,7 +440,12 @@ impl Vault {
             .ok_or_else(|| VaultError::not_found(&format!("key {name}")))
     }
 
-    fn permitted(&self, who: &Principal, rec: &KeyRecord, perm: Permission) -> VResult<bool> {
+    pub(crate) fn permitted(
+        &self,
+        who: &Principal,
+        rec: &KeyRecord,
+        perm: Permission,
+    ) -> VResult<bool> {
         if rec.owner == who.name {
             return Ok(true);
         }
@@ -1117,206 +1127,6 @@ impl Vault {
         Ok(api::bundle_json(&self.config.vault_url, &rec))
     }
 
-    /// Secure key release of `rec` (key `name`, as read with the caller's principal).
-    async fn release(
-        &self,
-        who: &Principal,
-        name: &str,
-        rec: VResult<KeyRecord>,
-        req: ReleaseRequest,
-    ) -> VResult<Value> {
-        let rec = rec?;
-        let deny = |code: &'static str, reason: String, claims: Option<&Value>| -> VaultError {
-            self.count_release("denied", code);
-            let mut event =
-                AuditEvent::new(&who.name, "release", Some(name), "denied").reason(reason.clone());
-            if let Some(c) = claims {
-                event.measurement = measurement_of(c);
-                event.platform = c
-                    .get(conclave_attest::claims::PLATFORM_CLAIM)
-                    .and_then(Value::as_str)
-                    .map(String::from);
-            }
-            tracing::warn!(principal = %who.name, key = name, "release denied: {reason}");
-            match self.store.audit(event) {
-                Ok(_) => VaultError::forbidden(reason),
-                Err(e) => VaultError::from(e),
-            }
-        };
-        if !self.permitted(who, &rec, Permission::Release)? {
-            return Err(deny(
-                "no_grant",
-                format!(
-                    "principal {} has no release grant on key {name}; its owner ({}) must grant it",
-                    who.name, rec.owner
-                ),
-                None,
-            ));
-        }
-        if !rec.enabled {
-            return Err(deny("key_disabled", "the key is disabled".into(), None));
-        }
-        let t = now();
-        if rec.nbf.is_some_and(|nbf| t < nbf) || rec.exp.is_some_and(|exp| t > exp) {
-            return Err(deny(
-                "key_not_valid_now",
-                "the key is outside its validity period (nbf/exp)".into(),
-                None,
-            ));
-        }
-        let (Some(stored), true) = (&rec.release_policy, rec.exportable) else {
-            return Err(deny(
-                "not_exportable",
-                "the key is not exportable (it has no release policy)".into(),
-                None,
-            ));
-        };
-        let enc = match req.enc.as_deref() {
-            None => WrapAlgorithm::CkmRsaAesKeyWrap,
-            Some(e) => WrapAlgorithm::parse(e).ok_or_else(|| {
-                VaultError::bad(format!("enc {e} is not supported: use CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256 or RSA_AES_KEY_WRAP_384"))
-            })?,
-        };
-
-        // Which authority does the token claim to come from? Only configured ones are asked.
-        let issuer = unverified_issuer(&req.target).ok_or_else(|| {
-            deny(
-                "malformed_token",
-                "the target is not a JWT with an iss claim".into(),
-                None,
-            )
-        })?;
-        let Some(authority) = self
-            .config
-            .authorities
-            .iter()
-            .find(|a| a.issuer.eq_ignore_ascii_case(issuer.trim_end_matches('/')))
-        else {
-            return Err(deny(
-                "untrusted_issuer",
-                format!(
-                    "the token's issuer {issuer} is not an attestation authority this vault trusts"
-                ),
-                None,
-            ));
-        };
-        let verified = match authority.verifier.verify(&req.target).await {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(deny(
-                    "token_rejected",
-                    format!("attestation token rejected: {e}"),
-                    None,
-                ));
-            }
-        };
-        let claims = &verified.claims;
-        if self.config.hardware_only
-            && claims
-                .get(conclave_attest::claims::PLATFORM_CLAIM)
-                .and_then(Value::as_str)
-                == Some("sim")
-        {
-            return Err(deny("simulated_platform", "this vault releases keys to hardware TEEs only; the token is for a simulated platform".into(), Some(claims)));
-        }
-        if let Some(nonce) = &req.nonce
-            && claims.get("nonce").and_then(Value::as_str) != Some(nonce.as_str())
-        {
-            return Err(deny(
-                "nonce_mismatch",
-                "the token's nonce does not match the request's nonce".into(),
-                Some(claims),
-            ));
-        }
-        let policy_bytes =
-            conclave_attest::api::b64url_decode(&stored.data).map_err(VaultError::internal)?;
-        let policy = ReleasePolicy::parse(&policy_bytes).map_err(VaultError::internal)?;
-        if let Err(reason) = policy.evaluate(verified.issuer(), claims) {
-            return Err(deny(
-                "policy_not_satisfied",
-                format!("release policy not satisfied: {reason}"),
-                Some(claims),
-            ));
-        }
-        let Some((n, e)) = tee_key(claims) else {
-            return Err(deny("no_tee_key", "the token carries no TEE encryption key (an RSA key in x-ms-runtime.keys with key_ops [\"encrypt\"], key_use \"enc\" or use \"enc\")".into(), Some(claims)));
-        };
-
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(&rec.sealed_private)
-            .map_err(VaultError::internal)?;
-        let pkcs8 = self
-            .master
-            .open(format!("{}/{}", rec.name, rec.version).as_bytes(), &sealed)
-            .map_err(VaultError::internal)?;
-        let wrapped = match crypto::wrap(&pkcs8, &n, &e, enc) {
-            Ok(w) => w,
-            Err(err @ crypto::CryptoError::BadTeeKey(_)) => {
-                return Err(deny("bad_tee_key", err.to_string(), Some(claims)));
-            }
-            Err(err) => return Err(VaultError::internal(err)),
-        };
-        drop(pkcs8);
-        let jws = self.release_jws(&rec, &req, enc, &wrapped)?;
-        let mut event = AuditEvent::new(&who.name, "release", Some(name), "granted").detail(
-            json!({"version": rec.version, "enc": enc.name(), "issuer": verified.issuer()}),
-        );
-        event.measurement = measurement_of(claims);
-        event.platform = claims
-            .get(conclave_attest::claims::PLATFORM_CLAIM)
-            .and_then(Value::as_str)
-            .map(String::from);
-        self.store.audit(event)?;
-        self.count_release("granted", "");
-        tracing::info!(principal = %who.name, key = name, "key released to an attested TEE");
-        Ok(json!({ "value": jws }))
-    }
-
-    fn release_jws(
-        &self,
-        rec: &KeyRecord,
-        req: &ReleaseRequest,
-        enc: WrapAlgorithm,
-        wrapped: &[u8],
-    ) -> VResult<String> {
-        let b64url = conclave_attest::api::b64url;
-        let kid = api::kid(&self.config.vault_url, &rec.name, &rec.version);
-        // key_hsm carries the wrapped key in Azure's BYOK transfer-blob shape.
-        let key_hsm = json!({
-            "schema_version": "1.0",
-            "header": { "kid": TEE_KEY_ID, "alg": "dir", "enc": enc.name() },
-            "ciphertext": b64url(wrapped),
-            "generator": concat!("conclave-kms/", env!("CARGO_PKG_VERSION")),
-        });
-        let mut key = api::jwk_json(&self.config.vault_url, rec);
-        key["key_hsm"] = b64url(&serde_json::to_vec(&key_hsm).expect("JSON")).into();
-        let mut response_key = json!({
-            "key": key,
-            "attributes": api::bundle_json(&self.config.vault_url, rec)["attributes"].clone(),
-        });
-        if let Some(p) = &rec.release_policy {
-            response_key["release_policy"] = api::policy_json(p);
-        }
-        let payload = json!({
-            "request": { "api-version": "7.4", "enc": enc.name(), "kid": kid, "nonce": req.nonce },
-            "response": { "key": response_key },
-        });
-        let mut header = serde_json::Map::new();
-        header.insert(
-            "x5c".into(),
-            self.config
-                .signing
-                .chain
-                .iter()
-                .map(|c| Value::String(base64::engine::general_purpose::STANDARD.encode(c)))
-                .collect::<Vec<_>>()
-                .into(),
-        );
-        header.insert("typ".into(), "JWT".into());
-        conclave_attest::jws::sign_rs256(header, &payload, &self.config.signing.key)
-            .map_err(VaultError::internal)
-    }
-
     /// The audit log's signed checkpoint now, as a C2SP signed note, with its size.
     pub fn audit_checkpoint(&self) -> VResult<(u64, String)> {
         let (size, root) = self.store.audit_tree_head()?;
@@ -1411,49 +1221,6 @@ impl Vault {
         let visible: Vec<_> = entries.into_iter().filter(|e| visible(e)).collect();
         Ok(json!({ "value": visible, "head": self.store.audit_head()? }))
     }
-}
-
-/// The `iss` of a token, read before verification only to pick the verifier.
-fn unverified_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = conclave_attest::api::b64url_decode(payload).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    Some(v.get("iss")?.as_str()?.to_string())
-}
-
-/// The launch measurement in a token, wherever its platform puts it.
-pub fn measurement_of(claims: &Value) -> Option<String> {
-    claim_at(claims, "x-ms-sevsnpvm-launchmeasurement")
-        .or_else(|| claim_at(claims, "x-ms-isolation-tee.x-ms-sevsnpvm-launchmeasurement"))
-        .and_then(Value::as_str)
-        .map(String::from)
-}
-
-/// The TEE's encryption key from `x-ms-runtime.keys`: an RSA JWK usable for encryption, marked
-/// as Azure's secure key release grammar documents the environment key (`key_ops` containing
-/// `encrypt`, or `key_use` `enc`), or with RFC 7517's `use` `enc`.
-pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
-    let keys = claim_at(claims, "x-ms-runtime.keys")?.as_array()?;
-    keys.iter().find_map(|k| {
-        // Every mark the JWK carries must allow encryption (RFC 7517 §4.3: they must agree),
-        // and it must carry at least one.
-        let ops_ok = k.get("key_ops").map(|ops| {
-            ops.as_array()
-                .is_some_and(|o| o.iter().any(|o| o == "encrypt"))
-        });
-        let key_use_ok = k.get("key_use").map(|u| u == "enc");
-        let use_ok = k.get("use").map(|u| u == "enc");
-        let marks = [ops_ok, key_use_ok, use_ok];
-        let usable = k.get("kty")?.as_str()? == "RSA"
-            && marks.iter().any(Option::is_some)
-            && marks.iter().flatten().all(|ok| *ok);
-        if !usable {
-            return None;
-        }
-        let n = conclave_attest::api::b64url_decode(k.get("n")?.as_str()?).ok()?;
-        let e = conclave_attest::api::b64url_decode(k.get("e")?.as_str()?).ok()?;
-        Some((n, e))
-    })
 }
 
 // --- handlers --------------------------------------------------------------------------------
@@ -2200,35 +1967,14 @@ pub fn router(vault: Arc<Vault>) -> Router {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::body::Body;
 
-    #[test]
-    fn the_tee_key_may_be_marked_by_key_ops_key_use_or_use() {
-        let with = |mark: Value| {
-            let mut jwk =
-                json!({"kid": "TeeEncryptionKey", "kty": "RSA", "n": "AQAB", "e": "AQAB"});
-            jwk.as_object_mut()
-                .unwrap()
-                .extend(mark.as_object().unwrap().clone());
-            tee_key(&json!({"x-ms-runtime": {"keys": [jwk]}}))
-        };
-        // Azure's grammar documents key_use "enc" (as Microsoft's SKR tooling writes it).
-        assert!(with(json!({"key_use": "enc"})).is_some());
-        assert!(with(json!({"key_ops": ["encrypt"]})).is_some());
-        assert!(with(json!({"use": "enc"})).is_some());
-        assert!(with(json!({"key_use": "sig"})).is_none());
-        assert!(with(json!({"key_ops": ["verify"]})).is_none());
-        // Marks that disagree (RFC 7517 §4.3) are refused.
-        assert!(with(json!({"key_use": "enc", "key_ops": ["verify"]})).is_none());
-        assert!(with(json!({"use": "sig", "key_ops": ["encrypt"]})).is_none());
-        assert!(with(json!({})).is_none());
-    }
     use axum::http::Request;
     use tower::ServiceExt as _;
 
-    fn vault_with(dir: &std::path::Path, deletion: DeletionPolicy) -> Arc<Vault> {
+    pub(crate) fn vault_with(dir: &std::path::Path, deletion: DeletionPolicy) -> Arc<Vault> {
         let ca = conclave_net::LocalCa::load_or_create(&dir.join("ca")).unwrap();
         crate::setup::open(
             crate::setup::VaultOptions {

@@ -1,0 +1,762 @@
+//! Secure key release, as data: the facts of a request ([`ReleaseFacts`]: who asks, the key,
+//! what the attestation token proved) go through one pure decision ([`decide`]), whose outcome
+//! is a [`Release`] or a [`Refusal`] naming its reason; the vault then wraps the key (which can
+//! still refuse a TEE key it cannot wrap to) and audits the outcome in one place
+//! ([`Vault::release`]), so no check can refuse without an audit entry.
+//!
+//! The grammar of the policies is in [`crate::policy`]; the response shape is Azure Key
+//! Vault's `POST /keys/{name}/{version}/release` (API version 7.4): a JWS whose payload carries
+//! the key with `key_hsm`, the key wrapped to the TEE's key (Azure's BYOK transfer blob).
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use conclave_attest::verify::VerifiedToken;
+use serde_json::{Value, json};
+
+use crate::api::{self, ReleaseRequest};
+use crate::audit::AuditEvent;
+use crate::crypto::{self, WrapAlgorithm};
+use crate::policy::{ReleasePolicy, claim_at};
+use crate::service::{VResult, Vault, VaultError, now};
+use crate::store::{KeyRecord, Permission, Principal};
+
+/// The kid the TEE's key carries in `x-ms-runtime.keys` (named in `key_hsm`'s header).
+const TEE_KEY_ID: &str = "TeeEncryptionKey";
+
+/// Why a release is refused. Each is audited (`release`, `denied`, with [`reason`](Self::reason))
+/// and counted under [`code`](Self::code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller neither owns the key nor holds a release grant on it.
+    NoGrant {
+        principal: String,
+        owner: String,
+    },
+    KeyDisabled,
+    /// Outside the key's `nbf`/`exp`.
+    KeyNotValidNow,
+    /// No release policy, or not exportable.
+    NotExportable,
+    /// `enc` names an algorithm the vault does not wrap with (400, not 403).
+    UnsupportedEnc(String),
+    /// The target is not a JWT with an `iss`.
+    MalformedToken,
+    UntrustedIssuer(String),
+    /// The authority's verifier refused the token (signature, expiry, …).
+    TokenRejected(String),
+    /// A simulated platform's token at a vault that releases to hardware only.
+    SimulatedPlatform,
+    NonceMismatch,
+    PolicyNotSatisfied(String),
+    /// The token carries no usable TEE encryption key.
+    NoTeeKey,
+    /// The TEE key cannot be wrapped to (too small, malformed).
+    BadTeeKey(String),
+}
+
+impl Refusal {
+    /// The label of `conclave_vault_key_releases_total{outcome="denied"}`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NoGrant { .. } => "no_grant",
+            Refusal::KeyDisabled => "key_disabled",
+            Refusal::KeyNotValidNow => "key_not_valid_now",
+            Refusal::NotExportable => "not_exportable",
+            Refusal::UnsupportedEnc(_) => "unsupported_enc",
+            Refusal::MalformedToken => "malformed_token",
+            Refusal::UntrustedIssuer(_) => "untrusted_issuer",
+            Refusal::TokenRejected(_) => "token_rejected",
+            Refusal::SimulatedPlatform => "simulated_platform",
+            Refusal::NonceMismatch => "nonce_mismatch",
+            Refusal::PolicyNotSatisfied(_) => "policy_not_satisfied",
+            Refusal::NoTeeKey => "no_tee_key",
+            Refusal::BadTeeKey(_) => "bad_tee_key",
+        }
+    }
+
+    /// What the caller is told and the audit entry records.
+    pub fn reason(&self) -> String {
+        match self {
+            Refusal::NoGrant { principal, owner } => format!(
+                "principal {principal} has no release grant on this key; its owner ({owner}) must grant it"
+            ),
+            Refusal::KeyDisabled => "the key is disabled".into(),
+            Refusal::KeyNotValidNow => "the key is outside its validity period (nbf/exp)".into(),
+            Refusal::NotExportable => {
+                "the key is not exportable (it has no release policy)".into()
+            }
+            Refusal::UnsupportedEnc(e) => format!(
+                "enc {e} is not supported: use CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256 or RSA_AES_KEY_WRAP_384"
+            ),
+            Refusal::MalformedToken => "the target is not a JWT with an iss claim".into(),
+            Refusal::UntrustedIssuer(issuer) => format!(
+                "the token's issuer {issuer} is not an attestation authority this vault trusts"
+            ),
+            Refusal::TokenRejected(e) => format!("attestation token rejected: {e}"),
+            Refusal::SimulatedPlatform => "this vault releases keys to hardware TEEs only; the token is for a simulated platform".into(),
+            Refusal::NonceMismatch => {
+                "the token's nonce does not match the request's nonce".into()
+            }
+            Refusal::PolicyNotSatisfied(r) => format!("release policy not satisfied: {r}"),
+            Refusal::NoTeeKey => "the token carries no TEE encryption key (an RSA key in x-ms-runtime.keys with key_ops [\"encrypt\"], key_use \"enc\" or use \"enc\")".into(),
+            Refusal::BadTeeKey(e) => e.clone(),
+        }
+    }
+
+    /// 400 for a malformed request, 403 for every other refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::UnsupportedEnc(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// What the vault knows when it decides: nothing here is fetched by [`decide`].
+pub struct ReleaseFacts<'a> {
+    pub who: &'a Principal,
+    pub rec: &'a KeyRecord,
+    /// Whether `who` owns the key or holds a release grant on it.
+    pub permitted: bool,
+    /// Unix seconds.
+    pub now: u64,
+    pub req: &'a ReleaseRequest,
+    /// The verified token, or why there is none ([`Refusal::MalformedToken`],
+    /// [`Refusal::UntrustedIssuer`], [`Refusal::TokenRejected`]).
+    pub token: Result<&'a VerifiedToken, Refusal>,
+    pub hardware_only: bool,
+}
+
+/// A release the decision allows: what to wrap, how, and to which key.
+#[derive(Debug)]
+pub struct Release {
+    pub enc: WrapAlgorithm,
+    /// The TEE key's RSA modulus and exponent (big-endian).
+    pub tee_n: Vec<u8>,
+    pub tee_e: Vec<u8>,
+}
+
+/// The decision: every check of secure key release, in order, on the facts alone.
+pub fn decide(f: &ReleaseFacts) -> Result<Release, Refusal> {
+    let (enc, stored) = key_checks(f)?;
+    let verified = f.token.clone()?;
+    let claims = &verified.claims;
+    if f.hardware_only
+        && claims
+            .get(conclave_attest::claims::PLATFORM_CLAIM)
+            .and_then(Value::as_str)
+            == Some("sim")
+    {
+        return Err(Refusal::SimulatedPlatform);
+    }
+    if let Some(nonce) = &f.req.nonce
+        && claims.get("nonce").and_then(Value::as_str) != Some(nonce.as_str())
+    {
+        return Err(Refusal::NonceMismatch);
+    }
+    // A stored policy was validated when it was set: failing to read it now is corruption,
+    // refused like an unsatisfied policy (never a release).
+    let policy = conclave_attest::api::b64url_decode(&stored.data)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| ReleasePolicy::parse(&bytes).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            Refusal::PolicyNotSatisfied(format!("the stored policy is unreadable: {e}"))
+        })?;
+    policy
+        .evaluate(verified.issuer(), claims)
+        .map_err(|r| Refusal::PolicyNotSatisfied(r.to_string()))?;
+    let (tee_n, tee_e) = tee_key(claims).ok_or(Refusal::NoTeeKey)?;
+    Ok(Release { enc, tee_n, tee_e })
+}
+
+/// The checks that need no token (the first of [`decide`]'s): the vault verifies a token only
+/// for a request that passes them.
+pub fn key_checks<'a>(
+    f: &ReleaseFacts<'a>,
+) -> Result<(WrapAlgorithm, &'a crate::store::StoredPolicy), Refusal> {
+    if !f.permitted {
+        return Err(Refusal::NoGrant {
+            principal: f.who.name.clone(),
+            owner: f.rec.owner.clone(),
+        });
+    }
+    if !f.rec.enabled {
+        return Err(Refusal::KeyDisabled);
+    }
+    if f.rec.nbf.is_some_and(|nbf| f.now < nbf) || f.rec.exp.is_some_and(|exp| f.now > exp) {
+        return Err(Refusal::KeyNotValidNow);
+    }
+    let (Some(stored), true) = (&f.rec.release_policy, f.rec.exportable) else {
+        return Err(Refusal::NotExportable);
+    };
+    let enc = match f.req.enc.as_deref() {
+        None => WrapAlgorithm::CkmRsaAesKeyWrap,
+        Some(e) => WrapAlgorithm::parse(e).ok_or_else(|| Refusal::UnsupportedEnc(e.into()))?,
+    };
+    Ok((enc, stored))
+}
+
+/// The `iss` of a token, read before verification only to pick the verifier.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = conclave_attest::api::b64url_decode(payload).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(v.get("iss")?.as_str()?.to_string())
+}
+
+/// The launch measurement in a token, wherever its platform puts it.
+pub fn measurement_of(claims: &Value) -> Option<String> {
+    claim_at(claims, "x-ms-sevsnpvm-launchmeasurement")
+        .or_else(|| claim_at(claims, "x-ms-isolation-tee.x-ms-sevsnpvm-launchmeasurement"))
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+/// The TEE's encryption key from `x-ms-runtime.keys`: an RSA JWK usable for encryption, marked
+/// as Azure's secure key release grammar documents the environment key (`key_ops` containing
+/// `encrypt`, or `key_use` `enc`), or with RFC 7517's `use` `enc`.
+pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
+    let keys = claim_at(claims, "x-ms-runtime.keys")?.as_array()?;
+    keys.iter().find_map(|k| {
+        // Every mark the JWK carries must allow encryption (RFC 7517 §4.3: they must agree),
+        // and it must carry at least one.
+        let ops_ok = k.get("key_ops").map(|ops| {
+            ops.as_array()
+                .is_some_and(|o| o.iter().any(|o| o == "encrypt"))
+        });
+        let key_use_ok = k.get("key_use").map(|u| u == "enc");
+        let use_ok = k.get("use").map(|u| u == "enc");
+        let marks = [ops_ok, key_use_ok, use_ok];
+        let usable = k.get("kty")?.as_str()? == "RSA"
+            && marks.iter().any(Option::is_some)
+            && marks.iter().flatten().all(|ok| *ok);
+        if !usable {
+            return None;
+        }
+        let n = conclave_attest::api::b64url_decode(k.get("n")?.as_str()?).ok()?;
+        let e = conclave_attest::api::b64url_decode(k.get("e")?.as_str()?).ok()?;
+        Some((n, e))
+    })
+}
+
+impl Vault {
+    /// `POST /keys/{name}[/{version}]/release` of `rec` (key `name`, read with the caller's
+    /// principal): gathers the facts (the grant, the verified token), decides, wraps, and
+    /// audits the outcome, whichever it is. Errors that are not refusals (the store
+    /// unavailable, a sealed key that does not open) are not decisions and carry their own
+    /// status.
+    pub(crate) async fn release(
+        &self,
+        who: &Principal,
+        name: &str,
+        rec: VResult<KeyRecord>,
+        req: ReleaseRequest,
+    ) -> VResult<Value> {
+        let rec = rec?;
+        let permitted = self.permitted(who, &rec, Permission::Release)?;
+        let mut facts = ReleaseFacts {
+            who,
+            rec: &rec,
+            permitted,
+            now: now(),
+            req: &req,
+            token: Err(Refusal::MalformedToken),
+            hardware_only: self.config().hardware_only,
+        };
+        let verified = match key_checks(&facts) {
+            Ok(_) => self.verify_target(&req.target).await,
+            // Refused before the token matters: decide refuses the same way.
+            Err(refusal) => Err(refusal),
+        };
+        facts.token = verified.as_ref().map_err(Clone::clone);
+        let outcome = match decide(&facts) {
+            Ok(release) => self.wrap_release(&rec, &req, release)?,
+            Err(refusal) => Err(refusal),
+        };
+        self.audit_release(who, name, &rec, verified.as_ref().ok(), outcome)
+    }
+
+    /// Finds the token's authority among those configured (only they are asked) and verifies
+    /// it there.
+    async fn verify_target(&self, target: &str) -> Result<VerifiedToken, Refusal> {
+        let issuer = unverified_issuer(target).ok_or(Refusal::MalformedToken)?;
+        let authority = self
+            .config()
+            .authorities
+            .iter()
+            .find(|a| a.issuer.eq_ignore_ascii_case(issuer.trim_end_matches('/')))
+            .ok_or_else(|| Refusal::UntrustedIssuer(issuer.clone()))?;
+        authority
+            .verifier
+            .verify(target)
+            .await
+            .map_err(|e| Refusal::TokenRejected(e.to_string()))
+    }
+
+    /// Wraps the key to the TEE's key and signs the response; a TEE key that cannot be wrapped
+    /// to is a refusal. The outer error is the vault's own failure.
+    fn wrap_release(
+        &self,
+        rec: &KeyRecord,
+        req: &ReleaseRequest,
+        release: Release,
+    ) -> VResult<Result<(String, WrapAlgorithm), Refusal>> {
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&rec.sealed_private)
+            .map_err(VaultError::internal)?;
+        let pkcs8 = self
+            .master()
+            .open(format!("{}/{}", rec.name, rec.version).as_bytes(), &sealed)
+            .map_err(VaultError::internal)?;
+        let wrapped = match crypto::wrap(&pkcs8, &release.tee_n, &release.tee_e, release.enc) {
+            Ok(w) => w,
+            Err(err @ crypto::CryptoError::BadTeeKey(_)) => {
+                return Ok(Err(Refusal::BadTeeKey(err.to_string())));
+            }
+            Err(err) => return Err(VaultError::internal(err)),
+        };
+        drop(pkcs8);
+        Ok(Ok((
+            self.release_jws(rec, req, release.enc, &wrapped)?,
+            release.enc,
+        )))
+    }
+
+    /// The one place a release outcome is audited and counted: granted with the version, the
+    /// wrapping and the issuer; denied with the refusal's reason; both with the TEE's
+    /// measurement and platform when a token was verified.
+    fn audit_release(
+        &self,
+        who: &Principal,
+        name: &str,
+        rec: &KeyRecord,
+        verified: Option<&VerifiedToken>,
+        outcome: Result<(String, WrapAlgorithm), Refusal>,
+    ) -> VResult<Value> {
+        let mut event = match &outcome {
+            Ok((_, enc)) => AuditEvent::new(&who.name, "release", Some(name), "granted").detail(
+                json!({"version": rec.version, "enc": enc.name(), "issuer": verified.map(VerifiedToken::issuer)}),
+            ),
+            Err(refusal) => AuditEvent::new(&who.name, "release", Some(name), "denied")
+                .reason(refusal.reason()),
+        };
+        if let Some(c) = verified.map(|v| &v.claims) {
+            event.measurement = measurement_of(c);
+            event.platform = c
+                .get(conclave_attest::claims::PLATFORM_CLAIM)
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        match outcome {
+            Ok((jws, _)) => {
+                self.store().audit(event)?;
+                self.count_release("granted", "");
+                tracing::info!(principal = %who.name, key = name, "key released to an attested TEE");
+                Ok(json!({ "value": jws }))
+            }
+            Err(refusal) => {
+                self.count_release("denied", refusal.code());
+                let reason = refusal.reason();
+                tracing::warn!(principal = %who.name, key = name, "release denied: {reason}");
+                self.store().audit(event)?;
+                Err(VaultError::new(
+                    refusal.status(),
+                    if refusal.status() == StatusCode::FORBIDDEN {
+                        "Forbidden"
+                    } else {
+                        "BadParameter"
+                    },
+                    reason,
+                ))
+            }
+        }
+    }
+
+    fn release_jws(
+        &self,
+        rec: &KeyRecord,
+        req: &ReleaseRequest,
+        enc: WrapAlgorithm,
+        wrapped: &[u8],
+    ) -> VResult<String> {
+        let b64url = conclave_attest::api::b64url;
+        let vault_url = &self.config().vault_url;
+        let kid = api::kid(vault_url, &rec.name, &rec.version);
+        // key_hsm carries the wrapped key in Azure's BYOK transfer-blob shape.
+        let key_hsm = json!({
+            "schema_version": "1.0",
+            "header": { "kid": TEE_KEY_ID, "alg": "dir", "enc": enc.name() },
+            "ciphertext": b64url(wrapped),
+            "generator": concat!("conclave-kms/", env!("CARGO_PKG_VERSION")),
+        });
+        let mut key = api::jwk_json(vault_url, rec);
+        key["key_hsm"] = b64url(&serde_json::to_vec(&key_hsm).expect("JSON")).into();
+        let mut response_key = json!({
+            "key": key,
+            "attributes": api::bundle_json(vault_url, rec)["attributes"].clone(),
+        });
+        if let Some(p) = &rec.release_policy {
+            response_key["release_policy"] = api::policy_json(p);
+        }
+        let payload = json!({
+            "request": { "api-version": "7.4", "enc": enc.name(), "kid": kid, "nonce": req.nonce },
+            "response": { "key": response_key },
+        });
+        let mut header = serde_json::Map::new();
+        header.insert(
+            "x5c".into(),
+            self.config()
+                .signing
+                .chain
+                .iter()
+                .map(|c| Value::String(base64::engine::general_purpose::STANDARD.encode(c)))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        header.insert("typ".into(), "JWT".into());
+        conclave_attest::jws::sign_rs256(header, &payload, &self.config().signing.key)
+            .map_err(VaultError::internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredPolicy;
+
+    const AUTHORITY: &str = "https://attest.example";
+
+    /// One refusal of each kind. The match makes a new variant fail to compile here until it
+    /// has an example, which the tests then decide and audit.
+    fn every_refusal() -> Vec<Refusal> {
+        let all = vec![
+            Refusal::NoGrant {
+                principal: "woodgrove".into(),
+                owner: "contoso".into(),
+            },
+            Refusal::KeyDisabled,
+            Refusal::KeyNotValidNow,
+            Refusal::NotExportable,
+            Refusal::UnsupportedEnc("A256GCM".into()),
+            Refusal::MalformedToken,
+            Refusal::UntrustedIssuer("https://elsewhere.example".into()),
+            Refusal::TokenRejected("the token has expired".into()),
+            Refusal::SimulatedPlatform,
+            Refusal::NonceMismatch,
+            Refusal::PolicyNotSatisfied("x".into()),
+            Refusal::NoTeeKey,
+            Refusal::BadTeeKey("the TEE key is 1024 bits".into()),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &all {
+            seen.insert(match r {
+                Refusal::NoGrant { .. } => 0,
+                Refusal::KeyDisabled => 1,
+                Refusal::KeyNotValidNow => 2,
+                Refusal::NotExportable => 3,
+                Refusal::UnsupportedEnc(_) => 4,
+                Refusal::MalformedToken => 5,
+                Refusal::UntrustedIssuer(_) => 6,
+                Refusal::TokenRejected(_) => 7,
+                Refusal::SimulatedPlatform => 8,
+                Refusal::NonceMismatch => 9,
+                Refusal::PolicyNotSatisfied(_) => 10,
+                Refusal::NoTeeKey => 11,
+                Refusal::BadTeeKey(_) => 12,
+            });
+        }
+        assert_eq!(seen.len(), 13, "one example of each refusal");
+        all
+    }
+
+    fn principal(name: &str) -> Principal {
+        Principal {
+            name: name.into(),
+            token_sha256: "x".into(),
+            admin: false,
+        }
+    }
+
+    fn record() -> KeyRecord {
+        let policy = json!({"version": "1.0.0", "anyOf": [{"authority": AUTHORITY, "allOf": [
+            {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "aa"}]}]});
+        KeyRecord {
+            name: "k".into(),
+            version: "0".repeat(32),
+            kty: "RSA-HSM".into(),
+            key_size: 2048,
+            key_ops: vec![],
+            n: String::new(),
+            e: String::new(),
+            sealed_private: String::new(),
+            enabled: true,
+            exportable: true,
+            created: 1,
+            updated: 1,
+            nbf: None,
+            exp: None,
+            release_policy: Some(StoredPolicy {
+                content_type: "application/json; charset=utf-8".into(),
+                data: conclave_attest::api::b64url(policy.to_string().as_bytes()),
+                immutable: false,
+            }),
+            owner: "contoso".into(),
+            tags: Default::default(),
+            audit_from: None,
+        }
+    }
+
+    fn token(claims: Value) -> VerifiedToken {
+        let mut all = json!({
+            "iss": AUTHORITY,
+            "x-ms-sevsnpvm-launchmeasurement": "aa",
+            "x-ms-attestation-type": "sevsnpvm",
+            "nonce": "n1",
+            "x-ms-runtime": {"keys": [{"kid": TEE_KEY_ID, "kty": "RSA", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"}]},
+        });
+        all.as_object_mut()
+            .unwrap()
+            .extend(claims.as_object().unwrap().clone());
+        VerifiedToken {
+            kid: "k1".into(),
+            claims: all,
+        }
+    }
+
+    /// Each check refuses on its own fact, in order, and a request that passes them all is
+    /// released with the requested wrapping to the token's TEE key.
+    #[test]
+    fn decide_refuses_on_each_fact_and_releases_when_all_hold() {
+        let (owner, other) = (principal("contoso"), principal("woodgrove"));
+        let good = token(json!({}));
+        let req = ReleaseRequest {
+            target: "t".into(),
+            nonce: Some("n1".into()),
+            enc: Some("RSA_AES_KEY_WRAP_256".into()),
+        };
+        let rec = record();
+        let base = || ReleaseFacts {
+            who: &owner,
+            rec: &rec,
+            permitted: true,
+            now: 100,
+            req: &req,
+            token: Ok(&good),
+            hardware_only: false,
+        };
+        let released = decide(&base()).unwrap();
+        assert_eq!(released.enc.name(), "RSA_AES_KEY_WRAP_256");
+        assert_eq!(
+            (released.tee_n, released.tee_e),
+            (vec![1, 0, 1], vec![1, 0, 1])
+        );
+
+        let refused = |f: ReleaseFacts| decide(&f).unwrap_err().code();
+        assert_eq!(
+            refused(ReleaseFacts {
+                who: &other,
+                permitted: false,
+                ..base()
+            }),
+            "no_grant"
+        );
+        let disabled = KeyRecord {
+            enabled: false,
+            ..record()
+        };
+        assert_eq!(
+            refused(ReleaseFacts {
+                rec: &disabled,
+                ..base()
+            }),
+            "key_disabled"
+        );
+        let expired = KeyRecord {
+            exp: Some(50),
+            ..record()
+        };
+        assert_eq!(
+            refused(ReleaseFacts {
+                rec: &expired,
+                ..base()
+            }),
+            "key_not_valid_now"
+        );
+        let not_yet = KeyRecord {
+            nbf: Some(150),
+            ..record()
+        };
+        assert_eq!(
+            refused(ReleaseFacts {
+                rec: &not_yet,
+                ..base()
+            }),
+            "key_not_valid_now"
+        );
+        let no_policy = KeyRecord {
+            release_policy: None,
+            ..record()
+        };
+        assert_eq!(
+            refused(ReleaseFacts {
+                rec: &no_policy,
+                ..base()
+            }),
+            "not_exportable"
+        );
+        let bad_enc = ReleaseRequest {
+            enc: Some("A256GCM".into()),
+            ..req.clone()
+        };
+        assert_eq!(
+            refused(ReleaseFacts {
+                req: &bad_enc,
+                ..base()
+            }),
+            "unsupported_enc"
+        );
+        for missing in [
+            Refusal::MalformedToken,
+            Refusal::UntrustedIssuer("https://elsewhere.example".into()),
+            Refusal::TokenRejected("expired".into()),
+        ] {
+            let code = missing.code();
+            assert_eq!(
+                refused(ReleaseFacts {
+                    token: Err(missing),
+                    ..base()
+                }),
+                code
+            );
+        }
+        let sim = token(json!({(conclave_attest::claims::PLATFORM_CLAIM): "sim"}));
+        assert_eq!(
+            refused(ReleaseFacts {
+                token: Ok(&sim),
+                hardware_only: true,
+                ..base()
+            }),
+            "simulated_platform"
+        );
+        assert!(
+            decide(&ReleaseFacts {
+                token: Ok(&sim),
+                ..base()
+            })
+            .is_ok()
+        );
+        let other_nonce = token(json!({"nonce": "n2"}));
+        assert_eq!(
+            refused(ReleaseFacts {
+                token: Ok(&other_nonce),
+                ..base()
+            }),
+            "nonce_mismatch"
+        );
+        let other_code = token(json!({"x-ms-sevsnpvm-launchmeasurement": "bb"}));
+        assert_eq!(
+            refused(ReleaseFacts {
+                token: Ok(&other_code),
+                ..base()
+            }),
+            "policy_not_satisfied"
+        );
+        let no_key = token(json!({"x-ms-runtime": {"keys": []}}));
+        assert_eq!(
+            refused(ReleaseFacts {
+                token: Ok(&no_key),
+                ..base()
+            }),
+            "no_tee_key"
+        );
+        // A refusal that needs no token is decided before the token is looked at.
+        assert_eq!(
+            refused(ReleaseFacts {
+                rec: &disabled,
+                token: Err(Refusal::MalformedToken),
+                ..base()
+            }),
+            "key_disabled"
+        );
+    }
+
+    /// Every refusal, whatever the check that makes it, is audited by the one wrapper (with its
+    /// reason, the TEE's measurement and platform when a token was verified) and answered
+    /// with its status; a release is audited as granted.
+    #[test]
+    fn every_refusal_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = crate::service::tests::vault_with(dir.path(), Default::default());
+        let who = principal("woodgrove");
+        let rec = record();
+        let verified = token(json!({(conclave_attest::claims::PLATFORM_CLAIM): "sev-snp"}));
+        for (i, refusal) in every_refusal().into_iter().enumerate() {
+            let with_token = (i % 2 == 0).then_some(&verified);
+            let before = v.store().audit_head().unwrap().map(|(seq, _)| seq);
+            let e = v
+                .audit_release(&who, "k", &rec, with_token, Err(refusal.clone()))
+                .unwrap_err();
+            assert_eq!(e.status, refusal.status(), "{refusal:?}");
+            assert_eq!(e.message, refusal.reason());
+            let (seq, _) = v.store().audit_head().unwrap().unwrap();
+            assert_eq!(
+                Some(seq),
+                before.map_or(Some(0), |b| Some(b + 1)),
+                "{refusal:?} not audited"
+            );
+            let entry = v.store().audit_entries(seq, 1).unwrap().remove(0);
+            assert_eq!(
+                (
+                    entry.event.action.as_str(),
+                    entry.event.outcome.as_str(),
+                    entry.event.principal.as_str(),
+                    entry.event.key.as_deref()
+                ),
+                ("release", "denied", "woodgrove", Some("k"))
+            );
+            assert_eq!(
+                entry.event.reason.as_deref(),
+                Some(refusal.reason().as_str())
+            );
+            assert_eq!(
+                entry.event.measurement.as_deref(),
+                with_token.map(|_| "aa"),
+                "{refusal:?}"
+            );
+        }
+        v.audit_release(
+            &who,
+            "k",
+            &rec,
+            Some(&verified),
+            Ok(("jws".into(), WrapAlgorithm::CkmRsaAesKeyWrap)),
+        )
+        .unwrap();
+        let (seq, _) = v.store().audit_head().unwrap().unwrap();
+        let entry = v.store().audit_entries(seq, 1).unwrap().remove(0);
+        assert_eq!(entry.event.outcome, "granted");
+        assert_eq!(entry.event.platform.as_deref(), Some("sev-snp"));
+    }
+
+    #[test]
+    fn the_tee_key_may_be_marked_by_key_ops_key_use_or_use() {
+        let with = |mark: Value| {
+            let mut jwk =
+                json!({"kid": "TeeEncryptionKey", "kty": "RSA", "n": "AQAB", "e": "AQAB"});
+            jwk.as_object_mut()
+                .unwrap()
+                .extend(mark.as_object().unwrap().clone());
+            tee_key(&json!({"x-ms-runtime": {"keys": [jwk]}}))
+        };
+        // Azure's grammar documents key_use "enc" (as Microsoft's SKR tooling writes it).
+        assert!(with(json!({"key_use": "enc"})).is_some());
+        assert!(with(json!({"key_ops": ["encrypt"]})).is_some());
+        assert!(with(json!({"use": "enc"})).is_some());
+        assert!(with(json!({"key_use": "sig"})).is_none());
+        assert!(with(json!({"key_ops": ["verify"]})).is_none());
+        // Marks that disagree (RFC 7517 §4.3) are refused.
+        assert!(with(json!({"key_use": "enc", "key_ops": ["verify"]})).is_none());
+        assert!(with(json!({"use": "sig", "key_ops": ["encrypt"]})).is_none());
+        assert!(with(json!({})).is_none());
+    }
+}
