@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
+use conclave_protocol::Platform;
 use conclave_snp::{
     Cert, CertChain, RootKind, TcbParts, TrustedRoots, VerifiedReport, verify_report,
 };
-use conclave_tee::Platform;
 
 use crate::api::{AttestSevSnpVmRequest, SnpEvidence, b64url_decode};
 

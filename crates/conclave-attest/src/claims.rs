@@ -4,16 +4,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::appraisal::Appraisal;
-use conclave_tee::Platform;
+use conclave_protocol::Platform;
 
-/// Claim that says which kind of platform produced the evidence: `sim`, `snp` or `azure-vtpm`.
-pub const PLATFORM_CLAIM: &str = "x-conclave-platform";
-
-/// Claim with the PCRs of a verified vTPM quote (Azure confidential VMs).
-pub const TPM_CLAIM: &str = "x-conclave-tpm";
-
-/// Compliance status for evidence this service appraised itself (not Azure's).
-pub const COMPLIANT: &str = "conclave-compliant";
+pub use conclave_protocol::claims::*;
 
 /// The SEV-SNP claims (`x-ms-sevsnpvm-*`) of a verified report.
 fn sevsnp_claims(a: &Appraisal) -> Map<String, Value> {

@@ -8,14 +8,15 @@
 
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod appraisal;
 pub mod claims;
-pub mod jws;
 pub mod keys;
 pub mod service;
-pub mod verify;
 pub mod vtpm;
+
+/// The wire formats, JWS and token verification live in `conclave-protocol`, shared with the
+/// clients; here under their old names.
+pub use conclave_protocol::{attestation as api, jws, token as verify};
 
 pub use appraisal::{AppraisalPolicy, PlatformName};
 pub use service::{AttestationService, ServiceConfig};

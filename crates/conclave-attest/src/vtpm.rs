@@ -17,18 +17,7 @@ use tpm2_protocol::data::{TpmAlgId, TpmSt, TpmsAttest, TpmtSignature, TpmuAttest
 /// The key id of the vTPM attestation key in the HCL runtime claims.
 pub const AK_KID: &str = "HCLAkPub";
 
-/// A quote as it travels: the signed `TPMS_ATTEST` bytes, the signature, and the values of the
-/// PCRs it selects (SHA-256 bank, in PCR index order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TpmQuote {
-    /// `TPMS_ATTEST` as the TPM returned it in `TPM2B_ATTEST` (without the size).
-    pub message: Vec<u8>,
-    /// The RSASSA-PKCS1-v1_5 SHA-256 signature: raw (the modulus size), or a marshalled
-    /// `TPMT_SIGNATURE` as `tpm2_quote` writes it.
-    pub signature: Vec<u8>,
-    /// The selected PCRs' SHA-256 values, in index order.
-    pub pcrs: Vec<[u8; 32]>,
-}
+pub use conclave_protocol::TpmQuote;
 
 /// What a verified quote attests.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 pub mod api;
 pub mod audit;
-pub mod client;
+pub use conclave_protocol::vault_client as client;
 pub mod crypto;
 pub mod policy;
 pub mod release;

@@ -10,7 +10,7 @@
 
 use axum::http::StatusCode;
 use base64::Engine as _;
-use conclave_attest::verify::VerifiedToken;
+use conclave_protocol::token::VerifiedToken;
 use serde_json::{Value, json};
 
 use crate::api::{self, ReleaseRequest};
@@ -143,7 +143,7 @@ pub fn decide(f: &ReleaseFacts) -> Result<Release, Refusal> {
     let claims = &verified.claims;
     if f.hardware_only
         && claims
-            .get(conclave_attest::claims::PLATFORM_CLAIM)
+            .get(conclave_protocol::claims::PLATFORM_CLAIM)
             .and_then(Value::as_str)
             == Some("sim")
     {
@@ -156,7 +156,7 @@ pub fn decide(f: &ReleaseFacts) -> Result<Release, Refusal> {
     }
     // A stored policy was validated when it was set: failing to read it now is corruption,
     // refused like an unsatisfied policy (never a release).
-    let policy = conclave_attest::api::b64url_decode(&stored.data)
+    let policy = conclave_protocol::b64::b64url_decode(&stored.data)
         .map_err(|e| e.to_string())
         .and_then(|bytes| ReleasePolicy::parse(&bytes).map_err(|e| e.to_string()))
         .map_err(|e| {
@@ -199,7 +199,7 @@ pub fn key_checks<'a>(
 /// The `iss` of a token, read before verification only to pick the verifier.
 fn unverified_issuer(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
-    let bytes = conclave_attest::api::b64url_decode(payload).ok()?;
+    let bytes = conclave_protocol::b64::b64url_decode(payload).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     Some(v.get("iss")?.as_str()?.to_string())
 }
@@ -233,8 +233,8 @@ pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
         if !usable {
             return None;
         }
-        let n = conclave_attest::api::b64url_decode(k.get("n")?.as_str()?).ok()?;
-        let e = conclave_attest::api::b64url_decode(k.get("e")?.as_str()?).ok()?;
+        let n = conclave_protocol::b64::b64url_decode(k.get("n")?.as_str()?).ok()?;
+        let e = conclave_protocol::b64::b64url_decode(k.get("e")?.as_str()?).ok()?;
         Some((n, e))
     })
 }
@@ -310,7 +310,7 @@ impl Vault {
             .map_err(VaultError::internal)?;
         let wrapped = match crypto::wrap(&pkcs8, &release.tee_n, &release.tee_e, release.enc) {
             Ok(w) => w,
-            Err(err @ crypto::CryptoError::BadTeeKey(_)) => {
+            Err(err @ crypto::KeyWrapError::BadTeeKey(_)) => {
                 return Ok(Err(Refusal::BadTeeKey(err.to_string())));
             }
             Err(err) => return Err(VaultError::internal(err)),
@@ -343,7 +343,7 @@ impl Vault {
         if let Some(c) = verified.map(|v| &v.claims) {
             event.measurement = measurement_of(c);
             event.platform = c
-                .get(conclave_attest::claims::PLATFORM_CLAIM)
+                .get(conclave_protocol::claims::PLATFORM_CLAIM)
                 .and_then(Value::as_str)
                 .map(String::from);
         }
@@ -379,7 +379,7 @@ impl Vault {
         enc: WrapAlgorithm,
         wrapped: &[u8],
     ) -> VResult<String> {
-        let b64url = conclave_attest::api::b64url;
+        let b64url = conclave_protocol::b64::b64url;
         let vault_url = &self.config().vault_url;
         let kid = api::kid(vault_url, &rec.name, &rec.version);
         // key_hsm carries the wrapped key in Azure's BYOK transfer-blob shape.
@@ -414,7 +414,7 @@ impl Vault {
                 .into(),
         );
         header.insert("typ".into(), "JWT".into());
-        conclave_attest::jws::sign_rs256(header, &payload, &self.config().signing.key)
+        conclave_protocol::jws::sign_rs256(header, &payload, &self.config().signing.key)
             .map_err(VaultError::internal)
     }
 }
@@ -497,7 +497,7 @@ mod tests {
             exp: None,
             release_policy: Some(StoredPolicy {
                 content_type: "application/json; charset=utf-8".into(),
-                data: conclave_attest::api::b64url(policy.to_string().as_bytes()),
+                data: conclave_protocol::b64::b64url(policy.to_string().as_bytes()),
                 immutable: false,
             }),
             owner: "contoso".into(),
@@ -629,7 +629,7 @@ mod tests {
                 code
             );
         }
-        let sim = token(json!({(conclave_attest::claims::PLATFORM_CLAIM): "sim"}));
+        let sim = token(json!({(conclave_protocol::claims::PLATFORM_CLAIM): "sim"}));
         assert_eq!(
             refused(ReleaseFacts {
                 token: Ok(&sim),
@@ -689,7 +689,7 @@ mod tests {
         let v = crate::service::tests::vault_with(dir.path(), Default::default());
         let who = principal("woodgrove");
         let rec = record();
-        let verified = token(json!({(conclave_attest::claims::PLATFORM_CLAIM): "sev-snp"}));
+        let verified = token(json!({(conclave_protocol::claims::PLATFORM_CLAIM): "sev-snp"}));
         for (i, refusal) in every_refusal().into_iter().enumerate() {
             let with_token = (i % 2 == 0).then_some(&verified);
             let before = v.store().audit_head().unwrap().map(|(seq, _)| seq);

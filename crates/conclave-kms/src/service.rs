@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
-use conclave_attest::TokenVerifier;
+use conclave_protocol::TokenVerifier;
 use serde_json::{Value, json};
 use tower_http::timeout::TimeoutLayer;
 
@@ -461,7 +461,7 @@ impl Vault {
             .data
             .as_deref()
             .ok_or_else(|| VaultError::bad("release_policy.data is missing"))?;
-        let bytes = conclave_attest::api::b64url_decode(data)
+        let bytes = conclave_protocol::b64::b64url_decode(data)
             .map_err(|_| VaultError::bad("release_policy.data is not base64url"))?;
         ReleasePolicy::parse(&bytes).map_err(|e| VaultError::bad(e.to_string()))?;
         Ok(StoredPolicy {
@@ -469,7 +469,7 @@ impl Vault {
                 .content_type
                 .clone()
                 .unwrap_or_else(|| "application/json; charset=utf-8".into()),
-            data: conclave_attest::api::b64url(&bytes),
+            data: conclave_protocol::b64::b64url(&bytes),
             immutable: body.immutable.unwrap_or(false),
         })
     }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_lc_rs::signature::RsaKeyPair;
-use conclave_attest::TokenVerifier;
 use conclave_net::LocalCa;
+use conclave_protocol::TokenVerifier;
 
 use crate::audit::AuditEvent;
 use crate::crypto::MasterKey;
@@ -126,10 +126,10 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
             // Compared by public key, so another encoding of the same key is caught too.
             let tls_public = RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&key)?)
                 .ok()
-                .map(|k| conclave_attest::jws::rsa_public_components(&k));
+                .map(|k| conclave_protocol::jws::rsa_public_components(&k));
             let signing_public = RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&signing_key)?)
                 .ok()
-                .map(|k| conclave_attest::jws::rsa_public_components(&k));
+                .map(|k| conclave_protocol::jws::rsa_public_components(&k));
             if tls_public.is_some() && tls_public == signing_public {
                 return Err(SetupError::Other(format!(
                     "{} is the TLS key ({}): release responses need a signing key of their own (issue one from your CA for signing, not for TLS)",
@@ -158,7 +158,7 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
     let leaf_key = certs
         .first()
         .and_then(|leaf| conclave_snp::x509::parse_rsa_spki(&leaf.spki_der()).ok());
-    if leaf_key != Some(conclave_attest::jws::rsa_public_components(&key)) {
+    if leaf_key != Some(conclave_protocol::jws::rsa_public_components(&key)) {
         return Err(SetupError::Other(format!(
             "the first certificate of {} is not the certificate of the signing key {}",
             signing_chain_pem.display(),

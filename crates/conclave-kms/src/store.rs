@@ -143,24 +143,7 @@ pub struct DeletedKey {
     pub versions: Vec<KeyRecord>,
 }
 
-/// What a grantee may do with a key.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    Get,
-    Release,
-}
+pub use conclave_protocol::vault::Permission;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {

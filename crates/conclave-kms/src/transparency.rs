@@ -225,35 +225,7 @@ pub fn leaf_hash(leaf: &[u8]) -> Hash {
     tlog_tiles::record_hash(leaf)
 }
 
-/// One audit entry with its inclusion proof.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProvenEntry {
-    /// The entry's index in the log (its `seq`).
-    pub seq: u64,
-    /// Standard base64 of the entry as stored (JSON), the leaf's exact bytes.
-    pub leaf: String,
-    /// The inclusion proof (RFC 9162 §2.1.3): standard base64 of each 32-byte hash.
-    pub proof: Vec<String>,
-}
-
-/// A consistency proof from an earlier tree size (RFC 9162 §2.1.4).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Consistency {
-    pub from_size: u64,
-    pub proof: Vec<String>,
-}
-
-/// What `GET /audit/proofs` answers and `conclave audit verify --checkpoint` checks: a signed
-/// checkpoint, the caller's entries with inclusion proofs against it, and optionally a
-/// consistency proof from an earlier checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AuditBundle {
-    /// The signed checkpoint (a C2SP signed note).
-    pub checkpoint: String,
-    pub entries: Vec<ProvenEntry>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consistency: Option<Consistency>,
-}
+pub use conclave_protocol::vault::{AuditBundle, Consistency, ProvenEntry};
 
 /// What a bundle proves.
 #[derive(Debug, Clone, PartialEq)]

@@ -179,7 +179,7 @@ impl KeyRef {
         let rest = url.strip_prefix("https://").ok_or_else(bad)?;
         let (host, path) = rest.split_once('/').ok_or_else(bad)?;
         let name = path.strip_prefix("keys/").ok_or_else(bad)?;
-        if host.is_empty() || !conclave_kms::api::valid_name(name) {
+        if host.is_empty() || !conclave_protocol::vault::valid_name(name) {
             return Err(bad());
         }
         Ok(KeyRef {

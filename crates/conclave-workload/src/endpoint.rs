@@ -7,8 +7,8 @@
 //! they are equal is anything the server said trusted. A client then keeps talking to it with
 //! [`conclave_net::attested_tls::pinned_client`].
 
-use conclave_attest::verify::{TokenVerifier, VerifiedToken};
 use conclave_net::attested_tls::{capturing_client, certificate_pin};
+use conclave_protocol::token::{TokenVerifier, VerifiedToken};
 use serde_json::Value;
 
 use crate::identity::RUNTIME_TLS_PIN;

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-use conclave_attest::api::{AttestSevSnpVmRequest, attest, b64url, b64url_decode, report_data_for};
+use conclave_protocol::attestation::{
+    AttestSevSnpVmRequest, attest, b64url, b64url_decode, report_data_for,
+};
 use conclave_tee::ephemeral::EphemeralKey;
 use conclave_tee::{EvidenceSource, Platform};
 use serde_json::{Value, json};

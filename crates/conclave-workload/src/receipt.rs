@@ -4,8 +4,8 @@
 //! produced the result, over which ciphertexts.
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
-use conclave_attest::api::b64url_decode;
-use conclave_attest::verify::{TokenError, TokenVerifier};
+use conclave_protocol::attestation::b64url_decode;
+use conclave_protocol::token::{TokenError, TokenVerifier};
 use serde_json::{Value, json};
 
 use crate::analytics::AnalysisResult;
@@ -137,7 +137,7 @@ pub async fn verify(
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
         .verify(format!("{h}.{p}").as_bytes(), &signature)
         .map_err(|_| ReceiptError::BadSignature)?;
-    conclave_attest::jws::check_critical_headers(receipt).map_err(ReceiptError::Malformed)?;
+    conclave_protocol::jws::check_critical_headers(receipt).map_err(ReceiptError::Malformed)?;
     let inputs = serde_json::from_value(payload["inputs"].clone())
         .map_err(|e| ReceiptError::Malformed(format!("inputs: {e}")))?;
     Ok(VerifiedReceipt {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use conclave_data::dataset::{KeyUnwrapper, PrivateKeyUnwrapper};
-use conclave_kms::api::ReleaseRequest;
-use conclave_kms::client::{ClientError, VaultClient, open_release};
+use conclave_protocol::vault::ReleaseRequest;
+use conclave_protocol::vault_client::{ClientError, VaultClient, open_release};
 
 use crate::config::{DatasetConfig, KeyRef, PartyConfig};
 use crate::identity::{TeeIdentity, now};

@@ -20,7 +20,7 @@
 
 use std::io::{Read as _, Write as _};
 
-use crate::{Evidence, EvidenceFuture, EvidenceSource, Platform, TeeError};
+use crate::{Evidence, EvidenceFuture, EvidenceSource, Platform, TeeError, TpmQuote};
 
 pub const NV_INDEX_HCL_REPORT: u32 = 0x0140_0001;
 pub const NV_INDEX_USER_DATA: u32 = 0x0140_0002;
@@ -183,17 +183,6 @@ pub fn nv_size_from_public(rc: u32, params: &[u8]) -> Result<Option<usize>, TeeE
     Ok(Some(
         u16::from_be_bytes(size.try_into().expect("2")) as usize
     ))
-}
-
-/// A vTPM quote as the guest sends it (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VtpmQuote {
-    /// `TPMS_ATTEST`, as returned in `TPM2B_ATTEST` (without its size).
-    pub message: Vec<u8>,
-    /// `TPMT_SIGNATURE` as returned.
-    pub signature: Vec<u8>,
-    /// PCRs 0–23 of the SHA-256 bank.
-    pub pcrs: Vec<[u8; 32]>,
 }
 
 /// A signed `TPMS_ATTEST` and its `TPMT_SIGNATURE`, as `TPM2_Quote` returns them.
@@ -475,14 +464,14 @@ fn parse_pcr_read(p: &[u8]) -> Result<(Vec<usize>, Vec<[u8; 32]>), TeeError> {
 /// (blocking; TPM I/O). The PCRs are read before and after the quote and must agree (a PCR
 /// extended in between would make the values disagree with the quoted digest); it is retried
 /// up to three times. `None` when the TPM has no key at `ak`.
-pub fn read_quote(tpm: &mut Tpm, ak: u32, nonce: &[u8]) -> Result<Option<VtpmQuote>, TeeError> {
+pub fn read_quote(tpm: &mut Tpm, ak: u32, nonce: &[u8]) -> Result<Option<TpmQuote>, TeeError> {
     for _ in 0..3 {
         let before = tpm.pcrs_sha256()?;
         let Some((message, signature)) = tpm.quote(ak, nonce)? else {
             return Ok(None);
         };
         if tpm.pcrs_sha256()? == before {
-            return Ok(Some(VtpmQuote {
+            return Ok(Some(TpmQuote {
                 message,
                 signature,
                 pcrs: before,

@@ -1,6 +1,6 @@
 //! Compact JWS with RS256 (RSA PKCS#1 v1.5, SHA-256) through aws-lc-rs. Signing lives here, and
 //! the header rule every verifier applies ([`check_critical_headers`]); verification of
-//! untrusted tokens goes through the `jsonwebtoken` crate ([`crate::verify`]).
+//! untrusted tokens goes through the `jsonwebtoken` crate ([`crate::token`]).
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
@@ -55,7 +55,7 @@ pub fn check_critical_headers(jws: &str) -> Result<(), String> {
     let header = jws
         .split('.')
         .next()
-        .and_then(|h| crate::api::b64url_decode(h).ok())
+        .and_then(|h| crate::b64::b64url_decode(h).ok())
         .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
         .ok_or_else(|| "the JWS header is not base64url JSON".to_string())?;
     let Some(crit) = header.get("crit") else {

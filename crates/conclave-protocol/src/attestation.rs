@@ -1,8 +1,8 @@
 //! The wire format of `POST /attest/SevSnpVm`, shaped as Microsoft Azure Attestation accepts it,
 //! and a client for it.
 
-use base64::Engine as _;
-use conclave_tee::Evidence;
+pub use crate::b64::{b64url, b64url_decode};
+use crate::{Evidence, TpmQuote};
 
 /// Request body of `POST /attest/SevSnpVm`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -98,7 +98,7 @@ pub struct TpmQuoteWire {
 }
 
 impl TpmQuoteWire {
-    pub fn new(q: &crate::vtpm::TpmQuote) -> Self {
+    pub fn new(q: &TpmQuote) -> Self {
         TpmQuoteWire {
             message: b64url(&q.message),
             signature: b64url(&q.signature),
@@ -123,15 +123,6 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
-}
-
-pub fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Decodes base64url, padded or not (MAA clients send both).
-pub fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim().trim_end_matches('='))
 }
 
 /// `report_data` that binds `runtime_data`: its SHA-256, then 32 zero bytes.
@@ -168,7 +159,7 @@ impl AttestSevSnpVmRequest {
     }
 
     /// Adds a vTPM quote to the evidence (Azure confidential VMs).
-    pub fn with_tpm_quote(mut self, quote: &crate::vtpm::TpmQuote) -> Self {
+    pub fn with_tpm_quote(mut self, quote: &TpmQuote) -> Self {
         let mut inner: SnpEvidence = serde_json::from_slice(
             &b64url_decode(&self.report).expect("this request's own report is base64url"),
         )

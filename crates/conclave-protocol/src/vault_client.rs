@@ -4,9 +4,10 @@ use aws_lc_rs::rsa::PrivateDecryptingKey;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use serde_json::Value;
 
-use crate::api::{CreateKeyRequest, GrantRequest, ReleaseRequest, UpdateKeyRequest};
-use crate::crypto::{self, WrapAlgorithm};
-use crate::store::Permission;
+use crate::keywrap::{self, WrapAlgorithm};
+use crate::vault::{
+    AuditBundle, CreateKeyRequest, GrantRequest, Permission, ReleaseRequest, UpdateKeyRequest,
+};
 
 /// API version sent with every request (the vault accepts any).
 pub const API_VERSION: &str = "7.4";
@@ -310,7 +311,7 @@ impl VaultClient {
         &self,
         from: u64,
         since: Option<u64>,
-    ) -> Result<crate::transparency::AuditBundle, ClientError> {
+    ) -> Result<AuditBundle, ClientError> {
         let mut path = format!("/audit/proofs?from={from}&limit=1000");
         if let Some(s) = since {
             path.push_str(&format!("&since={s}"));
@@ -452,11 +453,11 @@ pub fn open_release(
     let payload = jsonwebtoken::decode::<Value>(jws, &key, &validation)
         .map_err(|_| open_err("the release's signature does not verify"))?
         .claims;
-    conclave_attest::jws::check_critical_headers(jws)
+    crate::jws::check_critical_headers(jws)
         .map_err(|e| ClientError::Open(format!("the release is refused: {e}")))?;
     let k = &payload["response"]["key"]["key"];
     let kid = k["kid"].as_str().unwrap_or_default().to_string();
-    let key_hsm = conclave_attest::api::b64url_decode(
+    let key_hsm = crate::b64::b64url_decode(
         k["key_hsm"]
             .as_str()
             .ok_or_else(|| open_err("no key_hsm"))?,
@@ -466,11 +467,10 @@ pub fn open_release(
         .map_err(|_| open_err("key_hsm is not the transfer-blob JSON"))?;
     let enc = WrapAlgorithm::parse(blob["header"]["enc"].as_str().unwrap_or_default())
         .ok_or_else(|| open_err("key_hsm names no supported wrapping"))?;
-    let wrapped =
-        conclave_attest::api::b64url_decode(blob["ciphertext"].as_str().unwrap_or_default())
-            .map_err(|_| open_err("key_hsm ciphertext is not base64url"))?;
+    let wrapped = crate::b64::b64url_decode(blob["ciphertext"].as_str().unwrap_or_default())
+        .map_err(|_| open_err("key_hsm ciphertext is not base64url"))?;
     let pkcs8 =
-        crypto::unwrap(&wrapped, tee_key, enc).map_err(|e| ClientError::Open(e.to_string()))?;
+        keywrap::unwrap(&wrapped, tee_key, enc).map_err(|e| ClientError::Open(e.to_string()))?;
     let key = PrivateDecryptingKey::from_pkcs8(&pkcs8)
         .map_err(|_| open_err("the unwrapped key is not an RSA PKCS#8 key"))?;
     Ok(ReleasedKey { kid, key })

@@ -136,7 +136,7 @@ fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> 
             None => Ok(None),
             Some(v) => v
                 .as_str()
-                .and_then(|s| crate::api::b64url_decode(s).ok())
+                .and_then(|s| crate::b64::b64url_decode(s).ok())
                 .map(Some)
                 .ok_or_else(|| format!("{name} is not base64url")),
         }
@@ -217,7 +217,7 @@ fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> 
                 (Some(xy), _) | (None, Some(xy)) => xy,
                 (None, None) => return Err("has neither x/y nor x5c".into()),
             };
-            DecodingKey::from_ec_components(&crate::api::b64url(&x), &crate::api::b64url(&y))
+            DecodingKey::from_ec_components(&crate::b64::b64url(&x), &crate::b64::b64url(&y))
                 .map(Some)
                 .map_err(|e| e.to_string())
         }
@@ -554,7 +554,7 @@ impl TokenVerifier {
 
 /// The `alg` a token's header names, read without trusting anything else in it.
 fn token_alg(token: &str) -> Option<String> {
-    let header = crate::api::b64url_decode(token.split('.').next()?).ok()?;
+    let header = crate::b64::b64url_decode(token.split('.').next()?).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
     Some(v.get("alg")?.as_str()?.to_string())
 }

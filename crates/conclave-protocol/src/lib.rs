@@ -1,0 +1,21 @@
+//! What Conclave's services and their clients share, and nothing of the services themselves:
+//! the platform and evidence a TEE presents, the wire formats of the attestation service
+//! (Microsoft Azure Attestation's shapes) and of the vault (Azure Key Vault's), with their HTTP
+//! clients, the token claims that are Conclave's own, JWS signing and attestation-token
+//! verification, and the secure-key-release wrap. The attestation service, the vault and the
+//! workload each depend on this crate, never on one another (see ARCHITECTURE.md).
+
+#![forbid(unsafe_code)]
+
+pub mod attestation;
+pub mod b64;
+pub mod claims;
+pub mod jws;
+pub mod keywrap;
+pub mod platform;
+pub mod token;
+pub mod vault;
+pub mod vault_client;
+
+pub use platform::{Evidence, Platform, TpmQuote};
+pub use token::{TokenError, TokenVerifier, VerifiedToken};
