@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use conclave_protocol::Platform;
+use conclave_snp::AmdCert as _;
 use conclave_snp::{
     Cert, CertChain, RootKind, TcbParts, TrustedRoots, VerifiedReport, verify_report,
 };

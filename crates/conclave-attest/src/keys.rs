@@ -15,8 +15,8 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::RsaKeyPair;
 use base64::Engine as _;
-use conclave_snp::Cert;
-use conclave_snp::x509::{CertSigningKey, CertTemplate, issue, rsa_spki_der};
+use conclave_pki::Cert;
+use conclave_pki::x509::{CertSigningKey, CertTemplate, issue, rsa_spki_der};
 
 use crate::jws;
 

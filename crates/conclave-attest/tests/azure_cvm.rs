@@ -40,7 +40,7 @@ pub fn vector(name: &str) -> Vector {
         ),
         None => {
             let pem = d["vcek"].as_str().unwrap();
-            let cert = conclave_snp::Cert::parse("vcek", pem.as_bytes()).unwrap();
+            let cert = conclave_pki::Cert::parse("vcek", pem.as_bytes()).unwrap();
             (&d["quote"], bytes(&d["report"]), cert.der)
         }
     };
@@ -202,7 +202,7 @@ async fn service(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender
 /// claims and the quote, with `nonce` and no runtime data.
 fn request(v: &Vector, quote: &TpmQuote, nonce: &str) -> AttestSevSnpVmRequest {
     let hcl = conclave_tee::azure::parse_hcl_report(&v.hcl_report).unwrap();
-    let vcek = conclave_snp::Cert::parse("vcek", &v.vcek_der).unwrap();
+    let vcek = conclave_pki::Cert::parse("vcek", &v.vcek_der).unwrap();
     let evidence = SnpEvidence {
         snp_report: b64url(&hcl.snp_report),
         vcek_cert_chain: b64url(vcek.to_pem().as_bytes()),

@@ -87,7 +87,7 @@ fn hcl_claims(ak_pem: &[u8]) -> serde_json::Value {
     let spki = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap();
-    let (n, e) = conclave_snp::x509::parse_rsa_spki(&spki).unwrap();
+    let (n, e) = conclave_pki::x509::parse_rsa_spki(&spki).unwrap();
     serde_json::json!({"keys": [{
         "kid": "HCLAkPub", "kty": "RSA", "key_ops": ["sign"],
         "n": conclave_attest::api::b64url(&n), "e": conclave_attest::api::b64url(&e),

@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
     let plain = locate(dir.path().join("plain.parquet").to_str().unwrap()).unwrap();
     let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
     let spki = private.public_key().as_der().unwrap();
-    let (n, e) = conclave_snp::x509::parse_rsa_spki(spki.as_ref()).unwrap();
+    let (n, e) = conclave_pki::x509::parse_rsa_spki(spki.as_ref()).unwrap();
     let public = VaultPublicKey {
         kid: KID.into(),
         n,

@@ -330,7 +330,7 @@ impl VaultPublicKey {
 
     /// RSA-OAEP-256 wraps `dek`.
     pub fn wrap(&self, dek: &[u8]) -> Result<Vec<u8>, DataError> {
-        let spki = conclave_snp::x509::rsa_spki_from_components(&self.n, &self.e)
+        let spki = conclave_pki::x509::rsa_spki_from_components(&self.n, &self.e)
             .map_err(|e| DataError::Key(format!("bad vault key: {e}")))?;
         let key = OaepPublicEncryptingKey::new(
             PublicEncryptingKey::from_der(&spki)

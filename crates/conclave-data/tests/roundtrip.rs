@@ -14,7 +14,7 @@ const KID: &str = "https://127.0.0.1:8443/keys/contoso-data/0123456789abcdef0123
 fn vault_key() -> (VaultPublicKey, PrivateDecryptingKey) {
     let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
     let spki = private.public_key().as_der().unwrap();
-    let (n, e) = conclave_snp::x509::parse_rsa_spki(spki.as_ref()).unwrap();
+    let (n, e) = conclave_pki::x509::parse_rsa_spki(spki.as_ref()).unwrap();
     (
         VaultPublicKey {
             kid: KID.into(),
@@ -272,7 +272,7 @@ async fn rewrap_moves_a_dataset_to_a_new_key_without_touching_its_pages() {
     std::fs::write(&path, &before).unwrap();
 
     let unwrap_old = OaepPrivateDecryptingKey::new(old_private.clone()).unwrap();
-    let spki = conclave_snp::x509::rsa_spki_from_components(&new_public.n, &new_public.e).unwrap();
+    let spki = conclave_pki::x509::rsa_spki_from_components(&new_public.n, &new_public.e).unwrap();
     let wrap_new =
         OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&spki).unwrap()).unwrap();
     let new_kid = new_public.kid.clone();

@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     let pkcs8 = target.as_der().unwrap();
     let tee = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
     let spki = tee.public_key().as_der().unwrap();
-    let (n, e) = conclave_snp::x509::parse_rsa_spki(spki.as_ref()).unwrap();
+    let (n, e) = conclave_pki::x509::parse_rsa_spki(spki.as_ref()).unwrap();
     let alg = WrapAlgorithm::RsaAesKeyWrap256;
     c.bench_function("kms/key_wrap_rsa2048_to_rsa2048", |b| {
         b.iter(|| crypto::wrap(black_box(pkcs8.as_ref()), &n, &e, alg).unwrap())

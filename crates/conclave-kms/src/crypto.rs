@@ -59,8 +59,8 @@ impl MasterKey {
                 SystemRandom::new()
                     .fill(key.as_mut())
                     .map_err(|_| CryptoError::MasterKey("no randomness".into()))?;
-                write_secret(path, key.as_ref())
-                    .map_err(|e| CryptoError::MasterKey(format!("{}: {e}", path.display())))?;
+                conclave_pki::write_secret(path, key.as_ref())
+                    .map_err(|e| CryptoError::MasterKey(e.to_string()))?;
                 Self::from_bytes(key.as_ref())
             }
             Err(e) => Err(CryptoError::MasterKey(format!(
@@ -95,8 +95,8 @@ impl MasterKey {
                 path.display()
             )));
         }
-        write_secret(path, &self.raw)
-            .map_err(|e| CryptoError::MasterKey(format!("{}: {e}", path.display())))
+        conclave_pki::write_secret(path, &self.raw)
+            .map_err(|e| CryptoError::MasterKey(e.to_string()))
     }
 
     /// `nonce || ciphertext || tag`, bound to `aad` (the key's name and version).
@@ -165,21 +165,6 @@ impl MasterKey {
     }
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 /// A freshly generated party key.
 pub struct NewKey {
     /// PKCS#8 DER of the private key (seal it immediately; wiped when dropped).
@@ -204,7 +189,7 @@ pub fn generate_rsa(bits: u32) -> Result<NewKey, CryptoError> {
     );
     let spki = key.public_key().as_der().map_err(|_| CryptoError::Wrap)?;
     let (n, e) =
-        conclave_snp::x509::parse_rsa_spki(spki.as_ref()).map_err(|_| CryptoError::Wrap)?;
+        conclave_pki::x509::parse_rsa_spki(spki.as_ref()).map_err(|_| CryptoError::Wrap)?;
     Ok(NewKey { pkcs8, n, e })
 }
 

@@ -2081,7 +2081,7 @@ pub(crate) mod tests {
         );
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let wrap_to = |rec: &KeyRecord, plain: &[u8]| {
-            let spki = conclave_snp::x509::rsa_spki_from_components(
+            let spki = conclave_pki::x509::rsa_spki_from_components(
                 &b64.decode(&rec.n).unwrap(),
                 &b64.decode(&rec.e).unwrap(),
             )

@@ -9,7 +9,7 @@
 //! - `admin.token`: the first admin's bearer token (mode 0600), written once;
 //! - `tls/`: the vault's server and signing certificates from the local CA.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_lc_rs::signature::RsaKeyPair;
@@ -57,22 +57,10 @@ pub enum SetupError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Net(#[from] conclave_net::NetError),
+    #[error(transparent)]
+    Pki(#[from] conclave_pki::PkiError),
     #[error("{0}")]
     Other(String),
-}
-
-fn write_secret(path: &Path, text: &str) -> Result<(), SetupError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| SetupError::Other(format!("{}: {e}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| SetupError::Other(format!("{}: {e}", path.display())))
 }
 
 /// Opens (creating on first use) the vault in `opts.state_dir`, with certificates from `ca`.
@@ -152,12 +140,12 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
     })?;
     let chain_pem = std::fs::read(&signing_chain_pem)
         .map_err(|e| SetupError::Other(format!("{}: {e}", signing_chain_pem.display())))?;
-    let certs = conclave_snp::Cert::parse_pem_bundle("release signing chain", &chain_pem)
+    let certs = conclave_pki::Cert::parse_pem_bundle("release signing chain", &chain_pem)
         .map_err(|e| SetupError::Other(e.to_string()))?;
     // The chain's leaf must be the signing key's certificate, or every client refuses releases.
     let leaf_key = certs
         .first()
-        .and_then(|leaf| conclave_snp::x509::parse_rsa_spki(&leaf.spki_der()).ok());
+        .and_then(|leaf| conclave_pki::x509::parse_rsa_spki(&leaf.spki_der()).ok());
     if leaf_key != Some(conclave_protocol::jws::rsa_public_components(&key)) {
         return Err(SetupError::Other(format!(
             "the first certificate of {} is not the certificate of the signing key {}",
@@ -195,7 +183,7 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
         .add_first_admin()
         .map_err(|e| SetupError::Other(e.message))?
     {
-        write_secret(&admin_token_path, &token)?;
+        conclave_pki::write_secret(&admin_token_path, token.as_bytes())?;
         vault
             .store()
             .audit(AuditEvent::new("setup", "vault-created", None, "ok"))?;

@@ -10,7 +10,7 @@ use rustls_pki_types::UnixTime;
 
 fn chain(issued: &Issued) -> Vec<Vec<u8>> {
     let pem = std::fs::read(&issued.chain_pem).unwrap();
-    conclave_snp::Cert::parse_pem_bundle("chain", &pem)
+    conclave_pki::Cert::parse_pem_bundle("chain", &pem)
         .unwrap()
         .into_iter()
         .map(|c| c.der)

@@ -16,7 +16,7 @@ use std::time::Duration;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use base64::Engine as _;
-use conclave_snp::x509::{CertSigningKey, CertTemplate, ec_spki_der, issue};
+use conclave_pki::x509::{CertSigningKey, CertTemplate, ec_spki_der, issue};
 use der::asn1::{BitString, Ia5String, ObjectIdentifier};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -25,7 +25,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
 
-use crate::{NetError, ext};
+use crate::NetError;
+use conclave_pki::ca::ext;
 
 /// RFC 7469 §2.4 pin of a DER SubjectPublicKeyInfo: standard base64 of its SHA-256.
 pub fn pin_sha256(spki_der: &[u8]) -> String {
@@ -35,7 +36,7 @@ pub fn pin_sha256(spki_der: &[u8]) -> String {
 
 /// The pin of a DER certificate's public key.
 pub fn certificate_pin(cert_der: &[u8]) -> Result<String, NetError> {
-    let cert = conclave_snp::Cert::parse("the server's TLS certificate", cert_der)
+    let cert = conclave_pki::Cert::parse("the server's TLS certificate", cert_der)
         .map_err(|e| NetError::Cert(e.to_string()))?;
     Ok(pin_sha256(&cert.spki_der()))
 }
@@ -43,7 +44,7 @@ pub fn certificate_pin(cert_der: &[u8]) -> Result<String, NetError> {
 /// A TLS identity made in this process: an ECDSA P-256 key (held only in memory) and a
 /// self-signed certificate for `names`.
 pub struct TeeTlsIdentity {
-    cert: conclave_snp::Cert,
+    cert: conclave_pki::Cert,
     key_pk8: zeroize::Zeroizing<Vec<u8>>,
     pin: String,
 }
@@ -326,7 +327,7 @@ mod tests {
     fn certificate_is_well_formed() {
         let id = TeeTlsIdentity::generate(&["w.example".into()]).unwrap();
         let pem = id.cert_pem();
-        let certs = conclave_snp::Cert::parse_pem_bundle("tls", pem.as_bytes()).unwrap();
+        let certs = conclave_pki::Cert::parse_pem_bundle("tls", pem.as_bytes()).unwrap();
         assert_eq!(pin_sha256(&certs[0].spki_der()), id.pin_sha256());
         assert!(certs[0].subject().contains("w.example"));
     }

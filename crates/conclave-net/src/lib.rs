@@ -8,24 +8,11 @@
 pub mod attested_tls;
 pub mod observe;
 
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::RsaKeyPair;
-use conclave_snp::Cert;
-use conclave_snp::x509::{CertSigningKey, CertTemplate, issue, rsa_spki_der};
-use der::Encode;
-use der::asn1::{BitString, Ia5String, ObjectIdentifier, OctetString};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, ExtendedKeyUsage, SubjectAltName, SubjectKeyIdentifier,
-};
 
 /// A client that sends its request headers slower than this is disconnected.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +27,8 @@ pub enum NetError {
     Cert(String),
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Pki(#[from] conclave_pki::PkiError),
 }
 
 fn file_err(path: &Path, e: impl std::fmt::Display) -> NetError {
@@ -49,228 +38,9 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> NetError {
     }
 }
 
-/// Writes a file atomically (temporary file, fsync, rename) with the given mode: key files and
-/// certificates are never seen half-written.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NetError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| file_err(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
-}
-
-fn ext(oid: &str, critical: bool, value: impl Encode) -> Result<Extension, NetError> {
-    Ok(Extension {
-        extn_id: ObjectIdentifier::new(oid).map_err(|e| NetError::Cert(e.to_string()))?,
-        critical,
-        extn_value: OctetString::new(value.to_der().map_err(|e| NetError::Cert(e.to_string()))?)
-            .map_err(|e| NetError::Cert(e.to_string()))?,
-    })
-}
-
-/// Key identifier: SHA-1 of the subject public key bits (RFC 5280 §4.2.1.2, method 1).
-fn key_id(spki_der: &[u8]) -> Result<OctetString, NetError> {
-    let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::try_from(spki_der)
-        .map_err(|e| NetError::Cert(e.to_string()))?;
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        spki.subject_public_key.raw_bytes(),
-    );
-    OctetString::new(digest.as_ref().to_vec()).map_err(|e| NetError::Cert(e.to_string()))
-}
-
-/// A certificate with its private key, as files.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    /// Leaf certificate followed by the CA certificate, PEM.
-    pub chain_pem: PathBuf,
-    /// PKCS#8 private key, DER, mode 0600.
-    pub key_pk8: PathBuf,
-}
-
-/// A local certificate authority for deployments on one machine (`conclave demo`, tests):
-/// clients trust its certificate (`ca.pem`) to reach the services over TLS.
-pub struct LocalCa {
-    dir: PathBuf,
-    cert: Cert,
-    key_pk8: Vec<u8>,
-}
-
-impl LocalCa {
-    /// Loads the CA in `dir`, or creates one.
-    pub fn load_or_create(dir: &Path) -> Result<Self, NetError> {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        let cert_path = dir.join("ca.pem");
-        let key_path = dir.join("ca.pk8");
-        if cert_path.exists() && key_path.exists() {
-            let cert = Cert::parse(
-                "local CA",
-                &std::fs::read(&cert_path).map_err(|e| file_err(&cert_path, e))?,
-            )
-            .map_err(|e| NetError::Cert(e.to_string()))?;
-            let key_pk8 = std::fs::read(&key_path).map_err(|e| file_err(&key_path, e))?;
-            return Ok(LocalCa {
-                dir: dir.to_path_buf(),
-                cert,
-                key_pk8,
-            });
-        }
-        let key =
-            RsaKeyPair::generate(KeySize::Rsa2048).map_err(|e| NetError::Cert(e.to_string()))?;
-        let key_pk8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
-            .map_err(|e| NetError::Cert(e.to_string()))?
-            .as_ref()
-            .to_vec();
-        let spki = rsa_spki_der(&key);
-        // keyCertSign | cRLSign
-        let ku = BitString::new(1, vec![0x06]).map_err(|e| NetError::Cert(e.to_string()))?;
-        let cert = issue(
-            CertTemplate {
-                subject: "CN=Conclave local CA,O=Conclave (local deployment)".into(),
-                serial: 1,
-                validity: Duration::from_secs(10 * 365 * 24 * 3600),
-                is_ca: true,
-                extensions: vec![
-                    ext("2.5.29.15", true, ku)?,
-                    ext("2.5.29.14", false, SubjectKeyIdentifier(key_id(&spki)?))?,
-                ],
-            },
-            &spki,
-            None,
-            &CertSigningKey::RsaPkcs1Sha256(key),
-        )
-        .map_err(|e| NetError::Cert(e.to_string()))?;
-        write_file(&key_path, &key_pk8, 0o600)?;
-        write_file(&cert_path, cert.to_pem().as_bytes(), 0o644)?;
-        Ok(LocalCa {
-            dir: dir.to_path_buf(),
-            cert,
-            key_pk8,
-        })
-    }
-
-    /// Path of the CA certificate that clients trust.
-    pub fn cert_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    pub fn cert(&self) -> &Cert {
-        &self.cert
-    }
-
-    /// Issues (or reuses, if still valid for the same names) a server certificate for `names`
-    /// (DNS names or IP addresses), stored as `<stem>.pem` and `<stem>.pk8` in `dir`.
-    pub fn server_cert(&self, dir: &Path, stem: &str, names: &[&str]) -> Result<Issued, NetError> {
-        self.issue_leaf(dir, stem, names, true)
-    }
-
-    /// Issues a signing certificate (no server use), e.g. for a vault's release JWS.
-    pub fn signing_cert(&self, dir: &Path, stem: &str) -> Result<Issued, NetError> {
-        self.issue_leaf(dir, stem, &[], false)
-    }
-
-    fn issue_leaf(
-        &self,
-        dir: &Path,
-        stem: &str,
-        names: &[&str],
-        server: bool,
-    ) -> Result<Issued, NetError> {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        let issued = Issued {
-            chain_pem: dir.join(format!("{stem}.pem")),
-            key_pk8: dir.join(format!("{stem}.pk8")),
-        };
-        let names_path = dir.join(format!("{stem}.names"));
-        let wanted = names.join(",");
-        if issued.chain_pem.exists()
-            && issued.key_pk8.exists()
-            && std::fs::read_to_string(&names_path).ok().as_deref() == Some(wanted.as_str())
-        {
-            return Ok(issued);
-        }
-        let key =
-            RsaKeyPair::generate(KeySize::Rsa2048).map_err(|e| NetError::Cert(e.to_string()))?;
-        let key_pk8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
-            .map_err(|e| NetError::Cert(e.to_string()))?;
-        let spki = rsa_spki_der(&key);
-        let mut extensions = vec![
-            ext("2.5.29.14", false, SubjectKeyIdentifier(key_id(&spki)?))?,
-            ext(
-                "2.5.29.35",
-                false,
-                AuthorityKeyIdentifier {
-                    key_identifier: Some(key_id(&self.cert.spki_der())?),
-                    authority_cert_issuer: None,
-                    authority_cert_serial_number: None,
-                },
-            )?,
-        ];
-        if server {
-            let mut sans = Vec::new();
-            for n in names {
-                sans.push(match n.parse::<IpAddr>() {
-                    Ok(ip) => GeneralName::from(ip),
-                    Err(_) => GeneralName::DnsName(
-                        Ia5String::new(n).map_err(|e| NetError::Cert(e.to_string()))?,
-                    ),
-                });
-            }
-            extensions.push(ext("2.5.29.17", false, SubjectAltName(sans))?);
-            extensions.push(ext(
-                "2.5.29.37",
-                false,
-                ExtendedKeyUsage(vec![ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1")]),
-            )?);
-            // digitalSignature | keyEncipherment
-            let ku = BitString::new(5, vec![0xA0]).map_err(|e| NetError::Cert(e.to_string()))?;
-            extensions.push(ext("2.5.29.15", true, ku)?);
-        } else {
-            // digitalSignature
-            let ku = BitString::new(7, vec![0x80]).map_err(|e| NetError::Cert(e.to_string()))?;
-            extensions.push(ext("2.5.29.15", true, ku)?);
-        }
-        let ca_key =
-            RsaKeyPair::from_pkcs8(&self.key_pk8).map_err(|e| NetError::Cert(e.to_string()))?;
-        let leaf = issue(
-            CertTemplate {
-                subject: format!(
-                    "CN={},O=Conclave (local deployment)",
-                    names.first().copied().unwrap_or(stem)
-                ),
-                serial: u32::from_be_bytes(
-                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki).as_ref()[..4]
-                        .try_into()
-                        .expect("4 bytes"),
-                ) & 0x7FFF_FFFF,
-                validity: Duration::from_secs(2 * 365 * 24 * 3600),
-                is_ca: false,
-                extensions,
-            },
-            &spki,
-            Some(&self.cert),
-            &CertSigningKey::RsaPkcs1Sha256(ca_key),
-        )
-        .map_err(|e| NetError::Cert(e.to_string()))?;
-        write_file(&issued.key_pk8, key_pk8.as_ref(), 0o600)?;
-        write_file(
-            &issued.chain_pem,
-            format!("{}{}", leaf.to_pem(), self.cert.to_pem()).as_bytes(),
-            0o644,
-        )?;
-        write_file(&names_path, wanted.as_bytes(), 0o644)?;
-        Ok(issued)
-    }
-}
+/// The local CA and atomic file writes live in `conclave-pki`; here under their old names.
+pub use conclave_pki::ca::{Issued, LocalCa};
+pub use conclave_pki::files::write_file;
 
 /// A rustls server configuration from a PEM chain and a PKCS#8 (DER or PEM) key.
 pub fn server_config(chain_pem: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, NetError> {

@@ -63,7 +63,7 @@ impl WrapAlgorithm {
 
 /// Wraps `pkcs8` to the RSA public key (`n`, `e`): `RSA-OAEP(aes_key) || AES-KWP(aes_key, pkcs8)`.
 pub fn wrap(pkcs8: &[u8], n: &[u8], e: &[u8], alg: WrapAlgorithm) -> Result<Vec<u8>, KeyWrapError> {
-    let spki = conclave_snp::x509::rsa_spki_from_components(n, e)
+    let spki = conclave_pki::x509::rsa_spki_from_components(n, e)
         .map_err(|e| KeyWrapError::BadTeeKey(e.to_string()))?;
     let public =
         PublicEncryptingKey::from_der(&spki).map_err(|e| KeyWrapError::BadTeeKey(e.to_string()))?;
@@ -141,7 +141,7 @@ pub fn rewrap_oaep256(
     if ![16, 24, 32].contains(&len) {
         return Err(KeyWrapError::Unwrap);
     }
-    let spki = conclave_snp::x509::rsa_spki_from_components(to_n, to_e)
+    let spki = conclave_pki::x509::rsa_spki_from_components(to_n, to_e)
         .map_err(|e| KeyWrapError::BadTeeKey(e.to_string()))?;
     let to = OaepPublicEncryptingKey::new(
         PublicEncryptingKey::from_der(&spki).map_err(|e| KeyWrapError::BadTeeKey(e.to_string()))?,
@@ -173,7 +173,7 @@ mod tests {
         let target = target_pkcs8();
         let tee = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
         let spki = tee.public_key().as_der().unwrap();
-        let (n, e) = conclave_snp::x509::parse_rsa_spki(spki.as_ref()).unwrap();
+        let (n, e) = conclave_pki::x509::parse_rsa_spki(spki.as_ref()).unwrap();
         for alg in [
             WrapAlgorithm::CkmRsaAesKeyWrap,
             WrapAlgorithm::RsaAesKeyWrap256,

@@ -153,7 +153,7 @@ fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> 
             let der = base64::engine::general_purpose::STANDARD
                 .decode(first)
                 .map_err(|_| "x5c[0] is not standard base64 (RFC 7517 §4.7)")?;
-            let cert = conclave_snp::Cert::parse("x5c[0]", &der).map_err(|e| e.to_string())?;
+            let cert = conclave_pki::Cert::parse("x5c[0]", &der).map_err(|e| e.to_string())?;
             Some(cert)
         }
     };
@@ -170,7 +170,7 @@ fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> 
             };
             let certified = match &leaf {
                 Some(cert) => Some(
-                    conclave_snp::x509::parse_rsa_spki(&cert.spki_der())
+                    conclave_pki::x509::parse_rsa_spki(&cert.spki_der())
                         .map_err(|_| "the x5c certificate's key is not RSA")?,
                 ),
                 None => None,

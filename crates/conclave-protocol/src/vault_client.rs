@@ -384,7 +384,7 @@ const SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
 /// of every certificate on the path, and the leaf's extended key usage when it has one.
 pub fn verify_signing_chain(
     chain: &[Vec<u8>],
-    vault_ca: &conclave_snp::Cert,
+    vault_ca: &conclave_pki::Cert,
     now: UnixTime,
 ) -> Result<(), ClientError> {
     let open_err = |m: String| ClientError::Open(m);
@@ -424,7 +424,7 @@ pub fn verify_signing_chain(
 /// unwraps the key it carries with the TEE's private key.
 pub fn open_release(
     jws: &str,
-    vault_ca: &conclave_snp::Cert,
+    vault_ca: &conclave_pki::Cert,
     tee_key: &PrivateDecryptingKey,
 ) -> Result<ReleasedKey, ClientError> {
     let open_err = |m: &str| ClientError::Open(m.to_string());
@@ -442,9 +442,9 @@ pub fn open_release(
         .map_err(|_| open_err("x5c is not base64"))?;
     let leaf_der = chain.first().ok_or_else(|| open_err("empty x5c"))?;
     verify_signing_chain(&chain, vault_ca, UnixTime::now())?;
-    let leaf = conclave_snp::Cert::parse("vault signing certificate", leaf_der)
+    let leaf = conclave_pki::Cert::parse("vault signing certificate", leaf_der)
         .map_err(|e| ClientError::Open(e.to_string()))?;
-    let (n, e) = conclave_snp::x509::parse_rsa_spki(&leaf.spki_der())
+    let (n, e) = conclave_pki::x509::parse_rsa_spki(&leaf.spki_der())
         .map_err(|e| ClientError::Open(e.to_string()))?;
     let key = jsonwebtoken::DecodingKey::from_rsa_raw_components(&n, &e);
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);

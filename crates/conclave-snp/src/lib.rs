@@ -7,14 +7,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod amd_cert;
 pub mod kds;
 pub mod report;
-pub mod x509;
+
+/// X.509 lives in `conclave-pki`; here under its old path, with AMD's extension OIDs.
+pub mod x509 {
+    pub use crate::amd_cert::amd_oid;
+    pub use conclave_pki::x509::*;
+}
 
 use std::time::SystemTime;
 
 use aws_lc_rs::signature;
 
+pub use amd_cert::AmdCert;
 pub use report::{AttestationReport, ReportError, TcbParts, TcbVersion};
 pub use x509::{Cert, CertError};
 

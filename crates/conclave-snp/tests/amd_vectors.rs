@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use conclave_snp::AmdCert as _;
 use conclave_snp::report::{REPORT_LEN, SIGNED_LEN};
 use conclave_snp::{
     AttestationReport, Cert, CertChain, EndorsementKey, Product, ReportError, RootKind,

@@ -47,5 +47,5 @@ impl EphemeralKey {
 fn public_components(public: &aws_lc_rs::rsa::PublicEncryptingKey) -> (Vec<u8>, Vec<u8>) {
     use aws_lc_rs::encoding::AsDer as _;
     let spki = public.as_der().expect("public key encodes");
-    conclave_snp::x509::parse_rsa_spki(spki.as_ref()).expect("an RSA key's own SPKI parses")
+    conclave_pki::x509::parse_rsa_spki(spki.as_ref()).expect("an RSA key's own SPKI parses")
 }

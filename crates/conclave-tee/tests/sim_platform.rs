@@ -15,7 +15,7 @@ fn identity(debug: bool) -> LaunchIdentity {
 }
 
 fn chain(pem: &str) -> CertChain {
-    CertChain::from_certs(conclave_snp::Cert::parse_pem_bundle("chain", pem.as_bytes()).unwrap())
+    CertChain::from_certs(conclave_pki::Cert::parse_pem_bundle("chain", pem.as_bytes()).unwrap())
         .unwrap()
 }
 

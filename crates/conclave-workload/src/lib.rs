@@ -51,7 +51,7 @@ pub async fn serve(
         detail,
     };
     let pem = std::fs::read(&config.ca_file).map_err(|e| ca_err(e.to_string()))?;
-    let vault_ca = conclave_snp::Cert::parse_pem_bundle("CA certificate", &pem)
+    let vault_ca = conclave_pki::Cert::parse_pem_bundle("CA certificate", &pem)
         .map_err(|e| ca_err(e.to_string()))?
         .into_iter()
         .next()

@@ -36,7 +36,7 @@ pub struct Keyring {
     config: Arc<PartyConfig>,
     identity: Arc<TeeIdentity>,
     http: reqwest::Client,
-    vault_ca: conclave_snp::Cert,
+    vault_ca: conclave_pki::Cert,
     states: Mutex<BTreeMap<String, ReleaseState>>,
     keys: Mutex<HashMap<String, Arc<dyn KeyUnwrapper>>>,
 }
@@ -46,7 +46,7 @@ impl Keyring {
         config: Arc<PartyConfig>,
         identity: Arc<TeeIdentity>,
         http: reqwest::Client,
-        vault_ca: conclave_snp::Cert,
+        vault_ca: conclave_pki::Cert,
     ) -> Self {
         let states = config
             .datasets

@@ -124,7 +124,7 @@ impl Workload {
         config: Arc<PartyConfig>,
         identity: Arc<TeeIdentity>,
         http: reqwest::Client,
-        vault_ca: conclave_snp::Cert,
+        vault_ca: conclave_pki::Cert,
         auth: Option<Arc<Authenticator>>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Self> {

@@ -17,7 +17,7 @@ const YEAR: i32 = 2026;
 async fn encrypted(dir: &std::path::Path, party: Party, n: u64) -> (String, Arc<dyn KeyUnwrapper>) {
     let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
     let spki = private.public_key().as_der().unwrap();
-    let (pn, pe) = conclave_snp::x509::parse_rsa_spki(spki.as_ref()).unwrap();
+    let (pn, pe) = conclave_pki::x509::parse_rsa_spki(spki.as_ref()).unwrap();
     let kid = format!("https://vault/keys/{}-data/1", party.name());
     let url = dir
         .join(format!("{}.parquet", party.name()))

@@ -82,7 +82,7 @@ async fn prepare(dir: &Path, records: u64) -> anyhow::Result<PrivateDecryptingKe
     };
     let spki = key.public_key().as_der()?;
     let (n, e) =
-        conclave_snp::x509::parse_rsa_spki(spki.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        conclave_pki::x509::parse_rsa_spki(spki.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let public = VaultPublicKey {
         kid: KID.into(),
         n,

@@ -371,7 +371,7 @@ fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> any
     let release_signer =
         aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&conclave_net::read_pkcs8(&signing.key_pk8)?)
             .map_err(|e| anyhow::anyhow!("release-signing key: {e}"))?;
-    let chain = conclave_snp::Cert::parse_pem_bundle(
+    let chain = conclave_pki::Cert::parse_pem_bundle(
         "release signing chain",
         &std::fs::read(&signing.chain_pem)?,
     )?;

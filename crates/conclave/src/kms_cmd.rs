@@ -140,7 +140,7 @@ fn custodian_spki(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
             .with_context(|| format!("{}: the PEM is not base64", path.display()));
     }
     let cert =
-        conclave_snp::Cert::parse(&path.display().to_string(), &bytes).with_context(|| {
+        conclave_pki::Cert::parse(&path.display().to_string(), &bytes).with_context(|| {
             format!(
                 "{}: neither a PEM public key nor a certificate",
                 path.display()

@@ -265,7 +265,7 @@ async fn every_attack_is_refused_with_its_reason_and_on_record() {
     .await;
     // The trusted ARK in the evidence, but the stranger's ASK and VCEK under it.
     let pems = |sim: &SimHost| {
-        conclave_snp::Cert::parse_pem_bundle("chain", sim.platform().cert_chain_pem().as_bytes())
+        conclave_pki::Cert::parse_pem_bundle("chain", sim.platform().cert_chain_pem().as_bytes())
             .unwrap()
     };
     let mut grafted_chain: Vec<_> = pems(&env.sim)
@@ -509,7 +509,7 @@ async fn every_attack_is_refused_with_its_reason_and_on_record() {
         .await
         .unwrap();
     let published = &jwks["keys"][0];
-    let spki = conclave_snp::x509::rsa_spki_from_components(
+    let spki = conclave_pki::x509::rsa_spki_from_components(
         &b64url_decode(published["n"].as_str().unwrap()).unwrap(),
         &b64url_decode(published["e"].as_str().unwrap()).unwrap(),
     )
@@ -548,7 +548,7 @@ async fn every_attack_is_refused_with_its_reason_and_on_record() {
     )
     .unwrap();
     let evil_chain =
-        conclave_snp::Cert::parse_pem_bundle("evil", &std::fs::read(&evil.chain_pem).unwrap())
+        conclave_pki::Cert::parse_pem_bundle("evil", &std::fs::read(&evil.chain_pem).unwrap())
             .unwrap();
     let mut header = serde_json::Map::new();
     header.insert("kid".into(), published["kid"].clone());

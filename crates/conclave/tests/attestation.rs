@@ -364,7 +364,7 @@ async fn genuine_amd_evidence_is_verified_and_its_binding_enforced() {
     let vectors =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../conclave-snp/tests/data/milan-virtee-sev");
     let read = |n: &str| std::fs::read(vectors.join(n)).unwrap();
-    let vcek = conclave_snp::Cert::parse("vcek", &read("vcek.der")).unwrap();
+    let vcek = conclave_pki::Cert::parse("vcek", &read("vcek.der")).unwrap();
     let chain = format!(
         "{}{}{}",
         vcek.to_pem(),

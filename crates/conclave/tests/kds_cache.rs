@@ -132,10 +132,10 @@ async fn a_kds_cache_filled_from_a_mirror_verifies_evidence_without_certificates
     // A mirror serving a CRL that AMD's ARK did not sign: refused, not cached.
     let forged_crl = {
         let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        let ark = conclave_snp::Cert::parse("ARK-Milan", &read("ark.pem")).unwrap();
+        let ark = conclave_pki::Cert::parse("ARK-Milan", &read("ark.pem")).unwrap();
         conclave_snp::kds::issue_crl(
             &ark,
-            &conclave_snp::x509::CertSigningKey::RsaPssSha384(key),
+            &conclave_pki::x509::CertSigningKey::RsaPssSha384(key),
             &[],
             std::time::SystemTime::now(),
             None,

@@ -24,7 +24,7 @@ async fn maa_authority(dir: &Path, ca: &LocalCa) -> MaaAuthority {
     let tls_cert = ca.server_cert(dir, "maa-tls", &["127.0.0.1"]).unwrap();
     let signing = ca.signing_cert(dir, "maa-signing").unwrap();
     let key = RsaKeyPair::from_pkcs8(&std::fs::read(&signing.key_pk8).unwrap()).unwrap();
-    let leaf = conclave_snp::Cert::parse_pem_bundle(
+    let leaf = conclave_pki::Cert::parse_pem_bundle(
         "maa signing chain",
         &std::fs::read(&signing.chain_pem).unwrap(),
     )

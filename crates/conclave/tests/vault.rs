@@ -48,7 +48,7 @@ async fn create_get_release_and_use_the_key_in_the_tee() {
     // The released key works: encrypt with the public JWK from GET, decrypt with it.
     let n = b64url_decode(got["key"]["n"].as_str().unwrap()).unwrap();
     let e = b64url_decode(got["key"]["e"].as_str().unwrap()).unwrap();
-    let spki = conclave_snp::x509::rsa_spki_from_components(&n, &e).unwrap();
+    let spki = conclave_pki::x509::rsa_spki_from_components(&n, &e).unwrap();
     let public =
         OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&spki).unwrap()).unwrap();
     let mut ct = vec![0u8; public.ciphertext_size()];

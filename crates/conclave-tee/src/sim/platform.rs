@@ -8,13 +8,13 @@ use std::time::Duration;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, RsaKeyPair};
+use conclave_pki::x509::{
+    CertSigningKey, CertTemplate, ec_spki_der, int_extension, issue, raw_extension, rsa_spki_der,
+};
+use conclave_snp::amd_cert::amd_oid;
 use conclave_snp::report::{
     AttestationReport, FirmwareVersion, GuestPolicy, PlatformInfo, ReportSignature,
     SIG_ALGO_ECDSA_P384_SHA384, SigningKey,
-};
-use conclave_snp::x509::{
-    CertSigningKey, CertTemplate, amd_oid, ec_spki_der, int_extension, issue, raw_extension,
-    rsa_spki_der,
 };
 use conclave_snp::{Cert, RootKind, SIM_PRODUCT, TcbParts, TcbVersion, TrustedRoot};
 
@@ -55,19 +55,8 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> TeeError {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TeeError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-    f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    conclave_pki::write_file(path, bytes, 0o600)
+        .map_err(|e| TeeError::Io(std::io::Error::other(e.to_string())))
 }
 
 impl SimPlatform {

@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(entries[0].guid, GUID_ARK);
         assert_eq!(entries[1].der, vcek);
         let pem = table_to_pem(&entries);
-        let certs = conclave_snp::Cert::parse_pem_bundle("chain", pem.as_bytes());
+        let certs = conclave_pki::Cert::parse_pem_bundle("chain", pem.as_bytes());
         // The ARK/ASK placeholders are not certificates; the VCEK (first) parses.
         assert!(certs.is_err());
         let first = pem
@@ -216,7 +216,7 @@ mod tests {
             .to_string()
             + "-----END CERTIFICATE-----\n";
         assert_eq!(
-            conclave_snp::Cert::parse("vcek", first.as_bytes())
+            conclave_pki::Cert::parse("vcek", first.as_bytes())
                 .unwrap()
                 .der,
             vcek

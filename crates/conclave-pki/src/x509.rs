@@ -1,6 +1,7 @@
-//! X.509 certificates as AMD issues them: parsing (DER or PEM), signature checks through
-//! aws-lc-rs, AMD's VCEK extensions, and issuing certificates with the same algorithms for
-//! the simulated platform and for token-signing keys.
+//! X.509 certificates (RFC 5280): parsing (DER or PEM) with `x509-cert`, signature checks
+//! through aws-lc-rs (RSASSA-PSS SHA-384 as AMD signs, RSA PKCS#1 v1.5 SHA-256, ECDSA), issuing
+//! certificates with `x509-cert`'s builder, and SPKI helpers. AMD's own extensions are read in
+//! `conclave-snp`.
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -33,19 +34,6 @@ pub const OID_ECDSA_WITH_SHA256: ObjectIdentifier =
 pub const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
 pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 pub const OID_SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-
-/// AMD's VCEK/VLEK extensions (AMD spec 57230, "Versioned Chip Endorsement Key").
-pub mod amd_oid {
-    use der::asn1::ObjectIdentifier;
-    pub const PRODUCT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
-    pub const BL_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
-    pub const TEE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
-    pub const SNP_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
-    pub const UCODE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
-    pub const FMC_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
-    pub const HW_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.4");
-    pub const CSP_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.5");
-}
 
 /// Why a certificate could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -252,23 +240,6 @@ impl Cert {
             .last()
     }
 
-    /// AMD's SEV-VLEK signing key (ASVK): an RSA certificate whose subject is
-    /// `CN=SEV-VLEK-{Milan,Genoa,Turin}` (AMD KDS `/vlek/v1/{product}/cert_chain`).
-    pub fn is_asvk(&self) -> bool {
-        self.is_rsa()
-            && self
-                .common_name()
-                .is_some_and(|cn| cn.starts_with("SEV-VLEK"))
-    }
-
-    /// A Versioned Loaded Endorsement Key certificate: it names the cloud provider it was
-    /// loaded for (the CSP_ID extension, AMD SEV-SNP firmware ABI §2.4 / VLEK spec) or its
-    /// subject is `CN=SEV-VLEK`.
-    pub fn is_vlek(&self) -> bool {
-        self.extension(amd_oid::CSP_ID).is_some()
-            || self.common_name().is_some_and(|cn| cn == "SEV-VLEK")
-    }
-
     pub fn is_self_issued(&self) -> bool {
         self.cert.tbs_certificate().subject() == self.cert.tbs_certificate().issuer()
     }
@@ -345,33 +316,9 @@ impl Cert {
             .map(|e| e.extn_value.as_bytes())
     }
 
-    /// An AMD SPL extension: a DER INTEGER that fits in a byte.
-    pub fn amd_spl(&self, oid: ObjectIdentifier) -> Result<Option<u8>, CertError> {
-        let Some(raw) = self.extension(oid) else {
-            return Ok(None);
-        };
-        let bad = || CertError::BadExtension {
-            what: self.what.clone(),
-            oid: oid.to_string(),
-        };
-        let v = u32::from_der(raw).map_err(|_| bad())?;
-        u8::try_from(v).map(Some).map_err(|_| bad())
-    }
-
-    /// AMD's hwID extension: the chip id as raw bytes (64 bytes; 8 on Turin).
-    pub fn amd_hw_id(&self) -> Result<Option<Vec<u8>>, CertError> {
-        let Some(raw) = self.extension(amd_oid::HW_ID) else {
-            return Ok(None);
-        };
-        // AMD stores the chip id bytes directly as the extension value.
-        if matches!(raw.len(), 8 | 64) {
-            Ok(Some(raw.to_vec()))
-        } else {
-            Err(CertError::BadExtension {
-                what: self.what.clone(),
-                oid: amd_oid::HW_ID.to_string(),
-            })
-        }
+    /// The name the certificate is known by in error messages.
+    pub fn what(&self) -> &str {
+        &self.what
     }
 }
 
