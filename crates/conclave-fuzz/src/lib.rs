@@ -24,9 +24,9 @@ use conclave_attest::verify::TokenVerifier;
 use conclave_attest::{AppraisalPolicy, PlatformName};
 use conclave_kms::api::{CreateKeyRequest, GrantRequest, ReleaseRequest, UpdateKeyRequest};
 use conclave_kms::policy::ReleasePolicy;
+use conclave_sim_host::{LaunchIdentity, SimHost, host_data, measure};
 use conclave_snp::report::AttestationReport;
 use conclave_snp::{Cert, CertChain, TrustedRoots, verify_report};
-use conclave_tee::sim::{LaunchIdentity, SimHost, host_data, measure};
 use conclave_tee::{Evidence, Platform};
 use serde_json::json;
 

@@ -13,9 +13,9 @@ use conclave_attest::{AppraisalPolicy, PlatformName};
 use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, ReleaseRequest};
 use conclave_kms::client::{VaultClient, open_release};
 use conclave_net::LocalCa;
+use conclave_sim_host::{LaunchIdentity, SimHost, measure};
 use conclave_snp::TrustedRoots;
 use conclave_tee::ephemeral::EphemeralKey;
-use conclave_tee::sim::{LaunchIdentity, SimHost, measure};
 use conclave_tee::{Evidence, Platform};
 
 const CONFIG: &[u8] = b"party = \"woodgrove\"\n";
@@ -23,7 +23,7 @@ const CONFIG: &[u8] = b"party = \"woodgrove\"\n";
 fn identity() -> LaunchIdentity {
     LaunchIdentity {
         measurement: measure(b"bench-workload", &[], CONFIG),
-        host_data: conclave_tee::sim::host_data(CONFIG),
+        host_data: conclave_sim_host::host_data(CONFIG),
         policy: conclave_snp::report::GuestPolicy(0x3_0000),
         report_id: [9; 32],
     }

@@ -27,7 +27,7 @@ use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, Upda
 use conclave_kms::client::{ClientError, VaultClient};
 use conclave_kms::store::Permission;
 use conclave_net::LocalCa;
-use conclave_tee::sim::{LaunchSpec, SimHost, measure};
+use conclave_sim_host::{LaunchSpec, SimHost, measure};
 use conclave_workload::auth::AuthConfig;
 use conclave_workload::config::{DatasetConfig, PartyConfig};
 use serde_json::{Value, json};
@@ -801,7 +801,7 @@ fn launch(
     id: &str,
     config: &PartyConfig,
     role: &str,
-) -> anyhow::Result<(conclave_tee::sim::Guest, WorkloadInfo)> {
+) -> anyhow::Result<(conclave_sim_host::Guest, WorkloadInfo)> {
     let text = config.to_toml();
     std::fs::write(state.join(format!("workloads/{id}.toml")), &text)?;
     let log = state.join(format!("logs/{id}.log"));

@@ -9,8 +9,8 @@ use std::time::Duration;
 use conclave_attest::service::{AttestationService, ServiceConfig};
 use conclave_attest::{AppraisalPolicy, PlatformName};
 use conclave_net::LocalCa;
+use conclave_sim_host::SimHost;
 use conclave_snp::TrustedRoots;
-use conclave_tee::sim::SimHost;
 
 /// Stops every server it was handed to, gracefully (also those handed it after the stop).
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use conclave_tee::sim::{LaunchSpec, SimHost, host_data, measure as sim_measure};
+use conclave_sim_host::{LaunchSpec, SimHost, host_data, measure as sim_measure};
 
 #[derive(Args)]
 pub struct MeasureArgs {

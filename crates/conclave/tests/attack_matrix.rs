@@ -121,7 +121,7 @@ async fn attest_refusal(
 fn identity(config: &[u8]) -> LaunchIdentity {
     LaunchIdentity {
         measurement: measure(b"workload", &[], config),
-        host_data: conclave_tee::sim::host_data(config),
+        host_data: conclave_sim_host::host_data(config),
         policy: conclave_snp::report::GuestPolicy(0x3_0000),
         report_id: [3; 32],
     }
@@ -154,7 +154,7 @@ fn strict_policy(env: &Env) -> Value {
         {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
         {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
         {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": good_measurement()},
-        {"claim": "x-ms-sevsnpvm-hostdata", "equals": hex::encode(conclave_tee::sim::host_data(GOOD_CONFIG))},
+        {"claim": "x-ms-sevsnpvm-hostdata", "equals": hex::encode(conclave_sim_host::host_data(GOOD_CONFIG))},
     ]}]})
 }
 
@@ -361,7 +361,7 @@ async fn every_attack_is_refused_with_its_reason_and_on_record() {
     .await;
 
     let mut other_host = identity(GOOD_CONFIG);
-    other_host.host_data = conclave_tee::sim::host_data(b"party = \"mallory\"\n");
+    other_host.host_data = conclave_sim_host::host_data(b"party = \"mallory\"\n");
     let other_host_token = attest(
         &env.http,
         &env.attest_url,

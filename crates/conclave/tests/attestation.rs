@@ -7,8 +7,8 @@ use std::time::Duration;
 use conclave_attest::api::{AttestSevSnpVmRequest, ErrorBody, report_data_for};
 use conclave_attest::service::{AttestationService, ServiceConfig, serve};
 use conclave_attest::{AppraisalPolicy, PlatformName, TokenVerifier};
+use conclave_sim_host::{LaunchIdentity, LaunchSpec, SimHost, measure};
 use conclave_snp::{TcbParts, TrustedRoots};
-use conclave_tee::sim::{LaunchIdentity, LaunchSpec, SimHost, measure};
 use conclave_tee::{Evidence, Platform};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conclave");
@@ -64,7 +64,7 @@ fn roots_with(host: &SimHost) -> TrustedRoots {
 fn sim_evidence(host: &SimHost, report_data: [u8; 64], debug: bool) -> Evidence {
     let identity = LaunchIdentity {
         measurement: measure(b"workload", &[], b"config"),
-        host_data: conclave_tee::sim::host_data(b"config"),
+        host_data: conclave_sim_host::host_data(b"config"),
         policy: conclave_snp::report::GuestPolicy(0x3_0000 | if debug { 1 << 19 } else { 0 }),
         report_id: [1; 32],
     };
@@ -153,7 +153,7 @@ async fn launched_workload_gets_a_token_that_verifies() {
     assert_eq!(c["x-ms-sevsnpvm-launchmeasurement"], hex::encode(expected));
     assert_eq!(
         c["x-ms-sevsnpvm-hostdata"],
-        hex::encode(conclave_tee::sim::host_data(&config))
+        hex::encode(conclave_sim_host::host_data(&config))
     );
     assert_eq!(c["x-conclave-platform"], "sim");
     assert_eq!(c["x-ms-attestation-type"], "sevsnpvm");
@@ -297,8 +297,8 @@ async fn tcb_below_the_minimum_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let host = start_sim_host(&dir.path().join("sim"));
     let min = TcbParts {
-        snp: conclave_tee::sim::SIM_TCB.snp + 1,
-        ..conclave_tee::sim::SIM_TCB
+        snp: conclave_sim_host::SIM_TCB.snp + 1,
+        ..conclave_sim_host::SIM_TCB
     };
     let svc = start_service(
         dir.path(),

@@ -278,7 +278,7 @@ async fn release_denials_name_the_reason_and_are_audited() {
         attestation_service(&env.dir.join("stranger"), &env.ca, &stranger_sim).await;
     let identity = LaunchIdentity {
         measurement: measure(b"workload", &[], GOOD_CONFIG),
-        host_data: conclave_tee::sim::host_data(GOOD_CONFIG),
+        host_data: conclave_sim_host::host_data(GOOD_CONFIG),
         policy: conclave_snp::report::GuestPolicy(0x3_0000),
         report_id: [4; 32],
     };

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use conclave_attest::service::{AttestationService, ServiceConfig};
 use conclave_attest::{AppraisalPolicy, PlatformName};
+use conclave_sim_host::{LaunchIdentity, SimHost, host_data, measure};
 use conclave_snp::TrustedRoots;
-use conclave_tee::sim::{LaunchIdentity, SimHost, host_data, measure};
 use conclave_tee::{Evidence, EvidenceFuture, EvidenceSource, Platform};
 use conclave_workload::identity::{AttestationState, TeeIdentity};
 

@@ -20,9 +20,9 @@ pub use conclave_kms::api::{
 pub use conclave_kms::client::{ClientError, VaultClient, open_release};
 pub use conclave_kms::store::Permission;
 pub use conclave_net::LocalCa;
+pub use conclave_sim_host::{LaunchIdentity, SimHost, measure};
 pub use conclave_snp::TrustedRoots;
 pub use conclave_tee::ephemeral::EphemeralKey;
-pub use conclave_tee::sim::{LaunchIdentity, SimHost, measure};
 pub use conclave_tee::{Evidence, Platform};
 pub use serde_json::{Value, json};
 
@@ -181,7 +181,7 @@ impl Env {
     pub async fn token(&self, runtime: &[u8], config: &[u8], nonce: Option<&str>) -> String {
         let identity = LaunchIdentity {
             measurement: measure(b"workload", &[], config),
-            host_data: conclave_tee::sim::host_data(config),
+            host_data: conclave_sim_host::host_data(config),
             policy: conclave_snp::report::GuestPolicy(0x3_0000),
             report_id: [3; 32],
         };

@@ -18,7 +18,7 @@ use conclave_snp::report::{
 };
 use conclave_snp::{Cert, RootKind, SIM_PRODUCT, TcbParts, TcbVersion, TrustedRoot};
 
-use crate::TeeError;
+use conclave_tee::TeeError;
 
 /// The TCB the simulated firmware reports (plausible Genoa values).
 pub const SIM_TCB: TcbParts = TcbParts {

@@ -1,14 +1,15 @@
 //! The simulated platform signs real-format reports that the hardware verifier accepts against
 //! the sim root, and only for processes it launched.
 
+use conclave_sim_host::{LaunchIdentity, SimHost, measure};
 use conclave_snp::{CertChain, RootKind, TrustedRoots, VerifyError, verify_report};
-use conclave_tee::sim::{LaunchIdentity, SimEvidence, SimHost, measure};
+use conclave_tee::sim::SimEvidence;
 use conclave_tee::{EvidenceSource, TeeError};
 
 fn identity(debug: bool) -> LaunchIdentity {
     LaunchIdentity {
         measurement: measure(b"binary", &["party".into()], b"config"),
-        host_data: conclave_tee::sim::host_data(b"config"),
+        host_data: conclave_sim_host::host_data(b"config"),
         policy: conclave_snp::report::GuestPolicy(0x3_0000 | if debug { 1 << 19 } else { 0 }),
         report_id: [7; 32],
     }
