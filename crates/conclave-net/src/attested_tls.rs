@@ -16,17 +16,17 @@ use std::time::Duration;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use base64::Engine as _;
-use conclave_pki::x509::{CertSigningKey, CertTemplate, ec_spki_der, issue};
-use der::asn1::{BitString, Ia5String, ObjectIdentifier};
+use conclave_pki::x509::{CertSigningKey, CertTemplate, ec_spki_der, extension, issue};
+use der::asn1::Ia5String;
+use der::oid::db::rfc5280::ID_KP_SERVER_AUTH;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{ExtendedKeyUsage, SubjectAltName};
+use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName};
 
 use crate::NetError;
-use conclave_pki::ca::ext;
 
 /// RFC 7469 §2.4 pin of a DER SubjectPublicKeyInfo: standard base64 of its SHA-256.
 pub fn pin_sha256(spki_der: &[u8]) -> String {
@@ -68,20 +68,20 @@ impl TeeTlsIdentity {
                 Err(_) => GeneralName::DnsName(Ia5String::new(n).map_err(|e| err(&e))?),
             });
         }
-        let mut extensions = vec![ext(
-            "2.5.29.37",
-            false,
-            ExtendedKeyUsage(vec![ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1")]),
-        )?];
+        let subject = format!(
+            "CN={},O=Conclave workload (key made in the TEE; trust it through its attestation)",
+            names.first().map(String::as_str).unwrap_or("workload")
+        );
+        let mut extensions = vec![
+            extension(&subject, &ExtendedKeyUsage(vec![ID_KP_SERVER_AUTH])).map_err(|e| err(&e))?,
+        ];
         if !sans.is_empty() {
-            extensions.push(ext("2.5.29.17", false, SubjectAltName(sans))?);
+            extensions.push(extension(&subject, &SubjectAltName(sans)).map_err(|e| err(&e))?);
         }
-        // digitalSignature
-        extensions.push(ext(
-            "2.5.29.15",
-            true,
-            BitString::new(7, vec![0x80]).map_err(|e| err(&e))?,
-        )?);
+        extensions.push(
+            extension(&subject, &KeyUsage(KeyUsages::DigitalSignature.into()))
+                .map_err(|e| err(&e))?,
+        );
         let serial = u32::from_be_bytes(
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki).as_ref()[..4]
                 .try_into()
@@ -89,10 +89,7 @@ impl TeeTlsIdentity {
         ) & 0x7FFF_FFFF;
         let cert = issue(
             CertTemplate {
-                subject: format!(
-                    "CN={},O=Conclave workload (key made in the TEE; trust it through its attestation)",
-                    names.first().map(String::as_str).unwrap_or("workload")
-                ),
+                subject,
                 serial,
                 validity: Duration::from_secs(365 * 24 * 3600),
                 is_ca: false,

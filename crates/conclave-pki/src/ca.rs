@@ -9,38 +9,16 @@ use std::time::Duration;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::RsaKeyPair;
-use der::Encode;
-use der::asn1::{BitString, Ia5String, ObjectIdentifier, OctetString};
-use x509_cert::ext::Extension;
+use der::asn1::Ia5String;
+use der::oid::db::rfc5280::ID_KP_SERVER_AUTH;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, ExtendedKeyUsage, SubjectAltName, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
 };
 
 use crate::files::{file_err, write_file};
-use crate::x509::{CertSigningKey, CertTemplate, issue, rsa_spki_der};
+use crate::x509::{CertSigningKey, CertTemplate, extension, issue, rsa_spki_der, subject_key_id};
 use crate::{Cert, PkiError};
-
-/// An X.509 extension with a DER value (RFC 5280 §4.1: `extnID`, `critical`, `extnValue`).
-pub fn ext(oid: &str, critical: bool, value: impl Encode) -> Result<Extension, PkiError> {
-    Ok(Extension {
-        extn_id: ObjectIdentifier::new(oid).map_err(|e| PkiError::Cert(e.to_string()))?,
-        critical,
-        extn_value: OctetString::new(value.to_der().map_err(|e| PkiError::Cert(e.to_string()))?)
-            .map_err(|e| PkiError::Cert(e.to_string()))?,
-    })
-}
-
-/// Key identifier: SHA-1 of the subject public key bits (RFC 5280 §4.2.1.2, method 1).
-pub fn key_id(spki_der: &[u8]) -> Result<OctetString, PkiError> {
-    let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::try_from(spki_der)
-        .map_err(|e| PkiError::Cert(e.to_string()))?;
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        spki.subject_public_key.raw_bytes(),
-    );
-    OctetString::new(digest.as_ref().to_vec()).map_err(|e| PkiError::Cert(e.to_string()))
-}
 
 /// A certificate with its private key, as files.
 #[derive(Debug, Clone)]
@@ -85,17 +63,19 @@ impl LocalCa {
             .as_ref()
             .to_vec();
         let spki = rsa_spki_der(&key);
-        // keyCertSign | cRLSign
-        let ku = BitString::new(1, vec![0x06]).map_err(|e| PkiError::Cert(e.to_string()))?;
+        let subject = "CN=Conclave local CA,O=Conclave (local deployment)";
         let cert = issue(
             CertTemplate {
-                subject: "CN=Conclave local CA,O=Conclave (local deployment)".into(),
+                subject: subject.into(),
                 serial: 1,
                 validity: Duration::from_secs(10 * 365 * 24 * 3600),
                 is_ca: true,
                 extensions: vec![
-                    ext("2.5.29.15", true, ku)?,
-                    ext("2.5.29.14", false, SubjectKeyIdentifier(key_id(&spki)?))?,
+                    extension(
+                        subject,
+                        &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
+                    )?,
+                    extension(subject, &subject_key_id(&spki)?)?,
                 ],
             },
             &spki,
@@ -157,13 +137,16 @@ impl LocalCa {
         let key_pk8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
             .map_err(|e| PkiError::Cert(e.to_string()))?;
         let spki = rsa_spki_der(&key);
+        let subject = format!(
+            "CN={},O=Conclave (local deployment)",
+            names.first().copied().unwrap_or(stem)
+        );
         let mut extensions = vec![
-            ext("2.5.29.14", false, SubjectKeyIdentifier(key_id(&spki)?))?,
-            ext(
-                "2.5.29.35",
-                false,
-                AuthorityKeyIdentifier {
-                    key_identifier: Some(key_id(&self.cert.spki_der())?),
+            extension(&subject, &subject_key_id(&spki)?)?,
+            extension(
+                &subject,
+                &AuthorityKeyIdentifier {
+                    key_identifier: Some(subject_key_id(&self.cert.spki_der())?.0),
                     authority_cert_issuer: None,
                     authority_cert_serial_number: None,
                 },
@@ -179,28 +162,26 @@ impl LocalCa {
                     ),
                 });
             }
-            extensions.push(ext("2.5.29.17", false, SubjectAltName(sans))?);
-            extensions.push(ext(
-                "2.5.29.37",
-                false,
-                ExtendedKeyUsage(vec![ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1")]),
+            extensions.push(extension(&subject, &SubjectAltName(sans))?);
+            extensions.push(extension(
+                &subject,
+                &ExtendedKeyUsage(vec![ID_KP_SERVER_AUTH]),
             )?);
-            // digitalSignature | keyEncipherment
-            let ku = BitString::new(5, vec![0xA0]).map_err(|e| PkiError::Cert(e.to_string()))?;
-            extensions.push(ext("2.5.29.15", true, ku)?);
+            extensions.push(extension(
+                &subject,
+                &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment),
+            )?);
         } else {
-            // digitalSignature
-            let ku = BitString::new(7, vec![0x80]).map_err(|e| PkiError::Cert(e.to_string()))?;
-            extensions.push(ext("2.5.29.15", true, ku)?);
+            extensions.push(extension(
+                &subject,
+                &KeyUsage(KeyUsages::DigitalSignature.into()),
+            )?);
         }
         let ca_key =
             RsaKeyPair::from_pkcs8(&self.key_pk8).map_err(|e| PkiError::Cert(e.to_string()))?;
         let leaf = issue(
             CertTemplate {
-                subject: format!(
-                    "CN={},O=Conclave (local deployment)",
-                    names.first().copied().unwrap_or(stem)
-                ),
+                subject,
                 serial: u32::from_be_bytes(
                     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki).as_ref()[..4]
                         .try_into()

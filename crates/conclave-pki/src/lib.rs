@@ -21,3 +21,9 @@ pub enum PkiError {
     #[error("certificate: {0}")]
     Cert(String),
 }
+
+impl From<CertError> for PkiError {
+    fn from(e: CertError) -> Self {
+        PkiError::Cert(e.to_string())
+    }
+}

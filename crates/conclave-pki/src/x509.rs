@@ -511,6 +511,34 @@ pub fn issue(
     })
 }
 
+/// A standard extension from its typed value (`x509-cert`'s `KeyUsage`, `SubjectAltName`,
+/// `SubjectKeyIdentifier`, …): its OID and criticality are those RFC 5280 §4.2.1 gives the type,
+/// as `x509-cert` encodes them, for a certificate whose subject is `subject` (RFC 4514 text).
+pub fn extension<T>(subject: &str, value: &T) -> Result<Extension, CertError>
+where
+    T: x509_cert::ext::Criticality + der::oid::AssociatedOid + Encode,
+{
+    let bad = |detail: String| CertError::Malformed {
+        what: format!("the {} extension", T::OID),
+        detail,
+    };
+    let name = Name::from_str(subject).map_err(|e| bad(e.to_string()))?;
+    x509_cert::ext::ToExtension::to_extension(value, &name, &[]).map_err(|e| bad(e.to_string()))
+}
+
+/// The Subject Key Identifier of a DER SubjectPublicKeyInfo (RFC 5280 §4.2.1.2, method 1: the
+/// SHA-1 of the subjectPublicKey bits, as `x509-cert` computes it).
+pub fn subject_key_id(
+    spki_der: &[u8],
+) -> Result<x509_cert::ext::pkix::SubjectKeyIdentifier, CertError> {
+    let bad = |e: der::Error| CertError::Malformed {
+        what: "a public key".into(),
+        detail: e.to_string(),
+    };
+    let spki = SubjectPublicKeyInfoRef::from_der(spki_der).map_err(bad)?;
+    x509_cert::ext::pkix::SubjectKeyIdentifier::try_from(spki).map_err(bad)
+}
+
 /// An extension holding a DER INTEGER (AMD's SPL extensions).
 pub fn int_extension(oid: ObjectIdentifier, value: u8) -> Extension {
     Extension {
