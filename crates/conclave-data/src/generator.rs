@@ -10,7 +10,7 @@ use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::world::{self, COUNTRIES, Country};
+use crate::world::{self, Country};
 
 /// The three parties of the story.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -146,7 +146,7 @@ impl Party {
             .iter()
             .map(|(name, w)| {
                 (
-                    COUNTRIES
+                    world::countries()
                         .iter()
                         .position(|c| c.name == *name)
                         .expect("country in the world table"),
@@ -292,7 +292,7 @@ impl Generator {
         let countries: Vec<usize> = weights.iter().map(|(i, _)| *i).collect();
         let city_picks = countries
             .iter()
-            .map(|&i| Weighted::new(COUNTRIES[i].cities.iter().map(|(_, w)| *w)))
+            .map(|&i| Weighted::new(world::countries()[i].cities.iter().map(|(_, w)| *w)))
             .collect();
         // Each party's stream differs even with the same seed.
         let party_salt = match party {
@@ -306,8 +306,8 @@ impl Generator {
             country_pick: Weighted::new(weights.iter().map(|(_, w)| *w)),
             countries,
             city_picks,
-            eye_pick: Weighted::new(world::EYE_COLORS.iter().map(|(_, w)| *w)),
-            color_pick: Weighted::new(world::FAVORITE_COLORS.iter().map(|(_, w)| *w)),
+            eye_pick: Weighted::new(world::eye_colors().iter().map(|(_, w)| *w)),
+            color_pick: Weighted::new(world::favorite_colors().iter().map(|(_, w)| *w)),
             remaining: count,
         }
     }
@@ -319,8 +319,8 @@ impl Generator {
     fn record(&mut self) -> Record {
         let rng = &mut self.rng;
         let ci = self.country_pick.pick(rng);
-        let country: &Country = &COUNTRIES[self.countries[ci]];
-        let city = country.cities[self.city_picks[ci].pick(rng)].0;
+        let country: &Country = &world::countries()[self.countries[ci]];
+        let city = country.cities[self.city_picks[ci].pick(rng)].0.as_str();
         let (first, last) = world::names(country.names);
         let name = format!(
             "{} {}",
@@ -339,25 +339,25 @@ impl Generator {
             * (0.45 * rng.normal()).exp();
         let salary = ((salary / 100.0).round() * 100.0).max(100.0) as u32;
         let streets = world::street_names(country.streets);
-        let suffix = world::STREET_SUFFIXES[rng.below(world::STREET_SUFFIXES.len())];
+        let suffix = &world::street_suffixes()[rng.below(world::street_suffixes().len())];
         let address = world::address(
             country.streets,
-            streets[rng.below(streets.len())],
+            &streets[rng.below(streets.len())],
             1 + rng.below(250) as u32,
             suffix,
             city,
         );
         Record {
             name,
-            phone: fill(country.phone, rng),
+            phone: fill(&country.phone, rng),
             age,
             salary,
-            eye_color: world::EYE_COLORS[self.eye_pick.pick(rng)].0.to_string(),
-            favorite_color: world::FAVORITE_COLORS[self.color_pick.pick(rng)]
+            eye_color: world::eye_colors()[self.eye_pick.pick(rng)].0.to_string(),
+            favorite_color: world::favorite_colors()[self.color_pick.pick(rng)]
                 .0
                 .to_string(),
             address,
-            postal_code: fill(country.postal, rng),
+            postal_code: fill(&country.postal, rng),
             city: city.to_string(),
             country: country.name.to_string(),
         }
@@ -563,7 +563,10 @@ mod tests {
         assert!((0.15..0.25).contains(&us), "US share {us}");
         // Cities belong to their country.
         for r in records.iter().take(500) {
-            let c = COUNTRIES.iter().find(|c| c.name == r.country).unwrap();
+            let c = world::countries()
+                .iter()
+                .find(|c| c.name == r.country)
+                .unwrap();
             assert!(
                 c.cities.iter().any(|(name, _)| *name == r.city),
                 "{} is not in {}",
