@@ -1,0 +1,169 @@
+//! Who is asking and what they may do: bearer tokens to principals (only their SHA-256 is
+//! stored), ownership and grants, and the audited refusals.
+
+use super::*;
+
+impl Vault {
+    /// Creates (or replaces the token of) a principal; returns its new bearer token.
+    pub fn add_principal(&self, actor: &str, name: &str, admin: bool) -> VResult<String> {
+        if !api::valid_name(name) {
+            return Err(VaultError::bad(
+                "principal names are 1-127 letters, digits and dashes",
+            ));
+        }
+        let token = new_token();
+        let p = Principal {
+            name: name.into(),
+            token_sha256: sha256_hex(token.as_bytes()),
+            admin,
+        };
+        self.store.put_principal(
+            &p,
+            AuditEvent::new(actor, "principal", None, "ok")
+                .detail(json!({"principal": name, "admin": admin})),
+        )?;
+        Ok(token)
+    }
+
+    /// Makes the vault's first admin unless one exists (see [`Store::put_first_admin`]);
+    /// returns its token when made.
+    pub fn add_first_admin(&self) -> VResult<Option<String>> {
+        let token = new_token();
+        let p = Principal {
+            name: "admin".into(),
+            token_sha256: sha256_hex(token.as_bytes()),
+            admin: true,
+        };
+        let event = AuditEvent::new("setup", "principal", None, "ok")
+            .detail(json!({"principal": "admin", "admin": true}));
+        Ok(self.store.put_first_admin(&p, event)?.then_some(token))
+    }
+
+    pub(super) fn challenge(&self, message: &str) -> VaultError {
+        let url = &self.config.vault_url;
+        VaultError {
+            challenge: Some(format!(
+                r#"Bearer authorization="{url}/oauth2/authorize", resource="{url}""#
+            )),
+            ..VaultError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+        }
+    }
+
+    /// The SHA-256 (hex) of the request's bearer token.
+    pub(super) fn bearer_hash(&self, headers: &HeaderMap) -> VResult<String> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(
+                self.challenge("this request needs a bearer token (Authorization: Bearer <token>)")
+            );
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| self.challenge("the Authorization header is not a bearer token"))?;
+        Ok(sha256_hex(token.as_bytes()))
+    }
+
+    /// 401 for a token no principal has, audited.
+    pub(super) fn unknown_token(&self) -> VaultError {
+        // The audit entry says what the caller was told.
+        let message = "the bearer token is not valid for this vault";
+        let _ = self
+            .store
+            .audit(AuditEvent::new("anonymous", "authenticate", None, "denied").reason(message));
+        self.challenge(message)
+    }
+
+    pub(super) fn authenticate(&self, headers: &HeaderMap) -> VResult<Principal> {
+        let hash = self.bearer_hash(headers)?;
+        self.store
+            .principal_by_token_hash(&hash)?
+            .ok_or_else(|| self.unknown_token())
+    }
+
+    /// [`authenticate`](Self::authenticate) and [`key_or_404`](Self::key_or_404) in one read
+    /// (one database round trip): the key's record is the caller's to see only once it is
+    /// authenticated, so an unknown token gets 401 whether or not the key exists.
+    pub(super) fn authenticate_with_key(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+        version: Option<&str>,
+    ) -> VResult<(Principal, VResult<KeyRecord>)> {
+        let hash = self.bearer_hash(headers)?;
+        if !api::valid_name(name) || version.is_some_and(|v| !api::valid_version(v)) {
+            // Names are checked after authentication, as key_or_404 does.
+            let who = self.authenticate(headers)?;
+            return Ok((who, self.key_or_404(name, version)));
+        }
+        let (who, rec) = self.store.principal_and_key(&hash, name, version)?;
+        let who = who.ok_or_else(|| self.unknown_token())?;
+        Ok((
+            who,
+            rec.ok_or_else(|| VaultError::not_found(&format!("key {name}"))),
+        ))
+    }
+
+    pub(crate) fn permitted(
+        &self,
+        who: &Principal,
+        rec: &KeyRecord,
+        perm: Permission,
+    ) -> VResult<bool> {
+        if rec.owner == who.name {
+            return Ok(true);
+        }
+        let grant = self.store.grant(&rec.name, &who.name)?;
+        Ok(grant.is_some_and(|g| {
+            g.permissions.contains(&perm)
+                || (perm == Permission::Get && g.permissions.contains(&Permission::Release))
+        }))
+    }
+
+    /// Refuses (403, audited as `action`) anyone but the key's owner, or with
+    /// [`Manager::OwnerOrAdmin`] an admin too; `verb` says what was refused ("rotate it").
+    pub(super) fn require_owner(
+        &self,
+        who: &Principal,
+        owner: &str,
+        name: &str,
+        (action, verb): (&str, &str),
+        may: Manager,
+    ) -> VResult<()> {
+        let admin_ok = matches!(may, Manager::OwnerOrAdmin);
+        if owner == who.name || (admin_ok && who.admin) {
+            return Ok(());
+        }
+        let whom = if admin_ok {
+            "only the key's owner or an admin"
+        } else {
+            "only the key's owner"
+        };
+        Err(self.deny(
+            who,
+            action,
+            name,
+            &format!("{whom} may {verb} (key {name} belongs to {owner})"),
+        ))
+    }
+
+    pub(super) fn deny(
+        &self,
+        who: &Principal,
+        action: &str,
+        key: &str,
+        reason: &str,
+    ) -> VaultError {
+        if let Err(e) = self
+            .store
+            .audit(AuditEvent::new(&who.name, action, Some(key), "denied").reason(reason))
+        {
+            return VaultError::from(e);
+        }
+        VaultError::forbidden(reason.to_string())
+    }
+}

@@ -1,0 +1,650 @@
+//! Key management in Azure Key Vault's shapes (API version 7.4): create, update, rotate and
+//! the rotation policy, back up and restore, soft delete, recover and purge, and Conclave's
+//! re-wrap of a dataset's data key to the latest version.
+
+use super::*;
+
+impl Vault {
+    pub(super) fn key_or_404(&self, name: &str, version: Option<&str>) -> VResult<KeyRecord> {
+        if !api::valid_name(name) || version.is_some_and(|v| !api::valid_version(v)) {
+            return Err(VaultError::bad(
+                "key names are 1-127 letters, digits and dashes; versions are 32 hex digits",
+            ));
+        }
+        self.store
+            .key(name, version)?
+            .ok_or_else(|| VaultError::not_found(&format!("key {name}")))
+    }
+
+    pub(super) fn parse_policy(body: &ReleasePolicyBody) -> VResult<StoredPolicy> {
+        let data = body
+            .data
+            .as_deref()
+            .ok_or_else(|| VaultError::bad("release_policy.data is missing"))?;
+        let bytes = conclave_protocol::b64::b64url_decode(data)
+            .map_err(|_| VaultError::bad("release_policy.data is not base64url"))?;
+        ReleasePolicy::parse(&bytes).map_err(|e| VaultError::bad(e.to_string()))?;
+        Ok(StoredPolicy {
+            content_type: body
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/json; charset=utf-8".into()),
+            data: conclave_protocol::b64::b64url(&bytes),
+            immutable: body.immutable.unwrap_or(false),
+        })
+    }
+
+    pub(super) fn create_key(
+        &self,
+        who: &Principal,
+        name: &str,
+        req: CreateKeyRequest,
+    ) -> VResult<Value> {
+        if !api::valid_name(name) {
+            return Err(VaultError::bad(
+                "key names are 1-127 letters, digits and dashes",
+            ));
+        }
+        if self.store.deleted_key(name)?.is_some() {
+            return Err(VaultError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "key {name} is deleted but recoverable: recover it (POST /deletedkeys/{name}/recover) or purge it before creating a key of that name"
+                ),
+            ));
+        }
+        if let Some(existing) = self.store.key(name, None)?
+            && existing.owner != who.name
+        {
+            return Err(self.deny(
+                who,
+                "create",
+                name,
+                "the key exists and belongs to another principal",
+            ));
+        }
+        let kty = req.kty.unwrap_or_else(|| "RSA".into());
+        if kty != "RSA" && kty != "RSA-HSM" {
+            return Err(VaultError::bad(format!(
+                "kty {kty} is not supported: use RSA or RSA-HSM"
+            )));
+        }
+        if req.public_exponent.is_some_and(|e| e != 65537) {
+            return Err(VaultError::bad(
+                "only the public exponent 65537 is supported",
+            ));
+        }
+        let attributes = req.attributes.unwrap_or_default();
+        let exportable = attributes.exportable.unwrap_or(false);
+        let release_policy = req
+            .release_policy
+            .as_ref()
+            .map(Self::parse_policy)
+            .transpose()?;
+        if exportable != release_policy.is_some() {
+            return Err(VaultError::bad(
+                "an exportable key needs a release policy, and a release policy needs an exportable key",
+            ));
+        }
+        let size = req.key_size.unwrap_or(2048);
+        let new = self.new_key_material(name, size)?;
+        let t = now();
+        let rec = KeyRecord {
+            name: name.into(),
+            sealed_private: new.sealed_private,
+            version: new.version,
+            kty,
+            key_size: size,
+            key_ops: req
+                .key_ops
+                .unwrap_or_else(|| api::DEFAULT_KEY_OPS.map(String::from).to_vec()),
+            n: new.n,
+            e: new.e,
+            enabled: attributes.enabled.unwrap_or(true),
+            exportable,
+            created: t,
+            updated: t,
+            nbf: attributes.nbf,
+            exp: attributes.exp,
+            release_policy,
+            owner: who.name.clone(),
+            tags: req.tags.unwrap_or_default(),
+            audit_from: None,
+        };
+        self.store.create_key(
+            &rec,
+            AuditEvent::new(&who.name, "create", Some(name), "ok").detail(
+                json!({"version": rec.version, "exportable": exportable, "key_size": size}),
+            ),
+        )?;
+        Ok(api::bundle_json(&self.config.vault_url, &rec))
+    }
+
+    /// `POST /keys/{name}/backup`: every version of the key, sealed under the master key, so
+    /// the blob opens only in a vault of the same security domain (Azure Key Vault's backup
+    /// semantics: restorable only within the same geography and subscription). Owner only.
+    pub(super) fn backup_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("backup", "back it up"),
+            Manager::OwnerOnly,
+        )?;
+        let versions = self.store.versions(name)?;
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(&json!({"name": name, "versions": versions}))
+                .map_err(VaultError::internal)?,
+        );
+        let sealed = self.master.seal(BACKUP_FORMAT.as_bytes(), &plain);
+        let blob = json!({
+            "format": BACKUP_FORMAT,
+            "vault": crate::security_domain::vault_id(&self.master),
+            "sealed": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
+        });
+        self.store.audit(
+            AuditEvent::new(&who.name, "backup", Some(name), "ok")
+                .detail(json!({"versions": versions.len()})),
+        )?;
+        Ok(
+            json!({"value": base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(blob.to_string())}),
+        )
+    }
+
+    /// `POST /keys/restore` with `{"value": <backup>}`: the key comes back with all its
+    /// versions, policies and owner. Refused when the backup comes from another security domain
+    /// or a key of that name exists (409, as Azure). The key's owner or an admin restores it.
+    pub(super) fn restore_key(&self, who: &Principal, req: &Value) -> VResult<Value> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let value = req["value"]
+            .as_str()
+            .ok_or_else(|| VaultError::bad("the body must be {\"value\": <a key backup>}"))?;
+        let blob: Value = b64
+            .decode(value.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|b: &Value| b["format"] == BACKUP_FORMAT)
+            .ok_or_else(|| VaultError::bad("value is not a Conclave key backup"))?;
+        let vault = crate::security_domain::vault_id(&self.master);
+        if blob["vault"] != vault.as_str() {
+            return Err(self.deny(
+                who,
+                "restore",
+                "-",
+                "the backup was made by a vault of another security domain: it restores only into a vault holding the same master key (recover that vault's security domain first)",
+            ));
+        }
+        let sealed = blob["sealed"]
+            .as_str()
+            .and_then(|s| b64.decode(s).ok())
+            .ok_or_else(|| VaultError::bad("value is not a Conclave key backup"))?;
+        let plain = self
+            .master
+            .open(BACKUP_FORMAT.as_bytes(), &sealed)
+            .map_err(|_| VaultError::bad("the backup is damaged: it does not decrypt"))?;
+        #[derive(serde::Deserialize)]
+        struct Backup {
+            name: String,
+            versions: Vec<KeyRecord>,
+        }
+        let backup: Backup = serde_json::from_slice(&plain)
+            .map_err(|e| VaultError::bad(format!("the backup is damaged: {e}")))?;
+        let name = backup.name.clone();
+        if !api::valid_name(&name)
+            || backup.versions.is_empty()
+            || backup.versions.iter().any(|r| r.name != name)
+        {
+            return Err(VaultError::bad(
+                "the backup is damaged: inconsistent key names",
+            ));
+        }
+        let owner = backup.versions[0].owner.clone();
+        self.require_owner(
+            who,
+            &owner,
+            &name,
+            ("restore", "restore it"),
+            Manager::OwnerOrAdmin,
+        )?;
+        if self.store.deleted_key(&name)?.is_some() {
+            return Err(VaultError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "key {name} is deleted but recoverable in this vault: recover or purge it first"
+                ),
+            ));
+        }
+        let event = AuditEvent::new(&who.name, "restore", Some(&name), "ok")
+            .detail(json!({"versions": backup.versions.len(), "owner": owner}));
+        match self.store.restore_key(&backup.versions, event)? {
+            Some(_) => {
+                let latest = self.key_or_404(&name, None)?;
+                Ok(api::bundle_json(&self.config.vault_url, &latest))
+            }
+            None => {
+                let message = format!(
+                    "a key named {name} exists in this vault: a backup is restored only under a name that is free"
+                );
+                let _ = self.store.audit(
+                    AuditEvent::new(&who.name, "restore", Some(&name), "denied")
+                        .reason(message.clone()),
+                );
+                Err(VaultError::new(StatusCode::CONFLICT, "Conflict", message))
+            }
+        }
+    }
+
+    /// Fresh RSA key material of `size` bits for a new version of `name`: a random 128-bit
+    /// version id (hex), the public part, and the private part sealed under the master key
+    /// with `name/version` as AAD.
+    pub(super) fn new_key_material(&self, name: &str, size: u32) -> VResult<NewKeyMaterial> {
+        let new = crypto::generate_rsa(size).map_err(|e| VaultError::bad(e.to_string()))?;
+        let mut version = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut version)
+            .map_err(VaultError::internal)?;
+        let version = hex::encode(version);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        Ok(NewKeyMaterial {
+            sealed_private: base64::engine::general_purpose::STANDARD.encode(
+                self.master
+                    .seal(format!("{name}/{version}").as_bytes(), &new.pkcs8),
+            ),
+            version,
+            n: b64(&new.n),
+            e: b64(&new.e),
+        })
+    }
+
+    /// A new version of `name` with fresh key material and the latest version's settings
+    /// (exportable, release policy, operations, tags, owner); with a rotation policy's
+    /// `expiryTime`, it expires that long after creation. Audited as `by` (a principal, or
+    /// `vault` for a scheduled rotation).
+    pub(super) fn rotate(&self, by: &str, name: &str, reason: Option<&str>) -> VResult<KeyRecord> {
+        let latest = self.key_or_404(name, None)?;
+        let new = self.new_key_material(name, latest.key_size)?;
+        let t = now();
+        let expiry = self
+            .store
+            .rotation_policy(name)?
+            .and_then(|doc| crate::rotation::RotationPolicy::parse(&doc).ok())
+            .and_then(|p| p.expiry);
+        let rec = KeyRecord {
+            sealed_private: new.sealed_private,
+            version: new.version,
+            n: new.n,
+            e: new.e,
+            created: t,
+            updated: t,
+            nbf: None,
+            exp: expiry.map(|e| t + e),
+            ..latest
+        };
+        let mut event =
+            AuditEvent::new(by, "rotate", Some(name), "ok").detail(json!({"version": rec.version}));
+        if let Some(r) = reason {
+            event = event.reason(r);
+        }
+        self.store.create_key(&rec, event)?;
+        Ok(rec)
+    }
+
+    /// `POST /keys/{name}/{version}/rewrap` (owner or admin; a Conclave operation, not Azure's):
+    /// `{"alg": "RSA-OAEP-256", "value": <base64url>}`, an AES key (a dataset's data key or
+    /// key-encryption key) wrapped under `version`, comes back as Azure's KeyOperationResult
+    /// `{"kid", "value"}` wrapped under the key's latest version, so a dataset follows a
+    /// rotation without its data being re-encrypted or its key ever leaving the vault in the
+    /// clear (Azure's unwrapKey would hand it to the caller). Refused when the latest version
+    /// is disabled or expired, or when `version`'s release policy is immutable and the
+    /// latest's differs (that would move the data from under a policy its owner promised not
+    /// to change). Audited.
+    pub(super) fn rewrap(
+        &self,
+        who: &Principal,
+        name: &str,
+        version: &str,
+        req: &Value,
+    ) -> VResult<Value> {
+        let from = self.key_or_404(name, Some(version))?;
+        self.require_owner(
+            who,
+            &from.owner,
+            name,
+            ("rewrap", "rewrap data keys under it"),
+            Manager::OwnerOrAdmin,
+        )?;
+        if req["alg"] != "RSA-OAEP-256" {
+            return Err(VaultError::bad(format!(
+                "alg must be \"RSA-OAEP-256\" (Parquet's key tools wrap with it), not {}",
+                req["alg"]
+            )));
+        }
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let wrapped = req["value"]
+            .as_str()
+            .and_then(|v| b64.decode(v.trim_end_matches('=')).ok())
+            .ok_or_else(|| VaultError::bad("value must be the wrapped key, base64url"))?;
+        let to = self.key_or_404(name, None)?;
+        let t = now();
+        if !to.enabled || to.exp.is_some_and(|exp| exp <= t) || to.nbf.is_some_and(|nbf| nbf > t) {
+            return Err(self.deny(
+                who,
+                "rewrap",
+                name,
+                &format!(
+                    "the latest version {} is disabled or outside its validity period: a dataset moved to it could not be opened",
+                    to.version
+                ),
+            ));
+        }
+        // Data under an immutable policy moves only to a version whose policy is the same and
+        // immutable too (a mutable copy could be changed after the move), and no more exportable.
+        if from.release_policy.as_ref().is_some_and(|p| p.immutable)
+            && (to.release_policy != from.release_policy || to.exportable != from.exportable)
+        {
+            return Err(self.deny(
+                who,
+                "rewrap",
+                name,
+                &format!(
+                    "version {version} has an immutable release policy and the latest version {} does not have the same one, immutable: data under it stays under that policy",
+                    to.version
+                ),
+            ));
+        }
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&from.sealed_private)
+            .map_err(VaultError::internal)?;
+        let pkcs8 = self
+            .master
+            .open(
+                format!("{}/{}", from.name, from.version).as_bytes(),
+                &sealed,
+            )
+            .map_err(VaultError::internal)?;
+        let n = b64.decode(&to.n).map_err(VaultError::internal)?;
+        let e = b64.decode(&to.e).map_err(VaultError::internal)?;
+        // A refusal here is audited by the handler (`rejected`), as every client error is.
+        let rewrapped = crypto::rewrap_oaep256(&pkcs8, &wrapped, &n, &e).map_err(|_| {
+            VaultError::bad(format!(
+                "value does not unwrap with version {version} of {name} to an AES key (16, 24 or 32 bytes, RSA-OAEP-256)"
+            ))
+        })?;
+        drop(pkcs8);
+        self.store.audit(
+            AuditEvent::new(&who.name, "rewrap", Some(name), "ok")
+                .detail(json!({"from": from.version, "to": to.version})),
+        )?;
+        Ok(json!({
+            "kid": api::kid(&self.config.vault_url, name, &to.version),
+            "value": b64.encode(rewrapped),
+        }))
+    }
+
+    /// `POST /keys/{name}/rotate` (owner only).
+    pub(super) fn rotate_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("rotate", "rotate it"),
+            Manager::OwnerOnly,
+        )?;
+        let new = self.rotate(&who.name, name, None)?;
+        Ok(api::bundle_json(&self.config.vault_url, &new))
+    }
+
+    /// `GET /keys/{name}/rotationpolicy`: the key's policy, or Azure's empty default.
+    pub(super) fn get_rotation_policy(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        if !self.permitted(who, &rec, Permission::Get)? {
+            return Err(self.deny(who, "get", name, "no get grant on this key"));
+        }
+        let id = format!("{}/keys/{name}/rotationpolicy", self.config.vault_url);
+        Ok(match self.store.rotation_policy(name)? {
+            Some(doc) => doc,
+            None => json!({"id": id, "lifetimeActions": [], "attributes": {}}),
+        })
+    }
+
+    /// `PUT /keys/{name}/rotationpolicy` (owner only): validated, stored, audited.
+    pub(super) fn put_rotation_policy(
+        &self,
+        who: &Principal,
+        name: &str,
+        doc: &Value,
+    ) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("rotation-policy", "set its rotation policy"),
+            Manager::OwnerOnly,
+        )?;
+        let policy = crate::rotation::RotationPolicy::parse(doc).map_err(VaultError::bad)?;
+        let t = now();
+        let created = self
+            .store
+            .rotation_policy(name)?
+            .and_then(|d| d["attributes"]["created"].as_u64())
+            .unwrap_or(t);
+        let id = format!("{}/keys/{name}/rotationpolicy", self.config.vault_url);
+        let stored = policy.to_json(&id, created, t);
+        self.store.put_rotation_policy(
+            name,
+            &stored,
+            AuditEvent::new(&who.name, "rotation-policy", Some(name), "ok").detail(stored.clone()),
+        )?;
+        Ok(stored)
+    }
+
+    /// Rotates every key whose rotation policy says its latest version is due at `now` (Unix
+    /// seconds); the vault runs this every minute. Returns the keys rotated.
+    pub fn rotate_due(&self, now: u64) -> Result<Vec<String>, VaultError> {
+        let mut rotated = Vec::new();
+        for (name, doc) in self.store.rotation_policies()? {
+            let Ok(policy) = crate::rotation::RotationPolicy::parse(&doc) else {
+                continue;
+            };
+            let Some(latest) = self.store.key(&name, None)? else {
+                continue; // deleted keys are not rotated
+            };
+            if policy.due(latest.created, now) {
+                self.rotate("vault", &name, Some("its rotation policy"))?;
+                rotated.push(name);
+            }
+        }
+        Ok(rotated)
+    }
+
+    /// A DeletedKeyBundle (Azure 7.4): the latest version's bundle with `recoveryId`,
+    /// `deletedDate` and `scheduledPurgeDate` (Unix seconds).
+    pub(super) fn deleted_json(&self, d: &DeletedKey) -> Value {
+        let latest = d.versions.last().expect("a deleted key has a version");
+        let mut b = api::bundle_json(&self.config.vault_url, latest);
+        b["recoveryId"] = format!("{}/deletedkeys/{}", self.config.vault_url, d.name).into();
+        b["deletedDate"] = d.deleted.into();
+        b["scheduledPurgeDate"] = d.scheduled_purge.into();
+        b["attributes"]["recoveryLevel"] = self.recovery_level().into();
+        b["attributes"]["recoverableDays"] =
+            (self.config.deletion.retention.as_secs() / 86_400).into();
+        b
+    }
+
+    pub(super) fn recovery_level(&self) -> &'static str {
+        if self.config.deletion.purge_protection {
+            "Recoverable"
+        } else {
+            "Recoverable+Purgeable"
+        }
+    }
+
+    /// A deleted key the caller owns (or, as an admin, may manage); one past its retention is
+    /// purged now and is gone.
+    pub(super) fn deleted_or_404(
+        &self,
+        who: &Principal,
+        name: &str,
+        action: &str,
+    ) -> VResult<DeletedKey> {
+        if !api::valid_name(name) {
+            return Err(VaultError::bad(
+                "key names are 1-127 letters, digits and dashes",
+            ));
+        }
+        let d = self
+            .store
+            .deleted_key(name)?
+            .ok_or_else(|| VaultError::not_found(&format!("deleted key {name}")))?;
+        if d.scheduled_purge <= now() {
+            self.store.purge_key(
+                name,
+                AuditEvent::new("vault", "purge", Some(name), "ok")
+                    .reason("its retention period ended"),
+            )?;
+            return Err(VaultError::not_found(&format!("deleted key {name}")));
+        }
+        let owner = d
+            .versions
+            .last()
+            .map(|r| r.owner.as_str())
+            .unwrap_or_default();
+        self.require_owner(
+            who,
+            owner,
+            name,
+            (action, &format!("{action} it")),
+            Manager::OwnerOrAdmin,
+        )?;
+        Ok(d)
+    }
+
+    /// `DELETE /keys/{name}`: soft delete (owner or admin).
+    pub(super) fn delete_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+        let rec = self.key_or_404(name, None)?;
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("delete", "delete it"),
+            Manager::OwnerOrAdmin,
+        )?;
+        let t = now();
+        let purge = t + self.config.deletion.retention.as_secs();
+        let (d, _) = self
+            .store
+            .delete_key(
+                name,
+                t,
+                purge,
+                AuditEvent::new(&who.name, "delete", Some(name), "ok")
+                    .detail(json!({"scheduled_purge": purge})),
+            )?
+            .ok_or_else(|| VaultError::not_found(&format!("key {name}")))?;
+        Ok(self.deleted_json(&d))
+    }
+
+    pub(super) fn recover_deleted(&self, who: &Principal, name: &str) -> VResult<Value> {
+        self.deleted_or_404(who, name, "recover")?;
+        let d = self
+            .store
+            .recover_key(
+                name,
+                AuditEvent::new(&who.name, "recover", Some(name), "ok"),
+            )?
+            .ok_or_else(|| VaultError::not_found(&format!("deleted key {name}")))?;
+        let latest = d.versions.last().expect("a deleted key has a version");
+        Ok(api::bundle_json(&self.config.vault_url, latest))
+    }
+
+    pub(super) fn purge_deleted(&self, who: &Principal, name: &str) -> VResult<()> {
+        let d = self.deleted_or_404(who, name, "purge")?;
+        if self.config.deletion.purge_protection {
+            return Err(self.deny(
+                who,
+                "purge",
+                name,
+                &format!(
+                    "purge protection is on: deleted key {name} is kept until its scheduled purge date ({} Unix seconds), and purged then",
+                    d.scheduled_purge
+                ),
+            ));
+        }
+        self.store
+            .purge_key(name, AuditEvent::new(&who.name, "purge", Some(name), "ok"))?;
+        Ok(())
+    }
+
+    pub(super) fn update_key(
+        &self,
+        who: &Principal,
+        name: &str,
+        version: &str,
+        req: UpdateKeyRequest,
+    ) -> VResult<Value> {
+        let mut rec = self.key_or_404(name, Some(version))?;
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("update", "change it"),
+            Manager::OwnerOnly,
+        )?;
+        let mut detail = serde_json::Map::new();
+        if let Some(body) = &req.release_policy {
+            let new = Self::parse_policy(body)?;
+            if let Some(old) = &rec.release_policy
+                && old.immutable
+                && old != &new
+            {
+                return Err(self.deny(
+                    who,
+                    "policy-change",
+                    name,
+                    "the key's release policy is immutable and cannot be changed",
+                ));
+            }
+            if !rec.exportable {
+                return Err(VaultError::bad("a release policy needs an exportable key"));
+            }
+            detail.insert("release_policy".into(), api::policy_json(&new));
+            rec.release_policy = Some(new);
+        }
+        if let Some(a) = req.attributes {
+            if let Some(e) = a.enabled {
+                rec.enabled = e;
+            }
+            if a.exportable.is_some_and(|e| e != rec.exportable) {
+                return Err(VaultError::bad(
+                    "exportable cannot be changed after creation",
+                ));
+            }
+            rec.nbf = a.nbf.or(rec.nbf);
+            rec.exp = a.exp.or(rec.exp);
+            detail.insert("enabled".into(), rec.enabled.into());
+        }
+        if let Some(ops) = req.key_ops {
+            rec.key_ops = ops;
+        }
+        if let Some(tags) = req.tags {
+            rec.tags = tags;
+        }
+        rec.updated = now();
+        let action = if detail.contains_key("release_policy") {
+            "policy-change"
+        } else {
+            "update"
+        };
+        self.store.update_key(
+            &rec,
+            AuditEvent::new(&who.name, action, Some(name), "ok").detail(Value::Object(detail)),
+        )?;
+        Ok(api::bundle_json(&self.config.vault_url, &rec))
+    }
+}
