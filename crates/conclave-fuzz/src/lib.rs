@@ -18,10 +18,10 @@ mod structured;
 
 use std::time::Duration;
 
+use conclave_attest::PlatformName;
 use conclave_attest::api::{AttestSevSnpVmRequest, report_data_for};
-use conclave_attest::service::{AttestationService, ServiceConfig};
+use conclave_attest::service::AttestationService;
 use conclave_attest::verify::TokenVerifier;
-use conclave_attest::{AppraisalPolicy, PlatformName};
 use conclave_kms::api::{CreateKeyRequest, GrantRequest, ReleaseRequest, UpdateKeyRequest};
 use conclave_kms::policy::ReleasePolicy;
 use conclave_sim_host::{LaunchIdentity, SimHost, host_data, measure};
@@ -74,21 +74,13 @@ struct Fixture {
 fn fixture() -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let sim = SimHost::open(&dir.path().join("sim"))?;
-    let mut roots = TrustedRoots::amd();
-    roots.add(sim.platform().trusted_root())?;
-    let service = AttestationService::new(ServiceConfig {
-        issuer: ISSUER.into(),
-        roots,
-        policy: AppraisalPolicy {
-            allowed_platforms: [PlatformName::Sim, PlatformName::Snp].into(),
-            allow_debug: false,
-            min_tcb: None,
-            check_cert_validity: true,
-        },
-        key_dir: dir.path().join("keys"),
-        token_lifetime: Duration::from_secs(600),
-        kds_cache: None,
-    })?;
+    let service = AttestationService::new(conclave_deploy::attestation_config(
+        ISSUER,
+        Some(&sim),
+        conclave_deploy::policy_for(&[PlatformName::Sim, PlatformName::Snp]),
+        &dir.path().join("keys"),
+        Duration::from_secs(600),
+    )?)?;
     Ok(Fixture {
         _dir: dir,
         sim,

@@ -218,24 +218,24 @@ async fn measure_store(
     let dir = dir.join(name);
     let concurrency = tee_keys.len();
 
-    let stop = crate::deploy::Stop::default();
-    let (attest_url, _) = crate::deploy::attestation_service(
+    let stop = conclave_deploy::Stop::default();
+    let (attest_url, _) = conclave_deploy::attestation_service(
         &dir.join("attest"),
         ca,
         sim,
-        &[PlatformName::Sim],
+        conclave_deploy::policy_for(&[PlatformName::Sim]),
         Duration::from_secs(600),
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         &stop,
     )?;
-    let (vault_url, admin_token_path, _) = crate::deploy::vault_on(
-        &dir.join("vault"),
-        ca,
-        http,
-        &attest_url,
+    let vault_dir = dir.join("vault");
+    let (vault_url, admin_token_path, _) = conclave_deploy::vault(
+        conclave_deploy::VaultSpec {
+            postgres,
+            ..conclave_deploy::VaultSpec::new(&vault_dir, ca, http, &attest_url)
+        },
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         &stop,
-        postgres,
     )?;
 
     let admin = std::fs::read_to_string(&admin_token_path)?;

@@ -32,7 +32,7 @@ use conclave_workload::auth::AuthConfig;
 use conclave_workload::config::{DatasetConfig, PartyConfig};
 use serde_json::{Value, json};
 
-use crate::deploy::{self, Stop};
+use conclave_deploy::{self as deploy, Stop, VaultSpec};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -263,7 +263,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &state.join("attest"),
         &ca,
         &sim,
-        &[PlatformName::Sim, PlatformName::Snp],
+        deploy::policy_for(&[PlatformName::Sim, PlatformName::Snp]),
         TOKEN_LIFETIME,
         attest_listener,
         &stop,
@@ -280,10 +280,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let id = party.name();
         let vault_dir = state.join("vaults").join(id);
         let (vault_url, admin_path, _) = deploy::vault(
-            &vault_dir,
-            &ca,
-            &http,
-            &attest_url,
+            VaultSpec::new(&vault_dir, &ca, &http, &attest_url),
             vault_listeners.remove(0),
             &stop,
         )?;

@@ -9,7 +9,6 @@ mod bench_cmd;
 mod bench_release;
 mod data_cmd;
 mod demo;
-mod deploy;
 mod idp_cmd;
 mod kms_cmd;
 mod party_cmd;

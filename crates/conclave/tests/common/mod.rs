@@ -35,7 +35,16 @@ pub struct Env {
     pub attest_url: String,
     pub vault_url: String,
     pub admin: String,
-    pub _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    pub _stops: Vec<Running>,
+}
+
+/// Servers started through `conclave_deploy`, stopped when this is dropped.
+pub struct Running(conclave_deploy::Stop);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 pub const GOOD_CONFIG: &[u8] = b"party = \"woodgrove\"\n";
@@ -57,19 +66,10 @@ pub async fn spawn_tls(
 }
 
 pub fn sim_policy() -> AppraisalPolicy {
-    AppraisalPolicy {
-        allowed_platforms: [PlatformName::Sim].into(),
-        allow_debug: false,
-        min_tcb: None,
-        check_cert_validity: true,
-    }
+    conclave_deploy::policy_for(&[PlatformName::Sim])
 }
 
-pub async fn attestation_service(
-    dir: &Path,
-    ca: &LocalCa,
-    sim: &SimHost,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
+pub async fn attestation_service(dir: &Path, ca: &LocalCa, sim: &SimHost) -> (String, Running) {
     attestation_service_with(dir, ca, sim, sim_policy()).await
 }
 
@@ -79,26 +79,20 @@ pub async fn attestation_service_with(
     ca: &LocalCa,
     sim: &SimHost,
     policy: AppraisalPolicy,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
+) -> (String, Running) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    let cert = ca
-        .server_cert(&dir.join("tls"), "attest", &["127.0.0.1"])
-        .unwrap();
-    let mut roots = TrustedRoots::amd();
-    roots.add(sim.platform().trusted_root()).unwrap();
-    let service = AttestationService::new(ServiceConfig {
-        issuer: url.clone(),
-        roots,
+    let stop = conclave_deploy::Stop::default();
+    let (url, _) = conclave_deploy::attestation_service(
+        dir,
+        ca,
+        sim,
         policy,
-        key_dir: dir.join("token-keys"),
-        token_lifetime: Duration::from_secs(600),
-        kds_cache: None,
-    })
+        Duration::from_secs(600),
+        listener,
+        &stop,
+    )
     .unwrap();
-    let tls = conclave_net::server_config(&cert.chain_pem, &cert.key_pk8).unwrap();
-    let stop = spawn_tls(conclave_attest::service::router(service), listener, tls).await;
-    (url, stop)
+    (url, Running(stop))
 }
 
 pub async fn start_vault(
@@ -107,31 +101,20 @@ pub async fn start_vault(
     http: &reqwest::Client,
     authorities: Vec<String>,
     hardware_only: bool,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
+) -> (String, Running) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    let opened = conclave_kms::setup::open(
-        conclave_kms::setup::VaultOptions {
-            state_dir: dir.to_path_buf(),
-            vault_url: url.clone(),
-            tls_names: vec!["127.0.0.1".into()],
+    let stop = conclave_deploy::Stop::default();
+    let (url, _, _) = conclave_deploy::vault(
+        conclave_deploy::VaultSpec {
             authorities,
-            http: http.clone(),
             hardware_only,
-            master_key_file: None,
-            deletion: Default::default(),
-            postgres: None,
+            ..conclave_deploy::VaultSpec::new(dir, ca, http, "")
         },
-        conclave_kms::setup::Certificates::LocalCa(ca),
+        listener,
+        &stop,
     )
     .unwrap();
-    let stop = spawn_tls(
-        conclave_kms::service::router(opened.vault),
-        listener,
-        opened.tls,
-    )
-    .await;
-    (url, stop)
+    (url, Running(stop))
 }
 
 pub async fn env() -> Env {
