@@ -392,11 +392,21 @@ where
     // completes (a rename for files, a block-list commit for blobs), so a failure leaves the
     // old file; just before that, the object must still be the version read, or the upload is
     // abandoned and the other writer's object stays.
-    let upload = loc.store.put_multipart(&loc.path).await?;
-    let mut sink = object_store::WriteMultipart::new(upload);
+    if tail.e_tag.is_none() {
+        return Err(DataError::Write {
+            url: loc.url.clone(),
+            detail: "the store gives the object no entity tag, so a re-wrap could not tell \
+                     whether another writer replaced it meanwhile; copy the dataset to a store \
+                     that does (a file system, Azure Blob Storage, S3) to re-wrap it"
+                .into(),
+        });
+    }
+    // The source first: a failed read leaves no upload behind.
     let mut pages = open_range(loc, tail.e_tag.as_deref(), 0..tail.offset)
         .await?
         .into_stream();
+    let upload = loc.store.put_multipart(&loc.path).await?;
+    let mut sink = object_store::WriteMultipart::new(upload);
     let copied = async {
         while let Some(chunk) = pages.next().await {
             let chunk = chunk?;

@@ -3,7 +3,7 @@
 //! Keys live in a durable store ([`store`]) sealed under the vault's master key ([`crypto`]);
 //! every change and release attempt is recorded in a MAC-chained audit log ([`audit`]). A key
 //! is released only to a TEE whose attestation token satisfies the key's release policy
-//! ([`policy`]), wrapped to the TEE's own key ([`service`]).
+//! ([`policy`]), wrapped to the TEE's own key ([`release`]); [`service`] is the HTTP API.
 
 #![forbid(unsafe_code)]
 

@@ -2,7 +2,8 @@
 //! what the attestation token proved) go through one pure decision ([`decide`]), whose outcome
 //! is a [`Release`] or a [`Refusal`] naming its reason; the vault then wraps the key (which can
 //! still refuse a TEE key it cannot wrap to) and audits the outcome in one place
-//! ([`Vault::release`]), so no check can refuse without an audit entry.
+//! (`Vault::audit_release`, called by `Vault::release` for every outcome), so no check can
+//! refuse without an audit entry, and none is audited twice.
 //!
 //! The grammar of the policies is in [`crate::policy`]; the response shape is Azure Key
 //! Vault's `POST /keys/{name}/{version}/release` (API version 7.4): a JWS whose payload carries
@@ -30,6 +31,7 @@ pub enum Refusal {
     /// The caller neither owns the key nor holds a release grant on it.
     NoGrant {
         principal: String,
+        key: String,
         owner: String,
     },
     KeyDisabled,
@@ -77,8 +79,12 @@ impl Refusal {
     /// What the caller is told and the audit entry records.
     pub fn reason(&self) -> String {
         match self {
-            Refusal::NoGrant { principal, owner } => format!(
-                "principal {principal} has no release grant on this key; its owner ({owner}) must grant it"
+            Refusal::NoGrant {
+                principal,
+                key,
+                owner,
+            } => format!(
+                "principal {principal} has no release grant on key {key}; its owner ({owner}) must grant it"
             ),
             Refusal::KeyDisabled => "the key is disabled".into(),
             Refusal::KeyNotValidNow => "the key is outside its validity period (nbf/exp)".into(),
@@ -177,6 +183,7 @@ pub fn key_checks<'a>(
     if !f.permitted {
         return Err(Refusal::NoGrant {
             principal: f.who.name.clone(),
+            key: f.rec.name.clone(),
             owner: f.rec.owner.clone(),
         });
     }
@@ -359,7 +366,7 @@ impl Vault {
                 let reason = refusal.reason();
                 tracing::warn!(principal = %who.name, key = name, "release denied: {reason}");
                 self.store().audit(event)?;
-                Err(VaultError::new(
+                let mut e = VaultError::new(
                     refusal.status(),
                     if refusal.status() == StatusCode::FORBIDDEN {
                         "Forbidden"
@@ -367,7 +374,9 @@ impl Vault {
                         "BadParameter"
                     },
                     reason,
-                ))
+                );
+                e.audited = true;
+                Err(e)
             }
         }
     }
@@ -432,6 +441,7 @@ mod tests {
         let all = vec![
             Refusal::NoGrant {
                 principal: "woodgrove".into(),
+                key: "k".into(),
                 owner: "contoso".into(),
             },
             Refusal::KeyDisabled,

@@ -683,7 +683,8 @@ impl Store {
 
     /// The latest version of every key, in name order: two scans, whatever the number of keys.
     pub fn latest_versions(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        self.backend.read(|tx| {
+        // One snapshot: the latest pointers must be those of the records scanned.
+        self.backend.read_snapshot(|tx| {
             let latest: BTreeMap<String, String> = tx
                 .scan(Table::Latest, &Key::str(""), None, usize::MAX)?
                 .into_iter()

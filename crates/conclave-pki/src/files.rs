@@ -33,32 +33,64 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> 
 }
 
 /// A new secret (a master key, a private key, a bearer token), mode 0600, in a directory created
-/// if missing: written in full and made durable under a temporary name, then linked to `path`,
-/// which must not exist (an existing secret is never replaced: its loss could lose data).
+/// if missing: written in full and made durable under a temporary name of its own (random), then
+/// linked to `path`, which must not exist (an existing secret is never replaced: its loss could
+/// lose data), and the directory synced so the name is durable too. Where the file system has
+/// no hard links, the secret is written in place with an exclusive create instead.
 ///
 /// Errors: [`PkiError::File`] naming the path, for an existing file ("File exists") or any
 /// I/O failure; nothing is left at `path` then.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    use aws_lc_rs::rand::SecureRandom as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-    }
-    let tmp = path.with_extension(format!("new-{}", std::process::id()));
-    let written = (|| {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+            dir
+        }
+        None => Path::new("."),
+    };
+    let create = |at: &Path| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(at)?;
         f.write_all(bytes)?;
         f.sync_all()
-    })()
-    .map_err(|e| file_err(&tmp, e));
-    let linked =
-        written.and_then(|()| std::fs::hard_link(&tmp, path).map_err(|e| file_err(path, e)));
+    };
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| file_err(path, "no randomness for a temporary name"))?;
+    let tmp = path.with_extension(format!(
+        "new-{}",
+        nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    create(&tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        file_err(&tmp, e)
+    })?;
+    let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
-    linked
+    match linked {
+        Ok(()) => {}
+        // No hard links here (some network and FUSE file systems): an exclusive create of the
+        // final name still never replaces a secret; a crash mid-write leaves a file to remove.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+            ) && !path.exists() =>
+        {
+            create(path).map_err(|e| file_err(path, e))?;
+        }
+        Err(e) => return Err(file_err(path, e)),
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| file_err(dir, e))
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ pub struct VaultError {
     pub code: &'static str,
     pub message: String,
     pub(super) challenge: Option<String>,
+    /// Already in the audit log (a release refusal): the route does not audit it again.
+    pub(crate) audited: bool,
 }
 
 impl VaultError {
@@ -19,6 +21,7 @@ impl VaultError {
             code,
             message: message.into(),
             challenge: None,
+            audited: false,
         }
     }
     pub(crate) fn bad(message: impl Into<String>) -> Self {

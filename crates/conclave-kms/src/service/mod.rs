@@ -282,7 +282,7 @@ impl Vault {
 
     /// Records a refused request in the audit log (403s are recorded where they are decided).
     fn rejected(&self, who: &Principal, action: &str, key: &str, e: VaultError) -> VaultError {
-        if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN {
+        if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN && !e.audited {
             let event =
                 AuditEvent::new(&who.name, action, Some(key), "denied").reason(e.message.clone());
             if let Err(err) = self.store.audit(event) {

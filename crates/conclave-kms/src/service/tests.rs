@@ -449,3 +449,69 @@ fn a_request_waiting_for_an_audit_commit_leaves_the_runtime_free() {
         "the refused request is in the audit log"
     );
 }
+
+/// A release refusal reaches the audit log once, through the HTTP route as well: the route's
+/// own auditing of client errors skips what the release already audited.
+#[test]
+fn a_release_refusal_is_audited_once_through_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault_with(dir.path(), DeletionPolicy::default());
+    let token = v.add_principal("admin", "contoso", false).unwrap();
+    let owner = v
+        .store()
+        .principal_by_token_hash(&sha256_hex(token.as_bytes()))
+        .unwrap()
+        .unwrap();
+    let policy = json!({"version": "1.0.0", "anyOf": [{"authority": "https://attest.example",
+        "allOf": [{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "aa"}]}]});
+    v.create_key(
+        &owner,
+        "k",
+        CreateKeyRequest {
+            attributes: Some(crate::api::KeyAttributes {
+                exportable: Some(true),
+                ..Default::default()
+            }),
+            release_policy: Some(ReleasePolicyBody {
+                content_type: None,
+                data: Some(conclave_protocol::b64::b64url(
+                    policy.to_string().as_bytes(),
+                )),
+                immutable: None,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let head = |v: &Vault| v.store().audit_head().unwrap().unwrap().0;
+    for (enc, status) in [
+        ("A256GCM", StatusCode::BAD_REQUEST),
+        ("RSA_AES_KEY_WRAP_256", StatusCode::FORBIDDEN),
+    ] {
+        let before = head(&v);
+        let response = rt
+            .block_on(
+                router(v.clone()).oneshot(
+                    Request::post("/keys/k/release")
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(
+                            json!({"target": "not-a-jwt", "enc": enc}).to_string(),
+                        ))
+                        .unwrap(),
+                ),
+            )
+            .unwrap();
+        assert_eq!(response.status(), status, "{enc}");
+        assert_eq!(head(&v), before + 1, "{enc}: one audit entry");
+        let entry = v.store().audit_entries(before + 1, 1).unwrap().remove(0);
+        assert_eq!(
+            (entry.event.action.as_str(), entry.event.outcome.as_str()),
+            ("release", "denied")
+        );
+    }
+}
