@@ -189,7 +189,9 @@ try {
     "the analyst is shown no records: " + analystRecords);
   check(await page.isVisible("#analytics"), "analytics section shown to Woodgrove");
   await page.click("#run-analysis");
-  await page.waitForSelector("#analysis-status[data-state='done']", { timeout: 120_000 });
+  // The state names are the workload's own (/api/status), not this test's.
+  const states = await page.evaluate(async () => (await (await fetch("/api/status")).json()).analysis_states);
+  await page.waitForSelector("#analysis-status[data-state='" + states.success + "']", { timeout: 120_000 });
   const bars = await page.locator("#progress [role='progressbar']").evaluateAll((els) => els.map((e) => e.getAttribute("aria-valuenow")));
   check(bars.length === 3 && bars.every((v) => v === "100"), "three progress bars at 100% (" + bars.join(", ") + ")");
   await page.waitForSelector("#map path.has-data");

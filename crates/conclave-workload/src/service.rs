@@ -65,8 +65,7 @@ struct OutcomeLabels {
 /// The analysis as the page sees it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AnalysisView {
-    /// `idle`, `releasing`, `hashing`, `running`, `done`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: AnalysisState,
     pub started_at: Option<u64>,
     /// Who started the run (the principal's name).
     pub started_by: Option<String>,
@@ -76,6 +75,70 @@ pub struct AnalysisView {
     pub inputs: Vec<InputDescriptor>,
     pub result: Option<AnalysisResult>,
     pub receipt_available: bool,
+}
+
+/// Where the partner analysis is. Served as its lower-case name; the page learns which states
+/// are active and which final from `/api/status` (`analysis_states`), so the names are defined
+/// here only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalysisState {
+    /// No run yet.
+    #[default]
+    Idle,
+    /// Asking each dataset's vault for its key.
+    Releasing,
+    /// Hashing the input datasets (for the receipt).
+    Hashing,
+    /// Decrypting and aggregating.
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl AnalysisState {
+    pub const ALL: [AnalysisState; 7] = [
+        AnalysisState::Idle,
+        AnalysisState::Releasing,
+        AnalysisState::Hashing,
+        AnalysisState::Running,
+        AnalysisState::Done,
+        AnalysisState::Failed,
+        AnalysisState::Cancelled,
+    ];
+
+    /// A run is under way (another cannot start).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            AnalysisState::Releasing | AnalysisState::Hashing | AnalysisState::Running
+        )
+    }
+
+    /// A run has ended, one way or another.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            AnalysisState::Done | AnalysisState::Failed | AnalysisState::Cancelled
+        )
+    }
+
+    /// `{"initial", "success", "active": [...], "final": [...]}`, for the page.
+    pub fn catalogue() -> serde_json::Value {
+        let names = |keep: fn(AnalysisState) -> bool| {
+            AnalysisState::ALL
+                .into_iter()
+                .filter(|s| keep(*s))
+                .collect::<Vec<_>>()
+        };
+        serde_json::json!({
+            "initial": AnalysisState::Idle,
+            "success": AnalysisState::Done,
+            "active": names(AnalysisState::is_active),
+            "final": names(AnalysisState::is_final),
+        })
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -157,7 +220,7 @@ impl Workload {
             config,
             identity,
             analysis: Mutex::new(AnalysisView {
-                state: "idle".into(),
+                state: AnalysisState::Idle,
                 ..AnalysisView::default()
             }),
             cancel: Mutex::default(),
@@ -182,6 +245,7 @@ impl Workload {
             "attestation": self.identity.state(),
             "claim_explanations": claim_explanations(),
             "analysis_enabled": self.config.analysis,
+            "analysis_states": AnalysisState::catalogue(),
             "k": self.config.k,
             "reference_year": self.reference_year(),
             "datasets": self.config.datasets.iter().map(|d| json!({
@@ -288,7 +352,7 @@ impl Workload {
         }
         {
             let mut view = self.analysis.lock().expect("analysis lock");
-            if matches!(view.state.as_str(), "releasing" | "hashing" | "running") {
+            if view.state.is_active() {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "AnalysisRunning",
@@ -296,7 +360,7 @@ impl Workload {
                 ));
             }
             *view = AnalysisView {
-                state: "releasing".into(),
+                state: AnalysisState::Releasing,
                 started_at: Some(now()),
                 started_by: Some(by.to_string()),
                 datasets: self
@@ -340,13 +404,13 @@ impl Workload {
             me.update(|v| {
                 v.finished_at = Some(now());
                 match outcome {
-                    Ok(()) => v.state = "done".into(),
+                    Ok(()) => v.state = AnalysisState::Done,
                     Err(analysis::AnalysisError::Cancelled) => {
-                        v.state = "cancelled".into();
+                        v.state = AnalysisState::Cancelled;
                         v.error = Some("the analysis was cancelled; nothing was released".into());
                     }
                     Err(e) => {
-                        v.state = "failed".into();
+                        v.state = AnalysisState::Failed;
                         v.error = Some(e.to_string());
                     }
                 }
@@ -394,7 +458,7 @@ impl Workload {
             return Err(analysis::AnalysisError::Cancelled);
         }
         // 2. What exactly is analysed: the receipt names each ciphertext by its hash.
-        self.update(|v| v.state = "hashing".into());
+        self.update(|v| v.state = AnalysisState::Hashing);
         let mut inputs = Vec::new();
         let mut descriptors = Vec::new();
         for d in &self.config.datasets {
@@ -418,7 +482,7 @@ impl Workload {
             });
         }
         // 3. The analysis, with progress.
-        self.update(|v| v.state = "running".into());
+        self.update(|v| v.state = AnalysisState::Running);
         let started: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
         let me = self.clone();
         let report = Arc::new(move |p: Progress| {

@@ -337,8 +337,12 @@ function renderResults(view) {
 
 let shownResult = null;
 
+// The analysis states are the workload's (/api/status: analysis_states), not named here.
+const analysisActive = (state) => status.analysis_states.active.includes(state);
+const analysisFinal = (state) => status.analysis_states.final.includes(state);
+
 function renderAnalysis(view) {
-  const running = ["releasing", "hashing", "running"].includes(view.state);
+  const running = analysisActive(view.state);
   $("#run-analysis").disabled = running;
   $("#cancel-analysis").disabled = !running;
   const st = $("#analysis-status");
@@ -351,7 +355,7 @@ function renderAnalysis(view) {
   st.textContent = words[view.state] || view.state;
   const box = $("#progress");
   box.replaceChildren();
-  if (view.state !== "idle") {
+  if (view.state !== status.analysis_states.initial) {
     for (const d of view.datasets) {
       const id = "progress-" + d.company;
       const pct = Math.round(d.percent);
@@ -367,7 +371,7 @@ function renderAnalysis(view) {
     }
   }
   $("#receipt-link").hidden = !view.receipt_available;
-  if (view.result && view.result !== shownResult && view.state === "done") {
+  if (view.result && view.result !== shownResult && view.state === status.analysis_states.success) {
     shownResult = view.result;
     renderResults(view);
   } else if (!view.result) {
@@ -383,7 +387,7 @@ function followAnalysis() {
   events.addEventListener("analysis", (e) => {
     const view = JSON.parse(e.data);
     renderAnalysis(view);
-    if (["done", "failed", "cancelled"].includes(view.state)) {
+    if (analysisFinal(view.state)) {
       events.close();
       events = null;
       refreshStatus();
@@ -413,7 +417,7 @@ async function start() {
     const r = await api("/api/analysis");
     if (r.ok) {
       renderAnalysis(r.body);
-      if (["releasing", "hashing", "running"].includes(r.body.state)) followAnalysis();
+      if (analysisActive(r.body.state)) followAnalysis();
     }
   }
   // Attestation and releases change in the background (re-attestation, the own key's release).

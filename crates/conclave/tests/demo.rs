@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conclave_data::generator::{Generator, Party, Record};
+use conclave_workload::service::AnalysisState;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_conclave");
@@ -831,13 +832,13 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     while reader.read_line(&mut line).unwrap() > 0 {
         if let Some(data) = line.trim_end().strip_prefix("data:") {
             last = serde_json::from_str(data.trim()).unwrap();
-            if ["done", "failed", "cancelled"].contains(&last["state"].as_str().unwrap()) {
+            if analysis_state(&last).is_final() {
                 break;
             }
         }
         line.clear();
     }
-    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(analysis_state(&last), AnalysisState::Done, "{last}");
     for d in last["datasets"].as_array().unwrap() {
         assert_eq!(d["percent"], 100.0, "{d}");
         assert_eq!(d["records"], RECORDS);
@@ -946,7 +947,7 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let snooped = loop {
         let (_, v) = demo.get("snooper", "api/analysis");
-        if v["state"] == "failed" {
+        if analysis_state(&v) == AnalysisState::Failed {
             break v;
         }
         assert!(Instant::now() < deadline, "{v}");
@@ -1095,4 +1096,9 @@ fn demo_parties(state: &Path) -> Vec<PathBuf> {
         .iter()
         .map(|p| state.join("vaults").join(p))
         .collect()
+}
+
+/// The analysis state of a workload's `/api/analysis` view (the workload's own type).
+fn analysis_state(view: &Value) -> AnalysisState {
+    serde_json::from_value(view["state"].clone()).unwrap_or_else(|e| panic!("{e}: {view}"))
 }
