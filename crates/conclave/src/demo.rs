@@ -54,22 +54,51 @@ pub struct DemoArgs {
     fresh: bool,
 }
 
-/// The three parties: id, display name, generator seed, what their records are.
-const PARTIES: [(Party, &str, u64, &str); 3] = [
-    (Party::Contoso, "Contoso", 1, "employer: its staff"),
-    (
-        Party::Fabrikam,
-        "Fabrikam Fashion",
-        2,
-        "retailer: its customers",
-    ),
-    (
-        Party::Woodgrove,
-        "Woodgrove Bank",
-        3,
-        "bank and analytics partner: its clients",
-    ),
+/// A party of the demo: who it is, its records, and whether it is the analytics partner.
+struct DemoParty {
+    party: Party,
+    name: &'static str,
+    /// The record generator's seed.
+    seed: u64,
+    /// What its records are.
+    holds: &'static str,
+    /// The analytics partner: its workload runs the analysis, is granted every key, and has
+    /// the analyst user.
+    analyst: bool,
+}
+
+/// The three parties, defined once (served to the portal as `parties`).
+const PARTIES: [DemoParty; 3] = [
+    DemoParty {
+        party: Party::Contoso,
+        name: "Contoso",
+        seed: 1,
+        holds: "employer: its staff",
+        analyst: false,
+    },
+    DemoParty {
+        party: Party::Fabrikam,
+        name: "Fabrikam Fashion",
+        seed: 2,
+        holds: "retailer: its customers",
+        analyst: false,
+    },
+    DemoParty {
+        party: Party::Woodgrove,
+        name: "Woodgrove Bank",
+        seed: 3,
+        holds: "bank and analytics partner: its clients",
+        analyst: true,
+    },
 ];
+
+/// The index in [`PARTIES`] of the analytics partner.
+fn analyst() -> usize {
+    PARTIES
+        .iter()
+        .position(|p| p.analyst)
+        .expect("one party is the analytics partner")
+}
 
 /// Arguments every party workload is launched with (measured).
 const WORKLOAD_ARGS: [&str; 2] = ["party", "serve"];
@@ -169,6 +198,8 @@ struct PartyInfo {
     id: String,
     name: String,
     holds: String,
+    /// The analytics partner (see [`DemoParty::analyst`]).
+    analyst: bool,
     seed: u64,
     vault: String,
     vault_dir: PathBuf,
@@ -276,8 +307,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let args_measured: Vec<String> = WORKLOAD_ARGS.iter().map(|s| s.to_string()).collect();
 
     let mut parties = Vec::new();
-    for (party, name, seed, holds) in PARTIES.iter() {
-        let id = party.name();
+    for demo_party in PARTIES.iter() {
+        let id = demo_party.party.name();
         let vault_dir = state.join("vaults").join(id);
         let (vault_url, admin_path, _) = deploy::vault(
             VaultSpec::new(&vault_dir, &ca, &http, &attest_url),
@@ -288,9 +319,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading {}", admin_path.display()))?;
         parties.push(PartyInfo {
             id: id.to_string(),
-            name: name.to_string(),
-            holds: holds.to_string(),
-            seed: *seed,
+            name: demo_party.name.to_string(),
+            holds: demo_party.holds.to_string(),
+            analyst: demo_party.analyst,
+            seed: demo_party.seed,
             key: format!("{vault_url}/keys/{id}-data"),
             vault: vault_url,
             vault_dir,
@@ -320,13 +352,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Workload configs and measurements.
     let config_of = |me: usize, port: u16, k: u64| -> PartyConfig {
         let p = &parties[me];
-        // Woodgrove lists every company's dataset (it is granted them); Contoso and Fabrikam
-        // list their own and the other's (which they are not granted), to show the refusal.
-        let listed: Vec<usize> = match me {
-            0 => vec![0, 1],
-            1 => vec![1, 0],
-            _ => vec![2, 0, 1],
-        };
+        // The analytics partner lists every company's dataset (it is granted them), its own
+        // first; the others list their own and the other companies' but the partner's (which
+        // they are not granted), to show the refusal.
+        let listed: Vec<usize> = std::iter::once(me)
+            .chain((0..PARTIES.len()).filter(|&d| d != me && (p.analyst || !PARTIES[d].analyst)))
+            .collect();
         PartyConfig {
             party: p.id.clone(),
             display_name: p.name.clone(),
@@ -335,7 +366,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ca_file: ca.cert_path(),
             k,
             reference_year: None,
-            analysis: me == 2,
+            analysis: p.analyst,
             tls_names: Vec::new(),
             auth: Some(AuthConfig {
                 issuer: format!("{idp_url}/{}", p.id),
@@ -369,10 +400,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Keys: each owner creates its key (or, on a later run, updates its policy: the genuine
     // workloads' measurements change when the binary or the ports do). Woodgrove's workload
     // may release every key; Contoso's and Fabrikam's only their own.
+    let partner = &parties[analyst()];
     for (i, p) in parties.iter().enumerate() {
         let mut allowed = vec![measurements[i].clone()];
-        if i != 2 {
-            allowed.push(measurements[2].clone());
+        if !p.analyst {
+            allowed.push(measurements[analyst()].clone());
         }
         let owner = VaultClient::new(
             http.clone(),
@@ -415,23 +447,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         }
-        if i != 2 {
+        if !p.analyst {
             owner
-                .grant(&name, "woodgrove", &[Permission::Release])
+                .grant(&name, &partner.id, &[Permission::Release])
                 .await?;
         }
         ensure_dataset(&state, p, &owner, &name, args.records).await?;
     }
 
     // Launch: genuine workloads and the tampered one through the sim host; the snooper without.
-    let mut tampered = config_of(2, ports.tampered, 1);
-    tampered.display_name = "Woodgrove Bank (tampered: k = 1)".into();
+    let mut tampered = config_of(analyst(), ports.tampered, 1);
+    tampered.display_name = format!("{} (tampered: k = 1)", partner.name);
     registered_apart(&mut tampered, "tampered");
     let mut launches: Vec<(String, PartyConfig, &str)> = genuine
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let role = if i == 2 {
+            let role = if parties[i].analyst {
                 "analytics partner: releases all three keys, shows only aggregates"
             } else {
                 "sees its own records; refused the other company's key"
@@ -460,9 +492,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         workloads.push(info);
     }
 
-    let mut snooper = config_of(2, ports.snooper, args.k);
+    let mut snooper = config_of(analyst(), ports.snooper, args.k);
     registered_apart(&mut snooper, "snooper");
-    snooper.display_name = "Snooper (no TEE, Woodgrove's credentials)".into();
+    snooper.display_name = format!("Snooper (no TEE, {}'s credentials)", partner.name);
     let snooper_config = state.join("workloads/snooper.toml");
     std::fs::write(&snooper_config, snooper.to_toml())?;
     let snooper_log = state.join("logs/snooper.log");
@@ -482,13 +514,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         id: "snooper".into(),
         name: snooper.display_name.clone(),
         url: format!("https://127.0.0.1:{}/", ports.snooper),
-        party: "woodgrove".into(),
+        party: partner.id.clone(),
         audience: snooper
             .auth
             .as_ref()
             .map(|a| a.audience.clone())
             .unwrap_or_default(),
-        role: "the same app started without a TEE, holding Woodgrove's vault tokens: every release is refused".into(),
+        role: format!("the same app started without a TEE, holding {}'s vault tokens: every release is refused", partner.name),
         measurement: None,
         log: snooper_log,
         pin_sha256: None,
@@ -591,17 +623,18 @@ fn demo_users(state: &Path) -> anyhow::Result<Vec<SignIn>> {
     }
     std::fs::create_dir_all(state.join("idp"))?;
     let mut users = Vec::new();
-    for (party, ..) in PARTIES.iter() {
+    for p in PARTIES.iter() {
         users.push(SignIn {
-            party: party.name().into(),
-            username: format!("{}-member", party.name()),
+            party: p.party.name().into(),
+            username: format!("{}-member", p.party.name()),
             password: random_secret(),
             roles: vec!["member".into()],
         });
     }
+    let partner = PARTIES[analyst()].party.name();
     users.push(SignIn {
-        party: "woodgrove".into(),
-        username: "woodgrove-analyst".into(),
+        party: partner.into(),
+        username: format!("{partner}-analyst"),
         password: random_secret(),
         roles: vec!["analyst".into()],
     });
@@ -634,10 +667,10 @@ fn idp_config(ports: &Ports, users: &[SignIn], portal_secret: &str) -> conclave_
     let realms = PARTIES
         .iter()
         .enumerate()
-        .map(|(i, (party, name, ..))| {
-            let id = party.name();
+        .map(|(i, p)| {
+            let (id, name) = (p.party.name(), p.name);
             let mut clients = vec![workload(workload_client(id), ports.workload[i], None)];
-            if i == 2 {
+            if p.analyst {
                 for (which, port) in [("tampered", ports.tampered), ("snooper", ports.snooper)] {
                     let (client_id, audience) = other_client(id, which);
                     clients.push(workload(client_id, port, Some(audience)));

@@ -42,8 +42,10 @@ async function refresh() {
   }
   if (!framesDrawn) {
     framesDrawn = true;
-    for (const id of ["contoso", "fabrikam", "woodgrove"]) {
-      const w = demo.workloads.find((x) => x.id === id);
+    // One card per party, in the demo's own order (demo.parties, served by the demo).
+    for (const p of demo.parties) {
+      const w = demo.workloads.find((x) => x.id === p.id);
+      if (!w) continue;
       const users = demo.sign_in.filter((u) => u.party === w.party);
       $("#frames").append(el("article", { class: "party-card", "data-workload": w.id },
         el("h3", {}, el("a", { href: w.url, text: w.name })),
