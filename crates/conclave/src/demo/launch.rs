@@ -1,0 +1,233 @@
+//! Launching the workloads through the sim host, waiting until each is attested and has its keys,
+//! and the summary printed for the user.
+
+use super::*;
+
+/// Points a non-genuine workload's sign-in at its own client and API audience.
+pub(super) fn registered_apart(config: &mut PartyConfig, which: &str) {
+    let (client_id, audience) = other_client(&config.party, which);
+    if let Some(auth) = config.auth.as_mut() {
+        auth.client_id = client_id;
+        auth.audience = audience;
+    }
+}
+
+pub(super) fn launch(
+    sim: &SimHost,
+    binary: &Path,
+    state: &Path,
+    id: &str,
+    config: &PartyConfig,
+    role: &str,
+) -> anyhow::Result<(conclave_sim_host::Guest, WorkloadInfo)> {
+    let text = config.to_toml();
+    std::fs::write(state.join(format!("workloads/{id}.toml")), &text)?;
+    let log = state.join(format!("logs/{id}.log"));
+    let guest = sim.launch(&LaunchSpec {
+        binary: binary.to_path_buf(),
+        args: WORKLOAD_ARGS.iter().map(|s| s.to_string()).collect(),
+        config: text.into_bytes(),
+        debug: false,
+        log: Some(log.clone()),
+    })?;
+    let info = WorkloadInfo {
+        id: id.to_string(),
+        name: config.display_name.clone(),
+        url: format!("https://{}/", config.listen),
+        party: config.party.clone(),
+        audience: config
+            .auth
+            .as_ref()
+            .map(|a| a.audience.clone())
+            .unwrap_or_default(),
+        role: role.to_string(),
+        measurement: Some(hex::encode(guest.identity.measurement)),
+        log,
+        pin_sha256: None,
+        pin_attested: false,
+    };
+    Ok((guest, info))
+}
+
+/// Waits for each workload: its TLS key checked against its attestation (the snooper, without
+/// a TEE, has none: its key is recorded unverified), then its own key release tried. Returns a
+/// client pinned to each workload's TLS key, by workload id.
+pub(super) async fn wait_ready(
+    http: &reqwest::Client,
+    tokens: &PortalTokens,
+    info: &mut DemoInfo,
+) -> anyhow::Result<BTreeMap<String, reqwest::Client>> {
+    use conclave_net::attested_tls::{capturing_client, certificate_pin, pinned_client};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let verifier =
+        conclave_attest::verify::TokenVerifier::for_issuer(&info.attestation, http.clone());
+    let mut clients = BTreeMap::new();
+    for w in &mut info.workloads {
+        let too_late = |w: &WorkloadInfo, what: &str| {
+            anyhow::anyhow!(
+                "{} did not {what} within 60 s; its log is {}",
+                w.name,
+                w.log.display()
+            )
+        };
+        // 1. Its TLS key, against its attestation.
+        loop {
+            let (probe, capture) = capturing_client()?;
+            let answer = probe
+                .get(format!("{}api/attestation", w.url))
+                .send()
+                .await
+                .ok();
+            let presented = capture.presented().map(|c| certificate_pin(&c));
+            match answer.map(|r| r.status().as_u16()) {
+                Some(200) => {
+                    let v = conclave_workload::endpoint::verify_endpoint(&w.url, &verifier)
+                        .await
+                        .with_context(|| format!("checking {}'s endpoint", w.name))?;
+                    w.pin_sha256 = Some(v.pin_sha256);
+                    w.pin_attested = true;
+                    break;
+                }
+                // Not attested, and never will be (no TEE) or not now (attestation failed):
+                // the demo shows it as it is, unverified.
+                Some(503) if w.measurement.is_none() || Instant::now() > deadline => {
+                    w.pin_sha256 = presented.transpose()?;
+                    break;
+                }
+                _ if Instant::now() > deadline => return Err(too_late(w, "start")),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let pin = w
+            .pin_sha256
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{} presented no TLS certificate", w.name))?;
+        let client = pinned_client(&pin)?;
+        // 2. Its own key release tried.
+        loop {
+            let status: Option<Value> = match client
+                .get(format!("{}api/status", w.url))
+                .bearer_auth(tokens.token(&w.party, &w.audience).await?)
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            let ready = status.as_ref().is_some_and(|s| {
+                let attested = matches!(
+                    s["attestation"]["state"].as_str(),
+                    Some("attested" | "no-tee" | "failed")
+                );
+                let own_tried = s["datasets"]
+                    .as_array()
+                    .and_then(|d| d.iter().find(|d| d["own"] == true))
+                    .is_some_and(|d| d["release"]["state"] != "not-requested");
+                attested && own_tried
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(too_late(w, "become ready"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        clients.insert(w.id.clone(), client);
+    }
+    Ok(clients)
+}
+
+pub(super) fn print_summary(info: &DemoInfo, took: Duration) {
+    let w = |id: &str| {
+        info.workloads
+            .iter()
+            .find(|w| w.id == id)
+            .map(|w| w.url.clone())
+            .unwrap_or_default()
+    };
+    println!();
+    println!(
+        "Conclave demo ready in {:.1} s — SIMULATED SEV-SNP: no hardware protection.",
+        took.as_secs_f64()
+    );
+    println!();
+    println!("  Portal (start here)       {}", info.portal);
+    println!(
+        "  Contoso                   {}   its own records; Fabrikam's key is refused",
+        w("contoso")
+    );
+    println!(
+        "  Fabrikam Fashion          {}   its own records; Contoso's key is refused",
+        w("fabrikam")
+    );
+    println!(
+        "  Woodgrove Bank            {}   click \"Run the analysis\"",
+        w("woodgrove")
+    );
+    println!(
+        "  Snooper (no TEE)          {}   every release refused",
+        w("snooper")
+    );
+    println!(
+        "  Tampered workload         {}   wrong measurement, refused",
+        w("tampered")
+    );
+    println!();
+    println!(
+        "  Sign in (each party's own identity provider; passwords are kept in the state dir):"
+    );
+    for u in &info.sign_in {
+        println!(
+            "    {:<22} password {:<26} {} at {}",
+            u.username,
+            u.password,
+            u.roles.join(", "),
+            info.parties
+                .iter()
+                .find(|p| p.id == u.party)
+                .map(|p| p.name.as_str())
+                .unwrap_or(&u.party)
+        );
+    }
+    println!("    (members see their party's records; Woodgrove's analyst runs the analysis)");
+    println!();
+    println!("  Attestation service       {}", info.attestation);
+    println!(
+        "  Identity provider         {} (development only: one issuer per party)",
+        info.identity_provider
+    );
+    for p in &info.parties {
+        println!("  {:<25} {}", format!("{} vault", p.name), p.vault);
+    }
+    println!("  Local CA certificate      {}", info.ca.display());
+    println!();
+    println!(
+        "  Workload pages are HTTPS with a key made inside each TEE; no CA can vouch for such a key,"
+    );
+    println!("  so your browser warns once per page. Check a page is the attested workload with:");
+    println!(
+        "    conclave party verify-endpoint {} --jwks {}/certs --ca {}",
+        w("woodgrove"),
+        info.attestation,
+        info.ca.display()
+    );
+    for wl in &info.workloads {
+        println!(
+            "  {:<25} pin-sha256 {} ({})",
+            wl.id,
+            wl.pin_sha256.as_deref().unwrap_or("?"),
+            if wl.pin_attested {
+                "attested"
+            } else {
+                "NOT attested"
+            }
+        );
+    }
+    println!(
+        "  State (reused next run)   {}   (--fresh starts over)",
+        info.state_dir.display()
+    );
+    println!();
+    println!("Stop with Ctrl-C.");
+}
