@@ -5,7 +5,7 @@
 use base64::Engine as _;
 
 mod cli;
-use cli::{fails, free_port, ok, run, start_vault};
+use cli::{call, fails, free_port, ok, run, start_vault, vault_env};
 
 #[test]
 fn a_partner_verifies_the_audit_entries_about_its_keys() {
@@ -14,19 +14,8 @@ fn a_partner_verifies_the_audit_entries_about_its_keys() {
     let port = free_port();
     let state = dir.join("vault");
     let vault = start_vault(&state, port, &[]);
-    let url = format!("https://127.0.0.1:{port}");
     let ca = state.join("ca/ca.pem").to_str().unwrap().to_string();
-    let env = |token: &str| -> Vec<(&'static str, String)> {
-        vec![
-            ("CONCLAVE_VAULT", url.clone()),
-            ("CONCLAVE_CA", ca.clone()),
-            ("CONCLAVE_VAULT_TOKEN", token.to_string()),
-        ]
-    };
-    let call = |args: &[&str], e: &[(&'static str, String)]| {
-        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        run(args, &e)
-    };
+    let env = |token: &str| vault_env(port, &ca, token);
     let admin = env(&format!("@{}", state.join("admin.token").display()));
     let contoso = env(ok(call(&["kms", "principal", "contoso"], &admin)).trim());
     let fabrikam = env(ok(call(&["kms", "principal", "fabrikam"], &admin)).trim());

@@ -3,7 +3,7 @@
 //! and nobody but the owner (or an admin) may ask.
 
 mod cli;
-use cli::{fails, free_port, ok, run, start_vault};
+use cli::{call, fails, free_port, ok, run, start_vault, vault_env};
 
 #[test]
 fn a_dataset_follows_its_key_to_a_new_version() {
@@ -12,20 +12,9 @@ fn a_dataset_follows_its_key_to_a_new_version() {
     let port = free_port();
     let state = dir.join("vault");
     let _vault = start_vault(&state, port, &[]);
-    let url = format!("https://127.0.0.1:{port}");
     let ca = state.join("ca/ca.pem");
     let admin = format!("@{}", state.join("admin.token").display());
-    let env = |token: &str| -> Vec<(&'static str, String)> {
-        vec![
-            ("CONCLAVE_VAULT", url.clone()),
-            ("CONCLAVE_CA", ca.to_str().unwrap().to_string()),
-            ("CONCLAVE_VAULT_TOKEN", token.to_string()),
-        ]
-    };
-    let call = |args: &[&str], e: &[(&'static str, String)]| {
-        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        run(args, &e)
-    };
+    let env = |token: &str| vault_env(port, ca.to_str().unwrap(), token);
     let admin_env = env(&admin);
     let owner = ok(call(&["kms", "principal", "contoso"], &admin_env))
         .trim()

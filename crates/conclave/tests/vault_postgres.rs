@@ -6,7 +6,7 @@
 
 mod cli;
 use cli::postgres::Postgres;
-use cli::{fails, free_port, ok, run, start_vault_with};
+use cli::{call, fails, free_port, json, ok, start_vault_with, vault_env};
 
 #[test]
 fn replicas_on_postgres_serve_one_vault() {
@@ -36,20 +36,7 @@ fn replicas_on_postgres_serve_one_vault() {
     assert!(!state_a.join("vault.redb").exists() && !state_b.join("vault.redb").exists());
 
     let ca = ca_dir.join("ca.pem").to_str().unwrap().to_string();
-    let at = |port: u16, token: &str| -> Vec<(&'static str, String)> {
-        vec![
-            ("CONCLAVE_VAULT", format!("https://127.0.0.1:{port}")),
-            ("CONCLAVE_CA", ca.clone()),
-            ("CONCLAVE_VAULT_TOKEN", token.to_string()),
-        ]
-    };
-    let call = |args: &[&str], e: &[(&'static str, String)]| {
-        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        run(args, &e)
-    };
-    let json = |out: std::process::Output| -> serde_json::Value {
-        serde_json::from_str(&ok(out)).unwrap()
-    };
+    let at = |port: u16, token: &str| vault_env(port, &ca, token);
     let admin = format!("@{}", state_a.join("admin.token").display());
     // A principal made through one replica authenticates on the other.
     let owner = ok(call(&["kms", "principal", "contoso"], &at(port_a, &admin)))
