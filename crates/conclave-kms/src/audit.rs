@@ -7,69 +7,7 @@
 
 use aws_lc_rs::hmac;
 
-/// What happened.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEvent {
-    /// Unix milliseconds.
-    pub time_ms: u64,
-    /// The authenticated principal, or `anonymous`.
-    pub principal: String,
-    /// `create`, `update`, `policy-change`, `grant`, `revoke`, `release`, `get`, `principal`.
-    pub action: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// `ok`, `granted` or `denied`.
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The attestation token's launch measurement and platform, for releases.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub measurement: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<String>,
-    /// Other details (the grantee, permissions, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<serde_json::Value>,
-}
-
-impl AuditEvent {
-    pub fn new(principal: &str, action: &str, key: Option<&str>, outcome: &str) -> Self {
-        AuditEvent {
-            time_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            principal: principal.into(),
-            action: action.into(),
-            key: key.map(Into::into),
-            outcome: outcome.into(),
-            reason: None,
-            measurement: None,
-            platform: None,
-            detail: None,
-        }
-    }
-
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
-        self
-    }
-
-    pub fn detail(mut self, detail: serde_json::Value) -> Self {
-        self.detail = Some(detail);
-        self
-    }
-}
-
-/// An entry as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub prev: String,
-    pub mac: String,
-    #[serde(flatten)]
-    pub event: AuditEvent,
-}
+pub use conclave_protocol::vault::{AuditEntry, AuditEvent};
 
 /// The chain MAC of an entry.
 pub fn chain_mac(key: &hmac::Key, seq: u64, prev: &str, event: &AuditEvent) -> String {

@@ -258,7 +258,7 @@ impl Vault {
         name: &str,
         rec: VResult<KeyRecord>,
         req: ReleaseRequest,
-    ) -> VResult<Value> {
+    ) -> VResult<api::ReleaseResponse> {
         let rec = rec?;
         let permitted = self.permitted(who, &rec, Permission::Release)?;
         let mut facts = ReleaseFacts {
@@ -339,7 +339,7 @@ impl Vault {
         rec: &KeyRecord,
         verified: Option<&VerifiedToken>,
         outcome: Result<(String, WrapAlgorithm), Refusal>,
-    ) -> VResult<Value> {
+    ) -> VResult<api::ReleaseResponse> {
         let mut event = match &outcome {
             Ok((_, enc)) => AuditEvent::new(&who.name, "release", Some(name), "granted").detail(
                 json!({"version": rec.version, "enc": enc.name(), "issuer": verified.map(VerifiedToken::issuer)}),
@@ -359,7 +359,7 @@ impl Vault {
                 self.store().audit(event)?;
                 self.count_release("granted", "");
                 tracing::info!(principal = %who.name, key = name, "key released to an attested TEE");
-                Ok(json!({ "value": jws }))
+                Ok(api::ReleaseResponse { value: jws })
             }
             Err(refusal) => {
                 self.count_release("denied", refusal.code());
@@ -392,25 +392,27 @@ impl Vault {
         let vault_url = &self.config().vault_url;
         let kid = api::kid(vault_url, &rec.name, &rec.version);
         // key_hsm carries the wrapped key in Azure's BYOK transfer-blob shape.
-        let key_hsm = json!({
-            "schema_version": "1.0",
-            "header": { "kid": TEE_KEY_ID, "alg": "dir", "enc": enc.name() },
-            "ciphertext": b64url(wrapped),
-            "generator": concat!("conclave-kms/", env!("CARGO_PKG_VERSION")),
-        });
-        let mut key = api::jwk_json(vault_url, rec);
-        key["key_hsm"] = b64url(&serde_json::to_vec(&key_hsm).expect("JSON")).into();
-        let mut response_key = json!({
-            "key": key,
-            "attributes": api::bundle_json(vault_url, rec)["attributes"].clone(),
-        });
-        if let Some(p) = &rec.release_policy {
-            response_key["release_policy"] = api::policy_json(p);
-        }
-        let payload = json!({
-            "request": { "api-version": "7.4", "enc": enc.name(), "kid": kid, "nonce": req.nonce },
-            "response": { "key": response_key },
-        });
+        let key_hsm = api::KeyTransferBlob {
+            schema_version: "1.0".into(),
+            header: api::KeyTransferHeader {
+                kid: TEE_KEY_ID.into(),
+                alg: "dir".into(),
+                enc: enc.name().into(),
+            },
+            ciphertext: b64url(wrapped),
+            generator: concat!("conclave-kms/", env!("CARGO_PKG_VERSION")).into(),
+        };
+        let mut key = api::bundle(vault_url, rec, self.recovery());
+        key.key.key_hsm = Some(b64url(&serde_json::to_vec(&key_hsm).expect("JSON")));
+        let payload = api::KeyReleasePayload {
+            request: api::KeyReleaseEcho {
+                api_version: "7.4".into(),
+                enc: enc.name().into(),
+                kid,
+                nonce: req.nonce.clone(),
+            },
+            response: api::KeyReleaseResponse { key },
+        };
         let mut header = serde_json::Map::new();
         header.insert(
             "x5c".into(),

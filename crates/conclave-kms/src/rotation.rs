@@ -11,7 +11,10 @@
 //! other triggers and its `Notify` action (an Event Grid event) are refused with the reason:
 //! Conclave has no event sink, and a policy that silently did nothing would be worse.
 
-use serde_json::{Value, json};
+use conclave_protocol::vault::{
+    KeyRotationPolicy, KeyRotationPolicyAttributes, LifetimeAction, LifetimeActionTrigger,
+    LifetimeActionType,
+};
 
 /// The shortest rotation period Azure allows.
 pub const MIN_ROTATE_AFTER_SECS: u64 = 7 * 86_400;
@@ -67,33 +70,29 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 
 impl RotationPolicy {
     /// Validates Azure's document. Errors name what is not supported and why.
-    pub fn parse(doc: &Value) -> Result<Self, String> {
+    pub fn parse(doc: &KeyRotationPolicy) -> Result<Self, String> {
         let mut policy = RotationPolicy {
             rotate_after: None,
             expiry: None,
             rotate_after_text: None,
             expiry_text: None,
         };
-        let actions = match doc.get("lifetimeActions") {
-            None | Some(Value::Null) => &[][..],
-            Some(Value::Array(a)) => a.as_slice(),
-            Some(_) => return Err("lifetimeActions must be an array".into()),
-        };
-        for action in actions {
-            let kind = action["action"]["type"].as_str().unwrap_or_default();
+        for action in doc.lifetime_actions.iter().flatten() {
+            let kind = &action.action.kind;
             if !kind.eq_ignore_ascii_case("rotate") {
                 return Err(format!(
                     "lifetime action {kind:?} is not supported: only Rotate (Notify needs an event sink Conclave does not have)"
                 ));
             }
-            let trigger = &action["trigger"];
-            if trigger.get("timeBeforeExpiry").is_some() {
+            if action.trigger.time_before_expiry.is_some() {
                 return Err(
                     "the timeBeforeExpiry trigger is not supported: use timeAfterCreate".into(),
                 );
             }
-            let text = trigger["timeAfterCreate"]
-                .as_str()
+            let text = action
+                .trigger
+                .time_after_create
+                .as_deref()
                 .ok_or("a Rotate action needs trigger.timeAfterCreate (e.g. P90D)")?;
             let secs = parse_duration(text)?;
             if secs < MIN_ROTATE_AFTER_SECS {
@@ -107,7 +106,7 @@ impl RotationPolicy {
             policy.rotate_after = Some(secs);
             policy.rotate_after_text = Some(text.to_string());
         }
-        if let Some(text) = doc["attributes"]["expiryTime"].as_str() {
+        if let Some(text) = &doc.attributes.expiry_time {
             let secs = parse_duration(text)?;
             if policy.rotate_after.is_some_and(|r| r >= secs) {
                 return Err(format!(
@@ -115,23 +114,35 @@ impl RotationPolicy {
                 ));
             }
             policy.expiry = Some(secs);
-            policy.expiry_text = Some(text.to_string());
+            policy.expiry_text = Some(text.clone());
         }
         Ok(policy)
     }
 
-    /// The policy as Azure answers it.
-    pub fn to_json(&self, id: &str, created: u64, updated: u64) -> Value {
-        let actions: Vec<Value> = self
-            .rotate_after_text
-            .iter()
-            .map(|t| json!({"trigger": {"timeAfterCreate": t}, "action": {"type": "Rotate"}}))
-            .collect();
-        let mut attributes = json!({"created": created, "updated": updated});
-        if let Some(e) = &self.expiry_text {
-            attributes["expiryTime"] = e.clone().into();
+    /// The policy as Azure answers it (`created`, `updated`: Unix seconds).
+    pub fn to_document(&self, id: &str, created: u64, updated: u64) -> KeyRotationPolicy {
+        KeyRotationPolicy {
+            id: Some(id.to_string()),
+            lifetime_actions: Some(
+                self.rotate_after_text
+                    .iter()
+                    .map(|t| LifetimeAction {
+                        trigger: LifetimeActionTrigger {
+                            time_after_create: Some(t.clone()),
+                            time_before_expiry: None,
+                        },
+                        action: LifetimeActionType {
+                            kind: "Rotate".into(),
+                        },
+                    })
+                    .collect(),
+            ),
+            attributes: KeyRotationPolicyAttributes {
+                expiry_time: self.expiry_text.clone(),
+                created: Some(created),
+                updated: Some(updated),
+            },
         }
-        json!({"id": id, "lifetimeActions": actions, "attributes": attributes})
     }
 
     /// Whether a latest version created at `created` is due for rotation at `now`.
@@ -144,6 +155,11 @@ impl RotationPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn doc(v: serde_json::Value) -> KeyRotationPolicy {
+        serde_json::from_value(v).unwrap()
+    }
 
     #[test]
     fn durations_and_policies() {
@@ -161,15 +177,15 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        let p = RotationPolicy::parse(&json!({
+        let p = RotationPolicy::parse(&doc(json!({
             "lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "Rotate"}}],
             "attributes": {"expiryTime": "P90D"}
-        }))
+        })))
         .unwrap();
         assert_eq!(p.rotate_after, Some(30 * 86_400));
         assert!(!p.due(1000, 1000 + 29 * 86_400));
         assert!(p.due(1000, 1000 + 30 * 86_400));
-        for (doc, needle) in [
+        for (d, needle) in [
             (
                 json!({"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}]}),
                 "Notify",
@@ -187,7 +203,7 @@ mod tests {
                 "longer than the rotation period",
             ),
         ] {
-            let e = RotationPolicy::parse(&doc).unwrap_err();
+            let e = RotationPolicy::parse(&doc(d)).unwrap_err();
             assert!(e.contains(needle), "{e}");
         }
     }

@@ -9,7 +9,7 @@
 pub mod backend;
 pub mod postgres;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use backend::{Backend, Key, Lookup, Table, TreeReader, Tx};
@@ -145,11 +145,7 @@ pub struct DeletedKey {
 
 pub use conclave_protocol::vault::Permission;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Grant {
-    pub principal: String,
-    pub permissions: BTreeSet<Permission>,
-}
+pub use conclave_protocol::vault::Grant;
 
 /// A principal: a name and the SHA-256 of its bearer token (the token itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -516,7 +512,7 @@ impl Store {
     pub fn put_rotation_policy(
         &self,
         name: &str,
-        policy: &serde_json::Value,
+        policy: &conclave_protocol::vault::KeyRotationPolicy,
         event: AuditEvent,
     ) -> Result<AuditEntry, StoreError> {
         Ok(self
@@ -526,7 +522,10 @@ impl Store {
             .1)
     }
 
-    pub fn rotation_policy(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    pub fn rotation_policy(
+        &self,
+        name: &str,
+    ) -> Result<Option<conclave_protocol::vault::KeyRotationPolicy>, StoreError> {
         self.backend.read(|tx| {
             tx.get(Table::Rotation, &Key::str(name))?
                 .map(|v| decode(name, &v))
@@ -535,7 +534,9 @@ impl Store {
     }
 
     /// Every key's rotation policy.
-    pub fn rotation_policies(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    pub fn rotation_policies(
+        &self,
+    ) -> Result<Vec<(String, conclave_protocol::vault::KeyRotationPolicy)>, StoreError> {
         self.backend.read(|tx| {
             tx.scan(Table::Rotation, &Key::str(""), None, usize::MAX)?
                 .into_iter()

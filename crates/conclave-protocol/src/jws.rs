@@ -23,7 +23,7 @@ pub fn rsa_public_components(key: &RsaKeyPair) -> (Vec<u8>, Vec<u8>) {
 /// The header gets `"alg": "RS256"` added.
 pub fn sign_rs256(
     mut header: serde_json::Map<String, serde_json::Value>,
-    payload: &serde_json::Value,
+    payload: &impl serde::Serialize,
     key: &RsaKeyPair,
 ) -> Result<String, aws_lc_rs::error::Unspecified> {
     header.insert("alg".into(), "RS256".into());

@@ -10,6 +10,7 @@
 pub mod attestation;
 pub mod b64;
 pub mod claims;
+pub mod health;
 pub mod jws;
 pub mod keywrap;
 pub mod platform;

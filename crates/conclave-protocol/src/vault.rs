@@ -3,7 +3,7 @@
 //! `KeyReleaseParameters`, `KeyReleaseResult`, `KeyVaultError`), and Conclave's extensions
 //! (grants, the audit log's proofs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `POST /keys/{name}/create`.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -24,20 +24,287 @@ pub struct CreateKeyRequest {
     pub public_exponent: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+/// `KeyAttributes`: what a request may set (`enabled`, `exportable`, `nbf`, `exp`, Unix
+/// seconds) and what the vault answers besides (`created`, `updated`, `recoveryLevel`,
+/// `recoverableDays`). A member a request sets that the vault decides is ignored.
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct KeyAttributes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exportable: Option<bool>,
+    /// Not before (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// Expires (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<u64>,
+    /// `Recoverable+Purgeable`, or `Recoverable` under purge protection (Azure's
+    /// `DeletionRecoveryLevel`).
+    #[serde(
+        rename = "recoveryLevel",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub recovery_level: Option<String>,
+    /// Days a deleted key stays recoverable.
+    #[serde(
+        rename = "recoverableDays",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub recoverable_days: Option<u64>,
+}
+
+/// A JSON Web Key (RFC 7517 §4, RSA members RFC 7518 §6.3.1) as Key Vault answers it: the
+/// public part only. `key_hsm` (Azure's transfer blob) appears only in a release's payload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct JsonWebKey {
+    /// `https://<vault>/keys/<name>/<version>`.
+    pub kid: String,
+    /// `RSA` or `RSA-HSM`.
+    pub kty: String,
+    pub key_ops: Vec<String>,
+    /// The modulus, base64url (big-endian, no padding).
+    pub n: String,
+    /// The public exponent, base64url.
+    pub e: String,
+    /// base64url of the [`KeyTransferBlob`] JSON carrying the wrapped private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hsm: Option<String>,
+}
+
+impl JsonWebKey {
+    /// The key's version: the last path segment of its `kid`.
+    pub fn version(&self) -> &str {
+        self.kid.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+/// `KeyBundle`: what create, get, update, rotate, restore and recover answer. Never the
+/// private key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KeyBundle {
+    pub key: JsonWebKey,
+    pub attributes: KeyAttributes,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<ReleasePolicyBody>,
+}
+
+/// `DeletedKeyBundle`: a deleted key's latest version, recoverable until
+/// `scheduledPurgeDate` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeletedKeyBundle {
+    #[serde(flatten)]
+    pub bundle: KeyBundle,
+    /// `https://<vault>/deletedkeys/<name>`.
+    #[serde(rename = "recoveryId")]
+    pub recovery_id: String,
+    /// Unix seconds.
+    #[serde(rename = "deletedDate")]
+    pub deleted_date: u64,
+    /// Unix seconds.
+    #[serde(rename = "scheduledPurgeDate")]
+    pub scheduled_purge_date: u64,
+}
+
+/// `KeyItem`: a key (or version) as listings show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KeyItem {
+    pub kid: String,
+    pub attributes: KeyAttributes,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `DeletedKeyItem`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeletedKeyItem {
+    #[serde(flatten)]
+    pub item: KeyItem,
+    #[serde(rename = "recoveryId")]
+    pub recovery_id: String,
+    #[serde(rename = "deletedDate")]
+    pub deleted_date: u64,
+    #[serde(rename = "scheduledPurgeDate")]
+    pub scheduled_purge_date: u64,
+}
+
+/// `KeyListResult`: `GET /keys` and `GET /keys/{name}/versions` (one page: `nextLink` is
+/// always null).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KeyListResult {
+    pub value: Vec<KeyItem>,
+    #[serde(rename = "nextLink", default)]
+    pub next_link: Option<String>,
+}
+
+/// `DeletedKeyListResult`: `GET /deletedkeys`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeletedKeyListResult {
+    pub value: Vec<DeletedKeyItem>,
+    #[serde(rename = "nextLink", default)]
+    pub next_link: Option<String>,
+}
+
+/// `KeyOperationsParameters`: `POST /keys/{name}/{version}/rewrap` (Conclave's re-wrap, in the
+/// shape of Azure's wrapKey/unwrapKey).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KeyOperationsParameters {
+    /// `RSA-OAEP-256`.
+    pub alg: String,
+    /// The wrapped key, base64url.
+    pub value: String,
+}
+
+/// `KeyOperationResult`: the re-wrapped key under the version `kid` names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KeyOperationResult {
+    pub kid: String,
+    /// base64url.
+    pub value: String,
+}
+
+/// `BackupKeyResult`: the backup blob, base64url.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BackupKeyResult {
+    pub value: String,
+}
+
+/// `KeyRestoreParameters`: `POST /keys/restore` with a [`BackupKeyResult`]'s blob.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KeyRestoreParameters {
+    pub value: String,
+}
+
+/// Azure's `KeyRotationPolicy` (`GET`/`PUT /keys/{name}/rotationpolicy`).
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct KeyRotationPolicy {
+    /// `https://<vault>/keys/<name>/rotationpolicy` (answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "lifetimeActions", default)]
+    pub lifetime_actions: Option<Vec<LifetimeAction>>,
+    #[serde(default)]
+    pub attributes: KeyRotationPolicyAttributes,
+}
+
+/// `LifetimeActions`: when (`trigger`) to do what (`action`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LifetimeAction {
+    #[serde(default)]
+    pub trigger: LifetimeActionTrigger,
+    pub action: LifetimeActionType,
+}
+
+/// `LifetimeActionsTrigger`: ISO 8601 durations.
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct LifetimeActionTrigger {
+    #[serde(
+        rename = "timeAfterCreate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub time_after_create: Option<String>,
+    #[serde(
+        rename = "timeBeforeExpiry",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub time_before_expiry: Option<String>,
+}
+
+/// `LifetimeActionsType`: `Rotate` or `Notify`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LifetimeActionType {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `KeyRotationPolicyAttributes`.
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct KeyRotationPolicyAttributes {
+    /// New versions expire this long after creation (ISO 8601 duration).
+    #[serde(
+        rename = "expiryTime",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expiry_time: Option<String>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<u64>,
+}
+
+/// The signed payload of a release (`KeyReleaseResult.value`, a JWS): the request echoed and the
+/// released key, as Azure's secure key release answers it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyReleasePayload {
+    pub request: KeyReleaseEcho,
+    pub response: KeyReleaseResponse,
+}
+
+/// The release request as the vault saw it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyReleaseEcho {
+    #[serde(rename = "api-version")]
+    pub api_version: String,
+    /// The wrapping algorithm ([`crate::keywrap::WrapAlgorithm`]'s name).
+    pub enc: String,
+    pub kid: String,
+    pub nonce: Option<String>,
+}
+
+/// `{"key": <the released key's bundle, its JWK carrying key_hsm>}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyReleaseResponse {
+    pub key: KeyBundle,
+}
+
+/// Azure's BYOK transfer blob, the JSON inside `key_hsm`: the private key (PKCS#8) wrapped to
+/// the TEE's key with `header.enc`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyTransferBlob {
+    pub schema_version: String,
+    pub header: KeyTransferHeader,
+    /// base64url of the wrapped key.
+    pub ciphertext: String,
+    pub generator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyTransferHeader {
+    /// The wrapping key's id (the TEE's key).
+    pub kid: String,
+    /// `dir`.
+    pub alg: String,
+    /// `CKM_RSA_AES_KEY_WRAP` or `RSA_OAEP_256`.
+    pub enc: String,
 }
 
 /// A release policy as Azure sends it: the policy JSON, base64url-encoded, in `data`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct ReleasePolicyBody {
     #[serde(rename = "contentType", default)]
     pub content_type: Option<String>,
@@ -83,6 +350,115 @@ pub struct GrantRequest {
     pub permissions: Vec<Permission>,
 }
 
+/// A principal's grant on a key (Conclave extension).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Grant {
+    pub principal: String,
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// `GET /keys/{name}/grants`: the key's owner and its grants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct GrantList {
+    pub owner: String,
+    pub value: Vec<Grant>,
+}
+
+/// `POST /principals/{name}` (admin only): whether the new principal is an admin.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PrincipalRequest {
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// The new principal's bearer token, shown once (the vault keeps only its hash).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PrincipalCreated {
+    pub token: String,
+}
+
+/// `GET /audit`: the entries the caller may see, and the log's head (the last entry's MAC).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub value: Vec<AuditEntry>,
+    /// `[seq, mac]` of the log's last entry, or null for an empty log.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub head: Option<(u64, String)>,
+}
+
+/// `GET /audit/key`: the C2SP signed-note verifier key of the audit checkpoints.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditVerifierKey {
+    pub verifier_key: String,
+}
+
+/// What happened: one audited action.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// The authenticated principal, or `anonymous`.
+    pub principal: String,
+    /// `create`, `update`, `policy-change`, `grant`, `revoke`, `release`, `get`, `principal`, …
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `ok`, `granted` or `denied`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The attestation token's launch measurement and platform, for releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Other details (the grantee, permissions, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl AuditEvent {
+    /// An event now, by `principal`.
+    pub fn new(principal: &str, action: &str, key: Option<&str>, outcome: &str) -> Self {
+        AuditEvent {
+            time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            principal: principal.into(),
+            action: action.into(),
+            key: key.map(Into::into),
+            outcome: outcome.into(),
+            reason: None,
+            measurement: None,
+            platform: None,
+            detail: None,
+        }
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// An entry of the audit log as stored and served: the event, its sequence number and its
+/// place in the MAC chain (hex HMAC-SHA-256 over `seq ‖ prev ‖ event`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub prev: String,
+    pub mac: String,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
 /// Azure's error shape, `{"error": {"code", "message"}}`: what every refusal and failure of the
 /// vault answers.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -125,7 +501,7 @@ pub enum Permission {
 }
 
 /// One audit entry with its inclusion proof.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ProvenEntry {
     /// The entry's index in the log (its `seq`).
     pub seq: u64,
@@ -136,7 +512,7 @@ pub struct ProvenEntry {
 }
 
 /// A consistency proof from an earlier tree size (RFC 9162 §2.1.4).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Consistency {
     pub from_size: u64,
     pub proof: Vec<String>,
@@ -145,7 +521,7 @@ pub struct Consistency {
 /// What `GET /audit/proofs` answers and `conclave audit verify --checkpoint` checks: a signed
 /// checkpoint, the caller's entries with inclusion proofs against it, and optionally a
 /// consistency proof from an earlier checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditBundle {
     /// The signed checkpoint (a C2SP signed note).
     pub checkpoint: String,

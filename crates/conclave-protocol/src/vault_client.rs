@@ -6,7 +6,11 @@ use serde_json::Value;
 
 use crate::keywrap::{self, WrapAlgorithm};
 use crate::vault::{
-    AuditBundle, CreateKeyRequest, GrantRequest, Permission, ReleaseRequest, UpdateKeyRequest,
+    AuditBundle, AuditPage, AuditVerifierKey, AzureError, BackupKeyResult, CreateKeyRequest,
+    DeletedKeyBundle, DeletedKeyListResult, Grant, GrantList, GrantRequest, KeyBundle,
+    KeyListResult, KeyOperationResult, KeyOperationsParameters, KeyReleasePayload,
+    KeyRestoreParameters, KeyRotationPolicy, KeyTransferBlob, Permission, PrincipalCreated,
+    PrincipalRequest, ReleaseRequest, ReleaseResponse, UpdateKeyRequest,
 };
 
 /// API version sent with every request (the vault accepts any).
@@ -58,12 +62,14 @@ impl VaultClient {
         &self.base
     }
 
-    async fn call(
+    /// One request: `body` as JSON, the answer parsed as `T` (`None` for an empty answer), a
+    /// refusal in Azure's error shape as [`ClientError::Refused`].
+    async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
-    ) -> Result<Option<Value>, ClientError> {
+        body: Option<&(impl serde::Serialize + ?Sized)>,
+    ) -> Result<Option<T>, ClientError> {
         let url = format!("{}{path}", self.base);
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut req = self
@@ -71,7 +77,7 @@ impl VaultClient {
             .request(method, format!("{url}{sep}api-version={API_VERSION}"))
             .bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
@@ -88,47 +94,53 @@ impl VaultClient {
             }
             return serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| ClientError::Malformed(e.to_string()));
+                .map_err(|e| ClientError::Malformed(format!("{path}: {e}")));
         }
-        let err: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<AzureError>(&bytes) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => ("Unknown".into(), "no reason given".into()),
+        };
         Err(ClientError::Refused {
             status: status.as_u16(),
-            code: err["error"]["code"]
-                .as_str()
-                .unwrap_or("Unknown")
-                .to_string(),
-            message: err["error"]["message"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_string(),
+            code,
+            message,
         })
     }
 
-    fn expect(v: Option<Value>) -> Result<Value, ClientError> {
-        v.ok_or_else(|| ClientError::Malformed("empty answer".into()))
+    /// A request whose answer has a body.
+    async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl serde::Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        self.call(method, path, body)
+            .await?
+            .ok_or_else(|| ClientError::Malformed(format!("{path}: empty answer")))
     }
 
+    /// `POST /keys/{name}/create`.
     pub async fn create_key(
         &self,
         name: &str,
         req: &CreateKeyRequest,
-    ) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(
-                reqwest::Method::POST,
-                &format!("/keys/{name}/create"),
-                Some(serde_json::to_value(req).expect("JSON")),
-            )
-            .await?,
+    ) -> Result<KeyBundle, ClientError> {
+        self.answer(
+            reqwest::Method::POST,
+            &format!("/keys/{name}/create"),
+            Some(req),
         )
+        .await
     }
 
     /// `POST /keys/{name}/rotate`: a new version; answers its bundle.
-    pub async fn rotate_key(&self, name: &str) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(reqwest::Method::POST, &format!("/keys/{name}/rotate"), None)
-                .await?,
+    pub async fn rotate_key(&self, name: &str) -> Result<KeyBundle, ClientError> {
+        self.answer(
+            reqwest::Method::POST,
+            &format!("/keys/{name}/rotate"),
+            NO_BODY,
         )
+        .await
     }
 
     /// `POST /keys/{name}/{version}/rewrap`: `wrapped` (an AES key wrapped under `version`
@@ -140,139 +152,164 @@ impl VaultClient {
         version: &str,
         wrapped: &[u8],
     ) -> Result<(String, Vec<u8>), ClientError> {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let v = Self::expect(
-            self.call(
+        let req = KeyOperationsParameters {
+            alg: "RSA-OAEP-256".into(),
+            value: crate::b64::b64url(wrapped),
+        };
+        let answer: KeyOperationResult = self
+            .answer(
                 reqwest::Method::POST,
                 &format!("/keys/{name}/{version}/rewrap"),
-                Some(serde_json::json!({"alg": "RSA-OAEP-256", "value": b64.encode(wrapped)})),
+                Some(&req),
             )
-            .await?,
-        )?;
-        match (
-            v["kid"].as_str(),
-            v["value"].as_str().map(|s| b64.decode(s)),
-        ) {
-            (Some(kid), Some(Ok(value))) => Ok((kid.to_string(), value)),
-            _ => Err(ClientError::Malformed(
-                "the rewrap answer is not {kid, value (base64url)}".into(),
-            )),
-        }
+            .await?;
+        let value = crate::b64::b64url_decode(&answer.value).map_err(|_| {
+            ClientError::Malformed("the rewrap answer's value is not base64url".into())
+        })?;
+        Ok((answer.kid, value))
+    }
+
+    /// `GET /keys/{name}/rotationpolicy`.
+    pub async fn get_rotation_policy(&self, name: &str) -> Result<KeyRotationPolicy, ClientError> {
+        self.answer(
+            reqwest::Method::GET,
+            &format!("/keys/{name}/rotationpolicy"),
+            NO_BODY,
+        )
+        .await
     }
 
     /// `PUT /keys/{name}/rotationpolicy` (Azure's KeyRotationPolicy document).
-    pub async fn put_rotation_policy(&self, name: &str, doc: &Value) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(
-                reqwest::Method::PUT,
-                &format!("/keys/{name}/rotationpolicy"),
-                Some(doc.clone()),
-            )
-            .await?,
+    pub async fn put_rotation_policy(
+        &self,
+        name: &str,
+        doc: &KeyRotationPolicy,
+    ) -> Result<KeyRotationPolicy, ClientError> {
+        self.answer(
+            reqwest::Method::PUT,
+            &format!("/keys/{name}/rotationpolicy"),
+            Some(doc),
         )
+        .await
     }
 
     /// `POST /keys/{name}/backup`: the backup blob (base64url text), restorable only into a
     /// vault of the same security domain.
     pub async fn backup_key(&self, name: &str) -> Result<String, ClientError> {
-        let v = Self::expect(
-            self.call(reqwest::Method::POST, &format!("/keys/{name}/backup"), None)
-                .await?,
-        )?;
-        v["value"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| ClientError::Malformed("the backup answer has no value".into()))
+        let answer: BackupKeyResult = self
+            .answer(
+                reqwest::Method::POST,
+                &format!("/keys/{name}/backup"),
+                NO_BODY,
+            )
+            .await?;
+        Ok(answer.value)
     }
 
     /// `POST /keys/restore`: restores a backup; answers the restored key's bundle.
-    pub async fn restore_key(&self, backup: &str) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(
-                reqwest::Method::POST,
-                "/keys/restore",
-                Some(serde_json::json!({"value": backup.trim()})),
-            )
-            .await?,
+    pub async fn restore_key(&self, backup: &str) -> Result<KeyBundle, ClientError> {
+        let req = KeyRestoreParameters {
+            value: backup.trim().to_string(),
+        };
+        self.answer(reqwest::Method::POST, "/keys/restore", Some(&req))
+            .await
+    }
+
+    /// `GET /keys`: the keys the caller may see.
+    pub async fn list_keys(&self) -> Result<KeyListResult, ClientError> {
+        self.answer(reqwest::Method::GET, "/keys", NO_BODY).await
+    }
+
+    /// `GET /keys/{name}/versions`: oldest first.
+    pub async fn versions(&self, name: &str) -> Result<KeyListResult, ClientError> {
+        self.answer(
+            reqwest::Method::GET,
+            &format!("/keys/{name}/versions"),
+            NO_BODY,
         )
+        .await
     }
 
-    /// `GET /keys`: `{value: [KeyItem]}`, the keys the caller may see.
-    pub async fn list_keys(&self) -> Result<Value, ClientError> {
-        Self::expect(self.call(reqwest::Method::GET, "/keys", None).await?)
+    /// `GET /keys/{name}`: the latest version.
+    pub async fn get_key(&self, name: &str) -> Result<KeyBundle, ClientError> {
+        self.answer(reqwest::Method::GET, &format!("/keys/{name}"), NO_BODY)
+            .await
     }
 
-    /// `GET /keys/{name}/versions`: `{value: [KeyItem]}`, oldest first.
-    pub async fn versions(&self, name: &str) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(
-                reqwest::Method::GET,
-                &format!("/keys/{name}/versions"),
-                None,
-            )
-            .await?,
-        )
-    }
-
-    pub async fn get_key(&self, name: &str) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(reqwest::Method::GET, &format!("/keys/{name}"), None)
-                .await?,
-        )
-    }
-
+    /// `PATCH /keys/{name}/{version}`.
     pub async fn update_key(
         &self,
         name: &str,
         version: &str,
         req: &UpdateKeyRequest,
-    ) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(
-                reqwest::Method::PATCH,
-                &format!("/keys/{name}/{version}"),
-                Some(serde_json::to_value(req).expect("JSON")),
-            )
-            .await?,
+    ) -> Result<KeyBundle, ClientError> {
+        self.answer(
+            reqwest::Method::PATCH,
+            &format!("/keys/{name}/{version}"),
+            Some(req),
         )
+        .await
     }
 
+    /// `DELETE /keys/{name}`: soft delete.
+    pub async fn delete_key(&self, name: &str) -> Result<DeletedKeyBundle, ClientError> {
+        self.answer(reqwest::Method::DELETE, &format!("/keys/{name}"), NO_BODY)
+            .await
+    }
+
+    /// `GET /deletedkeys`.
+    pub async fn deleted_keys(&self) -> Result<DeletedKeyListResult, ClientError> {
+        self.answer(reqwest::Method::GET, "/deletedkeys", NO_BODY)
+            .await
+    }
+
+    /// `POST /deletedkeys/{name}/recover`.
+    pub async fn recover_deleted(&self, name: &str) -> Result<KeyBundle, ClientError> {
+        self.answer(
+            reqwest::Method::POST,
+            &format!("/deletedkeys/{name}/recover"),
+            NO_BODY,
+        )
+        .await
+    }
+
+    /// `PUT /keys/{name}/grants/{principal}`.
     pub async fn grant(
         &self,
         name: &str,
         principal: &str,
         permissions: &[Permission],
-    ) -> Result<Value, ClientError> {
-        let body = serde_json::to_value(GrantRequest {
+    ) -> Result<Grant, ClientError> {
+        let body = GrantRequest {
             permissions: permissions.to_vec(),
-        })
-        .expect("JSON");
-        Self::expect(
-            self.call(
-                reqwest::Method::PUT,
-                &format!("/keys/{name}/grants/{principal}"),
-                Some(body),
-            )
-            .await?,
+        };
+        self.answer(
+            reqwest::Method::PUT,
+            &format!("/keys/{name}/grants/{principal}"),
+            Some(&body),
         )
+        .await
     }
 
+    /// `DELETE /keys/{name}/grants/{principal}`.
     pub async fn revoke(&self, name: &str, principal: &str) -> Result<(), ClientError> {
-        self.call(
+        self.call::<serde::de::IgnoredAny>(
             reqwest::Method::DELETE,
             &format!("/keys/{name}/grants/{principal}"),
-            None,
+            NO_BODY,
         )
         .await
         .map(|_| ())
     }
 
-    pub async fn grants(&self, name: &str) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(reqwest::Method::GET, &format!("/keys/{name}/grants"), None)
-                .await?,
+    /// `GET /keys/{name}/grants` (owner only).
+    pub async fn grants(&self, name: &str) -> Result<GrantList, ClientError> {
+        self.answer(
+            reqwest::Method::GET,
+            &format!("/keys/{name}/grants"),
+            NO_BODY,
         )
+        .await
     }
 
     /// `POST /keys/{name}/release`: the latest version; answers the signed release (JWS).
@@ -291,18 +328,8 @@ impl VaultClient {
             Some(v) => format!("/keys/{name}/{v}/release"),
             None => format!("/keys/{name}/release"),
         };
-        let v = Self::expect(
-            self.call(
-                reqwest::Method::POST,
-                &path,
-                Some(serde_json::to_value(req).expect("JSON")),
-            )
-            .await?,
-        )?;
-        v["value"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| ClientError::Malformed("no value in the release answer".into()))
+        let answer: ReleaseResponse = self.answer(reqwest::Method::POST, &path, Some(req)).await?;
+        Ok(answer.value)
     }
 
     /// `GET /audit/proofs`: the caller's audit entries from `from` with inclusion proofs against
@@ -316,42 +343,42 @@ impl VaultClient {
         if let Some(s) = since {
             path.push_str(&format!("&since={s}"));
         }
-        let v = Self::expect(self.call(reqwest::Method::GET, &path, None).await?)?;
-        serde_json::from_value(v)
-            .map_err(|e| ClientError::Malformed(format!("the audit bundle: {e}")))
+        self.answer(reqwest::Method::GET, &path, NO_BODY).await
     }
 
     /// `GET /audit/key`: the verifier key of the vault's audit checkpoints.
     pub async fn audit_verifier_key(&self) -> Result<String, ClientError> {
-        let v = Self::expect(self.call(reqwest::Method::GET, "/audit/key", None).await?)?;
-        v["verifier_key"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| ClientError::Malformed("no verifier_key in the answer".into()))
+        let answer: AuditVerifierKey = self
+            .answer(reqwest::Method::GET, "/audit/key", NO_BODY)
+            .await?;
+        Ok(answer.verifier_key)
     }
 
-    pub async fn audit(&self, from: u64) -> Result<Value, ClientError> {
-        Self::expect(
-            self.call(reqwest::Method::GET, &format!("/audit?from={from}"), None)
-                .await?,
+    /// `GET /audit`: the entries from `from` the caller may see.
+    pub async fn audit(&self, from: u64) -> Result<AuditPage, ClientError> {
+        self.answer(
+            reqwest::Method::GET,
+            &format!("/audit?from={from}"),
+            NO_BODY,
         )
+        .await
     }
 
+    /// `POST /principals/{name}` (admin only): the new principal's bearer token.
     pub async fn add_principal(&self, name: &str, admin: bool) -> Result<String, ClientError> {
-        let v = Self::expect(
-            self.call(
+        let answer: PrincipalCreated = self
+            .answer(
                 reqwest::Method::POST,
                 &format!("/principals/{name}"),
-                Some(serde_json::json!({ "admin": admin })),
+                Some(&PrincipalRequest { admin }),
             )
-            .await?,
-        )?;
-        v["token"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| ClientError::Malformed("no token in the answer".into()))
+            .await?;
+        Ok(answer.token)
     }
 }
+
+/// No request body.
+const NO_BODY: Option<&()> = None;
 
 /// A key opened inside the TEE.
 pub struct ReleasedKey {
@@ -455,20 +482,19 @@ pub fn open_release(
         .claims;
     crate::jws::check_critical_headers(jws)
         .map_err(|e| ClientError::Open(format!("the release is refused: {e}")))?;
-    let k = &payload["response"]["key"]["key"];
-    let kid = k["kid"].as_str().unwrap_or_default().to_string();
-    let key_hsm = crate::b64::b64url_decode(
-        k["key_hsm"]
-            .as_str()
-            .ok_or_else(|| open_err("no key_hsm"))?,
-    )
-    .map_err(|_| open_err("key_hsm is not base64url"))?;
-    let blob: Value = serde_json::from_slice(&key_hsm)
+    let payload: KeyReleasePayload = serde_json::from_value(payload)
+        .map_err(|e| ClientError::Open(format!("the release's payload is malformed: {e}")))?;
+    let k = payload.response.key.key;
+    let key_hsm =
+        crate::b64::b64url_decode(k.key_hsm.as_deref().ok_or_else(|| open_err("no key_hsm"))?)
+            .map_err(|_| open_err("key_hsm is not base64url"))?;
+    let blob: KeyTransferBlob = serde_json::from_slice(&key_hsm)
         .map_err(|_| open_err("key_hsm is not the transfer-blob JSON"))?;
-    let enc = WrapAlgorithm::parse(blob["header"]["enc"].as_str().unwrap_or_default())
+    let enc = WrapAlgorithm::parse(&blob.header.enc)
         .ok_or_else(|| open_err("key_hsm names no supported wrapping"))?;
-    let wrapped = crate::b64::b64url_decode(blob["ciphertext"].as_str().unwrap_or_default())
+    let wrapped = crate::b64::b64url_decode(&blob.ciphertext)
         .map_err(|_| open_err("key_hsm ciphertext is not base64url"))?;
+    let kid = k.kid;
     let pkcs8 =
         keywrap::unwrap(&wrapped, tee_key, enc).map_err(|e| ClientError::Open(e.to_string()))?;
     let key = PrivateDecryptingKey::from_pkcs8(&pkcs8)

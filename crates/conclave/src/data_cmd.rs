@@ -140,9 +140,11 @@ async fn public_key(
             .context("a vault key id looks like https://<vault>/keys/<name>")?;
         let name = rest.split('/').next().unwrap_or_default();
         let token = read_token(token)?;
-        conclave_kms::client::VaultClient::new(conclave_net::client(ca)?, vault, &token)
-            .get_key(name)
-            .await?
+        let bundle =
+            conclave_kms::client::VaultClient::new(conclave_net::client(ca)?, vault, &token)
+                .get_key(name)
+                .await?;
+        serde_json::to_value(&bundle.key)?
     } else {
         let text = std::fs::read(key).with_context(|| format!("reading the key file {key}"))?;
         serde_json::from_slice(&text).with_context(|| format!("{key} is not a JWK"))?

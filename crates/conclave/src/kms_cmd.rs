@@ -423,7 +423,7 @@ fn policy_body(path: &PathBuf, immutable: bool) -> anyhow::Result<ReleasePolicyB
     })
 }
 
-fn print(v: &serde_json::Value) -> anyhow::Result<ExitCode> {
+fn print(v: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -590,12 +590,26 @@ pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             rotate_after,
             expiry,
         } => {
-            let mut doc = serde_json::json!({"lifetimeActions": [
-                {"trigger": {"timeAfterCreate": rotate_after}, "action": {"type": "Rotate"}}
-            ]});
-            if let Some(e) = expiry {
-                doc["attributes"] = serde_json::json!({"expiryTime": e});
-            }
+            use conclave_kms::api::{
+                KeyRotationPolicy, KeyRotationPolicyAttributes, LifetimeAction,
+                LifetimeActionTrigger, LifetimeActionType,
+            };
+            let doc = KeyRotationPolicy {
+                id: None,
+                lifetime_actions: Some(vec![LifetimeAction {
+                    trigger: LifetimeActionTrigger {
+                        time_after_create: Some(rotate_after),
+                        time_before_expiry: None,
+                    },
+                    action: LifetimeActionType {
+                        kind: "Rotate".into(),
+                    },
+                }]),
+                attributes: KeyRotationPolicyAttributes {
+                    expiry_time: expiry,
+                    ..Default::default()
+                },
+            };
             print(&conn.client()?.put_rotation_policy(&name, &doc).await?)
         }
         KeyCommand::Backup { conn, name, out } => {
@@ -638,10 +652,7 @@ pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
         } => {
             let client = conn.client()?;
             let key = client.get_key(&name).await?;
-            let kid = key["key"]["kid"]
-                .as_str()
-                .context("the vault returned no kid")?;
-            let version = kid.rsplit('/').next().unwrap_or_default().to_string();
+            let version = key.key.version().to_string();
             let req = UpdateKeyRequest {
                 release_policy: Some(policy_body(&policy, immutable)?),
                 ..Default::default()

@@ -113,7 +113,7 @@ async fn vault_refusal<T: std::fmt::Debug>(
         "{attack}: {reason:?} does not name {needle:?}"
     );
     let log = admin.audit(0).await.unwrap();
-    let tail = log["value"].as_array().unwrap().last().unwrap().clone();
+    let tail = serde_json::to_value(log.value.last().unwrap()).unwrap();
     assert_eq!(tail["action"], action, "{attack}: audit entry {tail}");
     assert_eq!(tail["outcome"], "denied", "{attack}: audit entry {tail}");
     assert_eq!(

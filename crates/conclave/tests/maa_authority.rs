@@ -132,7 +132,7 @@ async fn a_vault_trusting_an_maa_shaped_authority_releases_to_its_tokens() {
         .create_key("contoso-data", &exportable(&policy, false))
         .await
         .unwrap();
-    let kid = created["key"]["kid"].as_str().unwrap().to_string();
+    let kid = created.key.kid.clone();
 
     let tee = EphemeralKey::generate().unwrap();
     let release = |target: String| {
@@ -185,12 +185,11 @@ async fn a_vault_trusting_an_maa_shaped_authority_releases_to_its_tokens() {
         .audit(0)
         .await
         .unwrap();
-    let outcomes: Vec<&str> = log["value"]
-        .as_array()
-        .unwrap()
+    let outcomes: Vec<&str> = log
+        .value
         .iter()
-        .filter(|e| e["action"] == "release")
-        .map(|e| e["outcome"].as_str().unwrap())
+        .filter(|e| e.event.action == "release")
+        .map(|e| e.event.outcome.as_str())
         .collect();
     assert_eq!(outcomes, ["granted", "denied", "denied"]);
 }

@@ -117,7 +117,8 @@ async fn acknowledged_writes_survive_sigkill() {
         for k in &acked_grants {
             let grants = owner.grants(k).await.unwrap();
             assert_eq!(
-                grants["value"][0]["principal"], "reader",
+                grants.value.first().map(|g| g.principal.as_str()),
+                Some("reader"),
                 "acknowledged grant on {k} lost after kill {point}"
             );
         }

@@ -342,19 +342,10 @@ async fn replicas_keep_every_acknowledged_write_through_kills_and_a_database_res
         let listed = with_failover(&owner, 1, &tally, |c| async move { c.list_keys().await })
             .await
             .unwrap();
-        listed["value"]
-            .as_array()
-            .unwrap()
+        listed
+            .value
             .iter()
-            .map(|k| {
-                k["kid"]
-                    .as_str()
-                    .unwrap()
-                    .split('/')
-                    .nth(4)
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|k| k.kid.split('/').nth(4).unwrap().to_string())
             .collect()
     };
     for key in &created {
@@ -364,11 +355,7 @@ async fn replicas_keep_every_acknowledged_write_through_kills_and_a_database_res
     for ((key, principal), state) in &grants {
         let Some(granted) = state else { continue };
         let list = owner[1].grants(key).await.unwrap();
-        let present = list["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["principal"] == principal.as_str());
+        let present = list.value.iter().any(|g| &g.principal == principal);
         assert_eq!(
             present, *granted,
             "{key}/{principal}: the last acknowledged grant state was lost"

@@ -92,10 +92,18 @@ impl Vault {
         })
     }
 
-    pub(super) fn audit_for(&self, who: &Principal, from: u64, limit: usize) -> VResult<Value> {
+    pub(super) fn audit_for(
+        &self,
+        who: &Principal,
+        from: u64,
+        limit: usize,
+    ) -> VResult<api::AuditPage> {
         let entries = self.store.audit_entries(from, limit)?;
         let visible = self.audit_visibility(who)?;
         let visible: Vec<_> = entries.into_iter().filter(|e| visible(e)).collect();
-        Ok(json!({ "value": visible, "head": self.store.audit_head()? }))
+        Ok(api::AuditPage {
+            value: visible,
+            head: self.store.audit_head()?,
+        })
     }
 }

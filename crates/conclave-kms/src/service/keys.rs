@@ -39,7 +39,7 @@ impl Vault {
         who: &Principal,
         name: &str,
         req: CreateKeyRequest,
-    ) -> VResult<Value> {
+    ) -> VResult<api::KeyBundle> {
         if !api::valid_name(name) {
             return Err(VaultError::bad(
                 "key names are 1-127 letters, digits and dashes",
@@ -118,13 +118,13 @@ impl Vault {
                 json!({"version": rec.version, "exportable": exportable, "key_size": size}),
             ),
         )?;
-        Ok(api::bundle_json(&self.config.vault_url, &rec))
+        Ok(self.bundle(&rec))
     }
 
     /// `POST /keys/{name}/backup`: every version of the key, sealed under the master key, so
     /// the blob opens only in a vault of the same security domain (Azure Key Vault's backup
     /// semantics: restorable only within the same geography and subscription). Owner only.
-    pub(super) fn backup_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+    pub(super) fn backup_key(&self, who: &Principal, name: &str) -> VResult<api::BackupKeyResult> {
         let rec = self.key_or_404(name, None)?;
         self.require_owner(
             who,
@@ -148,20 +148,21 @@ impl Vault {
             AuditEvent::new(&who.name, "backup", Some(name), "ok")
                 .detail(json!({"versions": versions.len()})),
         )?;
-        Ok(
-            json!({"value": base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(blob.to_string())}),
-        )
+        Ok(api::BackupKeyResult {
+            value: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob.to_string()),
+        })
     }
 
     /// `POST /keys/restore` with `{"value": <backup>}`: the key comes back with all its
     /// versions, policies and owner. Refused when the backup comes from another security domain
     /// or a key of that name exists (409, as Azure). The key's owner or an admin restores it.
-    pub(super) fn restore_key(&self, who: &Principal, req: &Value) -> VResult<Value> {
+    pub(super) fn restore_key(
+        &self,
+        who: &Principal,
+        req: &api::KeyRestoreParameters,
+    ) -> VResult<api::KeyBundle> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let value = req["value"]
-            .as_str()
-            .ok_or_else(|| VaultError::bad("the body must be {\"value\": <a key backup>}"))?;
+        let value = &req.value;
         let blob: Value = b64
             .decode(value.trim_end_matches('='))
             .ok()
@@ -223,7 +224,7 @@ impl Vault {
         match self.store.restore_key(&backup.versions, event)? {
             Some(_) => {
                 let latest = self.key_or_404(&name, None)?;
-                Ok(api::bundle_json(&self.config.vault_url, &latest))
+                Ok(self.bundle(&latest))
             }
             None => {
                 let message = format!(
@@ -307,8 +308,8 @@ impl Vault {
         who: &Principal,
         name: &str,
         version: &str,
-        req: &Value,
-    ) -> VResult<Value> {
+        req: &api::KeyOperationsParameters,
+    ) -> VResult<api::KeyOperationResult> {
         let from = self.key_or_404(name, Some(version))?;
         self.require_owner(
             who,
@@ -317,16 +318,16 @@ impl Vault {
             ("rewrap", "rewrap data keys under it"),
             Manager::OwnerOrAdmin,
         )?;
-        if req["alg"] != "RSA-OAEP-256" {
+        if req.alg != "RSA-OAEP-256" {
             return Err(VaultError::bad(format!(
-                "alg must be \"RSA-OAEP-256\" (Parquet's key tools wrap with it), not {}",
-                req["alg"]
+                "alg must be \"RSA-OAEP-256\" (Parquet's key tools wrap with it), not {:?}",
+                req.alg
             )));
         }
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let wrapped = req["value"]
-            .as_str()
-            .and_then(|v| b64.decode(v.trim_end_matches('=')).ok())
+        let wrapped = b64
+            .decode(req.value.trim_end_matches('='))
+            .ok()
             .ok_or_else(|| VaultError::bad("value must be the wrapped key, base64url"))?;
         let to = self.key_or_404(name, None)?;
         let t = now();
@@ -379,14 +380,14 @@ impl Vault {
             AuditEvent::new(&who.name, "rewrap", Some(name), "ok")
                 .detail(json!({"from": from.version, "to": to.version})),
         )?;
-        Ok(json!({
-            "kid": api::kid(&self.config.vault_url, name, &to.version),
-            "value": b64.encode(rewrapped),
-        }))
+        Ok(api::KeyOperationResult {
+            kid: api::kid(&self.config.vault_url, name, &to.version),
+            value: b64.encode(rewrapped),
+        })
     }
 
     /// `POST /keys/{name}/rotate` (owner only).
-    pub(super) fn rotate_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+    pub(super) fn rotate_key(&self, who: &Principal, name: &str) -> VResult<api::KeyBundle> {
         let rec = self.key_or_404(name, None)?;
         self.require_owner(
             who,
@@ -396,11 +397,15 @@ impl Vault {
             Manager::OwnerOnly,
         )?;
         let new = self.rotate(&who.name, name, None)?;
-        Ok(api::bundle_json(&self.config.vault_url, &new))
+        Ok(self.bundle(&new))
     }
 
     /// `GET /keys/{name}/rotationpolicy`: the key's policy, or Azure's empty default.
-    pub(super) fn get_rotation_policy(&self, who: &Principal, name: &str) -> VResult<Value> {
+    pub(super) fn get_rotation_policy(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> VResult<api::KeyRotationPolicy> {
         let rec = self.key_or_404(name, None)?;
         if !self.permitted(who, &rec, Permission::Get)? {
             return Err(self.deny(who, "get", name, "no get grant on this key"));
@@ -408,7 +413,11 @@ impl Vault {
         let id = format!("{}/keys/{name}/rotationpolicy", self.config.vault_url);
         Ok(match self.store.rotation_policy(name)? {
             Some(doc) => doc,
-            None => json!({"id": id, "lifetimeActions": [], "attributes": {}}),
+            None => api::KeyRotationPolicy {
+                id: Some(id),
+                lifetime_actions: Some(Vec::new()),
+                attributes: Default::default(),
+            },
         })
     }
 
@@ -417,8 +426,8 @@ impl Vault {
         &self,
         who: &Principal,
         name: &str,
-        doc: &Value,
-    ) -> VResult<Value> {
+        doc: &api::KeyRotationPolicy,
+    ) -> VResult<api::KeyRotationPolicy> {
         let rec = self.key_or_404(name, None)?;
         self.require_owner(
             who,
@@ -432,14 +441,15 @@ impl Vault {
         let created = self
             .store
             .rotation_policy(name)?
-            .and_then(|d| d["attributes"]["created"].as_u64())
+            .and_then(|d| d.attributes.created)
             .unwrap_or(t);
         let id = format!("{}/keys/{name}/rotationpolicy", self.config.vault_url);
-        let stored = policy.to_json(&id, created, t);
+        let stored = policy.to_document(&id, created, t);
         self.store.put_rotation_policy(
             name,
             &stored,
-            AuditEvent::new(&who.name, "rotation-policy", Some(name), "ok").detail(stored.clone()),
+            AuditEvent::new(&who.name, "rotation-policy", Some(name), "ok")
+                .detail(serde_json::to_value(&stored).expect("JSON")),
         )?;
         Ok(stored)
     }
@@ -463,18 +473,22 @@ impl Vault {
         Ok(rotated)
     }
 
-    /// A DeletedKeyBundle (Azure 7.4): the latest version's bundle with `recoveryId`,
-    /// `deletedDate` and `scheduledPurgeDate` (Unix seconds).
-    pub(super) fn deleted_json(&self, d: &DeletedKey) -> Value {
-        let latest = d.versions.last().expect("a deleted key has a version");
-        let mut b = api::bundle_json(&self.config.vault_url, latest);
-        b["recoveryId"] = format!("{}/deletedkeys/{}", self.config.vault_url, d.name).into();
-        b["deletedDate"] = d.deleted.into();
-        b["scheduledPurgeDate"] = d.scheduled_purge.into();
-        b["attributes"]["recoveryLevel"] = self.recovery_level().into();
-        b["attributes"]["recoverableDays"] =
-            (self.config.deletion.retention.as_secs() / 86_400).into();
-        b
+    /// A KeyBundle of `rec` as this vault answers it.
+    pub(crate) fn bundle(&self, rec: &KeyRecord) -> api::KeyBundle {
+        api::bundle(&self.config.vault_url, rec, self.recovery())
+    }
+
+    /// A DeletedKeyBundle (Azure 7.4).
+    pub(super) fn deleted_bundle(&self, d: &DeletedKey) -> api::DeletedKeyBundle {
+        api::deleted_bundle(&self.config.vault_url, d, self.recovery())
+    }
+
+    /// How this vault's keys are recovered once deleted.
+    pub(crate) fn recovery(&self) -> api::Recovery {
+        api::Recovery {
+            level: self.recovery_level(),
+            days: self.config.deletion.retention.as_secs() / 86_400,
+        }
     }
 
     pub(super) fn recovery_level(&self) -> &'static str {
@@ -526,7 +540,7 @@ impl Vault {
     }
 
     /// `DELETE /keys/{name}`: soft delete (owner or admin).
-    pub(super) fn delete_key(&self, who: &Principal, name: &str) -> VResult<Value> {
+    pub(super) fn delete_key(&self, who: &Principal, name: &str) -> VResult<api::DeletedKeyBundle> {
         let rec = self.key_or_404(name, None)?;
         self.require_owner(
             who,
@@ -547,10 +561,10 @@ impl Vault {
                     .detail(json!({"scheduled_purge": purge})),
             )?
             .ok_or_else(|| VaultError::not_found(&format!("key {name}")))?;
-        Ok(self.deleted_json(&d))
+        Ok(self.deleted_bundle(&d))
     }
 
-    pub(super) fn recover_deleted(&self, who: &Principal, name: &str) -> VResult<Value> {
+    pub(super) fn recover_deleted(&self, who: &Principal, name: &str) -> VResult<api::KeyBundle> {
         self.deleted_or_404(who, name, "recover")?;
         let d = self
             .store
@@ -560,7 +574,7 @@ impl Vault {
             )?
             .ok_or_else(|| VaultError::not_found(&format!("deleted key {name}")))?;
         let latest = d.versions.last().expect("a deleted key has a version");
-        Ok(api::bundle_json(&self.config.vault_url, latest))
+        Ok(self.bundle(latest))
     }
 
     pub(super) fn purge_deleted(&self, who: &Principal, name: &str) -> VResult<()> {
@@ -587,7 +601,7 @@ impl Vault {
         name: &str,
         version: &str,
         req: UpdateKeyRequest,
-    ) -> VResult<Value> {
+    ) -> VResult<api::KeyBundle> {
         let mut rec = self.key_or_404(name, Some(version))?;
         self.require_owner(
             who,
@@ -613,7 +627,10 @@ impl Vault {
             if !rec.exportable {
                 return Err(VaultError::bad("a release policy needs an exportable key"));
             }
-            detail.insert("release_policy".into(), api::policy_json(&new));
+            detail.insert(
+                "release_policy".into(),
+                serde_json::to_value(api::policy_body(&new)).expect("JSON"),
+            );
             rec.release_policy = Some(new);
         }
         if let Some(a) = req.attributes {
@@ -645,6 +662,6 @@ impl Vault {
             &rec,
             AuditEvent::new(&who.name, action, Some(name), "ok").detail(Value::Object(detail)),
         )?;
-        Ok(api::bundle_json(&self.config.vault_url, &rec))
+        Ok(self.bundle(&rec))
     }
 }

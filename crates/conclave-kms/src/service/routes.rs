@@ -2,6 +2,7 @@
 //! the router with its limits, and readiness.
 
 use super::*;
+use conclave_protocol::health::Readiness;
 type St = State<Arc<Vault>>;
 
 /// Runs each request on tokio's blocking pool. The store commits durably (an fsync per batch)
@@ -42,14 +43,14 @@ pub const MAX_BLOCKING_REQUESTS: usize = 256;
 #[utoipa::path(
     post, path = "/keys/{name}/create", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
     request_body = crate::api::CreateKeyRequest,
-    responses((status = 200, description = "The new KeyBundle", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError))
+    responses((status = 200, description = "The new KeyBundle", body = crate::api::KeyBundle), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError))
 )]
 async fn create_key(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyBundle>> {
     let who = v.authenticate(&headers)?;
     let req: CreateKeyRequest = v.body(&who, "create", &name, body)?;
     v.create_key(&who, &name, req)
@@ -59,13 +60,13 @@ async fn create_key(
 
 #[utoipa::path(
     delete, path = "/keys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
-    responses((status = 200, description = "The DeletedKeyBundle: recoverable until scheduledPurgeDate", body = Object), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "The DeletedKeyBundle: recoverable until scheduledPurgeDate", body = crate::api::DeletedKeyBundle), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn delete_key(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::DeletedKeyBundle>> {
     let who = v.authenticate(&headers)?;
     v.delete_key(&who, &name)
         .map_err(|e| v.rejected(&who, "delete", &name, e))
@@ -74,9 +75,12 @@ async fn delete_key(
 
 #[utoipa::path(
     get, path = "/deletedkeys", tag = "keys", security(("bearer" = [])),
-    responses((status = 200, description = "`{value: [DeletedKeyItem], nextLink}`: the caller's deleted keys (all, for an admin)", body = Object), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+    responses((status = 200, description = "`{value: [DeletedKeyItem], nextLink}`: the caller's deleted keys (all, for an admin)", body = crate::api::DeletedKeyListResult), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
 )]
-async fn list_deleted(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
+async fn list_deleted(
+    State(v): St,
+    headers: HeaderMap,
+) -> VResult<Json<api::DeletedKeyListResult>> {
     let who = v.authenticate(&headers)?;
     let t = now();
     let mut items = Vec::new();
@@ -87,38 +91,37 @@ async fn list_deleted(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> 
         if d.scheduled_purge <= t || (latest.owner != who.name && !who.admin) {
             continue;
         }
-        let mut item = api::item_json(v.vault_url(), latest);
-        item["recoveryId"] = format!("{}/deletedkeys/{}", v.vault_url(), d.name).into();
-        item["deletedDate"] = d.deleted.into();
-        item["scheduledPurgeDate"] = d.scheduled_purge.into();
-        items.push(item);
+        items.push(api::deleted_item(v.vault_url(), &d, v.recovery()));
     }
-    Ok(Json(json!({ "value": items, "nextLink": null })))
+    Ok(Json(api::DeletedKeyListResult {
+        value: items,
+        next_link: None,
+    }))
 }
 
 #[utoipa::path(
     get, path = "/deletedkeys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
-    responses((status = 200, description = "The DeletedKeyBundle", body = Object), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such deleted key", body = crate::api::AzureError))
+    responses((status = 200, description = "The DeletedKeyBundle", body = crate::api::DeletedKeyBundle), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such deleted key", body = crate::api::AzureError))
 )]
 async fn get_deleted(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::DeletedKeyBundle>> {
     let who = v.authenticate(&headers)?;
     let d = v.deleted_or_404(&who, &name, "get")?;
-    Ok(Json(v.deleted_json(&d)))
+    Ok(Json(v.deleted_bundle(&d)))
 }
 
 #[utoipa::path(
     post, path = "/deletedkeys/{name}/recover", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
-    responses((status = 200, description = "The recovered key's KeyBundle", body = Object), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such deleted key", body = crate::api::AzureError))
+    responses((status = 200, description = "The recovered key's KeyBundle", body = crate::api::KeyBundle), (status = 403, description = "Not the owner or an admin (audited)", body = crate::api::AzureError), (status = 404, description = "No such deleted key", body = crate::api::AzureError))
 )]
 async fn recover_deleted(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyBundle>> {
     let who = v.authenticate(&headers)?;
     v.recover_deleted(&who, &name)
         .map_err(|e| v.rejected(&who, "recover", &name, e))
@@ -143,17 +146,17 @@ async fn purge_deleted(
 #[utoipa::path(
     post, path = "/keys/{name}/{version}/rewrap", tag = "keys", security(("bearer" = [])),
     params(("name" = String, Path, description = "Key name"), ("version" = String, Path, description = "The version the value is wrapped under")),
-    request_body(content = Object, description = "`{\"alg\": \"RSA-OAEP-256\", \"value\": <base64url wrapped AES key>}`"),
-    responses((status = 200, description = "KeyOperationResult `{kid, value}`: the same AES key wrapped under the latest version", body = Object), (status = 400, description = "Not an AES key wrapped under that version with RSA-OAEP-256 (audited)", body = crate::api::AzureError), (status = 403, description = "Not the owner or an admin, latest version unusable, or an immutable policy would change (audited)", body = crate::api::AzureError), (status = 404, description = "No such key or version", body = crate::api::AzureError))
+    request_body(content = crate::api::KeyOperationsParameters, description = "`{\"alg\": \"RSA-OAEP-256\", \"value\": <base64url wrapped AES key>}`"),
+    responses((status = 200, description = "KeyOperationResult `{kid, value}`: the same AES key wrapped under the latest version", body = crate::api::KeyOperationResult), (status = 400, description = "Not an AES key wrapped under that version with RSA-OAEP-256 (audited)", body = crate::api::AzureError), (status = 403, description = "Not the owner or an admin, latest version unusable, or an immutable policy would change (audited)", body = crate::api::AzureError), (status = 404, description = "No such key or version", body = crate::api::AzureError))
 )]
 async fn rewrap(
     State(v): St,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyOperationResult>> {
     let who = v.authenticate(&headers)?;
-    let req: Value = v.body(&who, "rewrap", &name, body)?;
+    let req: api::KeyOperationsParameters = v.body(&who, "rewrap", &name, body)?;
     v.rewrap(&who, &name, &version, &req)
         .map_err(|e| v.rejected(&who, "rewrap", &name, e))
         .map(Json)
@@ -161,13 +164,13 @@ async fn rewrap(
 
 #[utoipa::path(
     post, path = "/keys/{name}/rotate", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
-    responses((status = 200, description = "The new version's KeyBundle (the latest's settings, fresh key material)", body = Object), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "The new version's KeyBundle (the latest's settings, fresh key material)", body = crate::api::KeyBundle), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn rotate_key(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyBundle>> {
     let who = v.authenticate(&headers)?;
     v.rotate_key(&who, &name)
         .map_err(|e| v.rejected(&who, "rotate", &name, e))
@@ -176,30 +179,30 @@ async fn rotate_key(
 
 #[utoipa::path(
     get, path = "/keys/{name}/rotationpolicy", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
-    responses((status = 200, description = "Azure's KeyRotationPolicy", body = Object), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "Azure's KeyRotationPolicy", body = crate::api::KeyRotationPolicy), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn get_rotation_policy(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyRotationPolicy>> {
     let who = v.authenticate(&headers)?;
     v.get_rotation_policy(&who, &name).map(Json)
 }
 
 #[utoipa::path(
     put, path = "/keys/{name}/rotationpolicy", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
-    request_body = Object,
-    responses((status = 200, description = "The stored KeyRotationPolicy", body = Object), (status = 400, description = "A policy Conclave does not carry out (the reason says which part)", body = crate::api::AzureError), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    request_body = crate::api::KeyRotationPolicy,
+    responses((status = 200, description = "The stored KeyRotationPolicy", body = crate::api::KeyRotationPolicy), (status = 400, description = "A policy Conclave does not carry out (the reason says which part)", body = crate::api::AzureError), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn put_rotation_policy(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyRotationPolicy>> {
     let who = v.authenticate(&headers)?;
-    let doc: Value = v.body(&who, "rotation-policy", &name, body)?;
+    let doc: api::KeyRotationPolicy = v.body(&who, "rotation-policy", &name, body)?;
     v.put_rotation_policy(&who, &name, &doc)
         .map_err(|e| v.rejected(&who, "rotation-policy", &name, e))
         .map(Json)
@@ -210,13 +213,13 @@ pub const BACKUP_FORMAT: &str = "conclave-key-backup/v1";
 
 #[utoipa::path(
     post, path = "/keys/{name}/backup", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
-    responses((status = 200, description = "`{value: <base64url backup>}`: every version, sealed so that only a vault of the same security domain restores it", body = Object), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Not the key's owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "`{value: <base64url backup>}`: every version, sealed so that only a vault of the same security domain restores it", body = crate::api::BackupKeyResult), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Not the key's owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn backup_key(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::BackupKeyResult>> {
     let who = v.authenticate(&headers)?;
     v.backup_key(&who, &name)
         .map_err(|e| v.rejected(&who, "backup", &name, e))
@@ -225,16 +228,16 @@ async fn backup_key(
 
 #[utoipa::path(
     post, path = "/keys/restore", tag = "keys", security(("bearer" = [])),
-    request_body = Object,
-    responses((status = 200, description = "The restored key's latest KeyBundle", body = Object), (status = 400, description = "Not a key backup, or a damaged one", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "A backup from another security domain, or not the key's owner (audited)", body = crate::api::AzureError), (status = 409, description = "A key of that name exists", body = crate::api::AzureError))
+    request_body = crate::api::KeyRestoreParameters,
+    responses((status = 200, description = "The restored key's latest KeyBundle", body = crate::api::KeyBundle), (status = 400, description = "Not a key backup, or a damaged one", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "A backup from another security domain, or not the key's owner (audited)", body = crate::api::AzureError), (status = 409, description = "A key of that name exists", body = crate::api::AzureError))
 )]
 async fn restore_key(
     State(v): St,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyBundle>> {
     let who = v.authenticate(&headers)?;
-    let req: Value = v.body(&who, "restore", "-", body)?;
+    let req: api::KeyRestoreParameters = v.body(&who, "restore", "-", body)?;
     v.restore_key(&who, &req)
         .map_err(|e| v.rejected(&who, "restore", "-", e))
         .map(Json)
@@ -242,25 +245,25 @@ async fn restore_key(
 
 #[utoipa::path(
     get, path = "/keys/{name}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
-    responses((status = 200, description = "The latest version's KeyBundle (public JWK only)", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "The latest version's KeyBundle (public JWK only)", body = crate::api::KeyBundle), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn get_key(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyBundle>> {
     get_version(State(v), Path((name, String::new())), headers).await
 }
 
 #[utoipa::path(
     get, path = "/keys/{name}/{version}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("version" = String, Path, description = "Key version: 32 hex digits")),
-    responses((status = 200, description = "That version's KeyBundle (public JWK only)", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "That version's KeyBundle (public JWK only)", body = crate::api::KeyBundle), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn get_version(
     State(v): St,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyBundle>> {
     let who = v.authenticate(&headers)?;
     let rec = v.key_or_404(&name, (!version.is_empty()).then_some(version.as_str()))?;
     if !v.permitted(&who, &rec, Permission::Get)? {
@@ -271,18 +274,18 @@ async fn get_version(
             &format!("principal {} has no get grant on key {name}", who.name),
         ));
     }
-    Ok(Json(api::bundle_json(v.vault_url(), &rec)))
+    Ok(Json(v.bundle(&rec)))
 }
 
 #[utoipa::path(
     get, path = "/keys/{name}/versions", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
-    responses((status = 200, description = "`{value: [KeyItem], nextLink}`", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "`{value: [KeyItem], nextLink}`", body = crate::api::KeyListResult), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn list_versions(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyListResult>> {
     let who = v.authenticate(&headers)?;
     let latest = v.key_or_404(&name, None)?;
     if !v.permitted(&who, &latest, Permission::Get)? {
@@ -293,41 +296,47 @@ async fn list_versions(
             &format!("principal {} has no get grant on key {name}", who.name),
         ));
     }
-    let items: Vec<Value> = v
+    let value = v
         .store
         .versions(&name)?
         .iter()
-        .map(|r| api::item_json(v.vault_url(), r))
+        .map(|r| api::item(v.vault_url(), r, v.recovery()))
         .collect();
-    Ok(Json(json!({ "value": items, "nextLink": null })))
+    Ok(Json(api::KeyListResult {
+        value,
+        next_link: None,
+    }))
 }
 
 #[utoipa::path(
     get, path = "/keys", tag = "keys", security(("bearer" = [])),
-    responses((status = 200, description = "The keys the caller may see: `{value: [KeyItem], nextLink}`", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+    responses((status = 200, description = "The keys the caller may see: `{value: [KeyItem], nextLink}`", body = crate::api::KeyListResult), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
 )]
-async fn list_keys(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
+async fn list_keys(State(v): St, headers: HeaderMap) -> VResult<Json<api::KeyListResult>> {
     let who = v.authenticate(&headers)?;
     let mut items = Vec::new();
     for rec in v.store.latest_versions()? {
         if v.permitted(&who, &rec, Permission::Get)? {
-            items.push(api::item_json(v.vault_url(), &rec));
+            items.push(api::item(v.vault_url(), &rec, v.recovery()));
         }
     }
-    Ok(Json(json!({ "value": items, "nextLink": null })))
+    Ok(Json(api::KeyListResult {
+        value: items,
+        next_link: None,
+    }))
 }
 
 #[utoipa::path(
     patch, path = "/keys/{name}/{version}", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("version" = String, Path, description = "Key version: 32 hex digits")),
     request_body = crate::api::UpdateKeyRequest,
-    responses((status = 200, description = "The updated KeyBundle", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "The updated KeyBundle", body = crate::api::KeyBundle), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn update_key(
     State(v): St,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::KeyBundle>> {
     let who = v.authenticate(&headers)?;
     let req: UpdateKeyRequest = v.body(&who, "update", &name, body)?;
     v.update_key(&who, &name, &version, req)
@@ -345,7 +354,7 @@ async fn release_latest(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::ReleaseResponse>> {
     let (who, rec) = v.authenticate_with_key(&headers, &name, None)?;
     let req: ReleaseRequest = v.body(&who, "release", &name, body)?;
     v.release(&who, &name, rec, req)
@@ -364,7 +373,7 @@ async fn release_version(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::ReleaseResponse>> {
     // Azure's SDKs release the latest version as `/keys/{name}//release`.
     let version = (!version.is_empty()).then_some(version.as_str());
     let (who, rec) = v.authenticate_with_key(&headers, &name, version)?;
@@ -377,13 +386,13 @@ async fn release_version(
 
 #[utoipa::path(
     get, path = "/keys/{name}/grants", tag = "grants", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),
-    responses((status = 200, description = "`{owner, value: [Grant]}` (owner only)", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "`{owner, value: [Grant]}` (owner only)", body = crate::api::GrantList), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn list_grants(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::GrantList>> {
     let who = v.authenticate(&headers)?;
     let rec = v.key_or_404(&name, None)?;
     v.require_owner(
@@ -393,23 +402,24 @@ async fn list_grants(
         ("grants", "see its grants"),
         Manager::OwnerOnly,
     )?;
-    Ok(Json(
-        json!({ "owner": rec.owner, "value": v.store.grants(&name)? }),
-    ))
+    Ok(Json(api::GrantList {
+        owner: rec.owner,
+        value: v.store.grants(&name)?,
+    }))
 }
 
 #[utoipa::path(
     put, path = "/keys/{name}/grants/{principal}", tag = "grants", security(("bearer" = [])),
     params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes"), ("principal" = String, Path, description = "The principal granted")),
     request_body = crate::api::GrantRequest,
-    responses((status = 200, description = "The grant", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+    responses((status = 200, description = "The grant", body = crate::api::Grant), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
 async fn put_grant(
     State(v): St,
     Path((name, principal)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::Grant>> {
     let who = v.authenticate(&headers)?;
     let req: GrantRequest = v.body(&who, "grant", &name, body)?;
     if !api::valid_name(&principal) {
@@ -434,7 +444,7 @@ async fn put_grant(
         &grant,
         AuditEvent::new(&who.name, "grant", Some(&name), "ok").detail(json!(grant)),
     )?;
-    Ok(Json(json!(grant)))
+    Ok(Json(grant))
 }
 
 #[utoipa::path(
@@ -477,13 +487,13 @@ struct AuditQuery {
 #[utoipa::path(
     get, path = "/audit", tag = "audit", security(("bearer" = [])),
     params(("from" = Option<u64>, Query, description = "First sequence number"), ("limit" = Option<u64>, Query, description = "At most this many entries (≤ 10,000)")),
-    responses((status = 200, description = "`{value: [entry], head}`: the entries the caller may see", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+    responses((status = 200, description = "`{value: [entry], head}`: the entries the caller may see", body = crate::api::AuditPage), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
 )]
 async fn audit(
     State(v): St,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::AuditPage>> {
     let who = v.authenticate(&headers)?;
     v.audit_for(
         &who,
@@ -519,17 +529,19 @@ async fn audit_checkpoint(State(v): St, headers: HeaderMap) -> VResult<Response>
 
 #[utoipa::path(
     get, path = "/audit/key", tag = "audit", security(("bearer" = [])),
-    responses((status = 200, description = "`{verifier_key}`: the C2SP signed-note verifier key of the audit checkpoints (`<origin>+<key hash>+<base64 Ed25519 key>`); compare it out of band", body = Object), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+    responses((status = 200, description = "`{verifier_key}`: the C2SP signed-note verifier key of the audit checkpoints (`<origin>+<key hash>+<base64 Ed25519 key>`); compare it out of band", body = crate::api::AuditVerifierKey), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
 )]
-async fn audit_key(State(v): St, headers: HeaderMap) -> VResult<Json<Value>> {
+async fn audit_key(State(v): St, headers: HeaderMap) -> VResult<Json<api::AuditVerifierKey>> {
     v.authenticate(&headers)?;
-    Ok(Json(json!({ "verifier_key": v.audit_verifier_key() })))
+    Ok(Json(api::AuditVerifierKey {
+        verifier_key: v.audit_verifier_key(),
+    }))
 }
 
 #[utoipa::path(
     get, path = "/audit/proofs", tag = "audit", security(("bearer" = [])),
     params(("from" = Option<u64>, Query, description = "First sequence number"), ("limit" = Option<u64>, Query, description = "At most this many entries read (≤ 1,000; page with from)"), ("since" = Option<u64>, Query, description = "The size of an earlier checkpoint: add the consistency proof from it")),
-    responses((status = 200, description = "`{checkpoint, entries: [{seq, leaf, proof}], consistency?}`: the entries the caller may see with RFC 9162 inclusion proofs against the signed checkpoint", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
+    responses((status = 200, description = "`{checkpoint, entries: [{seq, leaf, proof}], consistency?}`: the entries the caller may see with RFC 9162 inclusion proofs against the signed checkpoint", body = crate::api::AuditBundle), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError))
 )]
 async fn audit_proofs(
     State(v): St,
@@ -546,24 +558,18 @@ async fn audit_proofs(
     .map(Json)
 }
 
-#[derive(serde::Deserialize, Default)]
-struct PrincipalRequest {
-    #[serde(default)]
-    admin: bool,
-}
-
 #[utoipa::path(
     post, path = "/principals/{name}", tag = "principals", security(("bearer" = [])),
     params(("name" = String, Path, description = "Principal name: 1-127 letters, digits and dashes")),
-    request_body(content = Object, description = "Optional `{admin: bool}`"),
-    responses((status = 200, description = "`{token}`: the principal's new bearer token", body = Object), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError))
+    request_body(content = crate::api::PrincipalRequest, description = "Optional `{admin: bool}`"),
+    responses((status = 200, description = "`{token}`: the principal's new bearer token", body = crate::api::PrincipalCreated), (status = 400, description = "Malformed request", body = crate::api::AzureError), (status = 401, description = "No or unknown bearer token", body = crate::api::AzureError), (status = 403, description = "Refused (the reason says why; audited)", body = crate::api::AzureError))
 )]
 async fn add_principal(
     State(v): St,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> VResult<Json<Value>> {
+) -> VResult<Json<api::PrincipalCreated>> {
     let who = v.authenticate(&headers)?;
     if !who.admin {
         return Err(v.deny(
@@ -573,13 +579,13 @@ async fn add_principal(
             "only a vault admin may add principals",
         ));
     }
-    let req: PrincipalRequest = match body {
-        Ok(b) if b.is_empty() => PrincipalRequest::default(),
+    let req: api::PrincipalRequest = match body {
+        Ok(b) if b.is_empty() => api::PrincipalRequest::default(),
         other => parse_body(other)?,
     };
     let token = v.add_principal(&who.name, &name, req.admin)?;
     tracing::info!(principal = %name, admin = req.admin, by = %who.name, "principal added");
-    Ok(Json(json!({ "token": token })))
+    Ok(Json(api::PrincipalCreated { token }))
 }
 
 async fn not_found() -> VaultError {
@@ -638,16 +644,16 @@ impl utoipa::Modify for BearerAuth {
 /// key is loaded before the vault exists.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready, with each check", body = Object), (status = 503, description = "Not ready, with the failing checks", body = Object))
+    responses((status = 200, description = "Ready, with each check", body = conclave_protocol::health::Readiness), (status = 503, description = "Not ready, with the failing checks", body = conclave_protocol::health::Readiness))
 )]
-async fn readyz(State(v): St) -> (StatusCode, Json<Value>) {
-    let mut checks = serde_json::Map::new();
+async fn readyz(State(v): St) -> (StatusCode, Json<Readiness>) {
+    let mut checks = std::collections::BTreeMap::new();
     let mut ready = true;
     match v.store.audit_head() {
         Ok(_) => checks.insert("store".into(), "ok".into()),
         Err(e) => {
             ready = false;
-            checks.insert("store".into(), format!("unavailable: {e}").into())
+            checks.insert("store".into(), format!("unavailable: {e}"))
         }
     };
     checks.insert("master_key".into(), "loaded".into());
@@ -681,15 +687,12 @@ async fn readyz(State(v): St) -> (StatusCode, Json<Value>) {
                 )
             }
         };
-        checks.insert(format!("authority {issuer}"), check.into());
+        checks.insert(format!("authority {issuer}"), check);
     }
+    let readiness = Readiness::new(ready, checks);
     (
-        if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        Json(json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks })),
+        StatusCode::from_u16(readiness.status_code()).expect("200 or 503"),
+        Json(readiness),
     )
 }
 

@@ -305,8 +305,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let body = policy_body(&policy(&attest_url, &allowed));
         match owner.get_key(&name).await {
             Ok(existing) => {
-                let kid = existing["key"]["kid"].as_str().unwrap_or_default();
-                let version = kid.rsplit('/').next().unwrap_or_default().to_string();
+                let version = existing.key.version().to_string();
                 owner
                     .update_key(
                         &name,

@@ -46,7 +46,9 @@ pub(super) async fn ensure_dataset(
     key_name: &str,
     records: u64,
 ) -> anyhow::Result<()> {
-    let public = conclave_data::dataset::VaultPublicKey::from_jwk(&owner.get_key(key_name).await?)?;
+    let bundle = owner.get_key(key_name).await?;
+    let public =
+        conclave_data::dataset::VaultPublicKey::from_jwk(&serde_json::to_value(&bundle.key)?)?;
     let manifest_path = state.join("storage").join(format!("{}.json", p.id));
     let want = json!({"records": records, "seed": p.seed, "kid": public.kid});
     let loc = conclave_data::store::locate(&p.dataset)?;

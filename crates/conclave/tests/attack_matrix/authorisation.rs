@@ -49,13 +49,7 @@ pub async fn run(c: &Ctx, m: &mut Matrix) {
     .await;
 
     let created = contoso.get_key("contoso-data").await.unwrap();
-    let version = created["key"]["kid"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let version = created.key.version().to_string();
     let lax = UpdateKeyRequest {
         release_policy: Some(ReleasePolicyBody {
             content_type: None,
@@ -79,13 +73,7 @@ pub async fn run(c: &Ctx, m: &mut Matrix) {
         .create_key("fixed", &exportable(&strict_policy(env), true))
         .await
         .unwrap();
-    let fixed_version = fixed["key"]["kid"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let fixed_version = fixed.key.version().to_string();
     vault_refusal(
         m,
         "change of an immutable policy",

@@ -1,6 +1,7 @@
 //! Data-level attacks: the dataset reader refuses (no service involved, nothing to audit).
 
 use super::*;
+use conclave_kms::api::KeyBundle;
 
 pub async fn run(c: &Ctx, m: &mut Matrix) {
     let Ctx {
@@ -13,10 +14,10 @@ pub async fn run(c: &Ctx, m: &mut Matrix) {
     } = c;
     let dir = env.dir.join("datasets");
     std::fs::create_dir_all(&dir).unwrap();
-    let public_of = |bundle: &Value| VaultPublicKey {
-        kid: bundle["key"]["kid"].as_str().unwrap().to_string(),
-        n: b64url_decode(bundle["key"]["n"].as_str().unwrap()).unwrap(),
-        e: b64url_decode(bundle["key"]["e"].as_str().unwrap()).unwrap(),
+    let public_of = |bundle: &KeyBundle| VaultPublicKey {
+        kid: bundle.key.kid.clone(),
+        n: b64url_decode(&bundle.key.n).unwrap(),
+        e: b64url_decode(&bundle.key.e).unwrap(),
     };
     let write = |name: &str, party: Party, public: VaultPublicKey| {
         let path = dir.join(name).to_str().unwrap().to_string();

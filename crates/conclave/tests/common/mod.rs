@@ -193,7 +193,7 @@ impl Env {
 
     pub async fn audit_tail(&self) -> Value {
         let log = self.client(&self.admin).audit(0).await.unwrap();
-        log["value"].as_array().unwrap().last().unwrap().clone()
+        serde_json::to_value(log.value.last().unwrap()).unwrap()
     }
 }
 
