@@ -1,8 +1,9 @@
 """API fuzzing of the running vault and attestation service with schemathesis, from the OpenAPI
 descriptions the services generate (`conclave kms openapi`, `conclave attest openapi`): for
 SCHEMATHESIS_SECONDS each (default 40), generated and mutated requests of every operation must
-get no 5xx, and every error must have Azure's `{"error": {"code", "message"}}` shape
-(api_fuzz_checks.py). The runs' output goes to test-artifacts/api-fuzz/."""
+get no 5xx, every error must have Azure's `{"error": {"code", "message"}}` shape
+(api_fuzz_checks.py), and every answer must conform to the schema the description gives for
+its status (the typed wire structs both the services and their clients use). The runs' output goes to test-artifacts/api-fuzz/."""
 
 import os
 import re
@@ -21,7 +22,7 @@ def fuzz(name, spec, url, ca, headers=()):
     spec_file = ARTIFACTS / f"{name}-openapi.json"
     spec_file.write_text(spec)
     args = [os.path.join(os.path.dirname(sys.executable), "st"), "run", str(spec_file), "--url", url,
-            "--tls-verify", ca, "--checks", "not_a_server_error,azure_error_shape",
+            "--tls-verify", ca, "--checks", "not_a_server_error,azure_error_shape,response_schema_conformance",
             "--max-time", SECONDS, "--workers", "1", "--no-color", "--seed", "1",
             # Readiness answers 503 by design when an authority cannot be reached in time.
             "--exclude-path", "/readyz"]

@@ -19,6 +19,7 @@ use conclave_pki::Cert;
 use conclave_pki::x509::{CertSigningKey, CertTemplate, issue, rsa_spki_der};
 
 use crate::jws;
+use conclave_protocol::jwk::{Jwk, JwkSet};
 
 /// One signing key.
 pub struct SigningKey {
@@ -217,24 +218,27 @@ impl KeyRing {
     }
 
     /// The JWKS document (`GET /certs`).
-    pub fn jwks(&self, token_lifetime: Duration) -> serde_json::Value {
+    pub fn jwks(&self, token_lifetime: Duration) -> JwkSet {
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let keys: Vec<_> = self
+        let keys = self
             .published(token_lifetime)
             .map(|k| {
                 let (n, e) = jws::rsa_public_components(&k.key);
-                serde_json::json!({
-                    "kty": "RSA",
-                    "kid": k.kid,
-                    "use": "sig",
-                    "alg": "RS256",
-                    "n": b64(&n),
-                    "e": b64(&e),
-                    "x5c": [base64::engine::general_purpose::STANDARD.encode(&k.cert.der)],
-                })
+                Jwk {
+                    kty: "RSA".into(),
+                    kid: Some(k.kid.clone()),
+                    use_: Some("sig".into()),
+                    alg: Some("RS256".into()),
+                    n: Some(b64(&n)),
+                    e: Some(b64(&e)),
+                    x5c: Some(vec![
+                        base64::engine::general_purpose::STANDARD.encode(&k.cert.der),
+                    ]),
+                    ..Default::default()
+                }
             })
             .collect();
-        serde_json::json!({ "keys": keys })
+        JwkSet { keys }
     }
 
     /// Modification time of the state file, to notice rotation by another process.

@@ -17,7 +17,7 @@ use conclave_snp::TrustedRoots;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::api::{AttestSevSnpVmRequest, ErrorBody, ErrorDetail, TokenResponse};
@@ -25,6 +25,8 @@ use crate::appraisal::{AppraisalError, AppraisalPolicy};
 use crate::claims::token_claims;
 use crate::jws;
 use crate::keys::{KeyError, KeyRing};
+use conclave_protocol::health::Readiness;
+use conclave_protocol::jwk::{JwkSet, OpenIdConfiguration};
 
 /// Largest request body accepted (an SNP report with its chain is about 8 KiB).
 pub const MAX_BODY: usize = 256 * 1024;
@@ -132,7 +134,7 @@ impl AttestationService {
             .map_err(|_| ApiError::internal("token signing failed"))
     }
 
-    pub fn jwks(&self) -> Value {
+    pub fn jwks(&self) -> JwkSet {
         self.keys
             .read()
             .expect("key lock")
@@ -265,32 +267,53 @@ async fn attest_sev_snp_vm(
 
 #[utoipa::path(
     get, path = "/.well-known/openid-configuration", tag = "keys",
-    responses((status = 200, description = "OpenID provider metadata: issuer, jwks_uri, claims", body = Object))
+    responses((status = 200, description = "OpenID provider metadata: issuer, jwks_uri, claims", body = OpenIdConfiguration))
 )]
-async fn openid_configuration(State(service): State<Arc<AttestationService>>) -> Json<Value> {
+async fn openid_configuration(
+    State(service): State<Arc<AttestationService>>,
+) -> Json<OpenIdConfiguration> {
     let issuer = service.issuer();
-    Json(json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/certs"),
-        "response_types_supported": ["token", "none"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "revocation_endpoint": format!("{issuer}/revocations"),
-        "claims_supported": [
-            "iss", "iat", "nbf", "exp", "jti", "nonce", "x-ms-ver", "x-ms-attestation-type",
-            "x-ms-compliance-status", "x-ms-runtime", "x-ms-isolation-tee",
-            "x-ms-sevsnpvm-launchmeasurement", "x-ms-sevsnpvm-hostdata", "x-ms-sevsnpvm-is-debuggable",
-            "x-ms-sevsnpvm-guestsvn", "x-ms-sevsnpvm-reportdata", "x-ms-sevsnpvm-chipid",
-            "x-ms-sevsnpvm-vmpl", "x-ms-sevsnpvm-bootloader-svn", "x-ms-sevsnpvm-tee-svn",
-            "x-ms-sevsnpvm-snpfw-svn", "x-ms-sevsnpvm-microcode-svn", crate::claims::PLATFORM_CLAIM
-        ],
-    }))
+    let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    Json(OpenIdConfiguration {
+        issuer: issuer.to_string(),
+        jwks_uri: format!("{issuer}/certs"),
+        response_types_supported: strings(&["token", "none"]),
+        id_token_signing_alg_values_supported: strings(&["RS256"]),
+        revocation_endpoint: Some(format!("{issuer}/revocations")),
+        claims_supported: strings(&[
+            "iss",
+            "iat",
+            "nbf",
+            "exp",
+            "jti",
+            "nonce",
+            "x-ms-ver",
+            "x-ms-attestation-type",
+            "x-ms-compliance-status",
+            "x-ms-runtime",
+            "x-ms-isolation-tee",
+            "x-ms-sevsnpvm-launchmeasurement",
+            "x-ms-sevsnpvm-hostdata",
+            "x-ms-sevsnpvm-is-debuggable",
+            "x-ms-sevsnpvm-guestsvn",
+            "x-ms-sevsnpvm-reportdata",
+            "x-ms-sevsnpvm-chipid",
+            "x-ms-sevsnpvm-vmpl",
+            "x-ms-sevsnpvm-bootloader-svn",
+            "x-ms-sevsnpvm-tee-svn",
+            "x-ms-sevsnpvm-snpfw-svn",
+            "x-ms-sevsnpvm-microcode-svn",
+            crate::claims::PLATFORM_CLAIM,
+        ]),
+        other: Default::default(),
+    })
 }
 
 #[utoipa::path(
     get, path = "/certs", tag = "keys",
-    responses((status = 200, description = "The token signing keys (JWKS, RSA keys with x5c)", body = Object))
+    responses((status = 200, description = "The token signing keys (JWKS, RSA keys with x5c)", body = JwkSet))
 )]
-async fn certs(State(service): State<Arc<AttestationService>>) -> Json<Value> {
+async fn certs(State(service): State<Arc<AttestationService>>) -> Json<JwkSet> {
     service.reload_keys_if_rotated();
     Json(service.jwks())
 }
@@ -308,9 +331,9 @@ async fn not_found() -> ApiError {
 /// configured (both are at construction; the check says which key and how many roots).
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready, with each check", body = Object), (status = 503, description = "Not ready", body = Object))
+    responses((status = 200, description = "Ready, with each check", body = Readiness), (status = 503, description = "Not ready", body = Readiness))
 )]
-async fn readyz(State(service): State<Arc<AttestationService>>) -> (StatusCode, Json<Value>) {
+async fn readyz(State(service): State<Arc<AttestationService>>) -> (StatusCode, Json<Readiness>) {
     service.reload_keys_if_rotated();
     let kid = service
         .keys
@@ -321,19 +344,21 @@ async fn readyz(State(service): State<Arc<AttestationService>>) -> (StatusCode, 
         .clone();
     let roots = service.config.roots.len();
     let ready = !service.config.roots.is_empty();
+    let checks = [
+        ("signing_key".to_string(), format!("loaded ({kid})")),
+        (
+            "trusted_roots".to_string(),
+            if ready {
+                format!("{roots} loaded")
+            } else {
+                "none configured".into()
+            },
+        ),
+    ];
+    let readiness = Readiness::new(ready, checks.into_iter().collect());
     (
-        if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        Json(json!({
-            "status": if ready { "ready" } else { "not ready" },
-            "checks": {
-                "signing_key": format!("loaded ({kid})"),
-                "trusted_roots": if ready { format!("{roots} loaded") } else { "none configured".into() },
-            }
-        })),
+        StatusCode::from_u16(readiness.status_code()).expect("200 or 503"),
+        Json(readiness),
     )
 }
 

@@ -8,6 +8,7 @@ use conclave_attest::api::b64url;
 use conclave_attest::jws::sign_rs256;
 use conclave_attest::keys::KeyRing;
 use conclave_attest::{TokenError, TokenVerifier};
+use conclave_protocol::jwk::JwkSet;
 use serde_json::{Map, Value, json};
 
 const ISSUER: &str = "https://attest.example";
@@ -36,10 +37,20 @@ struct Fixture {
     verifier: TokenVerifier,
 }
 
+/// A key set as the JSON an issuer serves.
+fn as_json(set: JwkSet) -> Value {
+    serde_json::to_value(set).unwrap()
+}
+
+/// A key set from JSON.
+fn set(v: &Value) -> JwkSet {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let ring = KeyRing::open(dir.path()).unwrap();
-    let jwks = serde_json::from_value(ring.jwks(std::time::Duration::from_secs(3600))).unwrap();
+    let jwks = ring.jwks(std::time::Duration::from_secs(3600));
     let verifier = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
     Fixture {
         _dir: dir,
@@ -87,7 +98,7 @@ async fn alg_none_is_refused() {
 async fn hs256_keyed_with_the_public_key_is_refused() {
     let f = fixture();
     let jwks = f.ring.jwks(std::time::Duration::from_secs(3600));
-    let public_material = jwks["keys"][0]["n"].as_str().unwrap().to_string();
+    let public_material = jwks.keys[0].n.clone().unwrap();
     let head = b64url(
         json!({"alg": "HS256", "typ": "JWT", "kid": f.ring.active().kid})
             .to_string()
@@ -212,7 +223,7 @@ async fn a_key_the_issuer_withdraws_stops_being_trusted_once_the_cache_expires()
     let old = fixture();
     let new = fixture();
     let lifetime = std::time::Duration::from_secs(3600);
-    let published = std::sync::Arc::new(std::sync::Mutex::new(old.ring.jwks(lifetime)));
+    let published = std::sync::Arc::new(std::sync::Mutex::new(as_json(old.ring.jwks(lifetime))));
     let url = serve_jwks(published.clone()).await;
     let verifier = TokenVerifier::for_jwks_url(&url, reqwest::Client::new())
         .with_issuer(ISSUER)
@@ -221,7 +232,7 @@ async fn a_key_the_issuer_withdraws_stops_being_trusted_once_the_cache_expires()
     verifier.verify(&token).await.unwrap();
 
     // The issuer withdraws the old key and publishes only the new one.
-    *published.lock().unwrap() = new.ring.jwks(lifetime);
+    *published.lock().unwrap() = as_json(new.ring.jwks(lifetime));
     // Within the key lifetime the cached key is still used (no fetch per token)...
     verifier.verify(&token).await.unwrap();
     // ...past it, the keys are fetched again and the withdrawn key is unknown.
@@ -324,11 +335,11 @@ fn maa_shaped(jwks: &Value) -> Value {
 #[tokio::test]
 async fn keys_published_only_as_x5c_certificates_verify_tokens() {
     let f = fixture();
-    let jwks = maa_shaped(&f.ring.jwks(std::time::Duration::from_secs(3600)));
+    let jwks = maa_shaped(&as_json(f.ring.jwks(std::time::Duration::from_secs(3600))));
     assert!(jwks["keys"][0].get("n").is_none());
     let token = sign(&f, &claims(now(), now(), now() + 600, ISSUER));
     // Given as a file.
-    let fixed = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
+    let fixed = TokenVerifier::with_jwks(Some(ISSUER.into()), &set(&jwks));
     assert_eq!(fixed.verify(&token).await.unwrap().issuer(), ISSUER);
     // Served as MAA serves it: OpenID metadata, then `/certs`.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -368,8 +379,10 @@ async fn a_key_whose_parameters_and_certificate_disagree_is_not_used() {
     let f = fixture();
     let other = fixture();
     let mut jwks = f.ring.jwks(std::time::Duration::from_secs(3600));
-    let foreign = other.ring.jwks(std::time::Duration::from_secs(3600))["keys"][0]["x5c"].clone();
-    jwks["keys"][0]["x5c"] = foreign;
+    let foreign = other.ring.jwks(std::time::Duration::from_secs(3600)).keys[0]
+        .x5c
+        .clone();
+    jwks.keys[0].x5c = foreign;
     let verifier = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
     let token = sign(&f, &claims(now(), now(), now() + 600, ISSUER));
     assert!(matches!(

@@ -310,7 +310,7 @@ pub fn harness(target: &str) -> anyhow::Result<Harness> {
         "jwt" => {
             let f = fixture()?;
             let rt = runtime();
-            let jwks = serde_json::from_value(f.service.jwks())?;
+            let jwks = f.service.jwks();
             let verifier = TokenVerifier::with_jwks(Some(ISSUER.into()), &jwks);
             Box::new(move |input| {
                 let _keep = &f;

@@ -11,6 +11,7 @@ pub mod attestation;
 pub mod b64;
 pub mod claims;
 pub mod health;
+pub mod jwk;
 pub mod jws;
 pub mod keywrap;
 pub mod platform;

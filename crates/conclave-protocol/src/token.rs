@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
+use crate::jwk::{Jwk, JwkSet, OpenIdConfiguration};
+
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 60;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
@@ -107,15 +109,11 @@ pub struct TokenVerifier {
 /// JWKs that way. When both are given they must agree, or the key is not used. Keys without a
 /// `kid`, of other types, or that cannot be read are left out (each with the reason, returned
 /// beside the keys).
-fn keys_from_jwks(jwks: &serde_json::Value) -> (HashMap<String, DecodingKey>, Vec<String>) {
+fn keys_from_jwks(jwks: &JwkSet) -> (HashMap<String, DecodingKey>, Vec<String>) {
     let mut keys = HashMap::new();
     let mut skipped = Vec::new();
-    for jwk in jwks["keys"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let kid = jwk["kid"].as_str().unwrap_or_default();
+    for jwk in &jwks.keys {
+        let kid = jwk.kid.as_deref().unwrap_or_default();
         match decoding_key(jwk) {
             Ok(Some(key)) if !kid.is_empty() => {
                 keys.insert(kid.to_string(), key);
@@ -129,26 +127,22 @@ fn keys_from_jwks(jwks: &serde_json::Value) -> (HashMap<String, DecodingKey>, Ve
 }
 
 /// One JWK as a verification key; `None` for a key type tokens here are never signed with.
-fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> {
+fn decoding_key(jwk: &Jwk) -> Result<Option<DecodingKey>, String> {
     use base64::Engine as _;
-    let b64url = |name: &str| -> Result<Option<Vec<u8>>, String> {
-        match jwk.get(name) {
+    let b64url = |name: &str, member: &Option<String>| -> Result<Option<Vec<u8>>, String> {
+        match member {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .and_then(|s| crate::b64::b64url_decode(s).ok())
+            Some(s) => crate::b64::b64url_decode(s)
                 .map(Some)
-                .ok_or_else(|| format!("{name} is not base64url")),
+                .map_err(|_| format!("{name} is not base64url")),
         }
     };
     // The key's own certificate: the first of x5c.
-    let leaf = match jwk.get("x5c") {
+    let leaf = match &jwk.x5c {
         None => None,
         Some(chain) => {
             let first = chain
-                .as_array()
-                .and_then(|a| a.first())
-                .and_then(|c| c.as_str())
+                .first()
                 .ok_or("x5c is not a non-empty array of base64 certificates")?;
             let der = base64::engine::general_purpose::STANDARD
                 .decode(first)
@@ -161,9 +155,9 @@ fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> 
         let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
         b[first..].to_vec()
     };
-    match jwk["kty"].as_str() {
-        Some("RSA") => {
-            let given = match (b64url("n")?, b64url("e")?) {
+    match jwk.kty.as_str() {
+        "RSA" => {
+            let given = match (b64url("n", &jwk.n)?, b64url("e", &jwk.e)?) {
                 (Some(n), Some(e)) => Some((n, e)),
                 (None, None) => None,
                 _ => return Err("has one of n and e without the other".into()),
@@ -190,8 +184,8 @@ fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> 
                 &strip(&e),
             )))
         }
-        Some("EC") => {
-            let given = match (b64url("x")?, b64url("y")?) {
+        "EC" => {
+            let given = match (b64url("x", &jwk.x)?, b64url("y", &jwk.y)?) {
                 (Some(x), Some(y)) => Some((x, y)),
                 (None, None) => None,
                 _ => return Err("has one of x and y without the other".into()),
@@ -227,7 +221,7 @@ fn decoding_key(jwk: &serde_json::Value) -> Result<Option<DecodingKey>, String> 
 
 impl TokenVerifier {
     /// Keys from a JWKS document the caller already has (a file, say).
-    pub fn with_jwks(issuer: Option<String>, jwks: &serde_json::Value) -> Self {
+    pub fn with_jwks(issuer: Option<String>, jwks: &JwkSet) -> Self {
         TokenVerifier {
             issuer,
             source: KeySource::Fixed,
@@ -331,15 +325,25 @@ impl TokenVerifier {
         url: &str,
     ) -> Result<T, TokenError> {
         let unavailable = |e: reqwest::Error| TokenError::KeysUnavailable(format!("{url}: {e}"));
-        http.get(url)
+        let body = http
+            .get(url)
             .timeout(Duration::from_secs(10))
             .send()
             .await
             .and_then(|r| r.error_for_status())
             .map_err(unavailable)?
-            .json()
+            .bytes()
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            TokenError::KeysUnavailable(format!(
+                "{url} does not answer the expected document ({}): {e}",
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("JSON")
+            ))
+        })
     }
 
     async fn refresh(&self, kid: &str) -> Result<(), TokenError> {
@@ -380,14 +384,8 @@ impl TokenVerifier {
             }
             KeySource::JwksUrl { http, url } => (http, url.clone()),
             KeySource::Issuer { http, config_url } => {
-                let config: serde_json::Value = Self::fetch_json(http, config_url).await?;
-                let jwks_uri =
-                    config
-                        .get("jwks_uri")
-                        .and_then(|v| v.as_str())
-                        .ok_or_else(|| {
-                            TokenError::KeysUnavailable(format!("{config_url} has no jwks_uri"))
-                        })?;
+                let config: OpenIdConfiguration = Self::fetch_json(http, config_url).await?;
+                let jwks_uri = config.jwks_uri.as_str();
                 // Keys must come from the issuer itself, not wherever its configuration points.
                 let issuer = self.issuer.as_deref().unwrap_or_default();
                 if self.jwks_under_issuer && !jwks_uri.starts_with(&format!("{issuer}/")) {
@@ -398,7 +396,7 @@ impl TokenVerifier {
                 (http, jwks_uri.to_string())
             }
         };
-        let jwks: serde_json::Value = Self::fetch_json(http, &jwks_url).await?;
+        let jwks: JwkSet = Self::fetch_json(http, &jwks_url).await?;
         let (keys, skipped) = keys_from_jwks(&jwks);
         for reason in &skipped {
             tracing::warn!(jwks = %jwks_url, "a published key is not used: {reason}");

@@ -382,7 +382,7 @@ pub struct PrincipalCreated {
 pub struct AuditPage {
     pub value: Vec<AuditEntry>,
     /// `[seq, mac]` of the log's last entry, or null for an empty log.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>, min_items = 2, max_items = 2)]
     pub head: Option<(u64, String)>,
 }
 

@@ -112,24 +112,23 @@ pub async fn verify_endpoint(
             });
         }
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !status.is_success() {
+        let detail = serde_json::from_slice::<conclave_protocol::vault::AzureError>(&body)
+            .map(|e| e.error.message)
+            .unwrap_or_else(|_| "no reason given".into());
         return Err(EndpointError::NoEvidence {
             url: base.into(),
             status: status.as_u16(),
-            detail: body["error"]["message"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_string(),
+            detail,
         });
     }
-    let token = body["token"]
-        .as_str()
-        .ok_or_else(|| EndpointError::NoEvidence {
+    let evidence: crate::api::EndpointEvidence =
+        serde_json::from_slice(&body).map_err(|e| EndpointError::NoEvidence {
             url: base.into(),
             status: status.as_u16(),
-            detail: "the answer holds no token".into(),
+            detail: format!("the answer is not the workload's evidence: {e}"),
         })?;
+    let token = evidence.token.as_str();
     let token = verifier
         .verify(token)
         .await

@@ -24,7 +24,7 @@ pub const SIGNING_KEY_ID: &str = "TeeSigningKey";
 pub const RUNTIME_TLS_PIN: &str = "pin-sha256";
 
 /// Where the workload stands with the attestation service.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum AttestationState {
     /// Asking for evidence and a token.
@@ -272,41 +272,44 @@ impl TeeIdentity {
 }
 
 /// The claim explanations the UI shows beside the token's claims.
-pub fn claim_explanations() -> Value {
-    json!({
-        "iss": "Who issued this token: the attestation service that checked the evidence.",
-        "iat": "When the token was issued.",
-        "exp": "When the token stops being accepted; the workload attests again before then.",
-        "nbf": "The token is not accepted before this time.",
-        "x-ms-attestation-type": "The kind of TEE: an AMD SEV-SNP confidential VM.",
-        "x-ms-compliance-status": "Whether the evidence met the attestation service's appraisal policy.",
-        "x-conclave-platform": "Where the evidence came from: 'sim' is Conclave's simulated SEV-SNP platform (no hardware protection); 'snp' and 'azure-vtpm' are real AMD hardware.",
-        "x-ms-sevsnpvm-launchmeasurement": "SHA-384 of exactly what was launched (code, arguments and launch config). Key owners pin this value in their release policies.",
-        "x-ms-sevsnpvm-hostdata": "Data the host fixed at launch: here the SHA-256 of the launch config.",
-        "x-ms-sevsnpvm-is-debuggable": "Whether the host could read the VM's memory. Must be false for any key to be released.",
-        "x-ms-sevsnpvm-reportdata": "The 64 bytes the workload bound into the report: the SHA-256 of its runtime data (its public keys).",
-        "x-ms-sevsnpvm-guestsvn": "The guest's security version number.",
-        "x-ms-sevsnpvm-vmpl": "The privilege level inside the VM that asked for the report (0 is the highest).",
-        "x-ms-sevsnpvm-chipid": "The identity of the AMD chip (or simulated chip) that signed the report.",
-        "x-ms-sevsnpvm-idkeydigest": "Digest of the key that signed the launch identity block, if any.",
-        "x-ms-sevsnpvm-authorkeydigest": "Digest of the author key of the launch identity block, if any.",
-        "x-ms-sevsnpvm-familyId": "Family id from the launch identity block.",
-        "x-ms-sevsnpvm-imageId": "Image id from the launch identity block.",
-        "x-ms-sevsnpvm-reportid": "A unique id of this VM's launch.",
-        "x-ms-sevsnpvm-bootloader-svn": "Firmware version (TCB) of the boot loader.",
-        "x-ms-sevsnpvm-tee-svn": "Firmware version (TCB) of the PSP OS.",
-        "x-ms-sevsnpvm-snpfw-svn": "Firmware version (TCB) of the SEV-SNP firmware.",
-        "x-ms-sevsnpvm-microcode-svn": "CPU microcode version (TCB).",
-        "x-ms-sevsnpvm-migration-allowed": "Whether a migration agent may move the VM (and see its memory).",
-        "x-ms-sevsnpvm-smt-allowed": "Whether the VM may run with simultaneous multithreading enabled.",
-        "x-ms-sevsnpvm-fmc-svn": "Firmware version (TCB) of the first mutable code (Turin and later).",
-        "x-ms-sevsnpvm-report-version": "Version of the AMD attestation report format.",
-        "x-ms-sevsnpvm-product": "The AMD processor generation that signed the report (or the simulated one).",
-        "x-ms-isolation-tee": "Azure confidential VMs: the SEV-SNP facts of the VM's paravisor report, nested as Azure Attestation nests them.",
-        "x-ms-runtime": "The workload's runtime data, bound by the report: its public encryption key (vaults wrap released keys to it), its receipt-signing key, and the pin (SHA-256) of the TLS key this page is served with.",
-        "x-ms-ver": "Version of the token format.",
-        "x-ms-policy-hash": "Hash of the appraisal policy that was applied.",
-        "nonce": "A value chosen by the verifier, echoed to prove the token is fresh.",
-        "jti": "A unique id of this token.",
-    })
+pub fn claim_explanations() -> std::collections::BTreeMap<String, String> {
+    [
+        ("iss", "Who issued this token: the attestation service that checked the evidence."),
+        ("iat", "When the token was issued."),
+        ("exp", "When the token stops being accepted; the workload attests again before then."),
+        ("nbf", "The token is not accepted before this time."),
+        ("x-ms-attestation-type", "The kind of TEE: an AMD SEV-SNP confidential VM."),
+        ("x-ms-compliance-status", "Whether the evidence met the attestation service's appraisal policy."),
+        ("x-conclave-platform", "Where the evidence came from: 'sim' is Conclave's simulated SEV-SNP platform (no hardware protection); 'snp' and 'azure-vtpm' are real AMD hardware."),
+        ("x-ms-sevsnpvm-launchmeasurement", "SHA-384 of exactly what was launched (code, arguments and launch config). Key owners pin this value in their release policies."),
+        ("x-ms-sevsnpvm-hostdata", "Data the host fixed at launch: here the SHA-256 of the launch config."),
+        ("x-ms-sevsnpvm-is-debuggable", "Whether the host could read the VM's memory. Must be false for any key to be released."),
+        ("x-ms-sevsnpvm-reportdata", "The 64 bytes the workload bound into the report: the SHA-256 of its runtime data (its public keys)."),
+        ("x-ms-sevsnpvm-guestsvn", "The guest's security version number."),
+        ("x-ms-sevsnpvm-vmpl", "The privilege level inside the VM that asked for the report (0 is the highest)."),
+        ("x-ms-sevsnpvm-chipid", "The identity of the AMD chip (or simulated chip) that signed the report."),
+        ("x-ms-sevsnpvm-idkeydigest", "Digest of the key that signed the launch identity block, if any."),
+        ("x-ms-sevsnpvm-authorkeydigest", "Digest of the author key of the launch identity block, if any."),
+        ("x-ms-sevsnpvm-familyId", "Family id from the launch identity block."),
+        ("x-ms-sevsnpvm-imageId", "Image id from the launch identity block."),
+        ("x-ms-sevsnpvm-reportid", "A unique id of this VM's launch."),
+        ("x-ms-sevsnpvm-bootloader-svn", "Firmware version (TCB) of the boot loader."),
+        ("x-ms-sevsnpvm-tee-svn", "Firmware version (TCB) of the PSP OS."),
+        ("x-ms-sevsnpvm-snpfw-svn", "Firmware version (TCB) of the SEV-SNP firmware."),
+        ("x-ms-sevsnpvm-microcode-svn", "CPU microcode version (TCB)."),
+        ("x-ms-sevsnpvm-migration-allowed", "Whether a migration agent may move the VM (and see its memory)."),
+        ("x-ms-sevsnpvm-smt-allowed", "Whether the VM may run with simultaneous multithreading enabled."),
+        ("x-ms-sevsnpvm-fmc-svn", "Firmware version (TCB) of the first mutable code (Turin and later)."),
+        ("x-ms-sevsnpvm-report-version", "Version of the AMD attestation report format."),
+        ("x-ms-sevsnpvm-product", "The AMD processor generation that signed the report (or the simulated one)."),
+        ("x-ms-isolation-tee", "Azure confidential VMs: the SEV-SNP facts of the VM's paravisor report, nested as Azure Attestation nests them."),
+        ("x-ms-runtime", "The workload's runtime data, bound by the report: its public encryption key (vaults wrap released keys to it), its receipt-signing key, and the pin (SHA-256) of the TLS key this page is served with."),
+        ("x-ms-ver", "Version of the token format."),
+        ("x-ms-policy-hash", "Hash of the appraisal policy that was applied."),
+        ("nonce", "A value chosen by the verifier, echoed to prove the token is fresh."),
+        ("jti", "A unique id of this token."),
+    ]
+    .into_iter()
+    .map(|(claim, meaning)| (claim.to_string(), meaning.to_string()))
+    .collect()
 }

@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod analytics;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod endpoint;

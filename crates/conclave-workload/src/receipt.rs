@@ -183,8 +183,11 @@ mod tests {
             .clone();
         key["kid"] = "self-issued".into();
         key.as_object_mut().unwrap().remove("key_ops");
-        TokenVerifier::with_jwks(Some(ISSUER.into()), &json!({"keys": [key]}))
-            .with_algorithms(&[jsonwebtoken::Algorithm::ES256])
+        TokenVerifier::with_jwks(
+            Some(ISSUER.into()),
+            &serde_json::from_value(json!({"keys": [key]})).unwrap(),
+        )
+        .with_algorithms(&[jsonwebtoken::Algorithm::ES256])
     }
 
     #[tokio::test]

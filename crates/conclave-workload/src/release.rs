@@ -13,7 +13,7 @@ use crate::config::{DatasetConfig, KeyRef, PartyConfig};
 use crate::identity::{TeeIdentity, now};
 
 /// What happened the last time this workload asked for a dataset's key.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum ReleaseState {
     NotRequested,
@@ -23,7 +23,7 @@ pub enum ReleaseState {
     },
     Denied {
         /// Who refused: `vault` (with its reason), or `workload` (nothing was sent).
-        by: &'static str,
+        by: String,
         /// The vault's HTTP status, when it answered.
         status: Option<u16>,
         reason: String,
@@ -117,7 +117,7 @@ impl Keyring {
         dataset: &DatasetConfig,
     ) -> Result<(String, Arc<dyn KeyUnwrapper>), ReleaseState> {
         let local = |reason: String| ReleaseState::Denied {
-            by: "workload",
+            by: "workload".into(),
             status: None,
             reason,
             at: now(),
@@ -154,7 +154,7 @@ impl Keyring {
             .release_version(&key.name, version.as_deref(), &request)
             .await
             .map_err(|e| ReleaseState::Denied {
-                by: "vault",
+                by: "vault".into(),
                 status: match &e {
                     ClientError::Refused { status, .. } => Some(*status),
                     _ => None,

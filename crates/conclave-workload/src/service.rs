@@ -22,15 +22,16 @@ use futures::StreamExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde_json::{Value, json};
 
 use crate::analysis::{self, Input, Phase, Progress};
 use crate::analytics::AnalysisResult;
+use crate::api;
 use crate::auth::{AuthError, Authenticator, Principal, Role, SESSION_LIFETIME};
 use crate::config::PartyConfig;
 use crate::identity::{AttestationState, TeeIdentity, claim_explanations, now};
 use crate::receipt::{self, InputDescriptor};
 use crate::release::{Keyring, ReleaseState};
+use conclave_protocol::health::Readiness;
 
 /// Largest page of records the API returns.
 pub const MAX_PAGE: usize = 200;
@@ -63,7 +64,7 @@ struct OutcomeLabels {
 }
 
 /// The analysis as the page sees it.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct AnalysisView {
     pub state: AnalysisState,
     pub started_at: Option<u64>,
@@ -123,25 +124,9 @@ impl AnalysisState {
             AnalysisState::Done | AnalysisState::Failed | AnalysisState::Cancelled
         )
     }
-
-    /// `{"initial", "success", "active": [...], "final": [...]}`, for the page.
-    pub fn catalogue() -> serde_json::Value {
-        let names = |keep: fn(AnalysisState) -> bool| {
-            AnalysisState::ALL
-                .into_iter()
-                .filter(|s| keep(*s))
-                .collect::<Vec<_>>()
-        };
-        serde_json::json!({
-            "initial": AnalysisState::Idle,
-            "success": AnalysisState::Done,
-            "active": names(AnalysisState::is_active),
-            "final": names(AnalysisState::is_final),
-        })
-    }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DatasetProgress {
     pub company: String,
     pub display_name: String,
@@ -176,7 +161,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
+            Json(conclave_protocol::vault::AzureError {
+                error: conclave_protocol::vault::AzureErrorDetail {
+                    code: self.code.to_string(),
+                    message: self.message,
+                },
+            }),
         )
             .into_response()
     }
@@ -234,29 +224,35 @@ impl Workload {
         self.config.reference_year.unwrap_or_else(current_year)
     }
 
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> api::WorkloadStatus {
         let platform = self.identity.platform();
-        json!({
-            "party": self.config.party,
-            "display_name": self.config.display_name,
-            "tee": platform.is_some(),
-            "platform": platform.map(|p| p.as_str()),
-            "simulated": platform == Some(conclave_tee::Platform::Sim),
-            "attestation": self.identity.state(),
-            "claim_explanations": claim_explanations(),
-            "analysis_enabled": self.config.analysis,
-            "analysis_states": AnalysisState::catalogue(),
-            "k": self.config.k,
-            "reference_year": self.reference_year(),
-            "datasets": self.config.datasets.iter().map(|d| json!({
-                "company": d.company,
-                "display_name": d.display_name,
-                "url": d.url,
-                "key": d.key,
-                "own": d.company == self.config.party,
-                "release": self.keyring.state(&d.company),
-            })).collect::<Vec<_>>(),
-        })
+        api::WorkloadStatus {
+            party: self.config.party.clone(),
+            display_name: self.config.display_name.clone(),
+            tee: platform.is_some(),
+            platform: platform.map(|p| p.as_str().to_string()),
+            simulated: platform == Some(conclave_tee::Platform::Sim),
+            attestation: self.identity.state(),
+            claim_explanations: claim_explanations(),
+            analysis_enabled: self.config.analysis,
+            analysis_states: api::AnalysisCatalogue::new(),
+            k: self.config.k,
+            reference_year: self.reference_year(),
+            datasets: self
+                .config
+                .datasets
+                .iter()
+                .map(|d| api::DatasetStatus {
+                    company: d.company.clone(),
+                    display_name: d.display_name.clone(),
+                    url: d.url.clone(),
+                    key: d.key.clone(),
+                    own: d.company == self.config.party,
+                    release: self.keyring.state(&d.company),
+                })
+                .collect(),
+            user: None,
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut AnalysisView)) {
@@ -616,13 +612,13 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn status(State(w): St, Extension(who): Extension<Principal>) -> Json<Value> {
+async fn status(State(w): St, Extension(who): Extension<Principal>) -> Json<api::WorkloadStatus> {
     let mut status = w.status();
-    status["user"] = json!({
-        "name": who.name,
-        "subject": who.subject,
-        "roles": who.roles,
-        "via": who.via,
+    status.user = Some(api::UserInfo {
+        name: who.name,
+        subject: who.subject,
+        roles: who.roles,
+        via: who.via.to_string(),
     });
     Json(status)
 }
@@ -691,7 +687,7 @@ async fn records(
     State(w): St,
     Extension(who): Extension<Principal>,
     Query(q): Query<RecordsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::RecordsPage>, ApiError> {
     require(&who, Role::Member, "reading the party's records")?;
     let limit = q.limit.unwrap_or(25).clamp(1, MAX_PAGE);
     let (total, records) = w.records(q.offset, limit, &q.q).await?;
@@ -707,13 +703,13 @@ async fn records(
         searched = !q.q.trim().is_empty(),
         "records viewed"
     );
-    Ok(Json(json!({
-        "total": total,
-        "offset": q.offset,
-        "limit": limit,
-        "query": q.q,
-        "records": records,
-    })))
+    Ok(Json(api::RecordsPage {
+        total,
+        offset: q.offset,
+        limit,
+        query: q.q,
+        records,
+    }))
 }
 
 async fn analysis_get(
@@ -737,11 +733,11 @@ async fn analysis_start(
 async fn analysis_cancel(
     State(w): St,
     Extension(who): Extension<Principal>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::CancelResult>, ApiError> {
     require(&who, Role::Analyst, "cancelling an analysis")?;
     let cancelled = w.cancel_analysis();
     tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, cancelled, "analysis cancel requested");
-    Ok(Json(json!({ "cancelled": cancelled })))
+    Ok(Json(api::CancelResult { cancelled }))
 }
 
 async fn analysis_receipt(
@@ -807,18 +803,19 @@ async fn analysis_events(
 /// there is no valid token. `conclave party verify-endpoint` checks it.
 async fn attestation(State(w): State<Arc<Workload>>) -> Response {
     let platform = w.identity.platform();
-    let body = json!({
-        "party": w.config.party,
-        "platform": platform.map(|p| p.as_str()),
-        "simulated": platform == Some(conclave_tee::Platform::Sim),
-        "tls": { crate::identity::RUNTIME_TLS_PIN: w.identity.tls().pin_sha256() },
-    });
     match w.identity.token() {
-        Some(token) => {
-            let mut body = body;
-            body["token"] = Value::String(token);
-            Json(body).into_response()
-        }
+        Some(token) => Json(api::EndpointEvidence {
+            party: w.config.party.clone(),
+            platform: platform.map(|p| p.as_str().to_string()),
+            simulated: platform == Some(conclave_tee::Platform::Sim),
+            tls: [(
+                crate::identity::RUNTIME_TLS_PIN.to_string(),
+                w.identity.tls().pin_sha256().to_string(),
+            )]
+            .into(),
+            token,
+        })
+        .into_response(),
         None => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "NotAttested",
@@ -833,19 +830,16 @@ async fn attestation(State(w): State<Arc<Workload>>) -> Response {
 
 /// `GET /readyz`: ready once the workload is attested (it holds a valid attestation token); 503
 /// with the reason otherwise (a workload without a TEE never is).
-async fn readyz(State(w): State<Arc<Workload>>) -> (StatusCode, Json<Value>) {
-    match w.identity.token() {
-        Some(_) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "checks": {"attestation": "attested"}})),
-        ),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"status": "not ready", "checks": {"attestation": w.identity.not_attested_reason()}}),
-            ),
-        ),
-    }
+async fn readyz(State(w): State<Arc<Workload>>) -> (StatusCode, Json<Readiness>) {
+    let (ready, finding) = match w.identity.token() {
+        Some(_) => (true, "attested".to_string()),
+        None => (false, w.identity.not_attested_reason()),
+    };
+    let readiness = Readiness::new(ready, [("attestation".to_string(), finding)].into());
+    (
+        StatusCode::from_u16(readiness.status_code()).expect("200 or 503"),
+        Json(readiness),
+    )
 }
 
 // --- sign-in ------------------------------------------------------------------------------------
@@ -1109,7 +1103,7 @@ async fn logout(State(w): St, headers: axum::http::HeaderMap) -> Response {
     if !same_origin(&headers) {
         return cross_origin("/auth/logout");
     }
-    let mut response = Json(json!({"signed_out": true})).into_response();
+    let mut response = Json(api::SignedOut { signed_out: true }).into_response();
     if let Some(auth) = w.auth.clone() {
         if let Some(id) = cookie(&headers, auth.cookie_name())
             && let Some(who) = auth.logout(&id)

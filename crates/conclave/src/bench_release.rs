@@ -423,14 +423,43 @@ fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> any
                     // The release JWS as the vault signs it (x5c, key_hsm transfer blob),
                     // opened by the same client code: chain and signature check, unwrap, key
                     // parse.
-                    let key_hsm = serde_json::json!({
-                        "header": {"alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
-                        "ciphertext": conclave_attest::api::b64url(&wrapped),
-                    });
-                    let payload = serde_json::json!({"response": {"key": {"key": {
-                        "kid": "bound",
-                        "key_hsm": conclave_attest::api::b64url(key_hsm.to_string().as_bytes()),
-                    }}}});
+                    use conclave_kms::api;
+                    let b64url = conclave_attest::api::b64url;
+                    let key_hsm = api::KeyTransferBlob {
+                        schema_version: "1.0".into(),
+                        header: api::KeyTransferHeader {
+                            kid: "TeeEncryptionKey".into(),
+                            alg: "dir".into(),
+                            enc: "CKM_RSA_AES_KEY_WRAP".into(),
+                        },
+                        ciphertext: b64url(&wrapped),
+                        generator: "conclave-bench".into(),
+                    };
+                    let payload = api::KeyReleasePayload {
+                        request: api::KeyReleaseEcho {
+                            api_version: "7.4".into(),
+                            enc: key_hsm.header.enc.clone(),
+                            kid: "bound".into(),
+                            nonce: None,
+                        },
+                        response: api::KeyReleaseResponse {
+                            key: api::KeyBundle {
+                                key: api::JsonWebKey {
+                                    kid: "bound".into(),
+                                    kty: "RSA-HSM".into(),
+                                    key_ops: vec!["decrypt".into()],
+                                    n: b64url(&n),
+                                    e: b64url(&e),
+                                    key_hsm: Some(b64url(
+                                        &serde_json::to_vec(&key_hsm).expect("JSON"),
+                                    )),
+                                },
+                                attributes: Default::default(),
+                                tags: Default::default(),
+                                release_policy: None,
+                            },
+                        },
+                    };
                     let mut header = serde_json::Map::new();
                     header.insert("x5c".into(), x5c.clone());
                     let jws = conclave_attest::jws::sign_rs256(header, &payload, &release_signer)?;

@@ -549,6 +549,15 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
             .unwrap();
         assert_eq!(own["release"]["state"], "released", "{party}: {s}");
         kids.push(own["release"]["kid"].as_str().unwrap().to_string());
+        // The same answer read as the workload's typed status, as the demo's launcher reads it.
+        let typed: conclave_workload::api::WorkloadStatus =
+            serde_json::from_value(s.clone()).unwrap();
+        assert_eq!(typed.party, party);
+        assert_eq!(typed.user.as_ref().map(|u| u.via.as_str()), Some("bearer"));
+        assert_eq!(
+            typed.analysis_states,
+            conclave_workload::api::AnalysisCatalogue::new()
+        );
     }
 
     // Only the right people: nothing but health, readiness and attestation evidence answers

@@ -2,6 +2,9 @@
 //! and the summary printed for the user.
 
 use super::*;
+use conclave_workload::api::WorkloadStatus;
+use conclave_workload::identity::AttestationState;
+use conclave_workload::release::ReleaseState;
 
 /// Points a non-genuine workload's sign-in at its own client and API audience.
 pub(super) fn registered_apart(config: &mut PartyConfig, which: &str) {
@@ -105,7 +108,7 @@ pub(super) async fn wait_ready(
         let client = pinned_client(&pin)?;
         // 2. Its own key release tried.
         loop {
-            let status: Option<Value> = match client
+            let status: Option<WorkloadStatus> = match client
                 .get(format!("{}api/status", w.url))
                 .bearer_auth(tokens.token(&w.party, &w.audience).await?)
                 .send()
@@ -115,14 +118,12 @@ pub(super) async fn wait_ready(
                 Err(_) => None,
             };
             let ready = status.as_ref().is_some_and(|s| {
-                let attested = matches!(
-                    s["attestation"]["state"].as_str(),
-                    Some("attested" | "no-tee" | "failed")
-                );
-                let own_tried = s["datasets"]
-                    .as_array()
-                    .and_then(|d| d.iter().find(|d| d["own"] == true))
-                    .is_some_and(|d| d["release"]["state"] != "not-requested");
+                let attested = !matches!(s.attestation, AttestationState::Pending);
+                let own_tried = s
+                    .datasets
+                    .iter()
+                    .find(|d| d.own)
+                    .is_some_and(|d| d.release != ReleaseState::NotRequested);
                 attested && own_tried
             });
             if ready {

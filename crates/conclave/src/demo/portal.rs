@@ -59,17 +59,17 @@ pub(super) async fn demo_status(State(p): State<Portal>) -> Json<Value> {
         let Ok(token) = p.tokens.token(&w.party, &w.audience).await else {
             continue;
         };
-        let status: Value = match client
+        let status: Option<conclave_workload::api::WorkloadStatus> = match client
             .get(format!("{}api/status", w.url))
             .bearer_auth(token)
             .send()
             .await
         {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
         };
         let mut v = serde_json::to_value(w).expect("JSON");
-        v["status"] = status;
+        v["status"] = serde_json::to_value(status).expect("JSON");
         workloads.push(v);
     }
     let mut v = serde_json::to_value(&p.info).expect("JSON");
