@@ -232,3 +232,179 @@ pub(super) fn print_summary(info: &DemoInfo, took: Duration) {
     println!();
     println!("Stop with Ctrl-C.");
 }
+
+/// This program, as the workloads run it: its path, its bytes (measured) and the arguments the
+/// sim host launches it with.
+pub(super) struct WorkloadBinary {
+    pub(super) path: PathBuf,
+    bytes: Vec<u8>,
+    args: Vec<String>,
+}
+
+impl WorkloadBinary {
+    pub(super) fn current() -> anyhow::Result<Self> {
+        let path = std::env::current_exe().context("finding this program's binary")?;
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(WorkloadBinary {
+            path,
+            bytes,
+            args: WORKLOAD_ARGS.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// The launch measurement (hex) of a workload running `config`: what release policies pin.
+    pub(super) fn measurement(&self, config: &PartyConfig) -> String {
+        hex::encode(measure(
+            &self.bytes,
+            &self.args,
+            config.to_toml().as_bytes(),
+        ))
+    }
+}
+
+/// The workload config of party `me` listening on `port` with minimum group size `k`. The
+/// analytics partner lists every company's dataset (it is granted them), its own first; the
+/// others list their own and the other companies' but the partner's (which they are not
+/// granted), to show the refusal.
+pub(super) fn party_config(
+    site: &Site,
+    parties: &[PartyInfo],
+    me: usize,
+    port: u16,
+    k: u64,
+) -> PartyConfig {
+    let p = &parties[me];
+    let listed: Vec<usize> = std::iter::once(me)
+        .chain((0..parties.len()).filter(|&d| d != me && (p.analyst || !parties[d].analyst)))
+        .collect();
+    PartyConfig {
+        party: p.id.clone(),
+        display_name: p.name.clone(),
+        listen: ([127, 0, 0, 1], port).into(),
+        attestation_url: site.attest_url.clone(),
+        ca_file: site.ca.cert_path(),
+        k,
+        reference_year: None,
+        analysis: p.analyst,
+        tls_names: Vec::new(),
+        auth: Some(AuthConfig {
+            issuer: format!("{}/{}", site.idp_url, p.id),
+            client_id: workload_client(&p.id),
+            client_secret_file: None,
+            public_url: None,
+            audience: workload_audience(&p.id),
+            roles_claim: "roles".into(),
+            member_role: "member".into(),
+            analyst_role: "analyst".into(),
+        }),
+        datasets: listed
+            .into_iter()
+            .map(|d| DatasetConfig {
+                company: parties[d].id.clone(),
+                display_name: parties[d].name.clone(),
+                url: parties[d].dataset.clone(),
+                key: parties[d].key.clone(),
+                token_file: token_path(&site.state, &parties[d].id, &p.id),
+            })
+            .collect(),
+    }
+}
+
+/// Launches the genuine workloads (`genuine`, one per party) and a tampered analytics partner
+/// (its config lowers k to 1, so its measurement matches no policy) through the sim host, side
+/// by side (the sim host reads and hashes the binary for each).
+pub(super) async fn launch_workloads(
+    site: &Site,
+    sim: &SimHost,
+    binary: &WorkloadBinary,
+    parties: &[PartyInfo],
+    genuine: &[PartyConfig],
+    tampered_port: u16,
+) -> anyhow::Result<(Vec<conclave_sim_host::Guest>, Vec<WorkloadInfo>)> {
+    let partner = &parties[analyst()];
+    let mut tampered = party_config(site, parties, analyst(), tampered_port, 1);
+    tampered.display_name = format!("{} (tampered: k = 1)", partner.name);
+    registered_apart(&mut tampered, "tampered");
+    let mut launches: Vec<(String, PartyConfig, &str)> = genuine
+        .iter()
+        .zip(parties)
+        .map(|(c, p)| {
+            let role = if p.analyst {
+                "analytics partner: releases all three keys, shows only aggregates"
+            } else {
+                "sees its own records; refused the other company's key"
+            };
+            (p.id.clone(), c.clone(), role)
+        })
+        .collect();
+    launches.push((
+        "tampered".into(),
+        tampered,
+        "a genuine TEE running a modified config (k = 1): its measurement matches no policy",
+    ));
+    let launching: Vec<_> = launches
+        .into_iter()
+        .map(|(id, config, role)| {
+            let (sim, path, state) = (sim.clone(), binary.path.clone(), site.state.clone());
+            tokio::task::spawn_blocking(move || launch(&sim, &path, &state, &id, &config, role))
+        })
+        .collect();
+    let mut guests = Vec::new();
+    let mut workloads = Vec::new();
+    for l in launching {
+        let (guest, info) = l.await??;
+        guests.push(guest);
+        workloads.push(info);
+    }
+    Ok((guests, workloads))
+}
+
+/// Starts the snooper: the same program without a TEE, holding the analytics partner's vault
+/// tokens, on `port`. Every release it asks for is refused.
+pub(super) fn start_snooper(
+    site: &Site,
+    binary: &WorkloadBinary,
+    parties: &[PartyInfo],
+    port: u16,
+    k: u64,
+) -> anyhow::Result<(tokio::process::Child, WorkloadInfo)> {
+    let partner = &parties[analyst()];
+    let mut snooper = party_config(site, parties, analyst(), port, k);
+    registered_apart(&mut snooper, "snooper");
+    snooper.display_name = format!("Snooper (no TEE, {}'s credentials)", partner.name);
+    let config = site.state.join("workloads/snooper.toml");
+    std::fs::write(&config, snooper.to_toml())?;
+    let log_path = site.state.join("logs/snooper.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let child = tokio::process::Command::new(&binary.path)
+        .args(["party", "serve", "--tee", "none", "--config"])
+        .arg(&config)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the snooper")?;
+    let info = WorkloadInfo {
+        id: "snooper".into(),
+        name: snooper.display_name.clone(),
+        url: format!("https://127.0.0.1:{port}/"),
+        party: partner.id.clone(),
+        audience: snooper
+            .auth
+            .as_ref()
+            .map(|a| a.audience.clone())
+            .unwrap_or_default(),
+        role: format!(
+            "the same app started without a TEE, holding {}'s vault tokens: every release is refused",
+            partner.name
+        ),
+        measurement: None,
+        log: log_path,
+        pin_sha256: None,
+        pin_attested: false,
+    };
+    Ok((child, info))
+}

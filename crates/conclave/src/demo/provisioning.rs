@@ -69,3 +69,121 @@ pub(super) async fn ensure_dataset(
     std::fs::write(&manifest_path, serde_json::to_vec(&want)?)?;
     Ok(())
 }
+
+/// Starts one vault per party (each with its own store and master key) and describes the
+/// parties: their vault, key id and dataset location.
+pub(super) fn start_vaults(
+    site: &Site,
+    listeners: Vec<tokio::net::TcpListener>,
+    stop: &Stop,
+) -> anyhow::Result<Vec<PartyInfo>> {
+    let mut parties = Vec::new();
+    for (demo_party, listener) in PARTIES.iter().zip(listeners) {
+        let id = demo_party.party.name();
+        let vault_dir = site.state.join("vaults").join(id);
+        let (vault_url, admin_path, _) = deploy::vault(
+            VaultSpec::new(&vault_dir, &site.ca, &site.http, &site.attest_url),
+            listener,
+            stop,
+        )?;
+        let admin_token = std::fs::read_to_string(&admin_path)
+            .with_context(|| format!("reading {}", admin_path.display()))?;
+        let dataset = site.state.join("storage").join(format!("{id}.parquet"));
+        parties.push(PartyInfo {
+            id: id.to_string(),
+            name: demo_party.name.to_string(),
+            holds: demo_party.holds.to_string(),
+            analyst: demo_party.analyst,
+            seed: demo_party.seed,
+            key: format!("{vault_url}/keys/{id}-data"),
+            vault: vault_url,
+            vault_dir,
+            dataset: format!("file://{}", dataset.display()),
+            admin_token,
+        });
+    }
+    Ok(parties)
+}
+
+/// Principals: on each vault, its owner and both other parties, with a token file each (kept
+/// from an earlier run).
+pub(super) async fn add_principals(site: &Site, parties: &[PartyInfo]) -> anyhow::Result<()> {
+    for vault in parties {
+        let admin = VaultClient::new(site.http.clone(), &vault.vault, &vault.admin_token);
+        for who in parties {
+            let path = token_path(&site.state, &vault.id, &who.id);
+            if !path.exists() {
+                let token = admin.add_principal(&who.id, false).await?;
+                write_secret(&path, &token)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keys and data: each owner creates its key (or, on a later run, updates its policy: the
+/// genuine workloads' measurements change when the binary or the ports do), pinning
+/// `measurements` (one per party, in order). The analytics partner's workload may release every
+/// key, the others only their own; each owner grants the partner release and writes its
+/// encrypted dataset of `records` records.
+pub(super) async fn provision_keys(
+    site: &Site,
+    parties: &[PartyInfo],
+    measurements: &[String],
+    records: u64,
+) -> anyhow::Result<()> {
+    let partner = &parties[analyst()];
+    for (i, p) in parties.iter().enumerate() {
+        let mut allowed = vec![measurements[i].clone()];
+        if !p.analyst {
+            allowed.push(measurements[analyst()].clone());
+        }
+        let owner = VaultClient::new(
+            site.http.clone(),
+            &p.vault,
+            &std::fs::read_to_string(token_path(&site.state, &p.id, &p.id))?,
+        );
+        let name = format!("{}-data", p.id);
+        let body = policy_body(&policy(&site.attest_url, &allowed));
+        match owner.get_key(&name).await {
+            Ok(existing) => {
+                let version = existing.key.version().to_string();
+                owner
+                    .update_key(
+                        &name,
+                        &version,
+                        &UpdateKeyRequest {
+                            release_policy: Some(body),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+            }
+            Err(ClientError::Refused { status: 404, .. }) => {
+                owner
+                    .create_key(
+                        &name,
+                        &CreateKeyRequest {
+                            kty: Some("RSA-HSM".into()),
+                            key_size: Some(2048),
+                            attributes: Some(KeyAttributes {
+                                exportable: Some(true),
+                                ..Default::default()
+                            }),
+                            release_policy: Some(body),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !p.analyst {
+            owner
+                .grant(&name, &partner.id, &[Permission::Release])
+                .await?;
+        }
+        ensure_dataset(&site.state, p, &owner, &name, records).await?;
+    }
+    Ok(())
+}

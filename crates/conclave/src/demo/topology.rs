@@ -96,3 +96,66 @@ pub(super) async fn bind(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
 pub(super) async fn check_free(port: u16) -> anyhow::Result<()> {
     bind(port).await.map(drop)
 }
+
+/// The listeners the demo binds itself, bound before anything starts so that a port in use
+/// stops the demo before it changes anything; the workloads' ports are checked free (each
+/// workload binds its own).
+pub(super) struct Listeners {
+    pub(super) portal: tokio::net::TcpListener,
+    pub(super) idp: tokio::net::TcpListener,
+    pub(super) attest: tokio::net::TcpListener,
+    /// One per party, in [`PARTIES`] order.
+    pub(super) vaults: Vec<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    pub(super) async fn bind(ports: &Ports) -> anyhow::Result<Self> {
+        // The portal first: it has the range's first port, which a clash with another demo names.
+        let portal = bind(ports.portal).await?;
+        let idp = bind(ports.idp).await?;
+        let attest = bind(ports.attest).await?;
+        let mut vaults = Vec::new();
+        for p in ports.vault {
+            vaults.push(bind(p).await?);
+        }
+        let listeners = Listeners {
+            portal,
+            idp,
+            attest,
+            vaults,
+        };
+        for p in ports
+            .workload
+            .iter()
+            .chain([&ports.snooper, &ports.tampered])
+        {
+            check_free(*p).await?;
+        }
+        Ok(listeners)
+    }
+}
+
+/// The state directory, emptied first with `--fresh`, with its subdirectories; canonical.
+pub(super) fn prepare_state(state_dir: &Path, fresh: bool) -> anyhow::Result<PathBuf> {
+    if fresh && state_dir.exists() {
+        std::fs::remove_dir_all(state_dir)
+            .with_context(|| format!("removing {}", state_dir.display()))?;
+    }
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let state = std::fs::canonicalize(state_dir)?;
+    for dir in ["logs", "storage", "tokens", "workloads"] {
+        std::fs::create_dir_all(state.join(dir))?;
+    }
+    Ok(state)
+}
+
+/// What the later steps share once the shared services run: where state lives, the local CA,
+/// a client trusting it, and the attestation service's and identity provider's URLs.
+pub(super) struct Site {
+    pub(super) state: PathBuf,
+    pub(super) ca: LocalCa,
+    pub(super) http: reqwest::Client,
+    pub(super) attest_url: String,
+    pub(super) idp_url: String,
+}
