@@ -11,7 +11,8 @@ pub mod api;
 pub mod audit;
 pub use conclave_protocol::vault_client as client;
 pub mod crypto;
-pub mod policy;
+/// The release policy grammar (shared: see [`conclave_protocol::release_policy`]).
+pub use conclave_protocol::release_policy as policy;
 pub mod release;
 pub mod rotation;
 pub mod security_domain;
