@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::api::{self, ReleaseRequest};
 use crate::audit::AuditEvent;
 use crate::crypto::{self, WrapAlgorithm};
-use crate::policy::{ReleasePolicy, claim_at};
+use crate::policy::ReleasePolicy;
 use crate::service::{VResult, Vault, VaultError, now};
 use crate::store::{KeyRecord, Permission, Principal};
 
@@ -213,37 +213,13 @@ fn unverified_issuer(token: &str) -> Option<String> {
 
 /// The launch measurement in a token, wherever its platform puts it.
 pub fn measurement_of(claims: &Value) -> Option<String> {
-    claim_at(claims, "x-ms-sevsnpvm-launchmeasurement")
-        .or_else(|| claim_at(claims, "x-ms-isolation-tee.x-ms-sevsnpvm-launchmeasurement"))
-        .and_then(Value::as_str)
-        .map(String::from)
+    conclave_protocol::runtime::launch_measurement(claims).map(String::from)
 }
 
-/// The TEE's encryption key from `x-ms-runtime.keys`: an RSA JWK usable for encryption, marked
-/// as Azure's secure key release grammar documents the environment key (`key_ops` containing
-/// `encrypt`, or `key_use` `enc`), or with RFC 7517's `use` `enc`.
+/// The TEE's encryption key from `x-ms-runtime.keys` (see
+/// [`conclave_protocol::runtime::RuntimeClaims::encryption_key`]).
 pub fn tee_key(claims: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
-    let keys = claim_at(claims, "x-ms-runtime.keys")?.as_array()?;
-    keys.iter().find_map(|k| {
-        // Every mark the JWK carries must allow encryption (RFC 7517 §4.3: they must agree),
-        // and it must carry at least one.
-        let ops_ok = k.get("key_ops").map(|ops| {
-            ops.as_array()
-                .is_some_and(|o| o.iter().any(|o| o == "encrypt"))
-        });
-        let key_use_ok = k.get("key_use").map(|u| u == "enc");
-        let use_ok = k.get("use").map(|u| u == "enc");
-        let marks = [ops_ok, key_use_ok, use_ok];
-        let usable = k.get("kty")?.as_str()? == "RSA"
-            && marks.iter().any(Option::is_some)
-            && marks.iter().flatten().all(|ok| *ok);
-        if !usable {
-            return None;
-        }
-        let n = conclave_protocol::b64::b64url_decode(k.get("n")?.as_str()?).ok()?;
-        let e = conclave_protocol::b64::b64url_decode(k.get("e")?.as_str()?).ok()?;
-        Some((n, e))
-    })
+    conclave_protocol::runtime::RuntimeClaims::from_claims(claims)?.encryption_key()
 }
 
 impl Vault {
@@ -349,10 +325,7 @@ impl Vault {
         };
         if let Some(c) = verified.map(|v| &v.claims) {
             event.measurement = measurement_of(c);
-            event.platform = c
-                .get(conclave_protocol::claims::PLATFORM_CLAIM)
-                .and_then(Value::as_str)
-                .map(String::from);
+            event.platform = conclave_protocol::runtime::platform(c).map(String::from);
         }
         match outcome {
             Ok((jws, _)) => {

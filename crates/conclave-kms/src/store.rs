@@ -300,14 +300,6 @@ impl Store {
         })
     }
 
-    /// Which database: `redb` or `postgres`.
-    pub fn backend_name(&self) -> &'static str {
-        match self.backend {
-            Backend::Redb(_) => "redb",
-            Backend::Postgres(_) => "postgres",
-        }
-    }
-
     /// Runs `change` and appends `event` to the audit log in one durable transaction.
     fn write<T>(
         &self,
@@ -701,17 +693,6 @@ impl Store {
                 }
             }
             Ok(out)
-        })
-    }
-
-    /// Names of all keys.
-    pub fn key_names(&self) -> Result<Vec<String>, StoreError> {
-        self.backend.read(|tx| {
-            Ok(tx
-                .scan(Table::Latest, &Key::str(""), None, usize::MAX)?
-                .into_iter()
-                .map(|(k, _)| k.as_str().to_string())
-                .collect())
         })
     }
 

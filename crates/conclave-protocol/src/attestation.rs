@@ -113,17 +113,9 @@ pub struct TokenResponse {
     pub token: String,
 }
 
-/// Azure-style error body: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
-}
+/// Azure's error body, `{"error": {"code", "message"}}`: the one error shape of every
+/// Conclave service (the vault's [`crate::vault::AzureError`]).
+pub use crate::vault::{AzureError as ErrorBody, AzureErrorDetail as ErrorDetail};
 
 /// `report_data` that binds `runtime_data`: its SHA-256, then 32 zero bytes.
 pub fn report_data_for(runtime_data: &[u8]) -> [u8; 64] {
@@ -156,23 +148,6 @@ impl AttestSevSnpVmRequest {
             }),
             nonce,
         }
-    }
-
-    /// Adds a vTPM quote to the evidence (Azure confidential VMs).
-    pub fn with_tpm_quote(mut self, quote: &TpmQuote) -> Self {
-        let mut inner: SnpEvidence = serde_json::from_slice(
-            &b64url_decode(&self.report).expect("this request's own report is base64url"),
-        )
-        .expect("this request's own evidence parses");
-        inner.tpm_quote = Some(TpmQuoteWire::new(quote));
-        self.report = b64url(&serde_json::to_vec(&inner).expect("evidence serialises"));
-        self
-    }
-
-    /// Without runtime data (evidence whose freshness is the quote's nonce alone).
-    pub fn without_runtime_data(mut self) -> Self {
-        self.runtime_data = None;
-        self
     }
 }
 

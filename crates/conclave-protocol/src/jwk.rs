@@ -24,9 +24,15 @@ pub struct Jwk {
     pub kty: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
-    /// `sig`.
+    /// `sig` or `enc` (RFC 7517 §4.2).
     #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
+    /// Operations the key is for (RFC 7517 §4.3), e.g. `["encrypt"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<String>>,
+    /// Azure's secure key release grammar's mark of the environment's encryption key (`enc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
     /// RSA modulus, base64url.

@@ -17,6 +17,7 @@ pub mod jws;
 pub mod keywrap;
 pub mod platform;
 pub mod release_policy;
+pub mod runtime;
 pub mod token;
 pub mod vault;
 pub mod vault_client;

@@ -88,6 +88,72 @@ impl Operator {
     }
 }
 
+impl ReleasePolicy {
+    /// A policy of version `1.0.0` releasing to tokens of `authority` whose claims satisfy
+    /// every condition in `all_of`.
+    pub fn for_authority(authority: &str, all_of: Vec<Condition>) -> Self {
+        ReleasePolicy {
+            version: "1.0.0".into(),
+            authorities: vec![AuthorityBlock {
+                authority: authority.to_string(),
+                condition: Condition::AllOf(all_of),
+            }],
+        }
+    }
+
+    /// The policy as Azure's grammar writes it (`{"version", "anyOf": [{"authority", "allOf" |
+    /// "anyOf" | claim condition}]}`); [`ReleasePolicy::parse`] reads it back to an equal policy.
+    pub fn to_json(&self) -> Value {
+        let blocks: Vec<Value> = self
+            .authorities
+            .iter()
+            .map(|b| {
+                let mut block = b.condition.to_json();
+                block
+                    .as_object_mut()
+                    .expect("a condition is an object")
+                    .insert("authority".into(), b.authority.clone().into());
+                block
+            })
+            .collect();
+        serde_json::json!({ "version": self.version, "anyOf": blocks })
+    }
+
+    /// The policy as a key's `release_policy` (`application/json`, base64url `data`).
+    pub fn to_body(&self, immutable: bool) -> crate::vault::ReleasePolicyBody {
+        crate::vault::ReleasePolicyBody {
+            content_type: Some("application/json; charset=utf-8".into()),
+            data: Some(crate::b64::b64url(self.to_json().to_string().as_bytes())),
+            immutable: Some(immutable),
+        }
+    }
+}
+
+impl Condition {
+    /// `{"claim": claim, "equals": value}`.
+    pub fn equals(claim: &str, value: impl Into<Value>) -> Self {
+        Condition::Claim {
+            claim: claim.to_string(),
+            op: Operator::Equals,
+            value: value.into(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let list = |cs: &[Condition]| Value::Array(cs.iter().map(Condition::to_json).collect());
+        match self {
+            Condition::AllOf(cs) => serde_json::json!({ "allOf": list(cs) }),
+            Condition::AnyOf(cs) => serde_json::json!({ "anyOf": list(cs) }),
+            Condition::Claim { claim, op, value } => {
+                let mut m = serde_json::Map::new();
+                m.insert("claim".into(), claim.clone().into());
+                m.insert(op.name().into(), value.clone());
+                Value::Object(m)
+            }
+        }
+    }
+}
+
 /// Why a policy document is not a valid policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid release policy: {0}")]
@@ -490,6 +556,33 @@ mod tests {
         assert!(
             reason.contains(&format!("\"a{}…\"", "é".repeat(49))),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_policy_written_out_parses_back_to_itself() {
+        for text in [
+            json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [
+                {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
+                {"anyOf": [{"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": "ab"},
+                           {"claim": "x-ms-sevsnpvm-guestsvn", "greaterOrEquals": 2}]}]}]}),
+            json!({"version": "0.2", "anyOf": [{"authority": AUTH,
+                "anyOf": [{"claim": "x-ms-runtime.keys", "exists": true}]}]}),
+        ] {
+            let p = policy(text);
+            assert_eq!(
+                ReleasePolicy::parse(p.to_json().to_string().as_bytes()).unwrap(),
+                p
+            );
+        }
+        let built = ReleasePolicy::for_authority(
+            AUTH,
+            vec![Condition::equals("x-ms-sevsnpvm-hostdata", "00ff")],
+        );
+        assert_eq!(
+            built.to_json(),
+            json!({"version": "1.0.0", "anyOf": [{"authority": AUTH, "allOf": [
+                {"claim": "x-ms-sevsnpvm-hostdata", "equals": "00ff"}]}]})
         );
     }
 

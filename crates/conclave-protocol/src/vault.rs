@@ -466,6 +466,17 @@ pub struct AzureError {
     pub error: AzureErrorDetail,
 }
 
+impl AzureError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        AzureError {
+            error: AzureErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AzureErrorDetail {
     /// A stable code (`Forbidden`, `BadParameter`, `KeyNotFound`, `Unauthorized`, …).

@@ -24,23 +24,27 @@ impl EphemeralKey {
     }
 
     /// The public key as a JWK with `key_ops: ["encrypt"]`.
-    pub fn public_jwk(&self) -> serde_json::Value {
+    pub fn public_jwk(&self) -> conclave_protocol::jwk::Jwk {
         let public = self.key.public_key();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let (n, e) = public_components(&public);
-        serde_json::json!({
-            "kid": TEE_KEY_ID,
-            "kty": "RSA",
-            "key_ops": ["encrypt"],
-            "n": b64(&n),
-            "e": b64(&e),
-        })
+        conclave_protocol::jwk::Jwk {
+            kid: Some(TEE_KEY_ID.into()),
+            kty: "RSA".into(),
+            key_ops: Some(vec!["encrypt".into()]),
+            n: Some(b64(&n)),
+            e: Some(b64(&e)),
+            ..Default::default()
+        }
     }
 
     /// The runtime JSON a workload attests with: `{"keys": [<public JWK>]}`.
     pub fn runtime_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({ "keys": [self.public_jwk()] }))
-            .expect("JSON serialises")
+        conclave_protocol::runtime::RuntimeClaims {
+            keys: vec![self.public_jwk()],
+            tls: Default::default(),
+        }
+        .to_json()
     }
 }
 

@@ -56,15 +56,14 @@ impl VerifiedEndpoint {
         self.token.claims.get(name)
     }
 
-    /// `x-ms-sevsnpvm-launchmeasurement`, hex.
+    /// The launch measurement, hex (an Azure CVM's paravisor's under `x-ms-isolation-tee`).
     pub fn measurement(&self) -> Option<&str> {
-        self.claim("x-ms-sevsnpvm-launchmeasurement")
-            .and_then(Value::as_str)
+        conclave_protocol::runtime::launch_measurement(&self.token.claims)
     }
 
     /// `x-conclave-platform`: `sim`, `snp` or `azure-vtpm`.
     pub fn platform(&self) -> Option<&str> {
-        self.claim("x-conclave-platform").and_then(Value::as_str)
+        conclave_protocol::runtime::platform(&self.token.claims)
     }
 }
 
@@ -136,10 +135,9 @@ pub async fn verify_endpoint(
             url: base.into(),
             detail: e.to_string(),
         })?;
-    let attested = token.claims["x-ms-runtime"]["tls"][RUNTIME_TLS_PIN]
-        .as_str()
-        .ok_or(EndpointError::NoAttestedPin)?
-        .to_string();
+    let attested = conclave_protocol::runtime::RuntimeClaims::from_claims(&token.claims)
+        .and_then(|r| r.tls_pin().map(String::from))
+        .ok_or(EndpointError::NoAttestedPin)?;
     let presented = certificate_pin(&presented).map_err(|e| EndpointError::Unreachable {
         url: base.into(),
         detail: e.to_string(),

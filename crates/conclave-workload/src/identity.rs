@@ -12,6 +12,8 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use conclave_protocol::attestation::{
     AttestSevSnpVmRequest, attest, b64url, b64url_decode, report_data_for,
 };
+use conclave_protocol::jwk::Jwk;
+use conclave_protocol::runtime::RuntimeClaims;
 use conclave_tee::ephemeral::EphemeralKey;
 use conclave_tee::{EvidenceSource, Platform};
 use serde_json::{Value, json};
@@ -21,7 +23,7 @@ pub const SIGNING_KEY_ID: &str = "TeeSigningKey";
 
 /// Name of the TLS key's RFC 7469 pin in the runtime data: `x-ms-runtime.tls.pin-sha256` in
 /// the attestation token.
-pub const RUNTIME_TLS_PIN: &str = "pin-sha256";
+pub const RUNTIME_TLS_PIN: &str = conclave_protocol::runtime::TLS_PIN;
 
 /// Where the workload stands with the attestation service.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -81,21 +83,22 @@ impl TeeIdentity {
             conclave_tee::TeeError::Refused("could not generate the signing key".into())
         })?;
         let point = signing.public_key().as_ref();
-        let signing_jwk = json!({
-            "kid": SIGNING_KEY_ID,
-            "kty": "EC",
-            "crv": "P-256",
-            "key_ops": ["verify"],
-            "x": b64url(&point[1..33]),
-            "y": b64url(&point[33..65]),
-        });
+        let signing_jwk = Jwk {
+            kid: Some(SIGNING_KEY_ID.into()),
+            kty: "EC".into(),
+            crv: Some("P-256".into()),
+            key_ops: Some(vec!["verify".into()]),
+            x: Some(b64url(&point[1..33])),
+            y: Some(b64url(&point[33..65])),
+            ..Default::default()
+        };
         let tls = conclave_net::attested_tls::TeeTlsIdentity::generate(tls_names)
             .map_err(|e| conclave_tee::TeeError::Refused(format!("the TLS key: {e}")))?;
-        let runtime_json = serde_json::to_vec(&json!({
-            "keys": [encryption.public_jwk(), signing_jwk],
-            "tls": { RUNTIME_TLS_PIN: tls.pin_sha256() },
-        }))
-        .expect("JSON serialises");
+        let runtime_json = RuntimeClaims {
+            keys: vec![encryption.public_jwk(), signing_jwk],
+            tls: [(RUNTIME_TLS_PIN.to_string(), tls.pin_sha256().to_string())].into(),
+        }
+        .to_json();
         let state = match platform {
             Some(_) => AttestationState::Pending,
             None => AttestationState::NoTee {

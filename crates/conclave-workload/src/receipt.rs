@@ -28,6 +28,21 @@ pub struct InputDescriptor {
     pub records: u64,
 }
 
+/// A receipt's signed payload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptPayload {
+    /// [`RECEIPT_TYPE`].
+    pub typ: String,
+    /// When it was signed (Unix seconds): the attestation token must be valid then.
+    pub iat: u64,
+    /// The party whose workload ran the analysis.
+    pub party: String,
+    pub inputs: Vec<InputDescriptor>,
+    pub result: AnalysisResult,
+    /// The workload's attestation token, which publishes the signing key.
+    pub attestation: String,
+}
+
 /// Signs a receipt (compact JWS) for `result`.
 pub fn issue(
     identity: &TeeIdentity,
@@ -38,14 +53,15 @@ pub fn issue(
 ) -> String {
     identity.sign_jws(
         &json!({"alg": "ES256", "typ": "JWT", "kid": SIGNING_KEY_ID}),
-        &json!({
-            "typ": RECEIPT_TYPE,
-            "iat": now(),
-            "party": party,
-            "inputs": inputs,
-            "result": result,
-            "attestation": token,
-        }),
+        &serde_json::to_value(ReceiptPayload {
+            typ: RECEIPT_TYPE.into(),
+            iat: now(),
+            party: party.into(),
+            inputs: inputs.to_vec(),
+            result: result.clone(),
+            attestation: token.into(),
+        })
+        .expect("a receipt serialises"),
     )
 }
 
@@ -69,33 +85,23 @@ pub struct VerifiedReceipt {
     pub issued_at: u64,
     pub party: String,
     pub inputs: Vec<InputDescriptor>,
-    pub result: Value,
+    pub result: AnalysisResult,
     /// The verified claims of the embedded attestation token.
     pub token_claims: Value,
 }
 
 impl VerifiedReceipt {
     pub fn measurement(&self) -> Option<&str> {
-        self.token_claims["x-ms-sevsnpvm-launchmeasurement"]
-            .as_str()
-            .or_else(|| {
-                self.token_claims["x-ms-isolation-tee"]["x-ms-sevsnpvm-launchmeasurement"].as_str()
-            })
+        conclave_protocol::runtime::launch_measurement(&self.token_claims)
     }
 
     pub fn platform(&self) -> Option<&str> {
-        self.token_claims["x-conclave-platform"].as_str()
+        conclave_protocol::runtime::platform(&self.token_claims)
     }
 }
 
 fn signing_key(claims: &Value) -> Option<Vec<u8>> {
-    let keys = claims["x-ms-runtime"]["keys"].as_array()?;
-    let k = keys
-        .iter()
-        .find(|k| k["kid"] == SIGNING_KEY_ID && k["kty"] == "EC" && k["crv"] == "P-256")?;
-    let x = b64url_decode(k["x"].as_str()?).ok()?;
-    let y = b64url_decode(k["y"].as_str()?).ok()?;
-    (x.len() == 32 && y.len() == 32).then(|| [&[4u8][..], &x, &y].concat())
+    conclave_protocol::runtime::RuntimeClaims::from_claims(claims)?.p256_key(SIGNING_KEY_ID)
 }
 
 /// Checks a receipt: its token against the attestation service's keys (valid when the receipt
@@ -117,20 +123,16 @@ pub async fn verify(
     if header["alg"] != "ES256" {
         return Err(ReceiptError::Algorithm(header["alg"].to_string()));
     }
-    let payload: Value = serde_json::from_slice(&decode(p, "payload")?)
-        .map_err(|_| ReceiptError::Malformed("payload is not JSON".into()))?;
-    if payload["typ"] != RECEIPT_TYPE {
+    let payload: ReceiptPayload = serde_json::from_slice(&decode(p, "payload")?)
+        .map_err(|e| ReceiptError::Malformed(format!("the payload is not a receipt: {e}")))?;
+    if payload.typ != RECEIPT_TYPE {
         return Err(ReceiptError::Malformed(format!(
-            "typ is {}, expected {RECEIPT_TYPE:?}",
-            payload["typ"]
+            "typ is {:?}, expected {RECEIPT_TYPE:?}",
+            payload.typ
         )));
     }
-    let issued_at = payload["iat"]
-        .as_u64()
-        .ok_or_else(|| ReceiptError::Malformed("no iat".into()))?;
-    let token = payload["attestation"]
-        .as_str()
-        .ok_or_else(|| ReceiptError::Malformed("no attestation token".into()))?;
+    let issued_at = payload.iat;
+    let token = payload.attestation.as_str();
     let verified = verifier.verify_at(token, issued_at).await?;
     let key = signing_key(&verified.claims).ok_or(ReceiptError::NoSigningKey)?;
     let signature = decode(s, "signature")?;
@@ -138,13 +140,11 @@ pub async fn verify(
         .verify(format!("{h}.{p}").as_bytes(), &signature)
         .map_err(|_| ReceiptError::BadSignature)?;
     conclave_protocol::jws::check_critical_headers(receipt).map_err(ReceiptError::Malformed)?;
-    let inputs = serde_json::from_value(payload["inputs"].clone())
-        .map_err(|e| ReceiptError::Malformed(format!("inputs: {e}")))?;
     Ok(VerifiedReceipt {
         issued_at,
-        party: payload["party"].as_str().unwrap_or_default().to_string(),
-        inputs,
-        result: payload["result"].clone(),
+        party: payload.party,
+        inputs: payload.inputs,
+        result: payload.result,
         token_claims: verified.claims,
     })
 }
@@ -164,7 +164,10 @@ mod tests {
                 "iat": now(),
                 "party": "woodgrove",
                 "inputs": [],
-                "result": {},
+                "result": {"k": 5, "reference_year": 2026, "total_records": 0,
+                           "top_countries": [], "top_countries_suppressed": 0, "companies": {},
+                           "salary_by_country": {"groups": [], "suppressed_groups": 0},
+                           "salary_by_generation": {"groups": [], "suppressed_groups": 0}},
                 "attestation": identity.self_issued_token(ISSUER),
             }),
         )

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use conclave_attest::api::{AttestSevSnpVmRequest, attest, report_data_for};
 use conclave_attest::{AppraisalPolicy, PlatformName};
-use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, ReleaseRequest};
+use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleaseRequest};
 use conclave_kms::client::{VaultClient, open_release};
 use conclave_net::LocalCa;
 use conclave_sim_host::{LaunchIdentity, SimHost, measure};
@@ -245,8 +245,13 @@ async fn measure_store(
         .add_principal(&bench, false)
         .await?;
     let client = Arc::new(VaultClient::new(http.clone(), &vault_url, &token));
-    let policy = serde_json::json!({"version": "1.0.0", "anyOf": [{"authority": attest_url, "allOf": [
-        {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": hex::encode(identity().measurement)}]}]});
+    let policy = conclave_kms::policy::ReleasePolicy::for_authority(
+        &attest_url,
+        vec![conclave_kms::policy::Condition::equals(
+            "x-ms-sevsnpvm-launchmeasurement",
+            hex::encode(identity().measurement),
+        )],
+    );
     client
         .create_key(
             &bench,
@@ -255,11 +260,7 @@ async fn measure_store(
                     exportable: Some(true),
                     ..Default::default()
                 }),
-                release_policy: Some(ReleasePolicyBody {
-                    content_type: None,
-                    data: Some(conclave_attest::api::b64url(policy.to_string().as_bytes())),
-                    immutable: None,
-                }),
+                release_policy: Some(policy.to_body(false)),
                 ..Default::default()
             },
         )
@@ -360,8 +361,9 @@ fn crypto_bound(sim: &SimHost, dir: &std::path::Path, duration: Duration) -> any
     let tee = EphemeralKey::generate()?;
     let runtime = tee.runtime_json();
     let jwk = tee.public_jwk();
-    let b64 = |k: &str| conclave_attest::api::b64url_decode(jwk[k].as_str().unwrap_or_default());
-    let (n, e) = (b64("n")?, b64("e")?);
+    let b64 =
+        |v: &Option<String>| conclave_attest::api::b64url_decode(v.as_deref().unwrap_or_default());
+    let (n, e) = (b64(&jwk.n)?, b64(&jwk.e)?);
     let mut roots = TrustedRoots::empty();
     roots.add(sim.platform().trusted_root())?;
     // A release-signing certificate from the same CA, as the vault has.

@@ -13,6 +13,8 @@ use conclave_kms::crypto::MasterKey;
 use conclave_kms::store::{Permission, Store};
 use conclave_net::LocalCa;
 
+// Parsed once per process from the command line: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum KmsCommand {
     /// Print the OpenAPI 3.1 description of the vault's HTTP API (JSON).
@@ -47,6 +49,10 @@ pub enum KmsCommand {
         /// RSA private key (PKCS#8, DER or PEM) for --signing-cert; must not be the TLS key.
         #[arg(long, requires = "tls_cert")]
         signing_key: Option<PathBuf>,
+        /// With --tls-cert: a CA certificate (PEM) to trust besides the system's when fetching
+        /// the attestation services' keys (a private attestation service's CA).
+        #[arg(long, requires = "tls_cert")]
+        trust_ca: Option<PathBuf>,
         /// Release keys to hardware TEEs only (refuse tokens for simulated evidence).
         #[arg(long)]
         hardware_only: bool,
@@ -448,6 +454,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             tls_key,
             signing_cert,
             signing_key,
+            trust_ca,
             hardware_only,
             master_key_file,
             retention_days,
@@ -489,7 +496,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                 }
                 (None, ..) => bail!("--tls-cert needs --tls-key, --signing-cert and --signing-key"),
             };
-            let ca_path = ca.as_ref().map(|c| c.cert_path());
+            let ca_path = ca.as_ref().map(|c| c.cert_path()).or(trust_ca);
             // On the main thread (not an async worker), so waiting on the database here leaves
             // the workers free to drive its connections.
             let opened = conclave_kms::setup::open(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use conclave_attest::verify::TokenVerifier;
 use conclave_tee::Platform;
@@ -15,8 +15,22 @@ pub enum PartyCommand {
     /// API. Under the sim host the config comes from the (measured) launch config.
     Serve {
         /// The party config (party.toml).
-        #[arg(long, env = "CONCLAVE_LAUNCH_CONFIG")]
-        config: PathBuf,
+        #[arg(
+            long,
+            env = "CONCLAVE_LAUNCH_CONFIG",
+            required_unless_present = "config_toml"
+        )]
+        config: Option<PathBuf>,
+        /// The party config's text instead of a file: for confidential containers, whose
+        /// security policy pins environment variables (so this config is part of what the
+        /// release policy pins) but not the contents of mounted files.
+        #[arg(
+            long,
+            env = "CONCLAVE_PARTY_CONFIG_TOML",
+            conflicts_with = "config",
+            hide_env_values = true
+        )]
+        config_toml: Option<String>,
         /// The TEE to get evidence from: sim, snp, azure-vtpm, or none (no TEE: nothing is
         /// attested, every release is refused).
         #[arg(long, default_value = "sim")]
@@ -158,8 +172,12 @@ async fn verify_endpoint(
 }
 
 pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
-    let (config, tee) = match cmd {
-        PartyCommand::Serve { config, tee } => (config, tee),
+    let (config, config_toml, tee) = match cmd {
+        PartyCommand::Serve {
+            config,
+            config_toml,
+            tee,
+        } => (config, config_toml, tee),
         PartyCommand::VerifyEndpoint {
             url,
             jwks,
@@ -176,7 +194,13 @@ pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
         "none" => None,
         other => Some(other.parse::<Platform>().map_err(anyhow::Error::msg)?),
     };
-    let config = PartyConfig::load(&config)?;
+    let config = match (config, config_toml) {
+        (Some(path), _) => PartyConfig::load(&path)?,
+        (None, Some(text)) => PartyConfig::parse(&text).map_err(|detail| {
+            anyhow::anyhow!("the party config in CONCLAVE_PARTY_CONFIG_TOML is invalid: {detail}")
+        })?,
+        (None, None) => bail!("give the party config with --config or CONCLAVE_PARTY_CONFIG_TOML"),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -261,7 +285,7 @@ pub async fn run_receipt(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
         }
         println!(
             "  result:       {} records, k = {}",
-            verified.result["total_records"], verified.result["k"]
+            verified.result.total_records, verified.result.k
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -71,9 +71,8 @@ impl MaaAuthority {
     /// in a confidential container), its TEE key marked `key_use: "enc"`.
     fn token(&self, tee: &EphemeralKey, extra_header: &[(&str, Value)]) -> String {
         let mut jwk = tee.public_jwk();
-        let jwk = jwk.as_object_mut().unwrap();
-        jwk.remove("key_ops");
-        jwk.insert("key_use".into(), "enc".into());
+        jwk.key_ops = None;
+        jwk.key_use = Some("enc".into());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

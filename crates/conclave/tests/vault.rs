@@ -528,3 +528,48 @@ async fn authentication_and_malformed_requests() {
     let (status, _) = refused(env.client(&token).get_key("missing").await.unwrap_err());
     assert_eq!(status, 404);
 }
+
+/// Soft delete and recovery read through the typed client: the DeletedKeyBundle, the deleted
+/// keys' listing, the recovered KeyBundle, and the rotation policy's default document.
+#[tokio::test(flavor = "multi_thread")]
+async fn soft_delete_list_and_recover_through_the_typed_client() {
+    let env = env().await;
+    let contoso = env.principal("contoso").await;
+    let fabrikam = env.principal("fabrikam").await;
+    let created = contoso
+        .create_key("k", &CreateKeyRequest::default())
+        .await
+        .unwrap();
+    let policy = contoso.get_rotation_policy("k").await.unwrap();
+    assert_eq!(
+        policy.id.as_deref(),
+        Some(format!("{}/keys/k/rotationpolicy", env.vault_url).as_str())
+    );
+    assert_eq!(policy.lifetime_actions, Some(Vec::new()));
+
+    let deleted = contoso.delete_key("k").await.unwrap();
+    assert_eq!(
+        deleted.recovery_id,
+        format!("{}/deletedkeys/k", env.vault_url)
+    );
+    assert_eq!(deleted.bundle.key.kid, created.key.kid);
+    assert!(deleted.scheduled_purge_date > deleted.deleted_date);
+    assert_eq!(
+        deleted.bundle.attributes.recovery_level.as_deref(),
+        Some("Recoverable+Purgeable")
+    );
+    let (status, _) = refused(contoso.get_key("k").await.unwrap_err());
+    assert_eq!(status, 404);
+    // Listed for its owner, not for another principal.
+    let listed = contoso.deleted_keys().await.unwrap();
+    assert_eq!(listed.value.len(), 1);
+    assert_eq!(listed.value[0].recovery_id, deleted.recovery_id);
+    assert!(fabrikam.deleted_keys().await.unwrap().value.is_empty());
+    let (status, _) = refused(fabrikam.recover_deleted("k").await.unwrap_err());
+    assert_eq!(status, 403);
+
+    let recovered = contoso.recover_deleted("k").await.unwrap();
+    assert_eq!(recovered.key.kid, created.key.kid);
+    assert_eq!(contoso.get_key("k").await.unwrap().key.n, created.key.n);
+    assert!(contoso.deleted_keys().await.unwrap().value.is_empty());
+}

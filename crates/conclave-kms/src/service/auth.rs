@@ -4,27 +4,6 @@
 use super::*;
 
 impl Vault {
-    /// Creates (or replaces the token of) a principal; returns its new bearer token.
-    pub fn add_principal(&self, actor: &str, name: &str, admin: bool) -> VResult<String> {
-        if !api::valid_name(name) {
-            return Err(VaultError::bad(
-                "principal names are 1-127 letters, digits and dashes",
-            ));
-        }
-        let token = new_token();
-        let p = Principal {
-            name: name.into(),
-            token_sha256: sha256_hex(token.as_bytes()),
-            admin,
-        };
-        self.store.put_principal(
-            &p,
-            AuditEvent::new(actor, "principal", None, "ok")
-                .detail(json!({"principal": name, "admin": admin})),
-        )?;
-        Ok(token)
-    }
-
     /// Makes the vault's first admin unless one exists (see [`Store::put_first_admin`]);
     /// returns its token when made.
     pub fn add_first_admin(&self) -> VResult<Option<String>> {

@@ -4,6 +4,25 @@
 
 use super::*;
 
+/// A key backup as the vault hands it out (base64url of this JSON): opaque to its holder, who
+/// can only restore it into a vault of the same security domain.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BackupBlob {
+    /// [`BACKUP_FORMAT`].
+    format: String,
+    /// The security domain's id (`security_domain::vault_id`): which vaults can open it.
+    vault: String,
+    /// [`BackupContents`] sealed under the master key (AAD: the format), base64url.
+    sealed: String,
+}
+
+/// What a backup seals: the key's name and every version, oldest first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BackupContents {
+    name: String,
+    versions: Vec<KeyRecord>,
+}
+
 impl Vault {
     pub(super) fn key_or_404(&self, name: &str, version: Option<&str>) -> VResult<KeyRecord> {
         if !api::valid_name(name) || version.is_some_and(|v| !api::valid_version(v)) {
@@ -133,23 +152,25 @@ impl Vault {
             ("backup", "back it up"),
             Manager::OwnerOnly,
         )?;
-        let versions = self.store.versions(name)?;
-        let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(&json!({"name": name, "versions": versions}))
-                .map_err(VaultError::internal)?,
-        );
-        let sealed = self.master.seal(BACKUP_FORMAT.as_bytes(), &plain);
-        let blob = json!({
-            "format": BACKUP_FORMAT,
-            "vault": crate::security_domain::vault_id(&self.master),
-            "sealed": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
-        });
+        let contents = BackupContents {
+            name: name.to_string(),
+            versions: self.store.versions(name)?,
+        };
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(&contents).map_err(VaultError::internal)?);
+        let blob = BackupBlob {
+            format: BACKUP_FORMAT.to_string(),
+            vault: crate::security_domain::vault_id(&self.master),
+            sealed: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(self.master.seal(BACKUP_FORMAT.as_bytes(), &plain)),
+        };
         self.store.audit(
             AuditEvent::new(&who.name, "backup", Some(name), "ok")
-                .detail(json!({"versions": versions.len()})),
+                .detail(json!({"versions": contents.versions.len()})),
         )?;
         Ok(api::BackupKeyResult {
-            value: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob.to_string()),
+            value: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&blob).map_err(VaultError::internal)?),
         })
     }
 
@@ -163,14 +184,14 @@ impl Vault {
     ) -> VResult<api::KeyBundle> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let value = &req.value;
-        let blob: Value = b64
+        let blob: BackupBlob = b64
             .decode(value.trim_end_matches('='))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|b: &Value| b["format"] == BACKUP_FORMAT)
+            .filter(|b: &BackupBlob| b.format == BACKUP_FORMAT)
             .ok_or_else(|| VaultError::bad("value is not a Conclave key backup"))?;
         let vault = crate::security_domain::vault_id(&self.master);
-        if blob["vault"] != vault.as_str() {
+        if blob.vault != vault {
             return Err(self.deny(
                 who,
                 "restore",
@@ -178,20 +199,14 @@ impl Vault {
                 "the backup was made by a vault of another security domain: it restores only into a vault holding the same master key (recover that vault's security domain first)",
             ));
         }
-        let sealed = blob["sealed"]
-            .as_str()
-            .and_then(|s| b64.decode(s).ok())
-            .ok_or_else(|| VaultError::bad("value is not a Conclave key backup"))?;
+        let sealed = b64
+            .decode(&blob.sealed)
+            .map_err(|_| VaultError::bad("value is not a Conclave key backup"))?;
         let plain = self
             .master
             .open(BACKUP_FORMAT.as_bytes(), &sealed)
             .map_err(|_| VaultError::bad("the backup is damaged: it does not decrypt"))?;
-        #[derive(serde::Deserialize)]
-        struct Backup {
-            name: String,
-            versions: Vec<KeyRecord>,
-        }
-        let backup: Backup = serde_json::from_slice(&plain)
+        let backup: BackupContents = serde_json::from_slice(&plain)
             .map_err(|e| VaultError::bad(format!("the backup is damaged: {e}")))?;
         let name = backup.name.clone();
         if !api::valid_name(&name)

@@ -2,9 +2,10 @@
 //! release), plus grants, principals and the audit log.
 //!
 //! [`Vault`] is the state; its behaviour is split by concern: `error` (Azure's error shape),
-//! `auth` (bearer tokens, ownership, grants), `keys` (key management), `audit` (the log as its
-//! readers see it), `routes` (the axum handlers, router and OpenAPI description); secure key
-//! release is [`crate::release`].
+//! `auth` (bearer tokens to principals, ownership and grant checks, audited refusals), `admin`
+//! (principals and grants), `keys` (key management), `audit` (the log as its readers see it),
+//! `routes` (the axum handlers, router and OpenAPI description); secure key release is
+//! [`crate::release`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+mod admin;
 mod audit;
 mod auth;
 mod error;

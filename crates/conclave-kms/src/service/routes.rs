@@ -394,18 +394,7 @@ async fn list_grants(
     headers: HeaderMap,
 ) -> VResult<Json<api::GrantList>> {
     let who = v.authenticate(&headers)?;
-    let rec = v.key_or_404(&name, None)?;
-    v.require_owner(
-        &who,
-        &rec.owner,
-        &name,
-        ("grants", "see its grants"),
-        Manager::OwnerOnly,
-    )?;
-    Ok(Json(api::GrantList {
-        owner: rec.owner,
-        value: v.store.grants(&name)?,
-    }))
+    v.list_grants(&who, &name).map(Json)
 }
 
 #[utoipa::path(
@@ -422,29 +411,7 @@ async fn put_grant(
 ) -> VResult<Json<api::Grant>> {
     let who = v.authenticate(&headers)?;
     let req: GrantRequest = v.body(&who, "grant", &name, body)?;
-    if !api::valid_name(&principal) {
-        return Err(VaultError::bad(
-            "principal names are 1-127 letters, digits and dashes",
-        ));
-    }
-    let rec = v.key_or_404(&name, None)?;
-    v.require_owner(
-        &who,
-        &rec.owner,
-        &name,
-        ("grant", "grant access to it"),
-        Manager::OwnerOnly,
-    )?;
-    let grant = Grant {
-        principal: principal.clone(),
-        permissions: req.permissions.into_iter().collect(),
-    };
-    v.store.put_grant(
-        &name,
-        &grant,
-        AuditEvent::new(&who.name, "grant", Some(&name), "ok").detail(json!(grant)),
-    )?;
-    Ok(Json(grant))
+    v.put_grant(&who, &name, &principal, req).map(Json)
 }
 
 #[utoipa::path(
@@ -458,24 +425,8 @@ async fn delete_grant(
     headers: HeaderMap,
 ) -> VResult<StatusCode> {
     let who = v.authenticate(&headers)?;
-    let rec = v.key_or_404(&name, None)?;
-    v.require_owner(
-        &who,
-        &rec.owner,
-        &name,
-        ("revoke", "revoke access to it"),
-        Manager::OwnerOnly,
-    )?;
-    let event = AuditEvent::new(&who.name, "revoke", Some(&name), "ok")
-        .detail(json!({ "principal": principal }));
-    let existed = v.store.delete_grant(&name, &principal, event)?.0;
-    if existed {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(VaultError::not_found(&format!(
-            "grant of key {name} to {principal}"
-        )))
-    }
+    v.revoke_grant(&who, &name, &principal)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(serde::Deserialize)]
@@ -571,14 +522,7 @@ async fn add_principal(
     body: Result<Bytes, BytesRejection>,
 ) -> VResult<Json<api::PrincipalCreated>> {
     let who = v.authenticate(&headers)?;
-    if !who.admin {
-        return Err(v.deny(
-            &who,
-            "principal",
-            "-",
-            "only a vault admin may add principals",
-        ));
-    }
+    v.require_admin(&who)?;
     let req: api::PrincipalRequest = match body {
         Ok(b) if b.is_empty() => api::PrincipalRequest::default(),
         other => parse_body(other)?,

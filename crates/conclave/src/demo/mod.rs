@@ -23,7 +23,7 @@ use axum::routing::get;
 use clap::Args;
 use conclave_attest::PlatformName;
 use conclave_data::generator::{Generator, Party, schema};
-use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, UpdateKeyRequest};
+use conclave_kms::api::{CreateKeyRequest, KeyAttributes, UpdateKeyRequest};
 use conclave_kms::client::{ClientError, VaultClient};
 use conclave_kms::store::Permission;
 use conclave_net::LocalCa;

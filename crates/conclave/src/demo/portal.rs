@@ -48,9 +48,52 @@ pub(super) fn portal_router(
         })
 }
 
+/// What the portal page reads (`GET /api/demo`): the demo's layout without the sign-in
+/// passwords (they stay in the terminal and `demo.json`), each workload with its live status.
+#[derive(serde::Serialize)]
+pub(super) struct DemoView {
+    portal: String,
+    attestation: String,
+    identity_provider: String,
+    sign_in: Vec<SignInView>,
+    ca: PathBuf,
+    state_dir: PathBuf,
+    records_per_party: u64,
+    k: u64,
+    parties: Vec<PartyInfo>,
+    workloads: Vec<WorkloadView>,
+}
+
+/// Who may sign in where; never the password.
+#[derive(serde::Serialize)]
+pub(super) struct SignInView {
+    party: String,
+    username: String,
+    roles: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+pub(super) struct WorkloadView {
+    #[serde(flatten)]
+    info: WorkloadInfo,
+    /// Its `/api/status`, or null when it does not answer.
+    status: Option<conclave_workload::api::WorkloadStatus>,
+}
+
+/// An error in the one error shape: `{"error": {"code", "message"}}`.
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = conclave_kms::api::AzureError {
+        error: conclave_kms::api::AzureErrorDetail {
+            code: code.to_string(),
+            message,
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
 /// The demo's layout with each workload's live status (fetched here: the pages are on other
 /// origins).
-pub(super) async fn demo_status(State(p): State<Portal>) -> Json<Value> {
+pub(super) async fn demo_status(State(p): State<Portal>) -> Json<DemoView> {
     let mut workloads = Vec::new();
     for w in &p.info.workloads {
         let Some(client) = p.workloads.get(&w.id) else {
@@ -59,7 +102,7 @@ pub(super) async fn demo_status(State(p): State<Portal>) -> Json<Value> {
         let Ok(token) = p.tokens.token(&w.party, &w.audience).await else {
             continue;
         };
-        let status: Option<conclave_workload::api::WorkloadStatus> = match client
+        let status = match client
             .get(format!("{}api/status", w.url))
             .bearer_auth(token)
             .send()
@@ -68,39 +111,48 @@ pub(super) async fn demo_status(State(p): State<Portal>) -> Json<Value> {
             Ok(r) => r.json().await.ok(),
             Err(_) => None,
         };
-        let mut v = serde_json::to_value(w).expect("JSON");
-        v["status"] = serde_json::to_value(status).expect("JSON");
-        workloads.push(v);
+        workloads.push(WorkloadView {
+            info: w.clone(),
+            status,
+        });
     }
-    let mut v = serde_json::to_value(&p.info).expect("JSON");
-    v["workloads"] = Value::Array(workloads);
-    // Who may sign in, not with what: the passwords stay in the terminal and demo.json.
-    if let Some(users) = v["sign_in"].as_array_mut() {
-        for u in users {
-            u.as_object_mut().map(|o| o.remove("password"));
-        }
-    }
-    Json(v)
+    let info = &p.info;
+    Json(DemoView {
+        portal: info.portal.clone(),
+        attestation: info.attestation.clone(),
+        identity_provider: info.identity_provider.clone(),
+        sign_in: info
+            .sign_in
+            .iter()
+            .map(|u| SignInView {
+                party: u.party.clone(),
+                username: u.username.clone(),
+                roles: u.roles.clone(),
+            })
+            .collect(),
+        ca: info.ca.clone(),
+        state_dir: info.state_dir.clone(),
+        records_per_party: info.records_per_party,
+        k: info.k,
+        parties: info.parties.clone(),
+        workloads,
+    })
 }
 
 /// A vault's audit log, read with its admin token (which never leaves this process).
 pub(super) async fn audit(State(p): State<Portal>, UrlPath(party): UrlPath<String>) -> Response {
     let Some(v) = p.info.parties.iter().find(|v| v.id == party) else {
-        return (
+        return error(
             StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "NotFound", "message": format!("no party {party:?}")}})),
-        )
-            .into_response();
+            "NotFound",
+            format!("no party {party:?}"),
+        );
     };
     match VaultClient::new(p.http.clone(), &v.vault, &v.admin_token)
         .audit(0)
         .await
     {
         Ok(log) => Json(log).into_response(),
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({"error": {"code": "Vault", "message": e.to_string()}})),
-        )
-            .into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, "Vault", e.to_string()),
     }
 }

@@ -2,32 +2,30 @@
 //! measurements, vault tokens on disk, and the encrypted datasets in storage.
 
 use super::*;
+use conclave_kms::policy::{AuthorityBlock, Condition, ReleasePolicy};
 
 pub(super) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     conclave_net::write_file(path, text.as_bytes(), 0o600)?;
     Ok(())
 }
 
-pub(super) fn policy(attest_url: &str, measurements: &[String]) -> Value {
-    json!({
-        "version": "1.0.0",
-        "anyOf": measurements.iter().map(|m| json!({
-            "authority": attest_url,
-            "allOf": [
-                {"claim": "x-ms-attestation-type", "equals": "sevsnpvm"},
-                {"claim": "x-ms-compliance-status", "equals": "conclave-compliant"},
-                {"claim": "x-ms-sevsnpvm-is-debuggable", "equals": false},
-                {"claim": "x-ms-sevsnpvm-launchmeasurement", "equals": m},
-            ]
-        })).collect::<Vec<_>>(),
-    })
-}
-
-pub(super) fn policy_body(p: &Value) -> ReleasePolicyBody {
-    ReleasePolicyBody {
-        content_type: Some("application/json; charset=utf-8".into()),
-        data: Some(conclave_attest::api::b64url(p.to_string().as_bytes())),
-        immutable: None,
+/// The release policy of a party's key: a token of the demo's attestation service for a
+/// non-debuggable SEV-SNP guest whose launch measurement is one of `measurements`.
+pub(super) fn policy(attest_url: &str, measurements: &[String]) -> ReleasePolicy {
+    ReleasePolicy {
+        version: "1.0.0".into(),
+        authorities: measurements
+            .iter()
+            .map(|m| AuthorityBlock {
+                authority: attest_url.to_string(),
+                condition: Condition::AllOf(vec![
+                    Condition::equals("x-ms-attestation-type", "sevsnpvm"),
+                    Condition::equals("x-ms-compliance-status", "conclave-compliant"),
+                    Condition::equals("x-ms-sevsnpvm-is-debuggable", false),
+                    Condition::equals("x-ms-sevsnpvm-launchmeasurement", m.as_str()),
+                ]),
+            })
+            .collect(),
     }
 }
 
@@ -144,7 +142,7 @@ pub(super) async fn provision_keys(
             &std::fs::read_to_string(token_path(&site.state, &p.id, &p.id))?,
         );
         let name = format!("{}-data", p.id);
-        let body = policy_body(&policy(&site.attest_url, &allowed));
+        let body = policy(&site.attest_url, &allowed).to_body(false);
         match owner.get_key(&name).await {
             Ok(existing) => {
                 let version = existing.key.version().to_string();
