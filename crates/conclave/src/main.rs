@@ -11,6 +11,7 @@ mod data_cmd;
 mod demo;
 mod idp_cmd;
 mod kms_cmd;
+mod measure_cmd;
 mod party_cmd;
 mod progress;
 mod sim_cmd;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "conclave",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("CONCLAVE_COMMIT"), ")"),
     about = "Confidential multi-party analytics on (simulated) AMD SEV-SNP"
 )]
 struct Cli {
@@ -44,8 +45,10 @@ enum Command {
     /// The whole multi-party story on this machine: sim host, attestation service, three
     /// vaults, encrypted datasets, the party workloads, a snooper and a tampered workload.
     Demo(demo::DemoArgs),
-    /// Print the launch measurement a release policy should pin for a workload.
-    Measure(sim_cmd::MeasureArgs),
+    /// What a release policy must pin for a workload, and the policy: on the simulated platform
+    /// (sim), ACI confidential containers and AKS virtual nodes (aci), or Azure confidential VMs
+    /// (cvm).
+    Measure(measure_cmd::MeasureArgs),
     /// The simulated SEV-SNP platform (no hardware protection; for development and demos).
     #[command(subcommand)]
     SimHost(sim_cmd::SimHostCommand),
@@ -116,7 +119,7 @@ async fn main() -> std::process::ExitCode {
     );
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Measure(args) => sim_cmd::measure(args),
+        Command::Measure(args) => measure_cmd::run(args),
         Command::SimHost(cmd) => sim_cmd::run(cmd).await,
         Command::Attest(cmd) => attest_cmd::run(cmd).await,
         Command::Tee(cmd) => tee_cmd::run(cmd).await,
