@@ -7,21 +7,23 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use conclave_sim_host::{LaunchSpec, SimHost, host_data, measure as sim_measure};
 
+/// `conclave measure sim`: what the simulated platform measures.
 #[derive(Args)]
-pub struct MeasureArgs {
+pub struct SimMeasureArgs {
     /// The workload binary.
-    binary: PathBuf,
+    pub binary: PathBuf,
     /// The launch config file the workload will be given.
-    config: PathBuf,
+    pub config: PathBuf,
     /// Arguments the workload is launched with (they are measured too).
     #[arg(last = true)]
-    args: Vec<String>,
+    pub args: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
-pub fn measure(a: MeasureArgs) -> anyhow::Result<ExitCode> {
+/// The simulated platform's launch measurement and host data of a workload.
+pub fn measure(a: SimMeasureArgs) -> anyhow::Result<ExitCode> {
     let binary =
         std::fs::read(&a.binary).with_context(|| format!("reading {}", a.binary.display()))?;
     let config =
