@@ -42,13 +42,19 @@ def render(*values, sets=()):
     return helm(*args).stdout
 
 
+# Each party's security policy, as az confcom would give it (base64 Rego).
+POLICIES = tuple(f"parties[{i}].securityPolicy={base64.b64encode(f'package policy{i}'.encode()).decode()}"
+                 for i in range(3))
+
 PROFILES = {
-    "three companies, Kata pods": (["values-three-companies.yaml"], ()),
+    "three companies, Kata pods": (["values-three-companies.yaml"], POLICIES),
     "three companies, virtual nodes (confidential ACI)": (
-        ["values-three-companies.yaml", "values-virtual-nodes.yaml"], ()),
+        ["values-three-companies.yaml", "values-virtual-nodes.yaml"], POLICIES),
     "Microsoft Azure Attestation instead of the attestation service": (
         ["values-three-companies.yaml"],
-        ("attestation.enabled=false", "attestation.authority=https://sharedweu.weu.attest.azure.net")),
+        POLICIES + ("attestation.enabled=false", "attestation.authority=https://sharedweu.weu.attest.azure.net")),
+    "Contoso runs its own vault elsewhere": (
+        ["values-three-companies.yaml"], POLICIES + ("parties[0].vaultUrl=https://vault.contoso.example:8443",)),
 }
 
 
@@ -79,7 +85,12 @@ def test_the_chart_lints_and_renders_manifests_valid_against_the_kubernetes_sche
     parties = ["contoso", "fabrikam", "woodgrove"]
     assert [d["metadata"]["name"] for d in by_kind["Deployment"]] == [f"conclave-{p}-workload" for p in parties]
     vaults = [d["metadata"]["name"] for d in by_kind["StatefulSet"] if "-vault" in d["metadata"]["name"]]
-    assert vaults == [f"conclave-{p}-vault" for p in parties]
+    external = [p for p, s in zip(parties, ("parties[0].vaultUrl" in " ".join(sets),)) if s]
+    assert vaults == [f"conclave-{p}-vault" for p in parties if p not in external]
+    for d in by_kind["Deployment"]:
+        text = d["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"]
+        if external:
+            assert 'key = "https://vault.contoso.example:8443/keys/contoso-data"' in text
     assert ("conclave-attest" in [d["metadata"]["name"] for d in by_kind["StatefulSet"]]) == (
         "attestation.enabled=false" not in sets)
     assert by_kind["NetworkPolicy"], "no NetworkPolicy"
@@ -105,7 +116,7 @@ def test_the_chart_sets_each_partys_security_policy_where_its_platform_reads_it(
         (["values-three-companies.yaml", "values-virtual-nodes.yaml"],
          "microsoft.containerinstance.virtualnode.ccepolicy"),
     ]:
-        docs = [d for d in yaml.safe_load_all(render(*values, sets=(f"parties[0].securityPolicy={policy}",))) if d]
+        docs = [d for d in yaml.safe_load_all(render(*values, sets=POLICIES + (f"parties[0].securityPolicy={policy}",))) if d]
         contoso = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "conclave-contoso-workload")
         assert contoso["spec"]["template"]["metadata"]["annotations"][annotation] == policy
 
@@ -117,16 +128,33 @@ def test_the_chart_refuses_a_deployment_missing_a_required_value_and_names_it():
         (("parties[2].id=Woodgrove",), "must be 1-20 lowercase letters"),
         (("attestation.enabled=false",), "attestation.authority is required"),
         (("certManager.issuer=null",), "needs a TLS Secret, or certManager.issuer"),
+        (("parties[1].securityPolicy=",), "parties[fabrikam].securityPolicy is required"),
     ]:
         args = ["template", "conclave", str(CHART), "-f", str(CHART / "values-three-companies.yaml")]
+        for s in POLICIES:
+            args += ["--set", s]
         for s in sets:
             args += ["--set", s]
         r = helm(*args, check=False)
         assert r.returncode != 0 and needle in r.stderr, (sets, r.stderr)
 
 
+def test_pods_render_without_their_policies_only_when_asked_for_policy_generation():
+    docs = [d for d in yaml.safe_load_all(render("values-three-companies.yaml",
+                                                  sets=("workload.renderForPolicyGeneration=true",))) if d]
+    pods = [d for d in docs if d["kind"] == "Deployment"]
+    assert len(pods) == 3
+    for d in pods:
+        assert "io.katacontainers.config.agent.policy" not in (d["spec"]["template"]["metadata"].get("annotations") or {})
+    # Vaults first, workloads later: with workload.enabled=false only the vaults render.
+    docs = [d for d in yaml.safe_load_all(render("values-three-companies.yaml",
+                                                  sets=("workload.enabled=false",))) if d]
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    assert len([d for d in docs if d["kind"] == "StatefulSet"]) == 4
+
+
 def test_the_workload_configs_the_chart_renders_are_what_the_workload_parses():
-    docs = [d for d in yaml.safe_load_all(render("values-three-companies.yaml")) if d]
+    docs = [d for d in yaml.safe_load_all(render("values-three-companies.yaml", sets=POLICIES)) if d]
     for d in docs:
         if d["kind"] != "Deployment":
             continue

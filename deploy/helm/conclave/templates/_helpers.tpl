@@ -40,8 +40,14 @@ https://{{ include "conclave.attestName" . }}.{{ .Release.Namespace }}.svc:8443
 {{- end -}}
 {{- end -}}
 
+{{/* A party's vault URL: its own (vaultUrl, a vault its owner runs elsewhere), or this
+release's. (dict "root" $ "party" id "vaultUrl" url) */}}
 {{- define "conclave.vaultUrl" -}}
+{{- if .vaultUrl -}}
+{{ .vaultUrl }}
+{{- else -}}
 https://{{ include "conclave.vaultName" . }}.{{ .root.Release.Namespace }}.svc:8443
+{{- end -}}
 {{- end -}}
 
 {{/* A party's id, checked: it names Services, keys and files. */}}
