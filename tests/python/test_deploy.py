@@ -139,6 +139,22 @@ def test_the_chart_refuses_a_deployment_missing_a_required_value_and_names_it():
         assert r.returncode != 0 and needle in r.stderr, (sets, r.stderr)
 
 
+def test_an_inline_ca_goes_into_the_pinned_config_and_replaces_the_mount():
+    pem = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"
+    docs = [d for d in yaml.safe_load_all(render("values-three-companies.yaml",
+                                                  sets=POLICIES + (f"caBundle.pem={pem}",))) if d]
+    for d in [d for d in docs if d["kind"] == "Deployment"]:
+        pod = d["spec"]["template"]["spec"]
+        assert "ca" not in [v["name"] for v in pod["volumes"]]
+        text = pod["containers"][0]["env"][0]["value"].replace('listen = "0.0.0.0:8443"', 'listen = "127.0.0.1:0"')
+        assert "ca_file" not in text
+        # The binary parses the config and reads the inline CA, which (here) is no certificate.
+        r = subprocess.run([os.environ["CONCLAVE_BIN"], "party", "serve", "--tee", "none"],
+                           env=dict(os.environ, CONCLAVE_PARTY_CONFIG_TOML=text),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "ca_pem" in r.stderr and "CONCLAVE_PARTY_CONFIG_TOML is invalid" not in r.stderr, r.stderr
+
+
 def test_pods_render_without_their_policies_only_when_asked_for_policy_generation():
     docs = [d for d in yaml.safe_load_all(render("values-three-companies.yaml",
                                                   sets=("workload.renderForPolicyGeneration=true",))) if d]
@@ -167,7 +183,7 @@ def test_the_workload_configs_the_chart_renders_are_what_the_workload_parses():
                            env=dict(os.environ, CONCLAVE_PARTY_CONFIG_TOML=text),
                            capture_output=True, text=True, timeout=60)
         assert r.returncode != 0
-        assert "/etc/conclave/ca/ca.crt" in r.stderr and "invalid" not in r.stderr, r.stderr
+        assert "/etc/conclave/ca/ca.crt" in r.stderr and "CONCLAVE_PARTY_CONFIG_TOML is invalid" not in r.stderr, r.stderr
         party = d["metadata"]["labels"]["conclave.dev/party"]
         companies = re.findall(r'company = "(\w+)"', text)
         expected = {"contoso": ["contoso", "fabrikam"], "fabrikam": ["contoso", "fabrikam"],

@@ -222,3 +222,11 @@ pub fn client_builder(extra_ca_pem: Option<&Path>) -> Result<reqwest::ClientBuil
     }
     Ok(b)
 }
+
+/// [`client_builder`] trusting, besides the platform's roots, the CA certificate given as PEM
+/// text (`what` names where it came from, in errors).
+pub fn client_builder_with_ca(pem: &[u8], what: &str) -> Result<reqwest::ClientBuilder, NetError> {
+    let cert = reqwest::Certificate::from_pem(pem)
+        .map_err(|e| NetError::Tls(format!("{what} is not a PEM certificate: {e}")))?;
+    Ok(client_builder(None)?.add_root_certificate(cert))
+}

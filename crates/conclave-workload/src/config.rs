@@ -22,8 +22,14 @@ pub struct PartyConfig {
     /// Base URL of the attestation service.
     pub attestation_url: String,
     /// CA certificate (PEM) trusted for the attestation service's and the vaults' TLS, and as
-    /// the issuer of the vaults' release-signing certificates.
+    /// the issuer of the vaults' release-signing certificates. Give this or `ca_pem`.
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub ca_file: PathBuf,
+    /// The same CA certificate, inline (PEM text): where a platform's security policy pins the
+    /// config but not mounted files (confidential containers), this puts the CA the workload
+    /// trusts under the policy too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
     /// Smallest group released by the partner analysis.
     #[serde(default = "default_k")]
     pub k: u64,
@@ -44,6 +50,10 @@ pub struct PartyConfig {
 
 fn default_k() -> u64 {
     5
+}
+
+fn path_is_empty(p: &Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 /// One company's encrypted dataset and the vault key that opens it.
@@ -91,7 +101,29 @@ impl PartyConfig {
         toml::to_string(self).expect("a party config serialises")
     }
 
+    /// The trusted CA certificate's PEM: `ca_pem`, or the contents of `ca_file`; and where it
+    /// came from, for errors.
+    pub fn ca_pem(&self) -> Result<(Vec<u8>, String), String> {
+        match &self.ca_pem {
+            Some(pem) => Ok((pem.as_bytes().to_vec(), "ca_pem".into())),
+            None => std::fs::read(&self.ca_file)
+                .map(|b| (b, self.ca_file.display().to_string()))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
+        match (path_is_empty(&self.ca_file), &self.ca_pem) {
+            (true, None) => {
+                return Err(
+                    "give the trusted CA certificate: ca_file (a path) or ca_pem (PEM text)".into(),
+                );
+            }
+            (false, Some(_)) => {
+                return Err("give ca_file or ca_pem, not both".into());
+            }
+            _ => {}
+        }
         if !valid_id(&self.party) {
             return Err(format!(
                 "party {:?}: use lower-case letters, digits and '-'",
@@ -226,6 +258,29 @@ token_file = "/tmp/woodgrove.token"
         assert!(e.contains("https://<vault>/keys/<name>"), "{e}");
         let e = PartyConfig::parse(&EXAMPLE.replace("analysis = true", "k = 0")).unwrap_err();
         assert!(e.contains("k must be"), "{e}");
+    }
+
+    #[test]
+    fn the_trusted_ca_is_a_file_or_inline_pem_not_both_nor_neither() {
+        let pem = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n";
+        let inline = EXAMPLE.replace("ca_file = \"/tmp/ca.pem\"", &format!("ca_pem = \"{pem}\""));
+        let c = PartyConfig::parse(&inline).unwrap();
+        assert_eq!(c.ca_pem().unwrap().1, "ca_pem");
+        assert!(
+            c.ca_pem()
+                .unwrap()
+                .0
+                .starts_with(b"-----BEGIN CERTIFICATE-----\n")
+        );
+        assert_eq!(PartyConfig::parse(&c.to_toml()).unwrap(), c);
+        let neither = EXAMPLE.replace("ca_file = \"/tmp/ca.pem\"\n", "");
+        assert!(
+            PartyConfig::parse(&neither)
+                .unwrap_err()
+                .contains("ca_file (a path) or ca_pem")
+        );
+        let both = format!("ca_pem = \"{pem}\"\n{EXAMPLE}");
+        assert!(PartyConfig::parse(&both).unwrap_err().contains("not both"));
     }
 
     #[test]

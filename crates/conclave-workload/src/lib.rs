@@ -47,17 +47,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkloadError> {
-    let ca_err = |detail: String| WorkloadError::Ca {
+    let (pem, source) = config.ca_pem().map_err(|detail| WorkloadError::Ca {
         path: config.ca_file.display().to_string(),
         detail,
+    })?;
+    let ca_err = |detail: String| WorkloadError::Ca {
+        path: source.clone(),
+        detail,
     };
-    let pem = std::fs::read(&config.ca_file).map_err(|e| ca_err(e.to_string()))?;
     let vault_ca = conclave_pki::Cert::parse_pem_bundle("CA certificate", &pem)
         .map_err(|e| ca_err(e.to_string()))?
         .into_iter()
         .next()
-        .ok_or_else(|| ca_err("no certificate in the file".into()))?;
-    let http = conclave_net::client(Some(&config.ca_file))?;
+        .ok_or_else(|| ca_err("no certificate in it".into()))?;
+    let http = conclave_net::client_builder_with_ca(&pem, &source)?
+        .build()
+        .map_err(|e| ca_err(e.to_string()))?;
     let identity = TeeIdentity::generate(platform, &config.certificate_names())?;
     let tls = identity.tls().server_config()?;
     tracing::info!(
@@ -76,7 +81,7 @@ pub async fn serve(
     let authenticator = match &config.auth {
         Some(a) => Some(Arc::new(auth::Authenticator::new(
             a.clone(),
-            conclave_net::client_builder(Some(&config.ca_file))?,
+            conclave_net::client_builder_with_ca(&pem, &source)?,
             config.listen,
         )?)),
         None => {

@@ -283,6 +283,7 @@ pub(super) fn party_config(
         listen: ([127, 0, 0, 1], port).into(),
         attestation_url: site.attest_url.clone(),
         ca_file: site.ca.cert_path(),
+        ca_pem: None,
         k,
         reference_year: None,
         analysis: p.analyst,
