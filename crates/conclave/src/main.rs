@@ -46,8 +46,8 @@ enum Command {
     /// vaults, encrypted datasets, the party workloads, a snooper and a tampered workload.
     Demo(demo::DemoArgs),
     /// What a release policy must pin for a workload, and the policy: on the simulated platform
-    /// (sim), ACI confidential containers and AKS virtual nodes (aci), or Azure confidential VMs
-    /// (cvm).
+    /// (sim), a bare SEV-SNP guest (snp), ACI confidential containers and AKS virtual nodes
+    /// (aci), or Azure confidential VMs (cvm).
     Measure(measure_cmd::MeasureArgs),
     /// The simulated SEV-SNP platform (no hardware protection; for development and demos).
     #[command(subcommand)]

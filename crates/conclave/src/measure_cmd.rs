@@ -4,6 +4,8 @@
 //!
 //! - `sim` (or the bare form `conclave measure <binary> <config>`): the simulated platform's
 //!   launch measurement, a hash of the binary, its arguments and its config;
+//! - `snp`: a bare SEV-SNP guest (QEMU/KVM, Kata/CoCo pod VMs): the launch digest of its OVMF,
+//!   kernel, initrd, command line and vCPUs, as the secure processor computes it;
 //! - `aci`: Azure Container Instances confidential container groups (and AKS virtual nodes):
 //!   the report's `host_data` is the SHA-256 of the container group's security policy (its
 //!   ccePolicy, base64-decoded), which pins the images, commands and environment;
@@ -43,10 +45,48 @@ pub struct MeasureArgs {
 enum MeasureTarget {
     /// The simulated platform: the launch measurement of a binary, its arguments and config.
     Sim(SimMeasureArgs),
+    /// A bare SEV-SNP guest launched by QEMU/KVM (also Kata/CoCo pod VMs): its launch digest.
+    Snp(SnpArgs),
     /// ACI confidential container groups (and AKS virtual nodes): host_data from the ccePolicy.
     Aci(AciArgs),
     /// Azure confidential VMs: the VM, its isolation's compliance and its measured boot.
     Cvm(CvmArgs),
+}
+
+#[derive(Args)]
+struct SnpArgs {
+    /// The OVMF firmware image the guest boots (`OVMF.fd`; edk2's AmdSevX64 build for measured
+    /// direct boot with --kernel).
+    #[arg(long)]
+    ovmf: PathBuf,
+    /// The kernel, for measured direct boot (QEMU `-kernel` with `kernel-hashes=on`).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The initrd (QEMU `-initrd`); with --kernel.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line, exactly as the VMM passes it (QEMU `-append`); with --kernel.
+    #[arg(long, requires = "kernel")]
+    append: Option<String>,
+    /// The number of vCPUs (QEMU `-smp`): one VMSA is measured per vCPU.
+    #[arg(long)]
+    vcpus: u32,
+    /// The vCPU type (QEMU `-cpu`), e.g. EPYC-v4, EPYC-Milan, EPYC-Genoa.
+    #[arg(long)]
+    vcpu_type: String,
+    /// The guest's SEV features (the VMSA's SEV_FEATURES), in hex; bit 0 (SNPActive) is set.
+    #[arg(long, default_value = "0x1", value_parser = parse_hex_u64)]
+    guest_features: u64,
+    /// The launch digest of the OVMF pages alone, if already computed (96 hex digits).
+    #[arg(long)]
+    ovmf_hash: Option<String>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+fn parse_hex_u64(s: &str) -> Result<u64, String> {
+    let digits = s.trim().trim_start_matches("0x").trim_start_matches("0X");
+    u64::from_str_radix(digits, 16).map_err(|_| format!("{s:?} is not a hex number such as 0x1"))
 }
 
 #[derive(Args)]
@@ -100,6 +140,7 @@ struct PolicyArgs {
 pub fn run(a: MeasureArgs) -> anyhow::Result<ExitCode> {
     match a.target {
         Some(MeasureTarget::Sim(s)) => crate::sim_cmd::measure(s),
+        Some(MeasureTarget::Snp(snp)) => measure_snp(snp),
         Some(MeasureTarget::Aci(aci)) => measure_aci(aci),
         Some(MeasureTarget::Cvm(cvm)) => measure_cvm(cvm),
         None => match (a.binary, a.config) {
@@ -110,7 +151,7 @@ pub fn run(a: MeasureArgs) -> anyhow::Result<ExitCode> {
                 json: a.json,
             }),
             _ => bail!(
-                "say what to measure: conclave measure sim|aci|cvm … (see conclave measure --help)"
+                "say what to measure: conclave measure sim|snp|aci|cvm … (see conclave measure --help)"
             ),
         },
     }
@@ -162,6 +203,40 @@ fn print(
         println!("{}", serde_json::to_string_pretty(&text)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn measure_snp(a: SnpArgs) -> anyhow::Result<ExitCode> {
+    use conclave_snp::launch_digest::{LaunchInputs, launch_digest};
+    check_authority(&a.policy.authority)?;
+    let digest = hex::encode(launch_digest(&LaunchInputs {
+        ovmf: a.ovmf,
+        kernel: a.kernel,
+        initrd: a.initrd,
+        append: a.append,
+        vcpus: a.vcpus,
+        vcpu_type: a.vcpu_type,
+        guest_features: a.guest_features,
+        ovmf_hash: a.ovmf_hash.map(|h| h.trim().to_ascii_lowercase()),
+    })?);
+    let mut conditions = vec![
+        Condition::equals("x-ms-attestation-type", "sevsnpvm"),
+        Condition::equals("x-ms-sevsnpvm-is-debuggable", false),
+        Condition::equals("x-ms-sevsnpvm-launchmeasurement", digest.as_str()),
+    ];
+    if !is_azure_attestation(&a.policy.authority) {
+        // Conclave's attestation service names the platform it verified: pin real hardware, so
+        // that no simulated report is accepted even by a service configured to trust one.
+        conditions.push(Condition::equals(
+            conclave_protocol::claims::PLATFORM_CLAIM,
+            conclave_protocol::Platform::Snp.as_str(),
+        ));
+    }
+    let policy = ReleasePolicy::for_authority(&a.policy.authority, conditions);
+    print(
+        &[("x-ms-sevsnpvm-launchmeasurement".to_string(), digest)],
+        &policy,
+        a.policy.json,
+    )
 }
 
 fn measure_aci(a: AciArgs) -> anyhow::Result<ExitCode> {

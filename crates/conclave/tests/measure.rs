@@ -106,6 +106,216 @@ async fn an_aci_policy_releases_only_to_the_security_policy_it_was_computed_from
     assert!(reason.contains("x-ms-sevsnpvm-hostdata"), "{reason}");
 }
 
+/// The host data Azure pins for a published ccePolicy (tests/deploy/vectors/README.md).
+#[test]
+fn aci_host_data_of_a_published_cce_policy() {
+    let vectors =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/deploy/vectors");
+    let b64 = std::fs::read_to_string(vectors.join("allow-all.ccepolicy.b64")).unwrap();
+    let expected = "73973b78d70cc68353426de188db5dfc57e5b766e399935fb73a61127ea26d20";
+    let dir = tempfile::tempdir().unwrap();
+    let rego = dir.path().join("allow-all.rego");
+    std::fs::write(
+        &rego,
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim()).unwrap(),
+    )
+    .unwrap();
+    let template = dir.path().join("template.json");
+    std::fs::write(
+        &template,
+        json!({"resources": [{"type": "Microsoft.ContainerInstance/containerGroups",
+            "name": "[parameters('name')]",
+            "properties": {"confidentialComputeProperties": {"ccePolicy": b64.trim()}}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let authority = "https://shared.weu.attest.azure.net";
+    for source in [
+        ["--cce-policy", b64.trim()],
+        ["--rego", rego.to_str().unwrap()],
+        ["--arm-template", template.to_str().unwrap()],
+    ] {
+        let (ok, out, err) = measure(&[
+            "aci",
+            source[0],
+            source[1],
+            "--authority",
+            authority,
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            out["values"]["x-ms-sevsnpvm-hostdata"], expected,
+            "{source:?}"
+        );
+        let all_of = &out["policy"]["anyOf"][0]["allOf"];
+        assert!(
+            all_of
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["claim"] == "x-ms-compliance-status"
+                    && c["equals"] == "azure-compliant-uvm"),
+            "{out}"
+        );
+    }
+}
+
+fn ovmf_fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../conclave-snp/tests/data/ovmf")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `measure snp` prints the launch digest AMD's sequence gives (the value `sev` and
+/// `sev-snp-measure` publish for these inputs), and a policy a real vault installs, which a
+/// simulated TEE does not meet.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_snp_policy_pins_the_published_launch_digest() {
+    let env = env().await;
+    let ovmf = ovmf_fixture("ovmf_AmdSev_suffix.bin");
+    let (ok, out, err) = measure(&[
+        "snp",
+        "--ovmf",
+        &ovmf,
+        "--kernel",
+        "/dev/null",
+        "--initrd",
+        "/dev/null",
+        "--append",
+        "console=ttyS0 loglevel=7",
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC-v4",
+        "--guest-features",
+        "0x21",
+        "--authority",
+        &env.attest_url,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let digest = "803f691094946e42068aaa3a8f9e26a5c89f36f7b73ecfb28c653360fe4b3aba7e534442e7e1e17895dfe778d0228977";
+    assert_eq!(out["values"]["x-ms-sevsnpvm-launchmeasurement"], digest);
+    let all_of = out["policy"]["anyOf"][0]["allOf"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        all_of
+            .iter()
+            .any(|c| c["claim"] == "x-conclave-platform" && c["equals"] == "snp")
+    );
+
+    let owner = env.principal("contoso").await;
+    owner
+        .create_key("snp", &exportable(&out["policy"], true))
+        .await
+        .unwrap();
+    let tee = EphemeralKey::generate().unwrap();
+    let sim = env.token(&tee.runtime_json(), GOOD_CONFIG, None).await;
+    let (status, reason) = refused(
+        owner
+            .release(
+                "snp",
+                &ReleaseRequest {
+                    target: sim,
+                    nonce: None,
+                    enc: None,
+                },
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 403);
+    assert!(
+        reason.contains("x-ms-sevsnpvm-launchmeasurement"),
+        "{reason}"
+    );
+
+    // With Azure Attestation as the authority there is no platform claim to pin; the text form
+    // names the digest and the policy.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "measure",
+            "snp",
+            "--ovmf",
+            &ovmf,
+            "--vcpus",
+            "4",
+            "--vcpu-type",
+            "EPYC-v4",
+        ])
+        .args(["--kernel", "/dev/null", "--initrd", "/dev/null"])
+        .args(["--authority", "https://shared.weu.attest.azure.net"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("5061fffb019493a903613d56d54b94912a1a2f9e4502385f5c194616753720a92441310ba6c4933de877c36e23046ad5"), "{text}");
+    assert!(!text.contains("x-conclave-platform"), "{text}");
+}
+
+#[test]
+fn measure_snp_refuses_inputs_it_cannot_measure() {
+    let authority = "https://shared.weu.attest.azure.net";
+    let amd_sev = ovmf_fixture("ovmf_AmdSev_suffix.bin");
+    let standard = ovmf_fixture("ovmf_OvmfX64_suffix.bin");
+    let base = |ovmf: &str| {
+        vec![
+            "snp".to_string(),
+            "--ovmf".into(),
+            ovmf.to_string(),
+            "--vcpus".into(),
+            "1".into(),
+            "--authority".into(),
+            authority.into(),
+        ]
+    };
+    for (extra, needle) in [
+        (vec!["--vcpu-type", "EPYC-v9"], "unknown vCPU type"),
+        (
+            vec!["--vcpu-type", "EPYC-v4", "--guest-features", "0x20"],
+            "SNPActive",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC-v4", "--guest-features", "zz"],
+            "not a hex number",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC-v4", "--append", "quiet"],
+            "--kernel",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC-v4", "--ovmf-hash", "00"],
+            "96 hex digits",
+        ),
+    ] {
+        let mut args = base(&amd_sev);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = measure(&args);
+        assert!(!ok && err.contains(needle), "{extra:?}: {err}");
+    }
+    let mut args = base(&standard);
+    args.extend(["--vcpu-type", "EPYC-v4", "--kernel", "/dev/null"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = measure(&args);
+    assert!(!ok && err.contains("AmdSevX64"), "{err}");
+    let mut args = base("/nonexistent/OVMF.fd");
+    args.extend(["--vcpu-type", "EPYC-v4"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = measure(&args);
+    assert!(!ok && err.contains("/nonexistent/OVMF.fd"), "{err}");
+}
+
 #[test]
 fn measure_refuses_what_is_not_a_policy_and_names_the_problem() {
     let authority = "https://example.attest.azure.net";
