@@ -124,6 +124,7 @@ def test_the_chart_sets_each_partys_security_policy_where_its_platform_reads_it(
 def test_the_chart_refuses_a_deployment_missing_a_required_value_and_names_it():
     for sets, needle in [
         (("parties[0].masterKeySecret=null",), "masterKeySecret is required"),
+        (("parties[2].adminTokenSecret=null",), "parties[woodgrove].adminTokenSecret is required"),
         (("parties[1].dataset=",), "parties[fabrikam].dataset is required"),
         (("parties[2].id=Woodgrove",), "must be 1-20 lowercase letters"),
         (("attestation.enabled=false",), "attestation.authority is required"),
@@ -162,6 +163,12 @@ def test_pods_render_without_their_policies_only_when_asked_for_policy_generatio
     assert len(pods) == 3
     for d in pods:
         assert "io.katacontainers.config.agent.policy" not in (d["spec"]["template"]["metadata"].get("annotations") or {})
+    # Each vault's first admin is the owner's token, given by its hash from a Secret: the image
+    # has no shell to read a generated token out of the vault's volume.
+    for v in [d for d in docs if d["kind"] == "StatefulSet" and "vault" in d["metadata"]["name"]]:
+        env = {e["name"]: e for e in v["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["CONCLAVE_VAULT_ADMIN_TOKEN_SHA256"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"].endswith("-vault-admin") and ref["key"] == "sha256", ref
     # Vaults first, workloads later: with workload.enabled=false only the vaults render.
     docs = [d for d in yaml.safe_load_all(render("values-three-companies.yaml",
                                                   sets=("workload.enabled=false",))) if d]

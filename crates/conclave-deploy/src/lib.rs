@@ -176,6 +176,7 @@ pub fn vault(
             master_key_file: None,
             deletion: Default::default(),
             postgres: spec.postgres,
+            admin_token_sha256: None,
         },
         conclave_kms::setup::Certificates::LocalCa(spec.ca),
     )?;
@@ -185,5 +186,10 @@ pub fn vault(
         Some(opened.tls),
         stop.signal(),
     ));
-    Ok((url, opened.admin_token_path, task))
+    let admin_token_path = opened.admin_token_path.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the vault has no admin token file (its state directory holds a vault made without one)"
+        )
+    })?;
+    Ok((url, admin_token_path, task))
 }

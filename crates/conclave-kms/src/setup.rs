@@ -18,7 +18,7 @@ use conclave_protocol::TokenVerifier;
 
 use crate::audit::AuditEvent;
 use crate::crypto::MasterKey;
-use crate::service::{Authority, SigningIdentity, Vault, VaultConfig};
+use crate::service::{Authority, FirstAdmin, SigningIdentity, Vault, VaultConfig};
 use crate::store::Store;
 use crate::store::postgres::PgBackend;
 
@@ -40,13 +40,17 @@ pub struct VaultOptions {
     /// Keep the store in PostgreSQL (connected with [`PgBackend::connect`]) instead of
     /// `<state>/vault.redb`: several vaults with the same master key then serve one vault.
     pub postgres: Option<PgBackend>,
+    /// The SHA-256 (hex) of the first admin's token, made and kept by the operator (a
+    /// Kubernetes Secret, a key vault): the vault then writes no token file. Used only when the
+    /// vault is created.
+    pub admin_token_sha256: Option<String>,
 }
 
 pub struct OpenedVault {
     pub vault: Arc<Vault>,
     pub tls: Arc<rustls::ServerConfig>,
-    /// Where the first admin's token is kept.
-    pub admin_token_path: PathBuf,
+    /// Where the first admin's token is kept: `None` when the operator gave its hash.
+    pub admin_token_path: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,16 +182,23 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
         master,
     );
 
-    let admin_token_path = dir.join("admin.token");
-    if let Some(token) = vault
-        .add_first_admin()
+    let token_file = dir.join("admin.token");
+    let admin_token_path = match vault
+        .add_first_admin(opts.admin_token_sha256.as_deref())
         .map_err(|e| SetupError::Other(e.message))?
     {
-        conclave_pki::write_secret(&admin_token_path, token.as_bytes())?;
-        vault
-            .store()
-            .audit(AuditEvent::new("setup", "vault-created", None, "ok"))?;
-    }
+        FirstAdmin::Made { token } => {
+            if let Some(token) = token {
+                conclave_pki::write_secret(&token_file, token.as_bytes())?;
+            }
+            vault
+                .store()
+                .audit(AuditEvent::new("setup", "vault-created", None, "ok"))?;
+            opts.admin_token_sha256.is_none().then_some(token_file)
+        }
+        // An existing vault keeps its admin; a token file is there if it made the token.
+        FirstAdmin::Exists => token_file.exists().then_some(token_file),
+    };
     Ok(OpenedVault {
         vault,
         tls,

@@ -71,6 +71,19 @@ pub enum KmsCommand {
         /// vault (put them behind one load balancer URL with --url).
         #[arg(long, env = "CONCLAVE_VAULT_POSTGRES", hide_env_values = true)]
         postgres: Option<String>,
+        /// When the vault is created: the SHA-256 (hex) of the first admin's token, which the
+        /// operator made (`conclave kms admin-token`) and keeps; the vault then writes no token
+        /// file. Without it, a new vault writes its admin token to <state-dir>/admin.token.
+        #[arg(long, env = "CONCLAVE_VAULT_ADMIN_TOKEN_SHA256")]
+        admin_token_sha256: Option<String>,
+    },
+    /// Make a vault admin token before the vault exists: writes the token to --out (mode 0600)
+    /// and prints its SHA-256, for `kms serve --admin-token-sha256` (or the Helm chart's
+    /// Secret). The token stays with you; the vault only ever sees its hash.
+    AdminToken {
+        /// Where to write the token (refused if the file exists).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// The vault's security domain: its master key split among custodians, any quorum of whom
     /// recover it (as Azure Managed HSM's security domain).
@@ -460,6 +473,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             retention_days,
             purge_protection,
             postgres,
+            admin_token_sha256,
         } => {
             let postgres = match postgres {
                 Some(url) => Some(
@@ -513,6 +527,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                         purge_protection,
                     },
                     postgres,
+                    admin_token_sha256: admin_token_sha256.map(|h| h.trim().to_ascii_lowercase()),
                 },
                 certs,
             )?;
@@ -520,7 +535,10 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             tracing::info!(
                 %url,
                 ca_certificate = ca_path.as_ref().map(|p| p.display().to_string()),
-                admin_token_file = %opened.admin_token_path.display(),
+                admin_token = %opened.admin_token_path.as_ref().map_or_else(
+                    || "the operator's (its SHA-256 was given)".to_string(),
+                    |p| p.display().to_string()
+                ),
                 authorities = %authorities.join(", "),
                 hardware_only,
                 audit_verifier_key = %opened.vault.audit_verifier_key(),
@@ -554,6 +572,24 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KmsCommand::SecurityDomain(cmd) => run_security_domain(cmd).await,
+        KmsCommand::AdminToken { out } => {
+            if out.exists() {
+                bail!(
+                    "{} exists: choose another --out (an admin token is never overwritten)",
+                    out.display()
+                );
+            }
+            let token = conclave_kms::service::new_token();
+            conclave_pki::write_secret(&out, token.as_bytes())?;
+            println!(
+                "{}",
+                hex::encode(aws_lc_rs::digest::digest(
+                    &aws_lc_rs::digest::SHA256,
+                    token.as_bytes()
+                ))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         KmsCommand::Principal { conn, name, admin } => {
             let token = conn.client()?.add_principal(&name, admin).await?;
             println!("{token}");

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod cli;
-use cli::{BIN, fails, free_port, ok, run, start_vault};
+use cli::{BIN, fails, free_port, ok, run, start_vault, start_vault_with};
 
 #[test]
 fn manage_a_vault_from_the_command_line() {
@@ -294,6 +294,90 @@ fn the_vault_serves_operator_provided_certificates() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+/// A vault in a shell-less container cannot hand its generated admin token to anyone: the
+/// operator makes the token, keeps it, and gives the vault only its SHA-256 (from a Secret).
+#[test]
+fn the_first_admin_token_can_be_the_operators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("admin.token");
+    let hash = ok(run(
+        &["kms", "admin-token", "--out", token_file.to_str().unwrap()],
+        &[],
+    ))
+    .trim()
+    .to_string();
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(
+        hash,
+        hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            token.as_bytes()
+        ))
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    fails(
+        run(
+            &["kms", "admin-token", "--out", token_file.to_str().unwrap()],
+            &[],
+        ),
+        "never overwritten",
+    );
+
+    // A malformed hash is refused before the vault is made.
+    let state = tmp.path().join("vault");
+    let out = Command::new(BIN)
+        .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--attestation-authority", "https://attest.example"])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("CONCLAVE_VAULT_ADMIN_TOKEN_SHA256", "abc")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("64 lowercase hex digits"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = free_port();
+    let _vault = start_vault_with(
+        &state,
+        port,
+        &[],
+        &[("CONCLAVE_VAULT_ADMIN_TOKEN_SHA256", &hash.to_uppercase())],
+        false,
+    );
+    assert!(
+        !state.join("admin.token").exists(),
+        "the vault wrote a token of its own"
+    );
+    let vault = format!("https://127.0.0.1:{port}");
+    let ca = state.join("ca/ca.pem");
+    let admin = format!("@{}", token_file.display());
+    let env = |token: &str| {
+        [
+            ("CONCLAVE_VAULT", vault.clone()),
+            ("CONCLAVE_CA", ca.to_str().unwrap().to_string()),
+            ("CONCLAVE_VAULT_TOKEN", token.to_string()),
+        ]
+    };
+    let as_admin = env(&admin);
+    let as_admin: Vec<(&str, &str)> = as_admin.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let owner = ok(run(&["kms", "principal", "contoso"], &as_admin));
+    assert!(owner.trim().starts_with("cvt_"));
+    let forged = env("cvt_not-the-operators-token");
+    let forged: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fails(
+        run(&["kms", "principal", "mallory"], &forged),
+        "not valid for this vault",
+    );
 }
 
 #[test]

@@ -3,19 +3,53 @@
 
 use super::*;
 
+/// What [`Vault::add_first_admin`] did.
+#[derive(Debug)]
+pub enum FirstAdmin {
+    /// The vault already had an admin; nothing changed.
+    Exists,
+    /// The first admin was made, with the token returned here, or with the operator's token
+    /// hash (`None`).
+    Made { token: Option<String> },
+}
+
 impl Vault {
-    /// Makes the vault's first admin unless one exists (see [`Store::put_first_admin`]);
-    /// returns its token when made.
-    pub fn add_first_admin(&self) -> VResult<Option<String>> {
-        let token = new_token();
+    /// Makes the vault's first admin unless one exists (see [`Store::put_first_admin`]).
+    ///
+    /// With `token_sha256` (64 lowercase hex digits: the SHA-256 of a token the operator made
+    /// and keeps, e.g. with `conclave kms admin-token`), the vault stores that hash and makes no
+    /// token; otherwise it makes one and returns it, once.
+    pub fn add_first_admin(&self, token_sha256: Option<&str>) -> VResult<FirstAdmin> {
+        let (token, hash) = match token_sha256 {
+            Some(hash) => {
+                if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                {
+                    return Err(VaultError::bad(
+                        "the admin token's SHA-256 must be 64 lowercase hex digits (conclave kms admin-token prints it)",
+                    ));
+                }
+                (None, hash.to_string())
+            }
+            None => {
+                let token = new_token();
+                let hash = sha256_hex(token.as_bytes());
+                (Some(token), hash)
+            }
+        };
         let p = Principal {
             name: "admin".into(),
-            token_sha256: sha256_hex(token.as_bytes()),
+            token_sha256: hash,
             admin: true,
         };
-        let event = AuditEvent::new("setup", "principal", None, "ok")
-            .detail(json!({"principal": "admin", "admin": true}));
-        Ok(self.store.put_first_admin(&p, event)?.then_some(token))
+        let from_operator = token.is_none();
+        let event = AuditEvent::new("setup", "principal", None, "ok").detail(
+            json!({"principal": "admin", "admin": true, "token": if from_operator { "operator" } else { "generated" }}),
+        );
+        Ok(if self.store.put_first_admin(&p, event)? {
+            FirstAdmin::Made { token }
+        } else {
+            FirstAdmin::Exists
+        })
     }
 
     pub(super) fn challenge(&self, message: &str) -> VaultError {

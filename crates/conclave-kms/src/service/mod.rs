@@ -46,6 +46,7 @@ mod routes;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use auth::FirstAdmin;
 pub(crate) use error::VResult;
 pub use error::VaultError;
 pub use routes::*;

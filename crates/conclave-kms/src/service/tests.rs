@@ -27,6 +27,7 @@ pub(crate) fn vault_with(dir: &std::path::Path, deletion: DeletionPolicy) -> Arc
             master_key_file: None,
             deletion,
             postgres: None,
+            admin_token_sha256: None,
         },
         crate::setup::Certificates::LocalCa(&ca),
     )
@@ -396,6 +397,7 @@ fn a_request_waiting_for_an_audit_commit_leaves_the_runtime_free() {
             master_key_file: None,
             deletion: Default::default(),
             postgres: None,
+            admin_token_sha256: None,
         },
         crate::setup::Certificates::LocalCa(&ca),
     )
