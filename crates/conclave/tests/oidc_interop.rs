@@ -143,9 +143,11 @@ fn sign_in_and_bearer_tokens_work_with_node_oidc_provider() {
         .env("REDIRECT_URI", format!("{workload}/auth/callback"))
         .env("CLIENT_SECRET", SECRET)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Its output is drained for as long as it runs (a closed pipe would stop it).
+    // Its output is drained for as long as it runs (a closed pipe would stop it); what it says
+    // on stderr is kept for the failure message.
     let (tx, rx) = std::sync::mpsc::channel();
     let out = node.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -153,9 +155,28 @@ fn sign_in_and_bearer_tokens_work_with_node_oidc_provider() {
             let _ = tx.send(line.unwrap_or_default());
         }
     });
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let err = node.stderr.take().unwrap();
+    let said_by_node = said.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let line = line.unwrap_or_default();
+            eprintln!("node-oidc-provider: {line}");
+            said_by_node.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
     let _node = Killed(node);
-    let ready = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    assert_eq!(ready.trim(), "ready", "node-oidc-provider did not start");
+    // Generous: on a loaded 2-core machine the provider's start (module loading, RSA key
+    // generation) has been seen to take over a minute.
+    let ready = rx
+        .recv_timeout(Duration::from_secs(240))
+        .unwrap_or_default();
+    assert_eq!(
+        ready.trim(),
+        "ready",
+        "node-oidc-provider did not start; it said:\n{}",
+        said.lock().unwrap()
+    );
 
     let config = tmp.path().join("party.toml");
     std::fs::write(
