@@ -7,6 +7,7 @@
 mod attest_cmd;
 mod bench_cmd;
 mod bench_release;
+mod contract_cmd;
 mod data_cmd;
 mod demo;
 mod idp_cmd;
@@ -73,6 +74,9 @@ enum Command {
     /// A party's workload (runs inside the TEE).
     #[command(subcommand)]
     Party(party_cmd::PartyCommand),
+    /// Analysis contracts: write, inspect, approve and verify the analyses data owners allow.
+    #[command(subcommand)]
+    Contract(contract_cmd::ContractCommand),
     /// Check result receipts.
     #[command(subcommand)]
     Receipt(party_cmd::ReceiptCommand),
@@ -130,6 +134,7 @@ async fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => bench_cmd::run(cmd).await,
         Command::Party(cmd) => party_cmd::run_party(cmd).await,
         Command::Receipt(cmd) => party_cmd::run_receipt(cmd).await,
+        Command::Contract(cmd) => contract_cmd::run(cmd),
         Command::Idp(cmd) => idp_cmd::run(cmd).await,
     };
     match result {

@@ -1,0 +1,425 @@
+//! Analysis contracts: the document every data owner approves before its key is released to a
+//! workload that will run it.
+//!
+//! A contract names the parties and their roles, each input dataset (where it is, the vault key
+//! that opens it, the Arrow schema it must have), the analysis as SQL queries over named tables,
+//! and the rules every result must pass before it leaves the TEE (aggregates only, a minimum
+//! group size `k`, columns that may never appear, optional differential privacy).
+//!
+//! - [`Contract::parse`] reads one (TOML, or the same shape as JSON) and checks it;
+//! - [`Contract::digest`] is its identity: SHA-256 over its RFC 8785 canonical JSON, so that
+//!   formatting, comments and key order do not change it and any change of content does;
+//! - [`approval`] signs and verifies owners' approvals of a digest (ES256 JWS, RFC 7515);
+//! - [`policy`] gives the runtime claim a workload attests for the contract it runs, and the
+//!   release-policy conditions with which an owner's key pins it.
+
+#![forbid(unsafe_code)]
+
+pub mod approval;
+pub mod policy;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// A contract's format version (`format` in the document).
+pub const FORMAT: u32 = 1;
+
+/// An analysis contract (see the crate documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    /// The document format; [`FORMAT`].
+    pub format: u32,
+    /// The contract's name: 1-64 lowercase letters, digits and dashes.
+    pub name: String,
+    /// What the analysis is for, in words the approving owners read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Everyone involved, each with their roles.
+    pub parties: Vec<Party>,
+    /// The tables the queries read, one per dataset.
+    pub inputs: Vec<Input>,
+    /// The analysis: queries run in order, each result checked against `output` before release.
+    pub queries: Vec<Query>,
+    /// What every result must satisfy.
+    pub output: OutputRules,
+}
+
+/// A party to the contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Party {
+    /// Short id (`contoso`): 1-20 lowercase letters and digits, as in the demo's party ids.
+    pub id: String,
+    /// The name shown to people (`Contoso`).
+    pub display_name: String,
+    /// What the party does under this contract.
+    pub roles: Vec<Role>,
+    /// The public key (SPKI PEM, ECDSA P-256) that verifies this party's approvals. Every data
+    /// provider has one: a provider's approval is what its key release is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_key: Option<String>,
+    /// The public key (SPKI PEM) results are encrypted to, for a result receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_key: Option<String>,
+}
+
+/// A party's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Brings a dataset and decides, by approving, whether its key is released for this
+    /// contract.
+    DataProvider,
+    /// Runs the analysis in its attested workload.
+    Analyst,
+    /// Receives the results.
+    ResultReceiver,
+}
+
+/// An input table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// The table name the queries use: a SQL identifier (letters, digits, `_`).
+    pub table: String,
+    /// The data provider (a party id) whose dataset it is.
+    pub provider: String,
+    /// Where the encrypted dataset is (`az://…`, `s3://…`, `https://…`, `file://…`).
+    pub url: String,
+    /// The vault key that opens it (`https://<vault>/keys/<name>[/<version>]`).
+    pub key: String,
+    /// The Arrow schema the dataset must have; a dataset with another is refused.
+    pub schema: Vec<Column>,
+}
+
+/// A column of an input's schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    /// The Arrow type: `bool`, `int8`…`int64`, `uint8`…`uint64`, `float32`, `float64`,
+    /// `decimal(P,S)` (P 1-38, S 0-P), `string` (also dictionary-encoded), `date` (days since
+    /// the epoch), `timestamp` (microseconds, UTC).
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether the column may hold nulls.
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+/// One query of the analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    /// The result's name: 1-64 lowercase letters, digits and underscores.
+    pub name: String,
+    /// The SQL (Apache DataFusion's dialect), over the inputs' tables.
+    pub sql: String,
+}
+
+/// The rules every result must pass before it leaves the TEE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRules {
+    /// Only aggregates leave the TEE: every result row is a group with a count.
+    pub aggregate_only: bool,
+    /// The smallest group released: groups of fewer records are withheld (and counted).
+    pub k: u64,
+    /// Input columns that may never appear in a result, even aggregated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden_columns: Vec<String>,
+    /// Noise added to every released aggregate, per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential_privacy: Option<DifferentialPrivacy>,
+}
+
+/// Differential privacy for one run of the contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DifferentialPrivacy {
+    pub mechanism: Mechanism,
+    /// The privacy loss ε of one run (over all its queries): finite, above 0.
+    pub epsilon: f64,
+    /// δ: 0 for the Laplace mechanism; above 0 and below 1 for the Gaussian.
+    #[serde(default)]
+    pub delta: f64,
+}
+
+/// A differential-privacy mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mechanism {
+    /// Laplace noise (pure ε-DP).
+    Laplace,
+    /// Gaussian noise ((ε, δ)-DP).
+    Gaussian,
+}
+
+/// Why a document is not a valid contract; the message names the field and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid contract: {0}")]
+pub struct ContractError(pub String);
+
+fn bad<T>(msg: impl Into<String>) -> Result<T, ContractError> {
+    Err(ContractError(msg.into()))
+}
+
+fn is_name(s: &str, max: usize, extra: char) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == extra)
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether `t` is one of the column types [`Column::data_type`] lists.
+pub fn valid_column_type(t: &str) -> bool {
+    match t {
+        "bool" | "int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32"
+        | "uint64" | "float32" | "float64" | "string" | "date" | "timestamp" => true,
+        _ => t
+            .strip_prefix("decimal(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|r| r.split_once(','))
+            .and_then(|(p, s)| Some((p.trim().parse::<u8>().ok()?, s.trim().parse::<u8>().ok()?)))
+            .is_some_and(|(p, s)| (1..=38).contains(&p) && s <= p),
+    }
+}
+
+impl Contract {
+    /// Reads a contract from TOML (or JSON, when the text starts with `{`) and checks it.
+    ///
+    /// # Errors
+    /// [`ContractError`] naming the first field that is missing, unknown or wrong.
+    pub fn parse(text: &str) -> Result<Self, ContractError> {
+        let contract: Contract = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| ContractError(format!("{e}")))?
+        } else {
+            toml::from_str(text).map_err(|e| ContractError(e.to_string()))?
+        };
+        contract.check()?;
+        Ok(contract)
+    }
+
+    /// Checks what serde cannot: names, references between parties and inputs, and ranges.
+    ///
+    /// # Errors
+    /// [`ContractError`] naming the first problem.
+    pub fn check(&self) -> Result<(), ContractError> {
+        if self.format != FORMAT {
+            return bad(format!(
+                "format {} is not supported: this version reads format {FORMAT}",
+                self.format
+            ));
+        }
+        if !is_name(&self.name, 64, '-') {
+            return bad(format!(
+                "name {:?} must be 1-64 lowercase letters, digits and dashes, starting with a letter",
+                self.name
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        for p in &self.parties {
+            if !is_name(&p.id, 20, '\0') {
+                return bad(format!(
+                    "party id {:?} must be 1-20 lowercase letters and digits, starting with a letter",
+                    p.id
+                ));
+            }
+            if !ids.insert(p.id.as_str()) {
+                return bad(format!("party {:?} is listed twice", p.id));
+            }
+            if p.roles.is_empty() {
+                return bad(format!("party {:?} has no role", p.id));
+            }
+            if p.roles.contains(&Role::DataProvider) && p.approval_key.is_none() {
+                return bad(format!(
+                    "party {:?} is a data provider and needs an approval_key (the public key its approvals are verified with: conclave contract keygen)",
+                    p.id
+                ));
+            }
+            if let Some(pem) = &p.approval_key {
+                approval::parse_approval_key(pem)
+                    .map_err(|e| ContractError(format!("party {:?}: approval_key: {e}", p.id)))?;
+            }
+            if p.roles.contains(&Role::ResultReceiver) && p.receiver_key.is_none() {
+                return bad(format!(
+                    "party {:?} receives results and needs a receiver_key (the public key results are encrypted to)",
+                    p.id
+                ));
+            }
+        }
+        if !self
+            .parties
+            .iter()
+            .any(|p| p.roles.contains(&Role::Analyst))
+        {
+            return bad("no party is the analyst (roles = [\"analyst\"]): someone must run it");
+        }
+        if self.inputs.is_empty() {
+            return bad("the contract has no inputs");
+        }
+        let mut tables = BTreeSet::new();
+        for i in &self.inputs {
+            if !is_identifier(&i.table) {
+                return bad(format!(
+                    "table name {:?} must be a SQL identifier (letters, digits, _)",
+                    i.table
+                ));
+            }
+            if !tables.insert(i.table.to_ascii_lowercase()) {
+                return bad(format!("table {:?} is listed twice", i.table));
+            }
+            match self.party(&i.provider) {
+                None => {
+                    return bad(format!(
+                        "table {:?}: provider {:?} is not a party of the contract",
+                        i.table, i.provider
+                    ));
+                }
+                Some(p) if !p.roles.contains(&Role::DataProvider) => {
+                    return bad(format!(
+                        "table {:?}: party {:?} provides it but is not a data provider (add \"data-provider\" to its roles)",
+                        i.table, i.provider
+                    ));
+                }
+                Some(_) => {}
+            }
+            if !i.key.starts_with("https://") || !i.key.contains("/keys/") {
+                return bad(format!(
+                    "table {:?}: key {:?} is not a vault key id (https://<vault>/keys/<name>)",
+                    i.table, i.key
+                ));
+            }
+            if i.url.is_empty() {
+                return bad(format!("table {:?} has no url", i.table));
+            }
+            if i.schema.is_empty() {
+                return bad(format!("table {:?} has an empty schema", i.table));
+            }
+            let mut columns = BTreeSet::new();
+            for c in &i.schema {
+                if !is_identifier(&c.name) {
+                    return bad(format!(
+                        "table {:?}: column name {:?} must be a SQL identifier",
+                        i.table, c.name
+                    ));
+                }
+                if !columns.insert(c.name.to_ascii_lowercase()) {
+                    return bad(format!(
+                        "table {:?}: column {:?} is listed twice",
+                        i.table, c.name
+                    ));
+                }
+                if !valid_column_type(&c.data_type) {
+                    return bad(format!(
+                        "table {:?}: column {:?} has type {:?}; use bool, int8-int64, uint8-uint64, float32, float64, decimal(P,S), string, date or timestamp",
+                        i.table, c.name, c.data_type
+                    ));
+                }
+            }
+        }
+        if self.queries.is_empty() {
+            return bad("the contract has no queries");
+        }
+        let mut names = BTreeSet::new();
+        for q in &self.queries {
+            if !is_name(&q.name, 64, '_') {
+                return bad(format!(
+                    "query name {:?} must be 1-64 lowercase letters, digits and underscores",
+                    q.name
+                ));
+            }
+            if !names.insert(q.name.as_str()) {
+                return bad(format!("query {:?} is listed twice", q.name));
+            }
+            if q.sql.trim().is_empty() {
+                return bad(format!("query {:?} has no SQL", q.name));
+            }
+        }
+        let o = &self.output;
+        if o.k == 0 {
+            return bad("output.k must be at least 1 (the smallest group released)");
+        }
+        for c in &o.forbidden_columns {
+            if !is_identifier(c) {
+                return bad(format!(
+                    "output.forbidden_columns: {c:?} is not a column name"
+                ));
+            }
+        }
+        if let Some(dp) = &o.differential_privacy {
+            if !(dp.epsilon.is_finite() && dp.epsilon > 0.0) {
+                return bad(format!(
+                    "output.differential_privacy.epsilon {} must be a finite number above 0",
+                    dp.epsilon
+                ));
+            }
+            match dp.mechanism {
+                Mechanism::Laplace if dp.delta != 0.0 => {
+                    return bad("output.differential_privacy: the Laplace mechanism has delta 0");
+                }
+                Mechanism::Gaussian if !(dp.delta > 0.0 && dp.delta < 1.0) => {
+                    return bad(
+                        "output.differential_privacy: the Gaussian mechanism needs 0 < delta < 1",
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The party with id `id`.
+    pub fn party(&self, id: &str) -> Option<&Party> {
+        self.parties.iter().find(|p| p.id == id)
+    }
+
+    /// The data providers: the parties whose approval the contract needs.
+    pub fn providers(&self) -> impl Iterator<Item = &Party> {
+        self.parties
+            .iter()
+            .filter(|p| p.roles.contains(&Role::DataProvider))
+    }
+
+    /// The contract's canonical form: RFC 8785 JSON of its content (the bytes the digest is
+    /// taken over).
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_jcs::to_vec(self).expect("a contract serialises to JSON")
+    }
+
+    /// The contract's digest: SHA-256 of [`canonical_json`](Self::canonical_json), 64 lowercase
+    /// hex digits. Approvals sign it and release policies pin it.
+    pub fn digest(&self) -> String {
+        hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &self.canonical_json(),
+        ))
+    }
+
+    /// The privacy parameters a workload attests with this contract (see [`policy`]).
+    pub fn claims(&self) -> policy::ContractClaims {
+        let dp = self.output.differential_privacy.as_ref();
+        policy::ContractClaims {
+            name: self.name.clone(),
+            digest: self.digest(),
+            k: self.output.k,
+            epsilon: dp.map(|d| d.epsilon),
+            delta: dp.map(|d| d.delta),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
