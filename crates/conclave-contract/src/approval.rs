@@ -77,11 +77,13 @@ pub fn generate_key() -> Result<(String, String), ApprovalError> {
     Ok((private, public))
 }
 
-/// The uncompressed P-256 point of an approval key given as SPKI PEM.
+/// The DER SubjectPublicKeyInfo of a PEM public key (any algorithm).
 ///
 /// # Errors
-/// [`ApprovalError::Key`] when it is not PEM, not an SPKI, or not a P-256 EC key.
-pub fn parse_approval_key(pem: &str) -> Result<Vec<u8>, ApprovalError> {
+/// [`ApprovalError::Key`] when it is not a PEM "PUBLIC KEY" holding an SPKI.
+pub fn parse_public_key(
+    pem: &str,
+) -> Result<x509_cert::spki::SubjectPublicKeyInfoOwned, ApprovalError> {
     let (label, der) = der::pem::decode_vec(pem.trim().as_bytes())
         .map_err(|e| ApprovalError::Key(format!("not a PEM public key: {e}")))?;
     if label != "PUBLIC KEY" {
@@ -89,8 +91,27 @@ pub fn parse_approval_key(pem: &str) -> Result<Vec<u8>, ApprovalError> {
             "a PEM \"PUBLIC KEY\" is needed, not {label:?}"
         )));
     }
-    let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(&der)
-        .map_err(|e| ApprovalError::Key(format!("not a SubjectPublicKeyInfo: {e}")))?;
+    x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(&der)
+        .map_err(|e| ApprovalError::Key(format!("not a SubjectPublicKeyInfo: {e}")))
+}
+
+/// The SHA-256 (hex) of a PEM public key's DER SubjectPublicKeyInfo: what an owner compares,
+/// out of band, with its own key before approving a contract that lists it.
+pub fn key_fingerprint(pem: &str) -> Result<String, ApprovalError> {
+    let (_, der) = der::pem::decode_vec(pem.trim().as_bytes())
+        .map_err(|e| ApprovalError::Key(format!("not a PEM public key: {e}")))?;
+    Ok(hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &der,
+    )))
+}
+
+/// The uncompressed P-256 point of an approval key given as SPKI PEM.
+///
+/// # Errors
+/// [`ApprovalError::Key`] when it is not PEM, not an SPKI, or not a P-256 EC key.
+pub fn parse_approval_key(pem: &str) -> Result<Vec<u8>, ApprovalError> {
+    let spki = parse_public_key(pem)?;
     const EC_PUBLIC_KEY: der::oid::ObjectIdentifier =
         der::oid::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
     const P256: der::oid::ObjectIdentifier =

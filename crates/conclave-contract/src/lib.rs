@@ -166,12 +166,23 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, ContractError> {
     Err(ContractError(msg.into()))
 }
 
-fn is_name(s: &str, max: usize, extra: char) -> bool {
+fn is_name(s: &str, max: usize, extra: Option<char>) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
         && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == extra)
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || Some(c) == extra)
+}
+
+/// The largest `k` (2^53 - 1): RFC 8785 writes numbers as IEEE 754 doubles, so a larger one
+/// could share its canonical form, and so its digest, with another.
+pub const MAX_K: u64 = (1 << 53) - 1;
+
+/// A character that could hide or rewrite what an owner reads before approving: C0/C1 controls
+/// (but line feed and tab where `multiline`) and Unicode's bidirectional formatting characters.
+fn deceptive(c: char, multiline: bool) -> bool {
+    (c.is_control() && !(multiline && (c == '\n' || c == '\t')))
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -208,8 +219,74 @@ impl Contract {
         } else {
             toml::from_str(text).map_err(|e| ContractError(e.to_string()))?
         };
+        let mut contract = contract;
+        contract.normalise();
         contract.check()?;
         Ok(contract)
+    }
+
+    /// Line endings to LF in the multi-line texts (SQL, description, PEM keys), and keys
+    /// without surrounding whitespace: a contract saved on another system keeps its digest.
+    pub fn normalise(&mut self) {
+        let lf = |s: &mut String| {
+            if s.contains('\r') {
+                *s = s.replace("\r\n", "\n");
+            }
+        };
+        lf(&mut self.description);
+        for q in &mut self.queries {
+            lf(&mut q.sql);
+        }
+        for p in &mut self.parties {
+            for key in [&mut p.approval_key, &mut p.receiver_key]
+                .into_iter()
+                .flatten()
+            {
+                lf(key);
+                *key = key.trim().to_string();
+            }
+        }
+    }
+
+    /// Every text of the contract, and whether it may span lines.
+    fn texts(&self) -> Vec<(String, &str, bool)> {
+        let mut t = vec![
+            ("name".to_string(), self.name.as_str(), false),
+            ("description".to_string(), self.description.as_str(), true),
+        ];
+        for p in &self.parties {
+            t.push((format!("party {:?}: id", p.id), &p.id, false));
+            t.push((
+                format!("party {:?}: display_name", p.id),
+                &p.display_name,
+                false,
+            ));
+            for key in [&p.approval_key, &p.receiver_key].into_iter().flatten() {
+                t.push((format!("party {:?}: key", p.id), key, true));
+            }
+        }
+        for i in &self.inputs {
+            for (what, v) in [
+                ("table", &i.table),
+                ("provider", &i.provider),
+                ("url", &i.url),
+                ("key", &i.key),
+            ] {
+                t.push((format!("input {:?}: {what}", i.table), v, false));
+            }
+            for c in &i.schema {
+                t.push((format!("input {:?}: column", i.table), &c.name, false));
+                t.push((format!("input {:?}: type", i.table), &c.data_type, false));
+            }
+        }
+        for q in &self.queries {
+            t.push((format!("query {:?}: name", q.name), &q.name, false));
+            t.push((format!("query {:?}: sql", q.name), &q.sql, true));
+        }
+        for c in &self.output.forbidden_columns {
+            t.push(("output.forbidden_columns".to_string(), c, false));
+        }
+        t
     }
 
     /// Checks what serde cannot: names, references between parties and inputs, and ranges.
@@ -223,15 +300,24 @@ impl Contract {
                 self.format
             ));
         }
-        if !is_name(&self.name, 64, '-') {
+        for (field, text, multiline) in self.texts() {
+            if let Some(c) = text.chars().find(|c| deceptive(*c, multiline)) {
+                return bad(format!(
+                    "{field} holds the character U+{:04X}, which can hide what the text says: remove it",
+                    c as u32
+                ));
+            }
+        }
+        if !is_name(&self.name, 64, Some('-')) {
             return bad(format!(
                 "name {:?} must be 1-64 lowercase letters, digits and dashes, starting with a letter",
                 self.name
             ));
         }
         let mut ids = BTreeSet::new();
+        let mut approval_keys = BTreeSet::new();
         for p in &self.parties {
-            if !is_name(&p.id, 20, '\0') {
+            if !is_name(&p.id, 20, None) {
                 return bad(format!(
                     "party id {:?} must be 1-20 lowercase letters and digits, starting with a letter",
                     p.id
@@ -250,8 +336,18 @@ impl Contract {
                 ));
             }
             if let Some(pem) = &p.approval_key {
-                approval::parse_approval_key(pem)
+                let point = approval::parse_approval_key(pem)
                     .map_err(|e| ContractError(format!("party {:?}: approval_key: {e}", p.id)))?;
+                if !approval_keys.insert(point) {
+                    return bad(format!(
+                        "party {:?}: its approval_key is another party's too; each party approves with its own key",
+                        p.id
+                    ));
+                }
+            }
+            if let Some(pem) = &p.receiver_key {
+                approval::parse_public_key(pem)
+                    .map_err(|e| ContractError(format!("party {:?}: receiver_key: {e}", p.id)))?;
             }
             if p.roles.contains(&Role::ResultReceiver) && p.receiver_key.is_none() {
                 return bad(format!(
@@ -335,7 +431,7 @@ impl Contract {
         }
         let mut names = BTreeSet::new();
         for q in &self.queries {
-            if !is_name(&q.name, 64, '_') {
+            if !is_name(&q.name, 64, Some('_')) {
                 return bad(format!(
                     "query name {:?} must be 1-64 lowercase letters, digits and underscores",
                     q.name
@@ -349,13 +445,19 @@ impl Contract {
             }
         }
         let o = &self.output;
-        if o.k == 0 {
-            return bad("output.k must be at least 1 (the smallest group released)");
+        if o.k == 0 || o.k > MAX_K {
+            return bad(format!(
+                "output.k must be at least 1 (the smallest group released) and at most {MAX_K}"
+            ));
         }
         for c in &o.forbidden_columns {
-            if !is_identifier(c) {
+            let named = self
+                .inputs
+                .iter()
+                .any(|i| i.schema.iter().any(|col| col.name.eq_ignore_ascii_case(c)));
+            if !named {
                 return bad(format!(
-                    "output.forbidden_columns: {c:?} is not a column name"
+                    "output.forbidden_columns: {c:?} is no input's column (a misspelt name would forbid nothing)"
                 ));
             }
         }

@@ -49,6 +49,8 @@ provider = "contoso"
 url = "az://contoso/records.parquet"
 key = "https://contoso-vault.example:8443/keys/contoso-data"
 schema = [
+  {{ name = "name", type = "string" }},
+  {{ name = "phone", type = "string" }},
   {{ name = "country", type = "string" }},
   {{ name = "salary", type = "decimal(12,2)", nullable = true }},
   {{ name = "age", type = "uint8" }},
@@ -89,6 +91,12 @@ fn the_digest_is_of_the_content_not_the_formatting() {
     assert_eq!(a.digest(), b.digest());
     let json_form = serde_json::to_string_pretty(&a).unwrap();
     assert_eq!(Contract::parse(&json_form).unwrap().digest(), a.digest());
+    // Members in another order, and CRLF line endings (a file saved on another system).
+    let shuffled = reversed_members(&serde_json::to_value(&a).unwrap());
+    assert!(!shuffled.starts_with(r#"{"description""#));
+    assert_eq!(Contract::parse(&shuffled).unwrap().digest(), a.digest());
+    let crlf = toml_text(&k, SQL).replace('\n', "\r\n");
+    assert_eq!(Contract::parse(&crlf).unwrap().digest(), a.digest());
     assert_eq!(a.digest().len(), 64);
     // RFC 8785: members sorted, no whitespace, numbers in their shortest form.
     let canonical = String::from_utf8(a.canonical_json()).unwrap();
@@ -97,6 +105,33 @@ fn the_digest_is_of_the_content_not_the_formatting() {
     // One character of SQL is another contract.
     let changed = Contract::parse(&toml_text(&k, &SQL.replace("COUNT(*)", "COUNT(1)"))).unwrap();
     assert_ne!(changed.digest(), a.digest());
+}
+
+/// JSON text with every object's members in reverse order.
+fn reversed_members(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let members: Vec<String> = m
+                .iter()
+                .rev()
+                .map(|(k, v)| {
+                    format!(
+                        "{}:{}",
+                        serde_json::to_string(k).unwrap(),
+                        reversed_members(v)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        serde_json::Value::Array(a) => {
+            format!(
+                "[{}]",
+                a.iter().map(reversed_members).collect::<Vec<_>>().join(",")
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 #[test]
@@ -131,6 +166,23 @@ fn a_contract_that_cannot_be_run_or_approved_is_refused_with_the_field() {
             "has type \"decimal(40,2)\"",
         ),
         ("k = 10", "k = 0", "output.k must be at least 1"),
+        ("k = 10", "k = 9007199254740992", "at most 9007199254740991"),
+        (
+            "forbidden_columns = [\"name\", \"phone\"]",
+            "forbidden_columns = [\"snn\"]",
+            "\"snn\" is no input's column",
+        ),
+        ("id = \"contoso\"", "id = \"con\\u0000toso\"", "U+0000"),
+        (
+            "display_name = \"Contoso\"",
+            "display_name = \"Con\\u202Etoso\"",
+            "U+202E",
+        ),
+        (
+            "description = \"Where",
+            "description = \"\\u001b[2JWhere",
+            "U+001B",
+        ),
         (
             "epsilon = 0.5",
             "epsilon = -1.0",
@@ -176,13 +228,42 @@ fn a_contract_that_cannot_be_run_or_approved_is_refused_with_the_field() {
     );
     let err = Contract::parse(&no_key).unwrap_err().to_string();
     assert!(err.contains("needs an approval_key"), "{err}");
-    let rsa_key = good.replacen(
+    let garbage = good.replacen(
         &k.fabrikam.1,
         "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
         1,
     );
-    let err = Contract::parse(&rsa_key).unwrap_err().to_string();
-    assert!(err.contains("party \"fabrikam\": approval_key"), "{err}");
+    let err = Contract::parse(&garbage).unwrap_err().to_string();
+    assert!(
+        err.contains("party \"fabrikam\": approval_key: not a SubjectPublicKeyInfo"),
+        "{err}"
+    );
+    // A real key of another kind (RSA) is not an approval key.
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let rsa_pem = der::pem::encode_string(
+        "PUBLIC KEY",
+        der::pem::LineEnding::LF,
+        &conclave_pki::x509::rsa_spki_der(&rsa),
+    )
+    .unwrap();
+    let err = Contract::parse(&good.replacen(&k.fabrikam.1, &rsa_pem, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("an ECDSA P-256 public key is needed"), "{err}");
+    // As a receiver key it is fine: results may be encrypted to RSA.
+    let receiver = format!("receiver_key = \"\"\"{}\"\"\"", k.contoso.1);
+    assert!(good.contains(&receiver));
+    Contract::parse(&good.replacen(
+        &receiver,
+        &format!("receiver_key = \"\"\"{rsa_pem}\"\"\""),
+        1,
+    ))
+    .unwrap();
+    // One key for two parties: refused (each approves with its own).
+    let err = Contract::parse(&good.replacen(&k.fabrikam.1, &k.contoso.1, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is another party's too"), "{err}");
 }
 
 #[test]

@@ -135,6 +135,12 @@ pub fn run(cmd: ContractCommand) -> anyhow::Result<ExitCode> {
             max_epsilon,
         } => {
             let c = read_contract(&path)?;
+            // The owner's terms are checked before anything is signed: an approval is not left
+            // behind for a contract the owner's limits refuse.
+            let release_policy = match policy {
+                Some(policy) => Some(owner_policy(&c, &policy, min_k, max_epsilon)?),
+                None => None,
+            };
             let private = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?;
             let now = std::time::SystemTime::now()
@@ -143,6 +149,12 @@ pub fn run(cmd: ContractCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or(0);
             let jws = approval::sign(&c, &party, &private, now)?;
             let out = out.unwrap_or_else(|| path.with_file_name(format!("{party}.approval.jws")));
+            if out.exists() {
+                bail!(
+                    "{} exists: choose another --out (an approval is never overwritten)",
+                    out.display()
+                );
+            }
             std::fs::write(&out, format!("{jws}\n"))
                 .with_context(|| format!("writing {}", out.display()))?;
             eprintln!(
@@ -151,44 +163,7 @@ pub fn run(cmd: ContractCommand) -> anyhow::Result<ExitCode> {
                 c.digest(),
                 out.display()
             );
-            if let Some(policy) = policy {
-                let text = std::fs::read(&policy)
-                    .with_context(|| format!("reading {}", policy.display()))?;
-                let mut value: serde_json::Value = serde_json::from_slice(&text)
-                    .with_context(|| format!("{} is not JSON", policy.display()))?;
-                // `conclave measure --json` prints {values, policy}: take its policy.
-                if let Some(p) = value.get("policy").cloned() {
-                    value = p;
-                }
-                let base = ReleasePolicy::from_value(&value)
-                    .with_context(|| format!("in {}", policy.display()))?;
-                let min_k = min_k.unwrap_or(c.output.k);
-                if min_k > c.output.k {
-                    bail!(
-                        "this contract releases groups of {} or more, below your floor of {min_k}: no workload running it could meet the policy (ask for a contract with k >= {min_k})",
-                        c.output.k
-                    );
-                }
-                let dp = c.output.differential_privacy.as_ref().map(|d| d.epsilon);
-                let max_epsilon = max_epsilon.or(dp);
-                if let (Some(max), Some(eps)) = (max_epsilon, dp)
-                    && eps > max
-                {
-                    bail!(
-                        "this contract spends epsilon {eps} per run, above your ceiling of {max}"
-                    );
-                }
-                if max_epsilon.is_some() && dp.is_none() {
-                    bail!(
-                        "this contract has no differential privacy, and --max-epsilon requires it"
-                    );
-                }
-                let terms = OwnerTerms {
-                    digest: c.digest(),
-                    min_k,
-                    max_epsilon,
-                };
-                let p = terms.add_to(&base);
+            if let Some(p) = release_policy {
                 eprintln!(
                     "release policy for {party}'s key (conclave key policy <name> --policy <file>):"
                 );
@@ -243,6 +218,54 @@ pub fn run(cmd: ContractCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The owner's release policy: `policy_file` (a policy pinning the workload, or `conclave
+/// measure --json` output) with the contract's digest and the owner's floors added.
+fn owner_policy(
+    c: &Contract,
+    policy_file: &PathBuf,
+    min_k: Option<u64>,
+    max_epsilon: Option<f64>,
+) -> anyhow::Result<ReleasePolicy> {
+    let text =
+        std::fs::read(policy_file).with_context(|| format!("reading {}", policy_file.display()))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not JSON", policy_file.display()))?;
+    // `conclave measure --json` prints {values, policy}: take its policy.
+    if let Some(p) = value.get("policy").cloned() {
+        value = p;
+    }
+    let base = ReleasePolicy::from_value(&value)
+        .with_context(|| format!("in {}", policy_file.display()))?;
+    let min_k = min_k.unwrap_or(c.output.k);
+    if min_k > c.output.k {
+        bail!(
+            "this contract releases groups of {} or more, below your floor of {min_k}: no workload running it could meet the policy (ask for a contract with k >= {min_k})",
+            c.output.k
+        );
+    }
+    if let Some(max) = max_epsilon
+        && !(max.is_finite() && max > 0.0)
+    {
+        bail!("--max-epsilon {max} must be a finite number above 0");
+    }
+    let dp = c.output.differential_privacy.as_ref().map(|d| d.epsilon);
+    let max_epsilon = max_epsilon.or(dp);
+    if let (Some(max), Some(eps)) = (max_epsilon, dp)
+        && eps > max
+    {
+        bail!("this contract spends epsilon {eps} per run, above your ceiling of {max}");
+    }
+    if max_epsilon.is_some() && dp.is_none() {
+        bail!("this contract has no differential privacy, and --max-epsilon requires it");
+    }
+    Ok(OwnerTerms {
+        digest: c.digest(),
+        min_k,
+        max_epsilon,
+    }
+    .add_to(&base))
+}
+
 fn show(c: &Contract) {
     println!("contract {}  digest {}", c.name, c.digest());
     if !c.description.is_empty() {
@@ -260,6 +283,12 @@ fn show(c: &Contract) {
             })
             .collect();
         println!("  {:<12} {:<24} {}", p.id, p.display_name, roles.join(", "));
+        // What each owner compares, out of band, with its own key before approving.
+        if let Some(key) = &p.approval_key
+            && let Ok(fp) = approval::key_fingerprint(key)
+        {
+            println!("  {:<12} approval key sha256:{fp}", "");
+        }
     }
     println!("inputs:");
     for i in &c.inputs {

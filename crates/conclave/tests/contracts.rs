@@ -277,6 +277,28 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("below your floor of 50"));
+    assert!(
+        !dir.join("y.jws").exists(),
+        "an approval was left behind for terms the owner refused"
+    );
+    let out = conclave(&[
+        "contract",
+        "approve",
+        c,
+        "--party",
+        "contoso",
+        "--key",
+        ck.to_str().unwrap(),
+        "--out",
+        dir.join("y.jws").to_str().unwrap(),
+        "--policy",
+        base.to_str().unwrap(),
+        "--max-epsilon",
+        "NaN",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("finite number above 0"));
+    assert!(!dir.join("y.jws").exists());
 }
 
 #[test]
