@@ -21,6 +21,7 @@ import http.server
 import json
 import os
 import pathlib
+import re
 import shutil
 import stat
 import subprocess
@@ -41,7 +42,9 @@ def render(values):
     text = CLOUD_INIT.read_text()
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
-    assert "${partyConfigBase64}" not in text
+    # Every ${name} is one the template fills (the script's own ${VAR:?} are shell's).
+    left = re.findall(r"\$\{[A-Za-z0-9]+\}", text)
+    assert not left, f"placeholders the test does not fill: {left}"
     return yaml.safe_load(text)
 
 
@@ -166,7 +169,10 @@ def in_netns(script, tmp_path):
     metadata service's address on it)."""
     path = tmp_path / "netns.sh"
     path.write_text("set -eu\nip link set lo up\nip addr add 169.254.169.254/32 dev lo\n" + script)
-    return subprocess.run(["unshare", "--user", "--map-root-user", "--net", "sh", str(path)],
+    # Its own PID namespace too: when the script ends (or the test gives up on it), everything
+    # it started ends with it.
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork",
+                           "--kill-child", "sh", str(path)],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -243,3 +249,10 @@ def rewrite_under(root, text):
     for guest_path in ["/etc/conclave/", "/usr/local/lib/conclave/", "/run/conclave/"]:
         text = text.replace(guest_path, str(root) + guest_path)
     return text.replace("/usr/local/bin/conclave", str(root / "usr/local/bin/conclave"))
+
+
+def test_the_template_fills_every_placeholder_the_cloud_init_has():
+    template = (ROOT / "deploy" / "cvm" / "conclave-cvm.json").read_text()
+    filled = set(re.findall(r"'\$\{([A-Za-z0-9]+)\}'", template))
+    used = set(re.findall(r"\$\{([A-Za-z0-9]+)\}", CLOUD_INIT.read_text()))
+    assert used and used == filled, (used, filled)

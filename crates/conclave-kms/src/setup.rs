@@ -197,7 +197,16 @@ pub fn open(opts: VaultOptions, certs: Certificates<'_>) -> Result<OpenedVault, 
             opts.admin_token_sha256.is_none().then_some(token_file)
         }
         // An existing vault keeps its admin; a token file is there if it made the token.
-        FirstAdmin::Exists => token_file.exists().then_some(token_file),
+        FirstAdmin::Exists => {
+            if let Some(hash) = &opts.admin_token_sha256
+                && vault.store().principal_by_token_hash(hash)?.is_none()
+            {
+                tracing::warn!(
+                    "the admin token hash given is no principal's: it is used only when a vault is created, and this vault exists (add an admin with an existing admin's token: conclave kms principal <name> --admin)"
+                );
+            }
+            token_file.exists().then_some(token_file)
+        }
     };
     Ok(OpenedVault {
         vault,

@@ -475,6 +475,14 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             postgres,
             admin_token_sha256,
         } => {
+            let admin_token_sha256 = admin_token_sha256.map(|h| h.trim().to_ascii_lowercase());
+            if let Some(h) = &admin_token_sha256
+                && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                bail!(
+                    "--admin-token-sha256 must be 64 hex digits, the SHA-256 that conclave kms admin-token printed"
+                );
+            }
             let postgres = match postgres {
                 Some(url) => Some(
                     conclave_kms::store::postgres::PgBackend::connect(&url)
@@ -527,7 +535,7 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
                         purge_protection,
                     },
                     postgres,
-                    admin_token_sha256: admin_token_sha256.map(|h| h.trim().to_ascii_lowercase()),
+                    admin_token_sha256,
                 },
                 certs,
             )?;

@@ -80,6 +80,10 @@ struct SnpArgs {
     /// The launch digest of the OVMF pages alone, if already computed (96 hex digits).
     #[arg(long)]
     ovmf_hash: Option<String>,
+    /// The HOST_DATA the guest is launched with (64 hex digits), to pin as well: e.g. the
+    /// SHA-256 of a Kata/CoCo pod's policy, where the runtime puts it there.
+    #[arg(long)]
+    host_data: Option<String>,
     #[command(flatten)]
     policy: PolicyArgs,
 }
@@ -208,6 +212,17 @@ fn print(
 fn measure_snp(a: SnpArgs) -> anyhow::Result<ExitCode> {
     use conclave_snp::launch_digest::{LaunchInputs, launch_digest};
     check_authority(&a.policy.authority)?;
+    let host_data = a.host_data.map(|h| h.trim().to_ascii_lowercase());
+    if let Some(h) = &host_data
+        && (h.len() != 64 || hex::decode(h).is_err())
+    {
+        bail!("--host-data {h:?} is not 64 hex digits (32 bytes, as the report's HOST_DATA)");
+    }
+    if a.kernel.is_none() {
+        eprintln!(
+            "note: without --kernel the digest covers the firmware and vCPUs only, not the disk the guest boots: any guest of this firmware and shape has it. Pin the workload too (measured direct boot with a dm-verity root hash on the command line, or --host-data)."
+        );
+    }
     let digest = hex::encode(launch_digest(&LaunchInputs {
         ovmf: a.ovmf,
         kernel: a.kernel,
@@ -223,6 +238,11 @@ fn measure_snp(a: SnpArgs) -> anyhow::Result<ExitCode> {
         Condition::equals("x-ms-sevsnpvm-is-debuggable", false),
         Condition::equals("x-ms-sevsnpvm-launchmeasurement", digest.as_str()),
     ];
+    let mut values = vec![("x-ms-sevsnpvm-launchmeasurement".to_string(), digest)];
+    if let Some(h) = host_data {
+        conditions.push(Condition::equals("x-ms-sevsnpvm-hostdata", h.as_str()));
+        values.push(("x-ms-sevsnpvm-hostdata".to_string(), h));
+    }
     if !is_azure_attestation(&a.policy.authority) {
         // Conclave's attestation service names the platform it verified: pin real hardware, so
         // that no simulated report is accepted even by a service configured to trust one.
@@ -232,11 +252,7 @@ fn measure_snp(a: SnpArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let policy = ReleasePolicy::for_authority(&a.policy.authority, conditions);
-    print(
-        &[("x-ms-sevsnpvm-launchmeasurement".to_string(), digest)],
-        &policy,
-        a.policy.json,
-    )
+    print(&values, &policy, a.policy.json)
 }
 
 fn measure_aci(a: AciArgs) -> anyhow::Result<ExitCode> {

@@ -261,6 +261,32 @@ async fn an_snp_policy_pins_the_published_launch_digest() {
     );
     assert!(text.contains("5061fffb019493a903613d56d54b94912a1a2f9e4502385f5c194616753720a92441310ba6c4933de877c36e23046ad5"), "{text}");
     assert!(!text.contains("x-conclave-platform"), "{text}");
+
+    // Without a kernel the digest names no workload: it says so, and --host-data pins one.
+    let host_data = "ab".repeat(32);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "measure",
+            "snp",
+            "--ovmf",
+            &ovmf,
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-v4",
+        ])
+        .args(["--host-data", &host_data, "--json"])
+        .args(["--authority", "https://shared.weu.attest.azure.net"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the disk the guest boots"));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["values"]["x-ms-sevsnpvm-hostdata"], host_data.as_str());
+    assert_eq!(
+        json["values"]["x-ms-sevsnpvm-launchmeasurement"],
+        "19358ba9a7615534a9a1e2f0dfc29384dcd4dcb7062ff9c6013b26869a5fc6ecabe033c48dd6f6db5d6d76e7c5df632d"
+    );
 }
 
 #[test]
@@ -296,6 +322,10 @@ fn measure_snp_refuses_inputs_it_cannot_measure() {
         (
             vec!["--vcpu-type", "EPYC-v4", "--ovmf-hash", "00"],
             "96 hex digits",
+        ),
+        (
+            vec!["--vcpu-type", "EPYC-v4", "--host-data", "xyz"],
+            "not 64 hex digits",
         ),
     ] {
         let mut args = base(&amd_sev);
