@@ -1,7 +1,7 @@
 """`conclave measure snp` against AMD's launch sequence as sev-snp-measure (PyPI, virtee) computes
 it: an independent implementation, run on inputs neither project publishes digests for (random
 kernels, initrds and command lines; several vCPU counts, types and guest features). QEMU/KVM
-guests only: that is what `measure snp` computes (see conclave-snp's launch_digest)."""
+guests only: that is what `measure snp` computes (see the conclave binary's launch_digest module)."""
 
 import json
 import random

@@ -12,7 +12,7 @@ use aws_lc_rs::signature::{
     UnparsedPublicKey,
 };
 use conclave_protocol::b64::{b64url, b64url_decode};
-use der::Decode as _;
+use der::{Decode as _, Encode as _};
 use serde::{Deserialize, Serialize};
 
 use crate::Contract;
@@ -97,9 +97,13 @@ pub fn parse_public_key(
 
 /// The SHA-256 (hex) of a PEM public key's DER SubjectPublicKeyInfo: what an owner compares,
 /// out of band, with its own key before approving a contract that lists it.
+///
+/// # Errors
+/// As [`parse_public_key`].
 pub fn key_fingerprint(pem: &str) -> Result<String, ApprovalError> {
-    let (_, der) = der::pem::decode_vec(pem.trim().as_bytes())
-        .map_err(|e| ApprovalError::Key(format!("not a PEM public key: {e}")))?;
+    let der = parse_public_key(pem)?
+        .to_der()
+        .map_err(|e| ApprovalError::Key(format!("not a SubjectPublicKeyInfo: {e}")))?;
     Ok(hex::encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         &der,

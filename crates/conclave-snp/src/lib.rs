@@ -9,7 +9,6 @@
 
 pub mod amd_cert;
 pub mod kds;
-pub mod launch_digest;
 pub mod report;
 
 /// X.509 lives in `conclave-pki`; here under its old path, with AMD's extension OIDs.

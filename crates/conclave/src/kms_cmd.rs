@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use conclave_kms::api::{CreateKeyRequest, KeyAttributes, ReleasePolicyBody, UpdateKeyRequest};
 use conclave_kms::client::VaultClient;
@@ -475,14 +475,11 @@ pub async fn run_kms(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
             postgres,
             admin_token_sha256,
         } => {
-            let admin_token_sha256 = admin_token_sha256.map(|h| h.trim().to_ascii_lowercase());
-            if let Some(h) = &admin_token_sha256
-                && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                bail!(
-                    "--admin-token-sha256 must be 64 hex digits, the SHA-256 that conclave kms admin-token printed"
-                );
-            }
+            // Checked before anything is made, so that a bad hash leaves no half-made vault.
+            let admin_token_sha256 = admin_token_sha256
+                .map(|h| conclave_kms::service::parse_admin_token_sha256(&h))
+                .transpose()
+                .map_err(|e| anyhow!("--admin-token-sha256: {e}"))?;
             let postgres = match postgres {
                 Some(url) => Some(
                     conclave_kms::store::postgres::PgBackend::connect(&url)

@@ -12,6 +12,7 @@ mod data_cmd;
 mod demo;
 mod idp_cmd;
 mod kms_cmd;
+mod launch_digest;
 mod measure_cmd;
 mod party_cmd;
 mod progress;

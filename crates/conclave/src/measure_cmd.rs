@@ -210,7 +210,7 @@ fn print(
 }
 
 fn measure_snp(a: SnpArgs) -> anyhow::Result<ExitCode> {
-    use conclave_snp::launch_digest::{LaunchInputs, launch_digest};
+    use crate::launch_digest::{LaunchInputs, launch_digest};
     check_authority(&a.policy.authority)?;
     let host_data = a.host_data.map(|h| h.trim().to_ascii_lowercase());
     if let Some(h) = &host_data

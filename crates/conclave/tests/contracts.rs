@@ -63,6 +63,29 @@ fn keygen(dir: &Path, name: &str) -> PathBuf {
     key
 }
 
+/// `conclave contract approve CONTRACT --party P --key K --out OUT [extra…]`.
+fn approve(
+    contract: &str,
+    party: &str,
+    key: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "contract",
+        "approve",
+        contract,
+        "--party",
+        party,
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    conclave(&args)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
     let env = env().await;
@@ -108,25 +131,15 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
     )
     .unwrap();
     let approval = dir.join("contoso.approval.jws");
-    let policy = ok(conclave(&[
-        "contract",
-        "approve",
+    let policy = ok(approve(
         c,
-        "--party",
         "contoso",
-        "--key",
-        ck.to_str().unwrap(),
-        "--out",
-        approval.to_str().unwrap(),
-        "--policy",
-        base.to_str().unwrap(),
-    ]));
+        &ck,
+        &approval,
+        &["--policy", base.to_str().unwrap()],
+    ));
     let policy: Value = serde_json::from_str(&policy).unwrap();
-    let owner = env.principal("contoso").await;
-    owner
-        .create_key("contoso-data", &exportable(&policy, true))
-        .await
-        .unwrap();
+    let owner = env.owner_with_key("contoso", "contoso-data", &policy).await;
 
     // verify: Contoso approved, Fabrikam not yet (exit 1), then both (exit 0).
     let out = conclave(&["contract", "verify", c, approval.to_str().unwrap()]);
@@ -137,17 +150,7 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
         "{text}"
     );
     let fabrikam = dir.join("fabrikam.approval.jws");
-    ok(conclave(&[
-        "contract",
-        "approve",
-        c,
-        "--party",
-        "fabrikam",
-        "--key",
-        fk.to_str().unwrap(),
-        "--out",
-        fabrikam.to_str().unwrap(),
-    ]));
+    ok(approve(c, "fabrikam", &fk, &fabrikam, &[]));
     let status: Value = serde_json::from_str(&ok(conclave(&[
         "contract",
         "verify",
@@ -159,17 +162,7 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
     .unwrap();
     assert_eq!(status["complete"], true, "{status}");
     // A key that is not the party's in the contract cannot approve for it.
-    let out = conclave(&[
-        "contract",
-        "approve",
-        c,
-        "--party",
-        "contoso",
-        "--key",
-        fk.to_str().unwrap(),
-        "--out",
-        dir.join("x.jws").to_str().unwrap(),
-    ]);
+    let out = approve(c, "contoso", &fk, &dir.join("x.jws"), &[]);
     assert!(
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("not \"contoso\"'s approval key")
@@ -182,16 +175,11 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
         runtime["contract"] = json!({"name": "partner-demographics", "digest": digest, "k": k});
         serde_json::to_vec(&runtime).unwrap()
     };
-    let release = |target: String| ReleaseRequest {
-        target,
-        nonce: None,
-        enc: None,
-    };
     let genuine = env
         .token(&token_for(digest.clone(), 10), GOOD_CONFIG, None)
         .await;
     let jws = owner
-        .release("contoso-data", &release(genuine))
+        .release("contoso-data", &release_to(genuine))
         .await
         .unwrap();
     open_release(&jws, env.ca.cert(), tee.private_key()).unwrap();
@@ -207,7 +195,7 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
         .await;
     let (status, reason) = refused(
         owner
-            .release("contoso-data", &release(other))
+            .release("contoso-data", &release_to(other))
             .await
             .unwrap_err(),
     );
@@ -233,7 +221,7 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
         .await;
     let (_, reason) = refused(
         owner
-            .release("contoso-data", &release(low_k))
+            .release("contoso-data", &release_to(low_k))
             .await
             .unwrap_err(),
     );
@@ -260,42 +248,26 @@ async fn an_owner_approves_a_contract_and_its_vault_releases_only_for_it() {
 
     // An owner whose floor is above the contract's k is told so instead of getting a policy
     // no workload can meet.
-    let out = conclave(&[
-        "contract",
-        "approve",
+    let out = approve(
         c,
-        "--party",
         "contoso",
-        "--key",
-        ck.to_str().unwrap(),
-        "--out",
-        dir.join("y.jws").to_str().unwrap(),
-        "--policy",
-        base.to_str().unwrap(),
-        "--min-k",
-        "50",
-    ]);
+        &ck,
+        &dir.join("y.jws"),
+        &["--policy", base.to_str().unwrap(), "--min-k", "50"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("below your floor of 50"));
     assert!(
         !dir.join("y.jws").exists(),
         "an approval was left behind for terms the owner refused"
     );
-    let out = conclave(&[
-        "contract",
-        "approve",
+    let out = approve(
         c,
-        "--party",
         "contoso",
-        "--key",
-        ck.to_str().unwrap(),
-        "--out",
-        dir.join("y.jws").to_str().unwrap(),
-        "--policy",
-        base.to_str().unwrap(),
-        "--max-epsilon",
-        "NaN",
-    ]);
+        &ck,
+        &dir.join("y.jws"),
+        &["--policy", base.to_str().unwrap(), "--max-epsilon", "NaN"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("finite number above 0"));
     assert!(!dir.join("y.jws").exists());

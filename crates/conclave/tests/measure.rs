@@ -84,24 +84,15 @@ async fn an_aci_policy_releases_only_to_the_security_policy_it_was_computed_from
     );
 
     // The vault takes the printed policy as it is, and releases to the matching TEE only.
-    let owner = env.principal("contoso").await;
-    owner
-        .create_key("k", &exportable(&out["policy"], true))
-        .await
-        .unwrap();
+    let owner = env.owner_with_key("contoso", "k", &out["policy"]).await;
     let tee = EphemeralKey::generate().unwrap();
     let genuine = env.token(&tee.runtime_json(), GOOD_CONFIG, None).await;
-    let req = |target: String| ReleaseRequest {
-        target,
-        nonce: None,
-        enc: None,
-    };
-    let jws = owner.release("k", &req(genuine)).await.unwrap();
+    let jws = owner.release("k", &release_to(genuine)).await.unwrap();
     open_release(&jws, env.ca.cert(), tee.private_key()).unwrap();
     let other = env
         .token(&tee.runtime_json(), b"party = \"mallory\"\n", None)
         .await;
-    let (status, reason) = refused(owner.release("k", &req(other)).await.unwrap_err());
+    let (status, reason) = refused(owner.release("k", &release_to(other)).await.unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("x-ms-sevsnpvm-hostdata"), "{reason}");
 }
@@ -163,7 +154,7 @@ fn aci_host_data_of_a_published_cce_policy() {
 
 fn ovmf_fixture(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../conclave-snp/tests/data/ovmf")
+        .join("tests/data/ovmf")
         .join(name)
         .to_str()
         .unwrap()
@@ -210,26 +201,10 @@ async fn an_snp_policy_pins_the_published_launch_digest() {
             .any(|c| c["claim"] == "x-conclave-platform" && c["equals"] == "snp")
     );
 
-    let owner = env.principal("contoso").await;
-    owner
-        .create_key("snp", &exportable(&out["policy"], true))
-        .await
-        .unwrap();
+    let owner = env.owner_with_key("contoso", "snp", &out["policy"]).await;
     let tee = EphemeralKey::generate().unwrap();
     let sim = env.token(&tee.runtime_json(), GOOD_CONFIG, None).await;
-    let (status, reason) = refused(
-        owner
-            .release(
-                "snp",
-                &ReleaseRequest {
-                    target: sim,
-                    nonce: None,
-                    enc: None,
-                },
-            )
-            .await
-            .unwrap_err(),
-    );
+    let (status, reason) = refused(owner.release("snp", &release_to(sim)).await.unwrap_err());
     assert_eq!(status, 403);
     assert!(
         reason.contains("x-ms-sevsnpvm-launchmeasurement"),

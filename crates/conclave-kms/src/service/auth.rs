@@ -13,6 +13,23 @@ pub enum FirstAdmin {
     Made { token: Option<String> },
 }
 
+/// Reads an admin token's SHA-256 as an operator gives it (`--admin-token-sha256`, what
+/// `conclave kms admin-token` printed): surrounding space is ignored and hex digits may be of
+/// either case; the result is 64 lowercase hex digits, the form the store keeps.
+///
+/// # Errors
+/// A message naming what is expected, when the input is not 64 hex digits.
+pub fn parse_admin_token_sha256(input: &str) -> Result<String, &'static str> {
+    let hash = input.trim().to_ascii_lowercase();
+    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hash)
+    } else {
+        Err(
+            "the admin token's SHA-256 must be 64 hex digits, the SHA-256 that conclave kms admin-token printed",
+        )
+    }
+}
+
 impl Vault {
     /// Makes the vault's first admin unless one exists (see [`Store::put_first_admin`]).
     ///
@@ -21,15 +38,10 @@ impl Vault {
     /// token; otherwise it makes one and returns it, once.
     pub fn add_first_admin(&self, token_sha256: Option<&str>) -> VResult<FirstAdmin> {
         let (token, hash) = match token_sha256 {
-            Some(hash) => {
-                if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                {
-                    return Err(VaultError::bad(
-                        "the admin token's SHA-256 must be 64 lowercase hex digits (conclave kms admin-token prints it)",
-                    ));
-                }
-                (None, hash.to_string())
-            }
+            Some(hash) => (
+                None,
+                parse_admin_token_sha256(hash).map_err(VaultError::bad)?,
+            ),
             None => {
                 let token = new_token();
                 let hash = sha256_hex(token.as_bytes());

@@ -46,7 +46,7 @@ mod routes;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use auth::FirstAdmin;
+pub use auth::{FirstAdmin, parse_admin_token_sha256};
 pub(crate) use error::VResult;
 pub use error::VaultError;
 pub use routes::*;

@@ -160,6 +160,16 @@ impl Env {
         self.client(&token)
     }
 
+    /// A new principal `owner` holding one exportable key `key` under `policy`.
+    pub async fn owner_with_key(&self, owner: &str, key: &str, policy: &Value) -> VaultClient {
+        let client = self.principal(owner).await;
+        client
+            .create_key(key, &exportable(policy, true))
+            .await
+            .unwrap();
+        client
+    }
+
     /// A token from the real attestation service for sim evidence with this launch config.
     pub async fn token(&self, runtime: &[u8], config: &[u8], nonce: Option<&str>) -> String {
         let identity = LaunchIdentity {
@@ -194,6 +204,46 @@ impl Env {
     pub async fn audit_tail(&self) -> Value {
         let log = self.client(&self.admin).audit(0).await.unwrap();
         serde_json::to_value(log.value.last().unwrap()).unwrap()
+    }
+}
+
+/// Evidence signed by the sim platform directly for a workload launched with `config`, whatever
+/// process asks: a workload run in a test's own process attests with it.
+pub struct SignedEvidence {
+    pub sim: SimHost,
+    pub config: Vec<u8>,
+}
+
+impl conclave_tee::EvidenceSource for SignedEvidence {
+    fn platform(&self) -> Platform {
+        Platform::Sim
+    }
+
+    fn evidence(&self, report_data: [u8; 64]) -> conclave_tee::EvidenceFuture<'_> {
+        Box::pin(async move {
+            let identity = LaunchIdentity {
+                measurement: measure(b"workload", &[], &self.config),
+                host_data: conclave_sim_host::host_data(&self.config),
+                policy: conclave_snp::report::GuestPolicy(conclave_tee::sim::POLICY_DEFAULT),
+                report_id: [7; 32],
+            };
+            Ok(Evidence {
+                platform: Platform::Sim,
+                report: self.sim.platform().sign_report(&identity, report_data)?,
+                cert_chain_pem: self.sim.platform().cert_chain_pem(),
+                hcl_runtime_claims: None,
+                tpm_quote: None,
+            })
+        })
+    }
+}
+
+/// A release request for this attestation token, with no nonce and the default wrap.
+pub fn release_to(target: String) -> ReleaseRequest {
+    ReleaseRequest {
+        target,
+        nonce: None,
+        enc: None,
     }
 }
 
