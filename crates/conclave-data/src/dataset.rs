@@ -793,11 +793,22 @@ pub async fn read_plain(
     open(loc, None, columns, batch_size).await
 }
 
-/// The number of records in a dataset, from its footer (decrypted with `unwrapper` when given).
-pub async fn row_count(
+/// What a dataset's footer says of its contents: the number of records and their Arrow schema
+/// (as PyArrow wrote it, or as Parquet's logical types map to Arrow).
+#[derive(Debug, Clone)]
+pub struct Footer {
+    pub rows: u64,
+    pub schema: arrow_schema::SchemaRef,
+}
+
+/// Reads a dataset's footer (decrypted with `unwrapper` when given).
+///
+/// # Errors
+/// [`DataError`] when storage fails, the file is not Parquet, or the key does not open it.
+pub async fn footer(
     loc: &Location,
     unwrapper: Option<Arc<dyn KeyUnwrapper>>,
-) -> Result<u64, DataError> {
+) -> Result<Footer, DataError> {
     let reader = StoreReader {
         store: loc.store.clone(),
         path: loc.path.clone(),
@@ -815,7 +826,18 @@ pub async fn row_count(
         Some(r) => r.explain(e),
         None => e,
     })?;
-    Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
+    Ok(Footer {
+        rows: u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0),
+        schema: builder.schema().clone(),
+    })
+}
+
+/// The number of records in a dataset, from its footer (decrypted with `unwrapper` when given).
+pub async fn row_count(
+    loc: &Location,
+    unwrapper: Option<Arc<dyn KeyUnwrapper>>,
+) -> Result<u64, DataError> {
+    Ok(footer(loc, unwrapper).await?.rows)
 }
 
 async fn open(

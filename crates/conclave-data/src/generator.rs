@@ -165,6 +165,15 @@ impl Party {
         }
     }
 
+    /// The share of this party's records that are customers of both Fabrikam and Woodgrove.
+    pub fn shared_rate(self) -> f64 {
+        match self {
+            Party::Contoso => 0.0,
+            Party::Fabrikam => 0.3,
+            Party::Woodgrove => 0.25,
+        }
+    }
+
     /// Pay relative to the country median (an employer in tech pays above it).
     fn salary_factor(self) -> f64 {
         match self {
@@ -274,13 +283,94 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// Generates records for one party.
-pub struct Generator {
-    party: Party,
-    rng: SplitMix64,
+/// Where a party's people come from: its countries (with weights), their cities, and its age
+/// distribution.
+struct People {
     countries: Vec<usize>,
     country_pick: Weighted,
     city_picks: Vec<Weighted>,
+    ages: (f64, f64, u8, u8),
+}
+
+/// Who a record is about; the rest of a record (salary, colours) is the party's own.
+struct Person {
+    name: String,
+    phone: String,
+    age: u8,
+    address: String,
+    postal_code: String,
+    city: String,
+    country: &'static Country,
+}
+
+impl People {
+    fn of(party: Party) -> Self {
+        let weights = party.country_weights();
+        let countries: Vec<usize> = weights.iter().map(|(i, _)| *i).collect();
+        let city_picks = countries
+            .iter()
+            .map(|&i| Weighted::new(world::countries()[i].cities.iter().map(|(_, w)| *w)))
+            .collect();
+        People {
+            country_pick: Weighted::new(weights.iter().map(|(_, w)| *w)),
+            countries,
+            city_picks,
+            ages: party.ages(),
+        }
+    }
+
+    fn person(&self, rng: &mut SplitMix64) -> Person {
+        let ci = self.country_pick.pick(rng);
+        let country: &'static Country = &world::countries()[self.countries[ci]];
+        let city = country.cities[self.city_picks[ci].pick(rng)].0.as_str();
+        let (first, last) = world::names(country.names);
+        let name = format!(
+            "{} {}",
+            first[rng.below(first.len())],
+            last[rng.below(last.len())]
+        );
+        let (mean, sd, lo, hi) = self.ages;
+        let age = (mean + sd * rng.normal())
+            .round()
+            .clamp(f64::from(lo), f64::from(hi)) as u8;
+        let streets = world::street_names(country.streets);
+        let suffix = &world::street_suffixes()[rng.below(world::street_suffixes().len())];
+        let address = world::address(
+            country.streets,
+            &streets[rng.below(streets.len())],
+            1 + rng.below(250) as u32,
+            suffix,
+            city,
+        );
+        Person {
+            name,
+            phone: fill(&country.phone, rng),
+            age,
+            address,
+            postal_code: fill(&country.postal, rng),
+            city: city.to_string(),
+            country,
+        }
+    }
+}
+
+/// The salt of the stream of people who are customers of both Fabrikam and Woodgrove.
+const SHARED_SALT: u64 = 0x5_4A7E_D0C5;
+
+/// Generates records for one party.
+///
+/// Fabrikam and Woodgrove share customers: a share of each one's records (see
+/// [`Party::shared_rate`]) are people drawn, in order, from one common stream, so that the
+/// first shared people of both datasets are the same persons (name, phone, address, city,
+/// country, age), with each party's own salary and colours. Woodgrove, a bank, keeps phone
+/// numbers in E.164 form (`+15551234567`); the others as people write them, so matching them
+/// needs normalising.
+pub struct Generator {
+    party: Party,
+    rng: SplitMix64,
+    own: People,
+    shared: People,
+    shared_rng: SplitMix64,
     eye_pick: Weighted,
     color_pick: Weighted,
     remaining: u64,
@@ -288,12 +378,6 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(party: Party, seed: u64, count: u64) -> Self {
-        let weights = party.country_weights();
-        let countries: Vec<usize> = weights.iter().map(|(i, _)| *i).collect();
-        let city_picks = countries
-            .iter()
-            .map(|&i| Weighted::new(world::countries()[i].cities.iter().map(|(_, w)| *w)))
-            .collect();
         // Each party's stream differs even with the same seed.
         let party_salt = match party {
             Party::Contoso => 0xC0_7705,
@@ -303,9 +387,9 @@ impl Generator {
         Generator {
             party,
             rng: SplitMix64::new(seed ^ party_salt),
-            country_pick: Weighted::new(weights.iter().map(|(_, w)| *w)),
-            countries,
-            city_picks,
+            own: People::of(party),
+            shared: People::of(Party::Woodgrove),
+            shared_rng: SplitMix64::new(seed ^ SHARED_SALT),
             eye_pick: Weighted::new(world::eye_colors().iter().map(|(_, w)| *w)),
             color_pick: Weighted::new(world::favorite_colors().iter().map(|(_, w)| *w)),
             remaining: count,
@@ -317,49 +401,41 @@ impl Generator {
     }
 
     fn record(&mut self) -> Record {
+        let rate = self.party.shared_rate();
+        let person = if rate > 0.0 && self.rng.unit() < rate {
+            self.shared.person(&mut self.shared_rng)
+        } else {
+            self.own.person(&mut self.rng)
+        };
         let rng = &mut self.rng;
-        let ci = self.country_pick.pick(rng);
-        let country: &Country = &world::countries()[self.countries[ci]];
-        let city = country.cities[self.city_picks[ci].pick(rng)].0.as_str();
-        let (first, last) = world::names(country.names);
-        let name = format!(
-            "{} {}",
-            first[rng.below(first.len())],
-            last[rng.below(last.len())]
-        );
-        let (mean, sd, lo, hi) = self.party.ages();
-        let age = (mean + sd * rng.normal())
-            .round()
-            .clamp(f64::from(lo), f64::from(hi)) as u8;
         // Pay grows over the first thirty working years, varies log-normally around the median.
-        let experience = (f64::from(age) - 18.0).clamp(0.0, 30.0) / 30.0;
-        let salary = f64::from(country.salary_usd)
+        let experience = (f64::from(person.age) - 18.0).clamp(0.0, 30.0) / 30.0;
+        let salary = f64::from(person.country.salary_usd)
             * self.party.salary_factor()
             * (0.6 + 0.6 * experience)
             * (0.45 * rng.normal()).exp();
         let salary = ((salary / 100.0).round() * 100.0).max(100.0) as u32;
-        let streets = world::street_names(country.streets);
-        let suffix = &world::street_suffixes()[rng.below(world::street_suffixes().len())];
-        let address = world::address(
-            country.streets,
-            &streets[rng.below(streets.len())],
-            1 + rng.below(250) as u32,
-            suffix,
-            city,
-        );
+        let phone = match self.party {
+            Party::Woodgrove => person
+                .phone
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == '+')
+                .collect(),
+            _ => person.phone,
+        };
         Record {
-            name,
-            phone: fill(&country.phone, rng),
-            age,
+            name: person.name,
+            phone,
+            age: person.age,
             salary,
             eye_color: world::eye_colors()[self.eye_pick.pick(rng)].0.to_string(),
             favorite_color: world::favorite_colors()[self.color_pick.pick(rng)]
                 .0
                 .to_string(),
-            address,
-            postal_code: fill(&country.postal, rng),
-            city: city.to_string(),
-            country: country.name.to_string(),
+            address: person.address,
+            postal_code: person.postal_code,
+            city: person.city,
+            country: person.country.name.to_string(),
         }
     }
 

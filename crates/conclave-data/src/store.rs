@@ -24,6 +24,7 @@ pub enum StoreError {
 }
 
 /// A store and the object's path in it.
+#[derive(Clone)]
 pub struct Location {
     pub store: Arc<dyn ObjectStore>,
     pub path: Path,

@@ -40,6 +40,11 @@ pub struct PartyConfig {
     /// Whether this workload runs the partner analysis over every dataset it lists.
     #[serde(default)]
     pub analysis: bool,
+    /// Where the analysis contracts this workload may run are (`*.toml`, with their approvals
+    /// `<stem>.*.jws`); none when absent. The files are not measured: a run attests the digest
+    /// of the contract it runs, and owners' vaults decide on that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contracts_dir: Option<PathBuf>,
     /// Datasets this workload knows of: its own, and partners' it may (or may not) be granted.
     pub datasets: Vec<DatasetConfig>,
     /// Sign-in: the party's OpenID Connect provider. Without it the workload serves nothing but

@@ -187,6 +187,44 @@ impl TeeIdentity {
         )
     }
 
+    /// The runtime data this workload attests when it is about to run a contract: its own
+    /// (keys, TLS pin) plus `contract` = the contract's claims
+    /// ([`conclave_contract::policy::ContractClaims`]), which owners' release policies pin as
+    /// `x-ms-runtime.contract.*`.
+    pub fn contract_runtime_json(
+        &self,
+        claims: &conclave_contract::policy::ContractClaims,
+    ) -> Vec<u8> {
+        let mut runtime: Value = serde_json::from_slice(&self.runtime_json).expect("own JSON");
+        runtime[conclave_contract::policy::RUNTIME_MEMBER] =
+            serde_json::to_value(claims).expect("contract claims serialise");
+        serde_json::to_vec(&runtime).expect("runtime data serialises")
+    }
+
+    /// A token for [`Self::contract_runtime_json`]: fresh evidence binding that runtime data,
+    /// appraised by the attestation service. Used for the releases of one contract run only;
+    /// the workload's own token (without a contract) is unchanged.
+    ///
+    /// # Errors
+    /// Why no evidence or no token could be had, as text for the run's status.
+    pub async fn contract_token(
+        &self,
+        source: &dyn EvidenceSource,
+        http: &reqwest::Client,
+        attestation_url: &str,
+        claims: &conclave_contract::policy::ContractClaims,
+    ) -> Result<String, String> {
+        let runtime = self.contract_runtime_json(claims);
+        let evidence = source
+            .evidence(report_data_for(&runtime))
+            .await
+            .map_err(|e| format!("no evidence from the platform: {e}"))?;
+        let request = AttestSevSnpVmRequest::new(&evidence, &runtime, None);
+        attest(http, attestation_url, &request)
+            .await
+            .map_err(|e| format!("the attestation service refused: {e}"))
+    }
+
     /// Gets evidence and a token once.
     pub async fn attest_once(
         &self,
@@ -239,7 +277,7 @@ impl TeeIdentity {
     /// retries failures with back-off. Runs until dropped.
     pub async fn keep_attested(
         self: Arc<Self>,
-        source: Box<dyn EvidenceSource>,
+        source: Arc<dyn EvidenceSource>,
         http: reqwest::Client,
         attestation_url: String,
     ) {

@@ -10,7 +10,9 @@ pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod contract_runs;
 pub mod endpoint;
+pub mod engine;
 pub mod identity;
 pub mod receipt;
 pub mod release;
@@ -70,10 +72,13 @@ pub async fn serve(
         "TLS key made in the TEE; its pin is in the attested runtime data"
     );
     let mut background = Vec::new();
-    if let Some(p) = platform {
-        let source = conclave_tee::source(p)?;
+    let evidence: Option<Arc<dyn conclave_tee::EvidenceSource>> = match platform {
+        Some(p) => Some(Arc::from(conclave_tee::source(p)?)),
+        None => None,
+    };
+    if let Some(source) = &evidence {
         background.push(tokio::spawn(identity.clone().keep_attested(
-            source,
+            source.clone(),
             http.clone(),
             config.attestation_url.clone(),
         )));
@@ -95,6 +100,7 @@ pub async fn serve(
     let workload = Workload::new(
         Arc::new(config),
         identity,
+        evidence,
         http,
         vault_ca,
         authenticator,

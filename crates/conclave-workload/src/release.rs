@@ -112,9 +112,32 @@ impl Keyring {
         state
     }
 
+    /// Asks for `dataset`'s key with a token made for one purpose (a contract run's, whose
+    /// runtime data names the contract). The key is returned, not kept: it serves that run
+    /// only.
+    ///
+    /// # Errors
+    /// The refusal, as [`ReleaseState::Denied`] (by the vault with its reason, or by the
+    /// workload when nothing could be asked).
+    pub async fn release_with(
+        &self,
+        dataset: &DatasetConfig,
+        token: String,
+    ) -> Result<(String, Arc<dyn KeyUnwrapper>), ReleaseState> {
+        self.try_release_key(dataset, Some(token)).await
+    }
+
     async fn try_release(
         &self,
         dataset: &DatasetConfig,
+    ) -> Result<(String, Arc<dyn KeyUnwrapper>), ReleaseState> {
+        self.try_release_key(dataset, None).await
+    }
+
+    async fn try_release_key(
+        &self,
+        dataset: &DatasetConfig,
+        token: Option<String>,
     ) -> Result<(String, Arc<dyn KeyUnwrapper>), ReleaseState> {
         let local = |reason: String| ReleaseState::Denied {
             by: "workload".into(),
@@ -123,7 +146,10 @@ impl Keyring {
             at: now(),
         };
         let key = KeyRef::parse(&dataset.key).map_err(local)?;
-        let token = match (self.identity.token(), self.identity.platform()) {
+        let token = match (
+            token.or_else(|| self.identity.token()),
+            self.identity.platform(),
+        ) {
             (Some(t), _) => t,
             // Without a TEE there is no token; present what such a workload can make itself,
             // and let the vault say why that is not enough.

@@ -28,6 +28,7 @@ use crate::analytics::AnalysisResult;
 use crate::api;
 use crate::auth::{AuthError, Authenticator, Principal, Role, SESSION_LIFETIME};
 use crate::config::PartyConfig;
+use crate::contract_runs::{self, ContractRunView};
 use crate::identity::{AttestationState, TeeIdentity, claim_explanations, now};
 use crate::receipt::{self, InputDescriptor};
 use crate::release::{Keyring, ReleaseState};
@@ -49,6 +50,11 @@ pub struct Workload {
     changed: tokio::sync::watch::Sender<u64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     receipt: Mutex<Option<String>>,
+    /// Where contract runs get evidence for their own tokens; `None` without a TEE.
+    evidence: Option<Arc<dyn conclave_tee::EvidenceSource>>,
+    http: reqwest::Client,
+    contract_run: Mutex<ContractRunView>,
+    contract_cancel: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     metrics: Arc<conclave_net::observe::Metrics>,
     /// `conclave_workload_analyses_total{outcome}`: done, cancelled, failed.
     analyses: Family<OutcomeLabels, Counter>,
@@ -141,6 +147,7 @@ pub struct DatasetProgress {
 }
 
 /// An API error: `{"error": {"code", "message"}}` with a status.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
@@ -176,6 +183,7 @@ impl Workload {
     pub fn new(
         config: Arc<PartyConfig>,
         identity: Arc<TeeIdentity>,
+        evidence: Option<Arc<dyn conclave_tee::EvidenceSource>>,
         http: reqwest::Client,
         vault_ca: conclave_pki::Cert,
         auth: Option<Arc<Authenticator>>,
@@ -205,7 +213,11 @@ impl Workload {
             analyses,
             analysis_records,
             analysis_seconds,
-            keyring: Keyring::new(config.clone(), identity.clone(), http, vault_ca),
+            keyring: Keyring::new(config.clone(), identity.clone(), http.clone(), vault_ca),
+            evidence,
+            http,
+            contract_run: Mutex::default(),
+            contract_cancel: Mutex::default(),
             auth,
             config,
             identity,
@@ -262,6 +274,117 @@ impl Workload {
 
     pub fn analysis(&self) -> AnalysisView {
         self.analysis.lock().expect("analysis lock").clone()
+    }
+
+    pub(crate) fn evidence(&self) -> Option<Arc<dyn conclave_tee::EvidenceSource>> {
+        self.evidence.clone()
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn update_contract_run(&self, f: impl FnOnce(&mut ContractRunView)) {
+        f(&mut self.contract_run.lock().expect("contract run lock"));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn contract_run(&self) -> ContractRunView {
+        self.contract_run.lock().expect("contract run lock").clone()
+    }
+
+    /// The contracts this workload can run (`contracts_dir`), with their approvals.
+    pub fn contracts(&self) -> Result<contract_runs::ContractList, ApiError> {
+        let dir = self.config.contracts_dir.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoContracts",
+                "this workload is not configured for contracts (contracts_dir in its launch config)",
+            )
+        })?;
+        Ok(contract_runs::list(dir))
+    }
+
+    /// Starts a run of contract `id` (see [`contract_runs`]); one at a time.
+    pub fn start_contract_run(
+        self: &Arc<Self>,
+        id: &str,
+        by: &str,
+    ) -> Result<ContractRunView, ApiError> {
+        let dir = self.config.contracts_dir.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoContracts",
+                "this workload is not configured for contracts (contracts_dir in its launch config)",
+            )
+        })?;
+        let (contract, _) = contract_runs::load(&dir, id)
+            .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NoSuchContract", e))?;
+        {
+            let mut view = self.contract_run.lock().expect("contract run lock");
+            if view.state.is_active() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "RunInProgress",
+                    "a contract is already running; cancel it or wait for it",
+                ));
+            }
+            *view = ContractRunView {
+                state: AnalysisState::Releasing,
+                contract: Some(contract.name.clone()),
+                digest: Some(contract.digest()),
+                started_at: Some(now()),
+                started_by: Some(by.to_string()),
+                releases: contract
+                    .inputs
+                    .iter()
+                    .map(|i| contract_runs::InputRelease {
+                        table: i.table.clone(),
+                        provider: i.provider.clone(),
+                        display_name: contract
+                            .party(&i.provider)
+                            .map(|p| p.display_name.clone())
+                            .unwrap_or_default(),
+                        release: ReleaseState::NotRequested,
+                    })
+                    .collect(),
+                ..ContractRunView::default()
+            };
+        }
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        *self.contract_cancel.lock().expect("cancel lock") = Some(cancel);
+        self.changed.send_modify(|v| *v += 1);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let outcome = me.clone().run_contract(contract, cancelled).await;
+            me.update_contract_run(|v| {
+                v.finished_at = Some(now());
+                match outcome {
+                    Ok(result) => {
+                        v.state = AnalysisState::Done;
+                        v.result = Some(result);
+                    }
+                    Err(contract_runs::RunStop::Engine(
+                        crate::engine::ContractRunError::Cancelled,
+                    )) => {
+                        v.state = AnalysisState::Cancelled;
+                        v.error = Some("the run was cancelled; nothing was released".into());
+                    }
+                    Err(e) => {
+                        v.state = AnalysisState::Failed;
+                        v.error = Some(e.to_string());
+                    }
+                }
+            });
+        });
+        Ok(self.contract_run())
+    }
+
+    pub fn cancel_contract_run(&self) -> bool {
+        match &*self.contract_cancel.lock().expect("cancel lock") {
+            Some(c) => c.send(true).is_ok(),
+            None => false,
+        }
     }
 
     /// Releases the party's own key once attested. Without a TEE it tries once and records the
@@ -767,6 +890,54 @@ async fn analysis_receipt(
         .into_response())
 }
 
+async fn contracts_list(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<contract_runs::ContractList>, ApiError> {
+    require(&who, Role::Analyst, "seeing the analysis contracts")?;
+    Ok(Json(w.contracts()?))
+}
+
+async fn contract_run_get(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<ContractRunView>, ApiError> {
+    require(&who, Role::Analyst, "seeing a contract run")?;
+    Ok(Json(w.contract_run()))
+}
+
+async fn contract_run_start(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<ContractRunView>), ApiError> {
+    require(&who, Role::Analyst, "running an analysis contract")?;
+    let view = w.start_contract_run(&id, &who.name)?;
+    tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, contract = %id, "contract run started");
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+async fn contract_run_cancel(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<api::CancelResult>, ApiError> {
+    require(&who, Role::Analyst, "cancelling a contract run")?;
+    let cancelled = w.cancel_contract_run();
+    tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, cancelled, "contract run cancel requested");
+    Ok(Json(api::CancelResult { cancelled }))
+}
+
+/// Server-Sent Events: the contract run's view whenever it changes, as for the analysis.
+async fn contract_run_events(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    require(&who, Role::Analyst, "following a contract run")?;
+    Ok(view_events(w, "contract-run", |w| {
+        serde_json::to_value(w.contract_run()).expect("the view serialises")
+    }))
+}
+
 /// Server-Sent Events: the analysis view whenever it changes (at most ten times a second),
 /// until the workload shuts down.
 async fn analysis_events(
@@ -774,11 +945,23 @@ async fn analysis_events(
     Extension(who): Extension<Principal>,
 ) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     require(&who, Role::Analyst, "following an analysis")?;
+    Ok(view_events(w, "analysis", |w| {
+        serde_json::to_value(w.analysis()).expect("the view serialises")
+    }))
+}
+
+/// A view as Server-Sent Events named `name`: now, then whenever the workload's state changes
+/// (at most ten times a second), until the workload shuts down.
+fn view_events(
+    w: Arc<Workload>,
+    name: &'static str,
+    view: fn(&Workload) -> serde_json::Value,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let changes = w.changed.subscribe();
     let shutdown = w.shutdown.clone();
     let stream = futures::stream::unfold(
         (w, changes, shutdown, true),
-        |(w, mut changes, mut shutdown, first)| async move {
+        move |(w, mut changes, mut shutdown, first)| async move {
             if !first {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 tokio::select! {
@@ -788,13 +971,13 @@ async fn analysis_events(
             }
             changes.borrow_and_update();
             let event = Event::default()
-                .event("analysis")
-                .json_data(w.analysis())
+                .event(name)
+                .json_data(view(&w))
                 .expect("the view serialises");
             Some((Ok(event), (w, changes, shutdown, false)))
         },
     );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// `GET /api/attestation`: the evidence a client checks before trusting this endpoint, served
@@ -1148,6 +1331,11 @@ pub fn router(w: Arc<Workload>) -> axum::Router {
         .route("/api/analysis/cancel", post(analysis_cancel))
         .route("/api/analysis/events", get(analysis_events))
         .route("/api/analysis/receipt", get(analysis_receipt))
+        .route("/api/contracts", get(contracts_list))
+        .route("/api/contracts/{id}/run", post(contract_run_start))
+        .route("/api/contracts/run", get(contract_run_get))
+        .route("/api/contracts/run/cancel", post(contract_run_cancel))
+        .route("/api/contracts/run/events", get(contract_run_events))
         .route("/auth/login", get(login))
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))

@@ -408,11 +408,144 @@ $("#run-analysis").addEventListener("click", async () => {
 });
 $("#cancel-analysis").addEventListener("click", () => api("/api/analysis/cancel", { method: "POST" }));
 
+// --- analysis contracts ----------------------------------------------------------------------
+
+let contractEvents = null;
+
+function approvalsCell(c) {
+  const td = el("td");
+  for (const a of c.approvals) {
+    td.append(el("span", { class: "approval", "data-status": a.status,
+      text: (a.status === "approved" ? "✓ " : "✗ ") + a.display_name + (a.status === "approved" ? " approved" : " has not approved") }), " ");
+  }
+  for (const why of c.invalid_approvals) td.append(el("p", { class: "suppressed", text: "An approval does not verify: " + why }));
+  return td;
+}
+
+function renderContracts(list) {
+  const tbody = $("#contracts-table tbody");
+  tbody.replaceChildren();
+  for (const c of list.contracts) {
+    const run = el("button", { type: "button", "data-contract": c.id, text: "Run" });
+    run.addEventListener("click", () => runContract(c.id));
+    tbody.append(el("tr", { "data-contract": c.id },
+      el("th", { scope: "row" }, el("strong", { text: c.name }), el("p", { class: "hint", text: c.description })),
+      el("td", {}, el("code", { title: c.digest, text: c.digest.slice(0, 16) + "…" })),
+      el("td", { class: "num", text: String(c.k) + (c.epsilon != null ? ", ε " + c.epsilon : "") }),
+      approvalsCell(c),
+      el("td", {}, run)));
+  }
+  const broken = $("#contracts-broken");
+  broken.hidden = list.broken.length === 0;
+  broken.textContent = list.broken.map((b) => b.id + ": " + b.error).join("; ");
+}
+
+// A query's rows as a table, and as a bar chart of `records` by its text columns.
+function renderQuery(q) {
+  const box = el("div", { class: "contract-query", "data-query": q.name });
+  box.append(el("h3", { text: q.name }));
+  if (q.suppressed_groups) {
+    box.append(el("p", { class: "suppressed", text: q.suppressed_groups + " group(s) with fewer than k records withheld." }));
+  }
+  const labels = q.columns.filter((c) => /Utf8|Dictionary/.test(c.data_type)).map((c) => c.name);
+  if (labels.length && q.columns.some((c) => c.name === "records") && q.rows.length && q.rows.length <= 40) {
+    const chart = el("div", { class: "chart" });
+    barChart(chart, q.rows, { value: (r) => r.records, label: (r) => labels.map((l) => r[l]).join(" / "), title: q.name });
+    box.append(chart);
+  }
+  const head = el("tr", {}, ...q.columns.map((c) => el("th", { scope: "col", text: c.name })));
+  const body = el("tbody");
+  for (const r of q.rows) {
+    body.append(el("tr", {}, ...q.columns.map((c) => {
+      const v = r[c.name];
+      return typeof v === "number" ? el("td", { class: "num", text: fmt.format(v) }) : el("td", { text: v == null ? "—" : String(v) });
+    })));
+  }
+  box.append(el("div", { class: "scroll" }, el("table", {}, el("thead", {}, head), body)));
+  return box;
+}
+
+function renderContractRun(v) {
+  const p = $("#contract-status");
+  p.dataset.state = v.state === "done" ? "done" : v.state;
+  const name = v.contract ? "“" + v.contract + "”" : "";
+  const texts = {
+    idle: "No contract has run yet.",
+    releasing: "Attesting " + name + " and asking each owner's vault for its key…",
+    running: "Running " + name + " inside the TEE…",
+    done: name + " finished; its result is below.",
+    failed: name + " released nothing: " + (v.error || ""),
+    cancelled: v.error || "Cancelled.",
+  };
+  p.textContent = texts[v.state] || v.state;
+  $("#cancel-contract").disabled = !analysisActive(v.state);
+  for (const b of document.querySelectorAll("#contracts-table button")) b.disabled = analysisActive(v.state);
+  const releases = $("#contract-releases");
+  releases.hidden = v.releases.length === 0;
+  const tbody = releases.querySelector("tbody");
+  tbody.replaceChildren();
+  for (const r of v.releases) {
+    tbody.append(el("tr", { "data-table": r.table },
+      el("th", { scope: "row", text: r.table }),
+      el("td", { text: r.display_name || r.provider }),
+      el("td", { class: "release", "data-state": r.release.state, text: releaseText(r.release) })));
+  }
+  const progress = $("#contract-progress");
+  progress.replaceChildren();
+  if (v.progress && analysisActive(v.state)) {
+    const pr = v.progress;
+    const pct = (100 * (pr.query_index + (v.state === "done" ? 1 : 0))) / Math.max(1, pr.queries);
+    progress.append(el("div", { class: "progress-row" },
+      el("span", { text: "Query " + (pr.query_index + 1) + " of " + pr.queries }),
+      el("div", { class: "bar-outer", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(Math.round(pct)) },
+        el("div", { class: "bar-inner", style: "width:" + pct + "%" })),
+      el("span", { class: "progress-text", text: pr.query + ": " + fmt.format(pr.records) + " records decrypted" })));
+  }
+  const results = $("#contract-results");
+  results.replaceChildren();
+  if (v.result) for (const q of v.result.queries) results.append(renderQuery(q));
+}
+
+function followContractRun() {
+  if (contractEvents) return;
+  contractEvents = new EventSource("/api/contracts/run/events");
+  contractEvents.addEventListener("contract-run", (e) => {
+    const view = JSON.parse(e.data);
+    renderContractRun(view);
+    if (analysisFinal(view.state)) { contractEvents.close(); contractEvents = null; }
+  });
+  contractEvents.onerror = () => { if (contractEvents) { contractEvents.close(); contractEvents = null; } };
+}
+
+async function runContract(id) {
+  const r = await api("/api/contracts/" + encodeURIComponent(id) + "/run", { method: "POST" });
+  if (!r.ok) {
+    $("#contract-status").textContent = "Refused: " + (r.body && r.body.error ? r.body.error.message : "HTTP " + r.status);
+    return;
+  }
+  renderContractRun(r.body);
+  followContractRun();
+}
+$("#cancel-contract").addEventListener("click", () => api("/api/contracts/run/cancel", { method: "POST" }));
+
+async function loadContracts() {
+  const r = await api("/api/contracts");
+  if (!r.ok) return;
+  $("#contracts").hidden = false;
+  renderContracts(r.body);
+  const run = await api("/api/contracts/run");
+  if (run.ok) {
+    renderContractRun(run.body);
+    if (analysisActive(run.body.state)) followContractRun();
+  }
+}
+
 // --- start -----------------------------------------------------------------------------------
 
 async function start() {
   await refreshStatus();
   loadRecords();
+  if (status && status.user.roles.includes("analyst")) loadContracts();
   if (status && status.analysis_enabled && status.user.roles.includes("analyst")) {
     const r = await api("/api/analysis");
     if (r.ok) {

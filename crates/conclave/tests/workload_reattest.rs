@@ -1,41 +1,12 @@
 //! The workload re-attests before its token expires: with a six-second token lifetime, a new
 //! token replaces the first while the first is still valid.
 
-use std::time::{Duration, Instant};
+mod common;
+use common::*;
 
-use conclave_attest::service::{AttestationService, ServiceConfig};
-use conclave_attest::{AppraisalPolicy, PlatformName};
-use conclave_sim_host::{LaunchIdentity, SimHost, host_data, measure};
-use conclave_snp::TrustedRoots;
-use conclave_tee::{Evidence, EvidenceFuture, EvidenceSource, Platform};
+use std::time::Instant;
+
 use conclave_workload::identity::{AttestationState, TeeIdentity};
-
-/// Evidence signed by the sim platform directly, for a fixed launch identity.
-struct Signed(SimHost);
-
-impl EvidenceSource for Signed {
-    fn platform(&self) -> Platform {
-        Platform::Sim
-    }
-
-    fn evidence(&self, report_data: [u8; 64]) -> EvidenceFuture<'_> {
-        Box::pin(async move {
-            let identity = LaunchIdentity {
-                measurement: measure(b"workload", &[], b"party = \"test\"\n"),
-                host_data: host_data(b"party = \"test\"\n"),
-                policy: conclave_snp::report::GuestPolicy(conclave_tee::sim::POLICY_DEFAULT),
-                report_id: [7; 32],
-            };
-            Ok(Evidence {
-                platform: Platform::Sim,
-                report: self.0.platform().sign_report(&identity, report_data)?,
-                cert_chain_pem: self.0.platform().cert_chain_pem(),
-                hcl_runtime_claims: None,
-                tpm_quote: None,
-            })
-        })
-    }
-}
 
 fn attested(identity: &TeeIdentity) -> Option<(String, u64, u64)> {
     match identity.state() {
@@ -82,7 +53,10 @@ async fn a_new_token_arrives_before_the_old_one_expires() {
     let runtime: serde_json::Value = serde_json::from_slice(identity.runtime_json()).unwrap();
     assert_eq!(runtime["keys"].as_array().unwrap().len(), 2);
     let task = tokio::spawn(identity.clone().keep_attested(
-        Box::new(Signed(sim)),
+        Arc::new(SignedEvidence {
+            sim,
+            config: GOOD_CONFIG.to_vec(),
+        }),
         conclave_net::client(None).unwrap(),
         url,
     ));

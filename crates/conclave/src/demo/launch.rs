@@ -287,6 +287,7 @@ pub(super) fn party_config(
         k,
         reference_year: None,
         analysis: p.analyst,
+        contracts_dir: None,
         tls_names: Vec::new(),
         auth: Some(AuthConfig {
             issuer: format!("{}/{}", site.idp_url, p.id),

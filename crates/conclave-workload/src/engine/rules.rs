@@ -1,0 +1,306 @@
+//! A contract's output rules, checked on the query plan before anything runs.
+//!
+//! DataFusion plans each query; the optimised logical plan is then read from its root down to
+//! the first aggregation on every path: the **release aggregates**. What lies above them
+//! (projections, filters, sorts, limits, windows, unions and joins of aggregated rows) sees only
+//! groups; what lies below them (scans, joins of raw rows, filters) never leaves the TEE. So:
+//!
+//! - a path from the root to a table scan without an aggregation is a non-aggregate output, and
+//!   the query is refused;
+//! - a release aggregate may only use COUNT, SUM and AVG (with or without DISTINCT): the
+//!   aggregation analysis rule of AWS Clean Rooms, and for the same reason — MIN, MAX and the
+//!   like release one record's value;
+//! - no group key or aggregated value of a release aggregate may derive from a column the
+//!   contract forbids (lineage is followed through aliases, subqueries, joins and unions);
+//!   `COUNT` of a forbidden column is allowed, since it counts rows and releases no value;
+//! - every release aggregate gets one more, hidden `COUNT(*)`: the workload's own count of each
+//!   group's records, which [`super`] uses to withhold groups below `k` before the rest of the
+//!   query sees them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::common::{Column, JoinType};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
+
+/// The hidden column holding each group's record count in a gated aggregate.
+pub const GROUP_RECORDS: &str = "__conclave_group_records";
+
+/// The aggregate functions a release aggregate may use (DataFusion's canonical names).
+pub const ALLOWED_AGGREGATES: [&str; 3] = ["count", "sum", "avg"];
+
+/// Why a query breaks the contract's output rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleViolation {
+    #[error(
+        "the rows of table {table} would leave the TEE without aggregation: a contract's queries release only aggregates (GROUP BY with COUNT, SUM or AVG)"
+    )]
+    NotAggregate { table: String },
+    #[error(
+        "{function}() would release single records' values: a contract's queries aggregate with COUNT, SUM and AVG only"
+    )]
+    Aggregate { function: String },
+    #[error(
+        "column {column} of table {table} may never appear in output (the contract's forbidden_columns), not even as a group or inside {context}"
+    )]
+    Forbidden {
+        table: String,
+        column: String,
+        context: String,
+    },
+    #[error("an output column is named {column}, which the contract forbids")]
+    ForbiddenName { column: String },
+    #[error("{0} is not supported in a contract's query")]
+    Unsupported(String),
+}
+
+/// A table's column, by the names the contract gives them.
+pub type Source = (String, String);
+
+/// The release aggregates of `plan` (see the module's documentation), each checked against the
+/// rules.
+///
+/// # Errors
+/// The first [`RuleViolation`] found.
+pub fn release_aggregates(
+    plan: &LogicalPlan,
+    forbidden: &BTreeSet<String>,
+) -> Result<Vec<Aggregate>, RuleViolation> {
+    let mut found = Vec::new();
+    find(plan, &mut found)?;
+    for a in &found {
+        check_aggregate(a, forbidden)?;
+    }
+    for field in plan.schema().fields() {
+        if forbidden.contains(field.name()) {
+            return Err(RuleViolation::ForbiddenName {
+                column: field.name().clone(),
+            });
+        }
+    }
+    Ok(found)
+}
+
+fn find(plan: &LogicalPlan, found: &mut Vec<Aggregate>) -> Result<(), RuleViolation> {
+    match plan {
+        LogicalPlan::Aggregate(a) => {
+            if !found.contains(a) {
+                found.push(a.clone());
+            }
+            Ok(())
+        }
+        LogicalPlan::TableScan(t) => Err(RuleViolation::NotAggregate {
+            table: t.table_name.table().to_string(),
+        }),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Ok(()),
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Window(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(_)
+        | LogicalPlan::Union(_)
+        | LogicalPlan::Join(_) => {
+            for e in plan.expressions() {
+                no_subquery(&e)?;
+            }
+            plan.inputs().into_iter().try_for_each(|p| find(p, found))
+        }
+        other => Err(RuleViolation::Unsupported(format!(
+            "{} above the aggregation",
+            other.display()
+        ))),
+    }
+}
+
+fn no_subquery(e: &Expr) -> Result<(), RuleViolation> {
+    let mut bad = false;
+    e.apply(|e| {
+        if matches!(
+            e,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::OuterReferenceColumn(..)
+        ) {
+            bad = true;
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .ok();
+    if bad {
+        Err(RuleViolation::Unsupported(
+            "a subquery that the optimiser could not turn into a join".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+use datafusion::common::tree_node::TreeNode as _;
+
+fn check_aggregate(a: &Aggregate, forbidden: &BTreeSet<String>) -> Result<(), RuleViolation> {
+    let check = |expr: &Expr, context: &str| -> Result<(), RuleViolation> {
+        for (table, column) in expr_sources(&a.input, expr)? {
+            if forbidden.contains(&column) {
+                return Err(RuleViolation::Forbidden {
+                    table,
+                    column,
+                    context: context.to_string(),
+                });
+            }
+        }
+        Ok(())
+    };
+    for g in &a.group_expr {
+        check(g, "GROUP BY")?;
+    }
+    for e in &a.aggr_expr {
+        let Expr::AggregateFunction(f) = unalias(e) else {
+            return Err(RuleViolation::Unsupported(format!("the aggregate {e}")));
+        };
+        let name = f.func.name().to_ascii_lowercase();
+        if !ALLOWED_AGGREGATES.contains(&name.as_str()) {
+            return Err(RuleViolation::Aggregate {
+                function: name.to_ascii_uppercase(),
+            });
+        }
+        if name != "count" {
+            for arg in &f.params.args {
+                check(arg, &format!("{}()", name.to_ascii_uppercase()))?;
+            }
+        }
+        if let Some(filter) = &f.params.filter {
+            no_subquery(filter)?;
+        }
+    }
+    Ok(())
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+/// The input columns an expression over `plan`'s output derives from.
+fn expr_sources(plan: &LogicalPlan, expr: &Expr) -> Result<BTreeSet<Source>, RuleViolation> {
+    no_subquery(expr)?;
+    let mut out = BTreeSet::new();
+    for c in expr.column_refs() {
+        out.extend(column_sources(plan, c)?);
+    }
+    Ok(out)
+}
+
+fn column_sources(plan: &LogicalPlan, c: &Column) -> Result<BTreeSet<Source>, RuleViolation> {
+    let i = plan
+        .schema()
+        .index_of_column(c)
+        .map_err(|e| RuleViolation::Unsupported(format!("a column the plan cannot place ({e})")))?;
+    sources_at(plan, i)
+}
+
+/// The input columns the `i`th output column of `plan` derives from. Where the position cannot
+/// be followed exactly, every input column of the node counts (more, never fewer).
+fn sources_at(plan: &LogicalPlan, i: usize) -> Result<BTreeSet<Source>, RuleViolation> {
+    let all_of = |p: &LogicalPlan| -> Result<BTreeSet<Source>, RuleViolation> {
+        let mut out = BTreeSet::new();
+        for j in 0..p.schema().fields().len() {
+            out.extend(sources_at(p, j)?);
+        }
+        Ok(out)
+    };
+    match plan {
+        LogicalPlan::TableScan(t) => Ok(BTreeSet::from([(
+            t.table_name.table().to_string(),
+            t.projected_schema.field(i).name().clone(),
+        )])),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Ok(BTreeSet::new()),
+        LogicalPlan::Projection(p) => expr_sources(&p.input, &p.expr[i]),
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+            sources_at(plan.inputs()[0], i)
+        }
+        LogicalPlan::Aggregate(a) => {
+            let groups = a.group_expr.len();
+            let grouping_sets = a
+                .group_expr
+                .iter()
+                .any(|g| matches!(g, Expr::GroupingSet(_)));
+            if !grouping_sets && i < groups {
+                expr_sources(&a.input, &a.group_expr[i])
+            } else if !grouping_sets && i - groups < a.aggr_expr.len() {
+                expr_sources(&a.input, &a.aggr_expr[i - groups])
+            } else {
+                let mut out = BTreeSet::new();
+                for e in a.group_expr.iter().chain(&a.aggr_expr) {
+                    out.extend(expr_sources(&a.input, e)?);
+                }
+                Ok(out)
+            }
+        }
+        LogicalPlan::Window(w) => {
+            let n = w.input.schema().fields().len();
+            if i < n {
+                sources_at(&w.input, i)
+            } else {
+                expr_sources(&w.input, &w.window_expr[i - n])
+            }
+        }
+        LogicalPlan::Union(u) => {
+            let mut out = BTreeSet::new();
+            for input in &u.inputs {
+                out.extend(sources_at(input, i)?);
+            }
+            Ok(out)
+        }
+        LogicalPlan::Join(j) => {
+            let left = j.left.schema().fields().len();
+            match j.join_type {
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
+                    if i < left {
+                        sources_at(&j.left, i)
+                    } else {
+                        sources_at(&j.right, i - left)
+                    }
+                }
+                JoinType::LeftSemi | JoinType::LeftAnti => sources_at(&j.left, i),
+                JoinType::RightSemi | JoinType::RightAnti => sources_at(&j.right, i),
+                _ => {
+                    let mut out = all_of(&j.left)?;
+                    out.extend(all_of(&j.right)?);
+                    Ok(out)
+                }
+            }
+        }
+        other => {
+            let mut out = BTreeSet::new();
+            for input in other.inputs() {
+                out.extend(all_of(input)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `a` with the hidden per-group record count appended to its aggregates.
+///
+/// # Errors
+/// DataFusion's, should the aggregate not be rebuilt.
+pub fn with_group_records(a: &Aggregate) -> datafusion::common::Result<LogicalPlan> {
+    let mut aggr = a.aggr_expr.clone();
+    aggr.push(datafusion::functions_aggregate::count::count_all().alias(GROUP_RECORDS));
+    Ok(LogicalPlan::Aggregate(Aggregate::try_new(
+        Arc::clone(&a.input),
+        a.group_expr.clone(),
+        aggr,
+    )?))
+}

@@ -1,0 +1,455 @@
+//! Analysis contracts run by DataFusion over encrypted datasets: the shipped demographics
+//! contract gives the built-in analysis's figures, and every output rule is enforced by the
+//! workload whatever the SQL says.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+use conclave_contract::Contract;
+use conclave_data::dataset::{self, KeyUnwrapper, PrivateKeyUnwrapper, VaultPublicKey};
+use conclave_data::generator::{Generator, Party, schema};
+use conclave_data::store::locate;
+use conclave_workload::analytics::{AnalysisResult, CompanyAggregate, Group, finish};
+use conclave_workload::engine::{
+    ContractInput, ContractProgress, ContractResult, ContractRunError, QueryResult, RuleViolation,
+    run,
+};
+use conclave_workload::service::current_year;
+use serde_json::Value;
+
+const PARTIES: [(Party, u64); 3] = [
+    (Party::Contoso, 12_000),
+    (Party::Fabrikam, 8_000),
+    (Party::Woodgrove, 4_000),
+];
+
+struct Datasets {
+    _dir: tempfile::TempDir,
+    inputs: Vec<(String, String, Arc<dyn KeyUnwrapper>)>,
+}
+
+impl Datasets {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inputs = Vec::new();
+        for (party, n) in PARTIES {
+            let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+            let spki = private.public_key().as_der().unwrap();
+            let (pn, pe) = conclave_pki::x509::parse_rsa_spki(spki.as_ref()).unwrap();
+            let kid = format!("https://vault/keys/{}-data/1", party.name());
+            let url = dir
+                .path()
+                .join(format!("{}.parquet", party.name()))
+                .to_str()
+                .unwrap()
+                .to_string();
+            let mut g = Generator::new(party, 5, n);
+            let batches = std::iter::from_fn(move || g.next_batch(5_000).map(Ok));
+            dataset::write_encrypted(
+                batches,
+                schema(),
+                &locate(&url).unwrap(),
+                &VaultPublicKey {
+                    kid: kid.clone(),
+                    n: pn,
+                    e: pe,
+                },
+                |_| {},
+            )
+            .await
+            .unwrap();
+            let unwrapper: Arc<dyn KeyUnwrapper> =
+                Arc::new(PrivateKeyUnwrapper::new(&kid, private).unwrap());
+            inputs.push((party.name().to_string(), url, unwrapper));
+        }
+        Datasets { _dir: dir, inputs }
+    }
+
+    fn inputs(&self) -> Vec<ContractInput> {
+        self.inputs
+            .iter()
+            .map(|(table, url, u)| ContractInput {
+                table: table.clone(),
+                location: locate(url).unwrap(),
+                unwrapper: Some(u.clone()),
+            })
+            .collect()
+    }
+}
+
+/// The shipped demographics contract, its placeholders filled in.
+fn shipped_contract() -> String {
+    shipped("partner-demographics")
+}
+
+/// A contract of `contracts/`, its placeholders filled in.
+fn shipped(name: &str) -> String {
+    let path = format!("{}/../../contracts/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for party in ["contoso", "fabrikam", "woodgrove"] {
+        let (_, public) = conclave_contract::approval::generate_key().unwrap();
+        text = text
+            .replace(&format!("<{party}'s approval public key (PEM)>"), &public)
+            .replace(
+                &format!("<{party}'s vault>"),
+                &format!("{party}-vault.example"),
+            );
+    }
+    text.replace("<storage>", "az://demo")
+}
+
+async fn run_contract(
+    data: &Datasets,
+    contract: &Contract,
+) -> (
+    Result<ContractResult, ContractRunError>,
+    Vec<ContractProgress>,
+) {
+    let events: Arc<Mutex<Vec<ContractProgress>>> = Arc::default();
+    let sink = events.clone();
+    let (_cancel, watch) = tokio::sync::watch::channel(false);
+    let result = run(
+        contract,
+        data.inputs(),
+        Arc::new(move |p| sink.lock().unwrap().push(p)),
+        watch,
+    )
+    .await;
+    let events = events.lock().unwrap().clone();
+    (result, events)
+}
+
+fn query<'a>(r: &'a ContractResult, name: &str) -> &'a QueryResult {
+    r.queries.iter().find(|q| q.name == name).unwrap()
+}
+
+fn text(row: &serde_json::Map<String, Value>, column: &str) -> String {
+    row[column].as_str().unwrap().to_string()
+}
+
+fn number(row: &serde_json::Map<String, Value>, column: &str) -> u64 {
+    row[column].as_u64().unwrap()
+}
+
+/// A query's rows as groups: `label` columns joined by "/", then count and average salary.
+fn groups(q: &QueryResult, labels: &[&str]) -> Vec<Group> {
+    q.rows
+        .iter()
+        .map(|row| Group {
+            label: labels
+                .iter()
+                .map(|l| text(row, l))
+                .collect::<Vec<_>>()
+                .join("/"),
+            count: number(row, "records"),
+            average_salary: row.get("average_salary").and_then(Value::as_u64),
+        })
+        .collect()
+}
+
+fn builtin(k: u64) -> AnalysisResult {
+    let mut companies: BTreeMap<String, CompanyAggregate> = BTreeMap::new();
+    for (party, n) in PARTIES {
+        let mut g = Generator::new(party, 5, n);
+        let agg = companies.entry(party.name().into()).or_default();
+        while let Some(b) = g.next_batch(5_000) {
+            agg.add_batch(&b, current_year()).unwrap();
+        }
+    }
+    finish(&companies, k, current_year())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demographics_contract_equals_the_builtin_analysis() {
+    let data = Datasets::new().await;
+    let shipped = Contract::parse(&shipped_contract()).unwrap();
+    // As shipped, and with a k large enough that groups at every level are withheld.
+    for k in [shipped.output.k, 300] {
+        let mut contract = shipped.clone();
+        contract.output.k = k;
+        demographics_equal_builtin(&data, &contract, k > shipped.output.k).await;
+    }
+}
+
+async fn demographics_equal_builtin(data: &Datasets, contract: &Contract, some_withheld: bool) {
+    let (result, events) = run_contract(data, contract).await;
+    let result = result.unwrap();
+    assert_eq!(result.digest, contract.digest());
+    let k = contract.output.k;
+    let want = builtin(k);
+
+    // Top countries, and the top cities of each.
+    let countries = query(&result, "top_countries");
+    assert_eq!(
+        groups(countries, &["country"]),
+        want.top_countries
+            .iter()
+            .map(|c| Group {
+                label: c.country.clone(),
+                count: c.count,
+                average_salary: None,
+            })
+            .collect::<Vec<_>>()
+    );
+    let cities = query(&result, "top_cities");
+    for row in &want.top_countries {
+        let got: Vec<Group> = groups(cities, &["country", "city"])
+            .into_iter()
+            .filter(|g| g.label.starts_with(&format!("{}/", row.country)))
+            .map(|g| Group {
+                label: g.label[row.country.len() + 1..].to_string(),
+                ..g
+            })
+            .collect();
+        assert_eq!(got, row.top_cities.groups, "{}", row.country);
+    }
+    // Per company: records, average salary, generations, colours.
+    let companies = query(&result, "companies");
+    for row in &companies.rows {
+        let c = &want.companies[&text(row, "company")];
+        assert_eq!(number(row, "records"), c.records);
+        assert_eq!(row["average_salary"].as_u64(), c.average_salary);
+    }
+    assert_eq!(companies.rows.len(), want.companies.len());
+    for (name, c) in &want.companies {
+        let per = |q: &str, label: &str| -> Vec<Group> {
+            groups(query(&result, q), &["company", label])
+                .into_iter()
+                .filter(|g| g.label.starts_with(&format!("{name}/")))
+                .map(|g| Group {
+                    label: g.label[name.len() + 1..].to_string(),
+                    ..g
+                })
+                .collect()
+        };
+        assert_eq!(per("generations", "generation"), c.generations.groups);
+        assert_eq!(per("eye_colors", "eye_color"), c.eye_colors.groups);
+        assert_eq!(
+            per("favorite_colors", "favorite_color"),
+            c.favorite_colors.groups
+        );
+    }
+    // All companies together.
+    assert_eq!(
+        groups(query(&result, "salary_by_country"), &["country"]),
+        want.salary_by_country.groups
+    );
+    assert_eq!(
+        query(&result, "salary_by_country").suppressed_groups,
+        want.salary_by_country.suppressed_groups
+    );
+    assert_eq!(
+        groups(query(&result, "salary_by_generation"), &["generation"]),
+        want.salary_by_generation.groups
+    );
+    assert_eq!(
+        query(&result, "top_countries").suppressed_groups,
+        want.top_countries_suppressed
+    );
+    if some_withheld {
+        // Groups were small enough to be withheld, and were counted.
+        assert!(want.salary_by_country.suppressed_groups > 0);
+        assert!(query(&result, "top_cities").suppressed_groups > 0);
+    }
+
+    // Progress went through every query, and counted the records each decoded.
+    let last = events.last().unwrap();
+    assert_eq!(last.query_index + 1, contract.queries.len());
+    let total: u64 = PARTIES.iter().map(|(_, n)| n).sum();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.query == "top_countries" && e.records == total),
+        "{events:?}"
+    );
+}
+
+/// The shipped contract with its queries replaced by one.
+fn with_query(sql: &str, k: u64, forbidden: &[&str]) -> Contract {
+    let mut contract = Contract::parse(&shipped_contract()).unwrap();
+    contract.queries.truncate(1);
+    contract.queries[0].name = "q".into();
+    contract.queries[0].sql = sql.into();
+    contract.output.k = k;
+    contract.output.forbidden_columns = forbidden.iter().map(|s| s.to_string()).collect();
+    contract
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_rules_are_enforced_whatever_the_sql_says() {
+    let data = Datasets::new().await;
+    let refused = |r: Result<ContractResult, ContractRunError>| match r {
+        Err(ContractRunError::Rule { violation, .. }) => violation,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // Records themselves: refused before anything is decrypted.
+    let (r, events) = run_contract(&data, &with_query("SELECT name FROM contoso", 1, &[])).await;
+    assert!(matches!(refused(r), RuleViolation::NotAggregate { table } if table == "contoso"));
+    assert!(events.is_empty(), "{events:?}");
+    // Also when the records hide in a subquery joined to an aggregate.
+    let sql = "SELECT c.country, c.name FROM contoso c JOIN (SELECT country, COUNT(*) AS n FROM fabrikam GROUP BY country) f ON c.country = f.country";
+    let (r, _) = run_contract(&data, &with_query(sql, 1, &[])).await;
+    assert!(matches!(refused(r), RuleViolation::NotAggregate { .. }));
+
+    // Aggregates that release one record's value.
+    for f in [
+        "MAX(salary)",
+        "MIN(age)",
+        "FIRST_VALUE(salary)",
+        "ARRAY_AGG(city)",
+    ] {
+        let sql = format!("SELECT country, {f} AS v FROM contoso GROUP BY country");
+        let (r, _) = run_contract(&data, &with_query(&sql, 1, &[])).await;
+        assert!(
+            matches!(refused(r), RuleViolation::Aggregate { .. }),
+            "{f} was not refused"
+        );
+    }
+
+    // Forbidden columns: as a group, inside SUM, through an alias, by name.
+    let forbidden = ["name", "phone"];
+    for sql in [
+        "SELECT phone, COUNT(*) AS records FROM contoso GROUP BY phone",
+        "SELECT substr(p, 1, 3) AS prefix, COUNT(*) FROM (SELECT phone AS p FROM fabrikam) GROUP BY 1",
+        "SELECT country, SUM(length(name)) AS s FROM contoso GROUP BY country",
+    ] {
+        let (r, _) = run_contract(&data, &with_query(sql, 1, &forbidden)).await;
+        assert!(
+            matches!(refused(r), RuleViolation::Forbidden { .. }),
+            "{sql}"
+        );
+    }
+    let sql = "SELECT country, COUNT(*) AS phone FROM contoso GROUP BY country";
+    let (r, _) = run_contract(&data, &with_query(sql, 1, &forbidden)).await;
+    assert!(matches!(refused(r), RuleViolation::ForbiddenName { .. }));
+    // COUNT of a forbidden column counts rows and releases no value.
+    let sql = "SELECT country, COUNT(DISTINCT phone) AS phones FROM contoso GROUP BY country";
+    let (r, _) = run_contract(&data, &with_query(sql, 1, &forbidden)).await;
+    r.unwrap();
+
+    // Groups below k are withheld by the workload's own count, even when the SQL claims more.
+    let sql = "SELECT city, COUNT(*) * 1000 AS records FROM contoso GROUP BY city ORDER BY city";
+    let (small, _) = run_contract(&data, &with_query(sql, 1, &[])).await;
+    let small = small.unwrap();
+    let (large, _) = run_contract(&data, &with_query(sql, 50, &[])).await;
+    let large = large.unwrap();
+    let q1 = &small.queries[0];
+    let q50 = &large.queries[0];
+    assert_eq!(q1.suppressed_groups, 0);
+    assert!(q50.suppressed_groups > 0, "the data has no city below 50");
+    assert_eq!(
+        q50.rows.len() as u64 + q50.suppressed_groups,
+        q1.rows.len() as u64
+    );
+    // Exactly the cities with fewer than 50 customers went.
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut g = Generator::new(Party::Contoso, 5, PARTIES[0].1);
+    while let Some(b) = g.next_batch(5_000) {
+        for r in conclave_data::generator::records_from_batch(&b).unwrap() {
+            *counts.entry(r.city).or_default() += 1;
+        }
+    }
+    let released: Vec<String> = q50.rows.iter().map(|r| text(r, "city")).collect();
+    let expected: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n >= 50)
+        .map(|(c, _)| c.clone())
+        .collect();
+    assert_eq!(released, expected);
+
+    // Statements other than one query are not run.
+    let (r, _) = run_contract(&data, &with_query("DROP TABLE contoso", 1, &[])).await;
+    assert!(matches!(r, Err(ContractRunError::Query { .. })), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dataset_that_is_not_of_the_contracts_schema_is_named() {
+    let data = Datasets::new().await;
+    let mut contract = with_query(
+        "SELECT country, AVG(salary) AS s FROM contoso GROUP BY country",
+        1,
+        &[],
+    );
+    contract.inputs[0]
+        .schema
+        .iter_mut()
+        .find(|c| c.name == "salary")
+        .unwrap()
+        .data_type = "float64".into();
+    let (r, _) = run_contract(&data, &contract).await;
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("contoso") && err.contains("salary") && err.contains("float64"),
+        "{err}"
+    );
+}
+
+/// The records of each generated party.
+fn records(party: Party) -> Vec<conclave_data::generator::Record> {
+    let n = PARTIES.iter().find(|(p, _)| *p == party).unwrap().1;
+    Generator::new(party, 5, n).records().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_contract_counts_the_shared_customers() {
+    let data = Datasets::new().await;
+    let contract = Contract::parse(&shipped("shared-customers")).unwrap();
+    let (result, _) = run_contract(&data, &contract).await;
+    let result = result.unwrap();
+
+    // The same join, computed independently over the generated records: every pair of a
+    // Fabrikam customer and a Woodgrove client with the same digits in their phone numbers.
+    let normalise = |p: &str| -> String {
+        p.chars()
+            .filter(|c| c.is_ascii_digit() || *c == '+')
+            .collect()
+    };
+    let mut salaries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for r in records(Party::Woodgrove) {
+        salaries
+            .entry(normalise(&r.phone))
+            .or_default()
+            .push(r.salary);
+    }
+    let mut by_country: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut by_color: BTreeMap<String, u64> = BTreeMap::new();
+    for r in records(Party::Fabrikam) {
+        for s in salaries.get(&normalise(&r.phone)).into_iter().flatten() {
+            let e = by_country.entry(r.country.clone()).or_default();
+            e.0 += 1;
+            e.1 += u64::from(*s);
+            *by_color.entry(r.favorite_color.clone()).or_default() += 1;
+        }
+    }
+    let matched: u64 = by_country.values().map(|(n, _)| n).sum();
+    assert!(matched > 500, "only {matched} shared customers");
+
+    let k = contract.output.k;
+    let mut want: Vec<Group> = by_country
+        .iter()
+        .filter(|(_, (n, _))| *n >= k)
+        .map(|(c, (n, sum))| Group {
+            label: c.clone(),
+            count: *n,
+            average_salary: Some((2 * sum + n) / (2 * n)),
+        })
+        .collect();
+    want.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
+    let got = query(&result, "shared_by_country");
+    assert_eq!(groups(got, &["country"]), want);
+    assert_eq!(
+        got.suppressed_groups,
+        by_country.values().filter(|(n, _)| *n < k).count() as u64
+    );
+    let colors = query(&result, "shared_favorite_colors");
+    let got: BTreeMap<String, u64> = colors
+        .rows
+        .iter()
+        .map(|r| (text(r, "favorite_color"), number(r, "records")))
+        .collect();
+    let want: BTreeMap<String, u64> = by_color.into_iter().filter(|(_, n)| *n >= k).collect();
+    assert_eq!(got, want);
+}

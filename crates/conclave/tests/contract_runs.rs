@@ -1,0 +1,231 @@
+//! A workload runs analysis contracts end to end against the real attestation service and a
+//! real vault: it attests each contract's digest and k, the owners' vaults release their keys
+//! only for the contracts they approved, and a contract an owner did not approve is refused at
+//! that owner's vault, with the reason in the run and in the vault's audit log.
+
+mod common;
+use common::*;
+
+use conclave_contract::Contract;
+use conclave_contract::policy::OwnerTerms;
+use conclave_data::dataset::VaultPublicKey;
+use conclave_data::generator::{Generator, Party, schema};
+use conclave_kms::policy::ReleasePolicy;
+use conclave_workload::config::{DatasetConfig, PartyConfig};
+use conclave_workload::contract_runs::ContractRunView;
+use conclave_workload::identity::TeeIdentity;
+use conclave_workload::release::ReleaseState;
+use conclave_workload::service::{AnalysisState, Workload};
+
+const PARTIES: [(Party, u64); 3] = [
+    (Party::Contoso, 3_000),
+    (Party::Fabrikam, 2_000),
+    (Party::Woodgrove, 1_000),
+];
+
+/// A contract of `contracts/` for this test's vault and storage, with its approval keys.
+fn contract_text(name: &str, vault: &str, storage: &Path, keys: &[(String, String)]) -> String {
+    let path = format!("{}/../../contracts/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(path).unwrap();
+    let host = vault.trim_start_matches("https://");
+    for (party, public) in keys {
+        text = text
+            .replace(&format!("<{party}'s approval public key (PEM)>"), public)
+            .replace(&format!("<{party}'s vault>"), host);
+    }
+    text.replace("<storage>", storage.to_str().unwrap())
+}
+
+async fn wait_final(w: &Workload) -> ContractRunView {
+    for _ in 0..600 {
+        let v = w.contract_run();
+        if v.state.is_final() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the run did not end: {:?}", w.contract_run());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
+    let env = env().await;
+    let storage = env.dir.join("storage");
+    let contracts = env.dir.join("contracts");
+    std::fs::create_dir_all(&storage).unwrap();
+    std::fs::create_dir_all(&contracts).unwrap();
+
+    // Approval keys; the contracts filled in for this deployment.
+    let keys: Vec<(String, String, String)> = ["contoso", "fabrikam", "woodgrove"]
+        .iter()
+        .map(|p| {
+            let (private, public) = conclave_contract::approval::generate_key().unwrap();
+            (p.to_string(), private, public)
+        })
+        .collect();
+    let publics: Vec<(String, String)> = keys
+        .iter()
+        .map(|(p, _, public)| (p.clone(), public.clone()))
+        .collect();
+    let mut digests = std::collections::BTreeMap::new();
+    for name in ["partner-demographics", "contoso-salaries"] {
+        let text = contract_text(name, &env.vault_url, &storage, &publics);
+        std::fs::write(contracts.join(format!("{name}.toml")), &text).unwrap();
+        let contract = Contract::parse(&text).unwrap();
+        digests.insert(name, contract.clone());
+    }
+    // Everyone approves the demographics; nobody the salaries (Contoso's decision).
+    let demographics = &digests["partner-demographics"];
+    for (party, private, _) in &keys {
+        let jws =
+            conclave_contract::approval::sign(demographics, party, private, 1_800_000_000).unwrap();
+        std::fs::write(
+            contracts.join(format!("partner-demographics.{party}.jws")),
+            jws,
+        )
+        .unwrap();
+    }
+
+    // Each owner's key: its policy pins the workload's measurement and, for the partners'
+    // data, the approved contract's digest and a floor for k.
+    let workload_pin =
+        ReleasePolicy::parse(env.policy(&good_measurement()).to_string().as_bytes()).unwrap();
+    let admin = env.client(&env.admin);
+    let analyst_token = admin
+        .add_principal("woodgrove-workload", false)
+        .await
+        .unwrap();
+    let token_file = env.dir.join("woodgrove-workload.token");
+    std::fs::write(&token_file, &analyst_token).unwrap();
+    let mut datasets = Vec::new();
+    for (party, n) in PARTIES {
+        let name = format!("{}-data", party.name());
+        let policy = if party == Party::Woodgrove {
+            workload_pin.clone()
+        } else {
+            OwnerTerms {
+                digest: demographics.digest(),
+                min_k: 10,
+                max_epsilon: None,
+            }
+            .add_to(&workload_pin)
+        };
+        let owner = env
+            .owner_with_key(party.name(), &name, &policy.to_json())
+            .await;
+        owner
+            .grant(&name, "woodgrove-workload", &[Permission::Release])
+            .await
+            .unwrap();
+        let key = owner.get_key(&name).await.unwrap();
+        let public = VaultPublicKey::from_jwk(&serde_json::to_value(&key.key).unwrap()).unwrap();
+        let url = storage.join(format!("{}.parquet", party.name()));
+        let mut g = Generator::new(party, 11, n);
+        conclave_data::dataset::write_encrypted(
+            std::iter::from_fn(move || g.next_batch(1000).map(Ok)),
+            schema(),
+            &conclave_data::store::locate(url.to_str().unwrap()).unwrap(),
+            &public,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        datasets.push(DatasetConfig {
+            company: party.name().into(),
+            display_name: party.name().into(),
+            url: url.to_str().unwrap().into(),
+            key: format!("{}/keys/{name}", env.vault_url),
+            token_file: token_file.clone(),
+        });
+    }
+
+    // Woodgrove's workload, attesting with the sim platform as the launched config.
+    let config = PartyConfig::parse(&format!(
+        "party = \"woodgrove\"\ndisplay_name = \"Woodgrove Bank\"\nlisten = \"127.0.0.1:0\"\nattestation_url = {:?}\nca_file = {:?}\ncontracts_dir = {:?}\ndatasets = []\n",
+        env.attest_url,
+        env.ca.cert_path(),
+        contracts
+    ))
+    .unwrap();
+    let config = PartyConfig { datasets, ..config };
+    let identity = TeeIdentity::generate(Some(Platform::Sim), &[]).unwrap();
+    let evidence: Arc<dyn conclave_tee::EvidenceSource> = Arc::new(SignedEvidence {
+        sim: env.sim.clone(),
+        config: GOOD_CONFIG.to_vec(),
+    });
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let w = Workload::new(
+        Arc::new(config),
+        identity,
+        Some(evidence),
+        env.http.clone(),
+        env.ca.cert().clone(),
+        None,
+        stopped,
+    );
+
+    // The list says who approved what.
+    let list = w.contracts().unwrap();
+    assert!(list.broken.is_empty(), "{:?}", list.broken);
+    let listed = |id: &str| list.contracts.iter().find(|c| c.id == id).unwrap().clone();
+    assert!(listed("partner-demographics").approved);
+    let salaries = listed("contoso-salaries");
+    assert!(!salaries.approved);
+    assert_eq!(salaries.approvals[0].status, "not-approved");
+    assert_eq!(salaries.digest, digests["contoso-salaries"].digest());
+
+    // The approved contract runs: every key released, every query answered.
+    w.start_contract_run("partner-demographics", "tester")
+        .unwrap();
+    let run = wait_final(&w).await;
+    assert_eq!(run.state, AnalysisState::Done, "{:?}", run.error);
+    assert!(
+        run.releases
+            .iter()
+            .all(|r| matches!(r.release, ReleaseState::Released { .. })),
+        "{:?}",
+        run.releases
+    );
+    let result = run.result.unwrap();
+    assert_eq!(result.digest, demographics.digest());
+    assert_eq!(result.queries.len(), demographics.queries.len());
+    let total: u64 = result
+        .queries
+        .iter()
+        .find(|q| q.name == "companies")
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| r["records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, PARTIES.iter().map(|(_, n)| n).sum::<u64>());
+
+    // The unapproved one is refused at Contoso's vault, which says why; nothing runs.
+    w.start_contract_run("contoso-salaries", "tester").unwrap();
+    let run = wait_final(&w).await;
+    assert_eq!(run.state, AnalysisState::Failed);
+    assert!(run.result.is_none());
+    let ReleaseState::Denied { by, reason, .. } = &run.releases[0].release else {
+        panic!("{:?}", run.releases);
+    };
+    assert_eq!(by, "vault");
+    assert!(reason.contains("x-ms-runtime.contract.digest"), "{reason}");
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("Contoso's vault refused") && error.contains("x-ms-runtime.contract.digest"),
+        "{error}"
+    );
+    let audit = admin.audit(0).await.unwrap();
+    assert!(audit.value.iter().any(|e| {
+        e.event.action == "release"
+            && e.event.outcome == "denied"
+            && e.event
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("x-ms-runtime.contract.digest"))
+    }));
+
+    // Unknown contracts and path tricks are refused before anything happens.
+    assert!(w.start_contract_run("../contracts/x", "tester").is_err());
+    assert!(w.start_contract_run("nope", "tester").is_err());
+}
