@@ -36,16 +36,45 @@ def project(lon, lat):
     return (lon + 180.0) / 360.0 * W, (90.0 - lat) / 180.0 * H
 
 
+def split_at_antimeridian(pts):
+    """A projected ring as the rings to draw: one crossing the antimeridian (a jump of more than
+    half the map's width between two points) is cut there into pieces, each closed along the
+    map's edge; one crossing it once encloses a pole (Antarctica) and is closed along the map's
+    bottom or top. Otherwise the closing edge would be a stray line across the whole map."""
+    jumps = [i for i in range(len(pts) - 1) if abs(pts[i + 1][0] - pts[i][0]) > W / 2]
+    if not jumps:
+        return [pts]
+    if len(jumps) == 1:
+        i = jumps[0]
+        run = pts[i + 1:] + pts[1:i + 1]
+        pole = H if sum(y for _, y in pts) / len(pts) > H / 2 else 0.0
+        return [run + [(run[-1][0], pole), (run[0][0], pole)]]
+    # Rotate so the ring starts right after a jump, then cut at every jump.
+    start = jumps[0] + 1
+    rotated = pts[start:] + pts[1:start]
+    pieces, piece = [], [rotated[0]]
+    for a, b in zip(rotated, rotated[1:]):
+        if abs(b[0] - a[0]) > W / 2:
+            pieces.append(piece)
+            piece = []
+        piece.append(b)
+    pieces.append(piece)
+    return [p for p in pieces if len(p) > 2]
+
+
+def ring_path(pts):
+    return "".join(
+        "M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in piece) + "Z"
+        for piece in split_at_antimeridian(pts)
+    )
+
+
 def path(arcs, geometry):
     polygons = geometry["arcs"] if geometry["type"] == "MultiPolygon" else [geometry["arcs"]]
     parts = []
     for polygon in polygons:
         for r in polygon:
-            pts = [project(*p) for p in ring(arcs, r)]
-            # Rings crossing the antimeridian are drawn as they are; at 1:110m only Russia and
-            # Fiji touch it, and their arcs are already split there.
-            d = "M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in pts) + "Z"
-            parts.append(d)
+            parts.append(ring_path([project(*p) for p in ring(arcs, r)]))
     return "".join(parts)
 
 

@@ -215,7 +215,8 @@ impl Workload {
         contract: Contract,
         cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<ContractResult, RunStop> {
-        // 1. Attest the contract.
+        // 1. Attest the contract (one this workload honours in full: it attests nothing else).
+        engine::supported(&contract)?;
         let source = self.evidence().ok_or_else(|| {
             RunStop::Refused(format!(
                 "this workload cannot attest a contract: {}",

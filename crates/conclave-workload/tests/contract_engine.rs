@@ -360,6 +360,23 @@ async fn output_rules_are_enforced_whatever_the_sql_says() {
         .collect();
     assert_eq!(released, expected);
 
+    // Settings the workload does not apply are refused, not attested.
+    let mut dp = with_query(
+        "SELECT country, COUNT(*) AS n FROM contoso GROUP BY country",
+        1,
+        &[],
+    );
+    dp.output.differential_privacy = Some(conclave_contract::DifferentialPrivacy {
+        mechanism: conclave_contract::Mechanism::Laplace,
+        epsilon: 1.0,
+        delta: 0.0,
+    });
+    let (r, _) = run_contract(&data, &dp).await;
+    assert!(
+        r.unwrap_err().to_string().contains("differential_privacy"),
+        "a contract asking for noise ran without it"
+    );
+
     // Statements other than one query are not run.
     let (r, _) = run_contract(&data, &with_query("DROP TABLE contoso", 1, &[])).await;
     assert!(matches!(r, Err(ContractRunError::Query { .. })), "{r:?}");

@@ -115,17 +115,43 @@ enum ScanFailure {
     Cancelled,
 }
 
+/// Whether this workload can run `contract` as written: it refuses what it would not honour,
+/// rather than attest privacy settings it does not apply.
+///
+/// # Errors
+/// What the contract asks that this workload does not do, as a [`ContractRunError::Query`]
+/// naming the setting.
+pub fn supported(contract: &Contract) -> Result<(), ContractRunError> {
+    let unsupported = |detail: &str| ContractRunError::Query {
+        query: "(contract)".into(),
+        detail: detail.into(),
+    };
+    if contract.output.differential_privacy.is_some() {
+        return Err(unsupported(
+            "differential_privacy is not implemented by this workload yet; it will not attest an epsilon it does not apply",
+        ));
+    }
+    if !contract.output.aggregate_only {
+        return Err(unsupported(
+            "aggregate_only = false: this workload releases aggregates only",
+        ));
+    }
+    Ok(())
+}
+
 /// Runs every query of `contract` over `inputs` and returns what its rules let out.
 ///
 /// # Errors
-/// [`ContractRunError`]: an input missing, unreadable or not of the contract's schema; a query
-/// the rules refuse (nothing of that contract runs then); a query that fails; cancellation.
+/// [`ContractRunError`]: a contract this workload does not support ([`supported`]); an input
+/// missing, unreadable or not of the contract's schema; a query the rules refuse (nothing of
+/// that contract runs then); a query that fails; cancellation.
 pub async fn run(
     contract: &Contract,
     inputs: Vec<ContractInput>,
     report: Arc<dyn Fn(ContractProgress) + Send + Sync>,
     cancel: tokio::sync::watch::Receiver<bool>,
 ) -> Result<ContractResult, ContractRunError> {
+    supported(contract)?;
     let k = contract.output.k.max(1);
     let forbidden: BTreeSet<String> = contract.output.forbidden_columns.iter().cloned().collect();
     let config = SessionConfig::new()
