@@ -216,7 +216,7 @@ impl Workload {
         cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<ContractResult, RunStop> {
         // 1. Attest the contract (one this workload honours in full: it attests nothing else).
-        engine::supported(&contract)?;
+        engine::check(&contract).await?;
         let source = self.evidence().ok_or_else(|| {
             RunStop::Refused(format!(
                 "this workload cannot attest a contract: {}",

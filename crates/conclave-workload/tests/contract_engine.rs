@@ -285,6 +285,15 @@ async fn output_rules_are_enforced_whatever_the_sql_says() {
         other => panic!("expected a refusal, got {other:?}"),
     };
 
+    // Checked before any key is asked for, over empty tables of the declared schemas.
+    assert!(matches!(
+        conclave_workload::engine::check(&with_query("SELECT name FROM contoso", 1, &[])).await,
+        Err(ContractRunError::Rule { .. })
+    ));
+    conclave_workload::engine::check(&Contract::parse(&shipped_contract()).unwrap())
+        .await
+        .unwrap();
+
     // Records themselves: refused before anything is decrypted.
     let (r, events) = run_contract(&data, &with_query("SELECT name FROM contoso", 1, &[])).await;
     assert!(matches!(refused(r), RuleViolation::NotAggregate { table } if table == "contoso"));
@@ -308,6 +317,55 @@ async fn output_rules_are_enforced_whatever_the_sql_says() {
             "{f} was not refused"
         );
     }
+
+    // What could let one record's values through allowed aggregates: refused before running.
+    for sql in [
+        // an aggregate below the release aggregate (one group holding every record's city)
+        "SELECT x.dump, COUNT(*) FROM contoso JOIN (SELECT country, string_agg(city, ';') AS dump FROM contoso GROUP BY country) x ON contoso.country = x.country GROUP BY x.dump",
+        // a window function below it, picking records by rank
+        "SELECT city, SUM(CASE WHEN rn = 1 THEN salary END) AS s FROM (SELECT city, salary, ROW_NUMBER() OVER (PARTITION BY city ORDER BY salary) AS rn FROM contoso) GROUP BY city",
+        // generated rows multiplying each record
+        "SELECT c.city, c.salary, COUNT(*) FROM contoso c CROSS JOIN generate_series(1, 20) GROUP BY c.city, c.salary",
+        // the same table twice
+        "SELECT city, salary, COUNT(*) FROM (SELECT city, salary FROM contoso UNION ALL SELECT city, salary FROM contoso) GROUP BY city, salary",
+        // a limit picking records
+        "SELECT SUM(salary) AS s FROM (SELECT salary FROM contoso ORDER BY salary DESC LIMIT 6)",
+        // FILTER, and COUNT of a computed value
+        "SELECT country, SUM(salary) FILTER (WHERE age = 30) AS s FROM contoso GROUP BY country",
+        "SELECT country, COUNT(CASE WHEN age = 30 THEN 1 END) AS n FROM contoso GROUP BY country",
+    ] {
+        let (r, _) = run_contract(&data, &with_query(sql, 5, &[])).await;
+        assert!(
+            matches!(r, Err(ContractRunError::Rule { .. })),
+            "{sql}: {r:?}"
+        );
+    }
+
+    // An aggregate over values nulled for most of a group counts only the rows it covers.
+    let sql = "SELECT country, SUM(s) AS s FROM (SELECT country, CASE WHEN age = 30 THEN salary END AS s FROM contoso) GROUP BY country ORDER BY country";
+    let (r, _) = run_contract(&data, &with_query(sql, 20, &[])).await;
+    let released: Vec<String> = r.unwrap().queries[0]
+        .rows
+        .iter()
+        .map(|r| text(r, "country"))
+        .collect();
+    let mut per_country: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in records(Party::Contoso) {
+        let e = per_country.entry(r.country).or_default();
+        e.0 += 1;
+        e.1 += u64::from(r.age == 30);
+    }
+    let expected: Vec<String> = per_country
+        .into_iter()
+        .filter(|(_, (n, thirty))| *n >= 20 && *thirty >= 20)
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(released, expected);
+
+    // Group keys of the same name from two tables (a join of two inputs) are released as such.
+    let sql = "SELECT c.country, f.country, COUNT(*) AS n FROM contoso c JOIN fabrikam f ON c.city = f.city GROUP BY c.country, f.country";
+    let (r, _) = run_contract(&data, &with_query(sql, 5, &[])).await;
+    assert!(!r.unwrap().queries[0].rows.is_empty());
 
     // Forbidden columns: as a group, inside SUM, through an alias, by name.
     let forbidden = ["name", "phone"];

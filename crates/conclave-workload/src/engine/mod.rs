@@ -187,32 +187,7 @@ pub async fn run(
 
     // Every query is planned and checked before any runs: a contract breaking its rules in
     // its last query releases nothing from the first.
-    let mut plans = Vec::new();
-    for q in &contract.queries {
-        let fail = |detail: String| ContractRunError::Query {
-            query: q.name.clone(),
-            detail,
-        };
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = ctx
-            .sql_with_options(&q.sql, options)
-            .await
-            .map_err(|e| fail(planning_error(e)))?;
-        let optimized = ctx
-            .state()
-            .optimize(frame.logical_plan())
-            .map_err(|e| fail(planning_error(e)))?;
-        let gates = rules::release_aggregates(&optimized, &forbidden).map_err(|violation| {
-            ContractRunError::Rule {
-                query: q.name.clone(),
-                violation,
-            }
-        })?;
-        plans.push((optimized, gates));
-    }
+    let plans = plan_queries(&ctx, contract, &forbidden).await?;
 
     let mut results = Vec::new();
     let queries = contract.queries.len();
@@ -252,6 +227,107 @@ pub async fn run(
     })
 }
 
+/// Plans every query of `contract` in `ctx` (its inputs registered) and checks each plan
+/// against the rules: the optimised plans with their release aggregates.
+async fn plan_queries(
+    ctx: &SessionContext,
+    contract: &Contract,
+    forbidden: &BTreeSet<String>,
+) -> Result<Vec<(LogicalPlan, Vec<Aggregate>)>, ContractRunError> {
+    let tables: BTreeSet<String> = contract.inputs.iter().map(|i| i.table.clone()).collect();
+    let mut plans = Vec::new();
+    for q in &contract.queries {
+        let fail = |detail: String| ContractRunError::Query {
+            query: q.name.clone(),
+            detail,
+        };
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = ctx
+            .sql_with_options(&q.sql, options)
+            .await
+            .map_err(|e| fail(planning_error(e)))?;
+        let optimized = ctx
+            .state()
+            .optimize(frame.logical_plan())
+            .map_err(|e| fail(planning_error(e)))?;
+        let gates =
+            rules::release_aggregates(&optimized, forbidden, &tables).map_err(|violation| {
+                ContractRunError::Rule {
+                    query: q.name.clone(),
+                    violation,
+                }
+            })?;
+        plans.push((optimized, gates));
+    }
+    Ok(plans)
+}
+
+/// Checks `contract` before any key is asked for: what [`supported`] checks, and every query
+/// planned over empty tables of the contract's declared schemas and checked against the rules.
+///
+/// # Errors
+/// As [`run`] would refuse the contract for, without reading any data.
+pub async fn check(contract: &Contract) -> Result<(), ContractRunError> {
+    supported(contract)?;
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+    for input in &contract.inputs {
+        let fields: Vec<datafusion::arrow::datatypes::Field> = input
+            .schema
+            .iter()
+            .map(|c| {
+                datafusion::arrow::datatypes::Field::new(
+                    &c.name,
+                    declared_type(&c.data_type),
+                    c.nullable,
+                )
+            })
+            .collect();
+        let table =
+            MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]]).map_err(|e| {
+                ContractRunError::Input {
+                    table: input.table.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        ctx.register_table(input.table.as_str(), Arc::new(table))
+            .map_err(|e| ContractRunError::Input {
+                table: input.table.clone(),
+                detail: e.to_string(),
+            })?;
+    }
+    let forbidden: BTreeSet<String> = contract.output.forbidden_columns.iter().cloned().collect();
+    plan_queries(&ctx, contract, &forbidden).await.map(|_| ())
+}
+
+/// The Arrow type a contract's column type names (the canonical one of [`type_matches`]).
+fn declared_type(t: &str) -> DataType {
+    match t {
+        "bool" => DataType::Boolean,
+        "int8" => DataType::Int8,
+        "int16" => DataType::Int16,
+        "int32" => DataType::Int32,
+        "int64" => DataType::Int64,
+        "uint8" => DataType::UInt8,
+        "uint16" => DataType::UInt16,
+        "uint32" => DataType::UInt32,
+        "uint64" => DataType::UInt64,
+        "float32" => DataType::Float32,
+        "float64" => DataType::Float64,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        decimal => decimal
+            .strip_prefix("decimal(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|r| r.split_once(','))
+            .and_then(|(p, s)| Some((p.trim().parse::<u8>().ok()?, s.trim().parse::<i8>().ok()?)))
+            .map(|(p, s)| DataType::Decimal128(p, s))
+            .unwrap_or(DataType::Utf8),
+    }
+}
+
 async fn run_query(
     ctx: &SessionContext,
     name: &str,
@@ -263,9 +339,9 @@ async fn run_query(
     let mut suppressed = 0u64;
     let mut replacements = Vec::with_capacity(gates.len());
     for (i, gate) in gates.iter().enumerate() {
-        let counted = rules::with_group_records(gate).map_err(fail)?;
+        let (counted, hidden) = rules::with_group_records(gate).map_err(fail)?;
         let batches = execute(ctx, &counted).await.map_err(fail)?;
-        let (kept, withheld) = withhold_small_groups(batches, k).map_err(fail)?;
+        let (kept, withheld) = withhold_small_groups(batches, hidden, k).map_err(fail)?;
         suppressed += withheld;
         replacements.push(released_groups(i, gate, kept).map_err(fail)?);
     }
@@ -309,29 +385,32 @@ async fn execute(
     collect(physical, ctx.task_ctx()).await
 }
 
-/// Keeps the groups of at least `k` records (by the hidden count, which is dropped) and counts
-/// the others.
+/// Keeps the groups whose hidden counts (the last `hidden` columns: rows, and the rows each
+/// aggregate covers) are all at least `k`, without those columns, and counts the others.
 fn withhold_small_groups(
     batches: Vec<RecordBatch>,
+    hidden: usize,
     k: u64,
 ) -> datafusion::common::Result<(Vec<RecordBatch>, u64)> {
     let mut kept = Vec::with_capacity(batches.len());
     let mut withheld = 0u64;
     for b in batches {
-        let i = b.schema().index_of(rules::GROUP_RECORDS)?;
-        let counts = b
-            .column(i)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .ok_or_else(|| DataFusionError::Internal("the group count is not an Int64".into()))?;
-        let mask: BooleanArray = counts
-            .iter()
-            .map(|c| Some(c.is_some_and(|c| c >= 0 && c as u64 >= k)))
-            .collect();
+        let first = b.num_columns() - hidden;
+        let mut mask = vec![true; b.num_rows()];
+        for i in first..b.num_columns() {
+            let counts = b
+                .column(i)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .ok_or_else(|| DataFusionError::Internal("a group count is not an Int64".into()))?;
+            for (keep, c) in mask.iter_mut().zip(counts.iter()) {
+                *keep &= c.is_some_and(|c| c >= 0 && c as u64 >= k);
+            }
+        }
+        let mask = BooleanArray::from(mask);
         withheld += (mask.len() - mask.true_count()) as u64;
         let filtered = filter_record_batch(&b, &mask)?;
-        let others: Vec<usize> = (0..filtered.num_columns()).filter(|&j| j != i).collect();
-        kept.push(filtered.project(&others)?);
+        kept.push(filtered.project(&(0..first).collect::<Vec<_>>())?);
     }
     Ok((kept, withheld))
 }
@@ -343,8 +422,17 @@ fn released_groups(
     gate: &Aggregate,
     kept: Vec<RecordBatch>,
 ) -> datafusion::common::Result<LogicalPlan> {
-    // The aggregate's own fields (types, nullability): the plan above it was built on them.
-    let schema: SchemaRef = Arc::new(gate.schema.as_arrow().clone());
+    // The aggregate's own fields (types, nullability: the plan above it was built on them),
+    // named by position here (two group keys may share a name under different qualifiers) and
+    // given back their names and qualifiers by the projection below.
+    let schema: SchemaRef = Arc::new(Schema::new(
+        gate.schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(j, f)| f.as_ref().clone().with_name(format!("c{j}")))
+            .collect::<Vec<_>>(),
+    ));
     let kept = kept
         .into_iter()
         .map(|b| {
@@ -358,8 +446,8 @@ fn released_groups(
     let name = format!("__conclave_released_{i}");
     let table = MemTable::try_new(schema, vec![kept])?;
     LogicalPlanBuilder::scan(name.as_str(), provider_as_source(Arc::new(table)), None)?
-        .project(gate.schema.iter().map(|(qualifier, f)| {
-            Expr::Column(Column::new(Some(name.as_str()), f.name()))
+        .project(gate.schema.iter().enumerate().map(|(j, (qualifier, f))| {
+            Expr::Column(Column::new(Some(name.as_str()), format!("c{j}")))
                 .alias_qualified(qualifier.cloned(), f.name())
         }))?
         .build()

@@ -13,9 +13,18 @@
 //! - no group key or aggregated value of a release aggregate may derive from a column the
 //!   contract forbids (lineage is followed through aliases, subqueries, joins and unions);
 //!   `COUNT` of a forbidden column is allowed, since it counts rows and releases no value;
-//! - every release aggregate gets one more, hidden `COUNT(*)`: the workload's own count of each
-//!   group's records, which [`super`] uses to withhold groups below `k` before the rest of the
-//!   query sees them.
+//! - below a release aggregate only the contract's own tables (each read once), projections,
+//!   filters, equi-joins, unions and DISTINCT may appear: no aggregate functions or window
+//!   functions (whose values would pass through the group keys), no limits or sorts with a
+//!   fetch, no generated rows (VALUES, table functions such as `generate_series`), no cross
+//!   joins — what would let one record stand for many, or pick one record out;
+//! - aggregates take no FILTER clause, and COUNT counts rows or a column, nothing computed;
+//! - every release aggregate gets hidden counts: `COUNT(*)`, the workload's own count of each
+//!   group's rows, and `COUNT(x)` for every aggregated `x` (the rows it really covers), which
+//!   [`super`] uses to withhold groups below `k` before the rest of the query sees them.
+//!
+//! What these rules do not stop is said in SECURITY.md: a many-to-many join still counts
+//! joined rows, not records, and results can be differenced across queries and runs.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -65,11 +74,13 @@ pub type Source = (String, String);
 pub fn release_aggregates(
     plan: &LogicalPlan,
     forbidden: &BTreeSet<String>,
+    tables: &BTreeSet<String>,
 ) -> Result<Vec<Aggregate>, RuleViolation> {
     let mut found = Vec::new();
     find(plan, &mut found)?;
     for a in &found {
         check_aggregate(a, forbidden)?;
+        below(&a.input, tables, &mut Vec::new())?;
     }
     for field in plan.schema().fields() {
         if forbidden.contains(field.name()) {
@@ -112,6 +123,66 @@ fn find(plan: &LogicalPlan, found: &mut Vec<Aggregate>) -> Result<(), RuleViolat
             "{} above the aggregation",
             other.display()
         ))),
+    }
+}
+
+/// What may lie below a release aggregate (see the module's documentation); `scanned` lists
+/// the tables already read under it.
+fn below(
+    plan: &LogicalPlan,
+    tables: &BTreeSet<String>,
+    scanned: &mut Vec<String>,
+) -> Result<(), RuleViolation> {
+    let unsupported = |what: String| Err(RuleViolation::Unsupported(what));
+    match plan {
+        LogicalPlan::TableScan(t) => {
+            let name = t.table_name.table().to_string();
+            if !tables.contains(&name) {
+                return unsupported(format!(
+                    "reading {name} (only the contract's input tables may be read)"
+                ));
+            }
+            if scanned.contains(&name) {
+                return unsupported(format!(
+                    "reading table {name} twice under one aggregation (a self-join or a union with itself would count its records twice)"
+                ));
+            }
+            if t.fetch.is_some() {
+                return unsupported(format!("a limit on table {name}"));
+            }
+            for f in &t.filters {
+                no_subquery(f)?;
+            }
+            scanned.push(name);
+            Ok(())
+        }
+        LogicalPlan::Join(j) if j.on.is_empty() => unsupported(
+            "a join without an equality between columns (a cross join) under an aggregation".into(),
+        ),
+        LogicalPlan::Aggregate(a) if !a.aggr_expr.is_empty() => unsupported(format!(
+            "an aggregation under another ({}): only the outermost aggregation releases values",
+            plan.display()
+        )),
+        LogicalPlan::Sort(s) if s.fetch.is_some() => {
+            unsupported("a sort with a limit under an aggregation".into())
+        }
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Union(_)
+        | LogicalPlan::Join(_)
+        | LogicalPlan::Aggregate(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+            for e in plan.expressions() {
+                no_subquery(&e)?;
+            }
+            plan.inputs()
+                .into_iter()
+                .try_for_each(|p| below(p, tables, scanned))
+        }
+        other => unsupported(format!("{} under an aggregation", other.display())),
     }
 }
 
@@ -167,13 +238,26 @@ fn check_aggregate(a: &Aggregate, forbidden: &BTreeSet<String>) -> Result<(), Ru
                 function: name.to_ascii_uppercase(),
             });
         }
-        if name != "count" {
+        if f.params.filter.is_some() {
+            return Err(RuleViolation::Unsupported(
+                "FILTER (WHERE …) on an aggregate: the group's count would not cover what it aggregates".into(),
+            ));
+        }
+        if name == "count" {
+            if !f
+                .params
+                .args
+                .iter()
+                .all(|a| matches!(a, Expr::Column(_) | Expr::Literal(..)))
+            {
+                return Err(RuleViolation::Unsupported(
+                    "COUNT of a computed value: COUNT(*), COUNT(column) or COUNT(DISTINCT column) only".into(),
+                ));
+            }
+        } else {
             for arg in &f.params.args {
                 check(arg, &format!("{}()", name.to_ascii_uppercase()))?;
             }
-        }
-        if let Some(filter) = &f.params.filter {
-            no_subquery(filter)?;
         }
     }
     Ok(())
@@ -291,16 +375,38 @@ fn sources_at(plan: &LogicalPlan, i: usize) -> Result<BTreeSet<Source>, RuleViol
     }
 }
 
-/// `a` with the hidden per-group record count appended to its aggregates.
+/// `a` with its hidden counts appended to its aggregates: [`GROUP_RECORDS`] (`COUNT(*)`), then
+/// `COUNT(x)` for every argument `x` of its aggregates (the rows each really covers). Returns
+/// the plan and the number of hidden columns (the last ones of its output).
 ///
 /// # Errors
 /// DataFusion's, should the aggregate not be rebuilt.
-pub fn with_group_records(a: &Aggregate) -> datafusion::common::Result<LogicalPlan> {
+pub fn with_group_records(a: &Aggregate) -> datafusion::common::Result<(LogicalPlan, usize)> {
     let mut aggr = a.aggr_expr.clone();
     aggr.push(datafusion::functions_aggregate::count::count_all().alias(GROUP_RECORDS));
-    Ok(LogicalPlan::Aggregate(Aggregate::try_new(
-        Arc::clone(&a.input),
-        a.group_expr.clone(),
-        aggr,
-    )?))
+    let mut hidden = 1;
+    for e in &a.aggr_expr {
+        if let Expr::AggregateFunction(f) = unalias(e) {
+            for arg in f
+                .params
+                .args
+                .iter()
+                .filter(|a| !matches!(a, Expr::Literal(..)))
+            {
+                aggr.push(
+                    datafusion::functions_aggregate::count::count(arg.clone())
+                        .alias(format!("{GROUP_RECORDS}_{hidden}")),
+                );
+                hidden += 1;
+            }
+        }
+    }
+    Ok((
+        LogicalPlan::Aggregate(Aggregate::try_new(
+            Arc::clone(&a.input),
+            a.group_expr.clone(),
+            aggr,
+        )?),
+        hidden,
+    ))
 }
