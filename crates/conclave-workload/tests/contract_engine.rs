@@ -333,6 +333,9 @@ async fn output_rules_are_enforced_whatever_the_sql_says() {
         // FILTER, and COUNT of a computed value
         "SELECT country, SUM(salary) FILTER (WHERE age = 30) AS s FROM contoso GROUP BY country",
         "SELECT country, COUNT(CASE WHEN age = 30 THEN 1 END) AS n FROM contoso GROUP BY country",
+        // a second review: a 0 for everyone but one record, and a computed column counted
+        "SELECT country, SUM(CASE WHEN age = 30 THEN salary ELSE 0 END) AS s FROM contoso GROUP BY country",
+        "SELECT country, COUNT(*) AS n, COUNT(b) AS c FROM (SELECT country, CASE WHEN age = 30 THEN NULL ELSE 1 END AS b FROM contoso) GROUP BY country",
     ] {
         let (r, _) = run_contract(&data, &with_query(sql, 5, &[])).await;
         assert!(
@@ -341,26 +344,45 @@ async fn output_rules_are_enforced_whatever_the_sql_says() {
         );
     }
 
-    // An aggregate over values nulled for most of a group counts only the rows it covers.
-    let sql = "SELECT country, SUM(s) AS s FROM (SELECT country, CASE WHEN age = 30 THEN salary END AS s FROM contoso) GROUP BY country ORDER BY country";
+    // Values nulled for most of a group in a subquery are a computed value: refused too.
+    let sql = "SELECT country, SUM(s) AS s FROM (SELECT country, CASE WHEN age = 30 THEN salary END AS s FROM contoso) GROUP BY country";
     let (r, _) = run_contract(&data, &with_query(sql, 20, &[])).await;
+    assert!(matches!(r, Err(ContractRunError::Rule { .. })), "{r:?}");
+
+    // A DISTINCT aggregate counts the distinct values it covers.
+    let sql = "SELECT country, COUNT(*) AS n, SUM(DISTINCT salary) AS sd FROM contoso GROUP BY country ORDER BY country";
+    let (r, _) = run_contract(&data, &with_query(sql, 40, &[])).await;
     let released: Vec<String> = r.unwrap().queries[0]
         .rows
         .iter()
         .map(|r| text(r, "country"))
         .collect();
-    let mut per_country: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut per_country: BTreeMap<String, (u64, std::collections::BTreeSet<u32>)> = BTreeMap::new();
     for r in records(Party::Contoso) {
         let e = per_country.entry(r.country).or_default();
         e.0 += 1;
-        e.1 += u64::from(r.age == 30);
+        e.1.insert(r.salary);
     }
     let expected: Vec<String> = per_country
         .into_iter()
-        .filter(|(_, (n, thirty))| *n >= 20 && *thirty >= 20)
+        .filter(|(_, (n, distinct))| *n >= 40 && distinct.len() >= 40)
         .map(|(c, _)| c)
         .collect();
     assert_eq!(released, expected);
+
+    // A join key equals the other side's: a group key joined to a forbidden column is refused.
+    let sql = "SELECT f.age, COUNT(*) AS n FROM contoso c JOIN fabrikam f ON c.salary = f.age GROUP BY f.age";
+    let (r, _) = run_contract(&data, &with_query(sql, 1, &["salary"])).await;
+    assert!(
+        matches!(
+            r,
+            Err(ContractRunError::Rule {
+                violation: RuleViolation::Forbidden { .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 
     // Group keys of the same name from two tables (a join of two inputs) are released as such.
     let sql = "SELECT c.country, f.country, COUNT(*) AS n FROM contoso c JOIN fabrikam f ON c.city = f.city GROUP BY c.country, f.country";

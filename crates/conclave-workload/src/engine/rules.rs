@@ -11,16 +11,20 @@
 //!   aggregation analysis rule of AWS Clean Rooms, and for the same reason — MIN, MAX and the
 //!   like release one record's value;
 //! - no group key or aggregated value of a release aggregate may derive from a column the
-//!   contract forbids (lineage is followed through aliases, subqueries, joins and unions);
+//!   contract forbids (lineage is followed through aliases, subqueries, joins and unions, and
+//!   across join keys: a key equals the other side's);
 //!   `COUNT` of a forbidden column is allowed, since it counts rows and releases no value;
 //! - below a release aggregate only the contract's own tables (each read once), projections,
 //!   filters, equi-joins, unions and DISTINCT may appear: no aggregate functions or window
 //!   functions (whose values would pass through the group keys), no limits or sorts with a
 //!   fetch, no generated rows (VALUES, table functions such as `generate_series`), no cross
 //!   joins — what would let one record stand for many, or pick one record out;
-//! - aggregates take no FILTER clause, and COUNT counts rows or a column, nothing computed;
+//! - aggregates take no FILTER clause, and what they aggregate is an input table's column as it
+//!   is (renamed or cast at most): nothing computed (CASE, arithmetic) that could single records
+//!   out while every row still counts;
 //! - every release aggregate gets hidden counts: `COUNT(*)`, the workload's own count of each
-//!   group's rows, and `COUNT(x)` for every aggregated `x` (the rows it really covers), which
+//!   group's rows, and `COUNT(x)` (`COUNT(DISTINCT x)` for a DISTINCT aggregate) for every
+//!   aggregated `x` (the rows or values it really covers), which
 //!   [`super`] uses to withhold groups below `k` before the rest of the query sees them.
 //!
 //! What these rules do not stop is said in SECURITY.md: a many-to-many join still counts
@@ -243,20 +247,23 @@ fn check_aggregate(a: &Aggregate, forbidden: &BTreeSet<String>) -> Result<(), Ru
                 "FILTER (WHERE …) on an aggregate: the group's count would not cover what it aggregates".into(),
             ));
         }
-        if name == "count" {
-            if !f
-                .params
-                .args
-                .iter()
-                .all(|a| matches!(a, Expr::Column(_) | Expr::Literal(..)))
-            {
-                return Err(RuleViolation::Unsupported(
-                    "COUNT of a computed value: COUNT(*), COUNT(column) or COUNT(DISTINCT column) only".into(),
-                ));
-            }
-        } else {
-            for arg in &f.params.args {
+        // What is aggregated must be an input table's column as it is (renamed or cast at
+        // most): a computed value (CASE, arithmetic, a 0 for everyone but one record) could
+        // single records out while every row still counts.
+        for arg in f
+            .params
+            .args
+            .iter()
+            .filter(|a| !matches!(a, Expr::Literal(..)))
+        {
+            if name != "count" {
                 check(arg, &format!("{}()", name.to_ascii_uppercase()))?;
+            }
+            if !bare_expr(&a.input, arg) {
+                return Err(RuleViolation::Unsupported(format!(
+                    "{}() of a computed value: aggregate an input table's column (renamed or cast at most)",
+                    name.to_ascii_uppercase()
+                )));
             }
         }
     }
@@ -267,6 +274,55 @@ fn unalias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
+    }
+}
+
+/// Whether `e`, over `input`'s output, is an input table's column passed through unchanged
+/// (renamed or cast at most) on every path to its scan.
+fn bare_expr(input: &LogicalPlan, e: &Expr) -> bool {
+    match e {
+        Expr::Alias(a) => bare_expr(input, &a.expr),
+        Expr::Cast(c) => bare_expr(input, &c.expr),
+        Expr::TryCast(c) => bare_expr(input, &c.expr),
+        Expr::Column(c) => input
+            .schema()
+            .index_of_column(c)
+            .is_ok_and(|i| bare_at(input, i)),
+        _ => false,
+    }
+}
+
+fn bare_at(plan: &LogicalPlan, i: usize) -> bool {
+    match plan {
+        LogicalPlan::TableScan(_) => true,
+        LogicalPlan::Projection(p) => bare_expr(&p.input, &p.expr[i]),
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+            bare_at(plan.inputs()[0], i)
+        }
+        LogicalPlan::Union(u) => u.inputs.iter().all(|input| bare_at(input, i)),
+        LogicalPlan::Aggregate(a) if a.aggr_expr.is_empty() => {
+            i < a.group_expr.len() && bare_expr(&a.input, &a.group_expr[i])
+        }
+        LogicalPlan::Join(j) => {
+            let left = j.left.schema().fields().len();
+            match j.join_type {
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
+                    if i < left {
+                        bare_at(&j.left, i)
+                    } else {
+                        bare_at(&j.right, i - left)
+                    }
+                }
+                JoinType::LeftSemi | JoinType::LeftAnti => bare_at(&j.left, i),
+                JoinType::RightSemi | JoinType::RightAnti => bare_at(&j.right, i),
+                _ => false,
+            }
+        }
+        _ => false,
     }
 }
 
@@ -350,11 +406,27 @@ fn sources_at(plan: &LogicalPlan, i: usize) -> Result<BTreeSet<Source>, RuleViol
             let left = j.left.schema().fields().len();
             match j.join_type {
                 JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
-                    if i < left {
-                        sources_at(&j.left, i)
+                    let (side, at, left_side) = if i < left {
+                        (&j.left, i, true)
                     } else {
-                        sources_at(&j.right, i - left)
+                        (&j.right, i - left, false)
+                    };
+                    let mut out = sources_at(side, at)?;
+                    // A join key equals the other side's key: a column in one carries what the
+                    // other derives from too.
+                    let (qualifier, field) = side.schema().qualified_field(at);
+                    let column = Column::new(qualifier.cloned(), field.name());
+                    for (l, r) in &j.on {
+                        let (mine, theirs, other) = if left_side {
+                            (l, r, &j.right)
+                        } else {
+                            (r, l, &j.left)
+                        };
+                        if mine.column_refs().contains(&column) {
+                            out.extend(expr_sources(other, theirs)?);
+                        }
                     }
+                    Ok(out)
                 }
                 JoinType::LeftSemi | JoinType::LeftAnti => sources_at(&j.left, i),
                 JoinType::RightSemi | JoinType::RightAnti => sources_at(&j.right, i),
@@ -393,10 +465,13 @@ pub fn with_group_records(a: &Aggregate) -> datafusion::common::Result<(LogicalP
                 .iter()
                 .filter(|a| !matches!(a, Expr::Literal(..)))
             {
-                aggr.push(
+                // A DISTINCT aggregate covers the distinct values, not the rows.
+                let covered = if f.params.distinct {
+                    datafusion::functions_aggregate::count::count_distinct(arg.clone())
+                } else {
                     datafusion::functions_aggregate::count::count(arg.clone())
-                        .alias(format!("{GROUP_RECORDS}_{hidden}")),
-                );
+                };
+                aggr.push(covered.alias(format!("{GROUP_RECORDS}_{hidden}")));
                 hidden += 1;
             }
         }
