@@ -13,7 +13,7 @@ from sevsnpmeasure.vmm_types import VMMType
 
 from conftest import ROOT, conclave
 
-OVMF = ROOT / "crates" / "conclave-snp" / "tests" / "data" / "ovmf"
+OVMF = ROOT / "crates" / "conclave" / "tests" / "data" / "ovmf"
 AUTHORITY = "https://shared.weu.attest.azure.net"
 
 
