@@ -102,9 +102,10 @@ impl From<parquet::errors::ParquetError> for DataError {
 }
 
 /// Runs one step of the Parquet reader, turning a panic inside it into
-/// [`DataError::ReaderFailed`]. The reader can panic on some malformed files (parquet 60.1: an
-/// encrypted module shorter than its 4-byte length and 12-byte nonce underflows in
-/// `RingGcmBlockDecryptor::decrypt`; found by the `parquet-file` fuzz target), and a file from
+/// [`DataError::ReaderFailed`]. The reader can panic on some malformed files, found by the `parquet-file`
+/// fuzz target: an encrypted module shorter than its 4-byte length and 12-byte nonce underflowed
+/// in `RingGcmBlockDecryptor::decrypt` (parquet 60.1); an `ARROW:schema` footer entry whose IPC
+/// schema has no `fields` panics in `arrow_ipc::convert::fb_to_schema` (arrow-ipc 59.3), and a file from
 /// untrusted storage must give an error, never unwind through the workload.
 fn contained<T>(step: impl FnOnce() -> T) -> Result<T, DataError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
@@ -1092,6 +1093,69 @@ pub async fn digest(loc: &Location) -> Result<(String, u64), DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plaintext Parquet file whose `ARROW:schema` footer entry is a well-formed IPC message
+    /// holding a Schema table without its `fields` vector.
+    fn file_with_fieldless_arrow_schema() -> Vec<u8> {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let schema = arrow_ipc::SchemaBuilder::new(&mut fbb).finish();
+        let mut message = arrow_ipc::MessageBuilder::new(&mut fbb);
+        message.add_version(arrow_ipc::MetadataVersion::V5);
+        message.add_header_type(arrow_ipc::MessageHeader::Schema);
+        message.add_header(schema.as_union_value());
+        let message = message.finish();
+        fbb.finish(message, None);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(fbb.finished_data());
+
+        let batch = RecordBatch::try_from_iter([(
+            "age",
+            Arc::new(arrow_array::Int32Array::from(vec![30, 40])) as arrow_array::ArrayRef,
+        )])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+                "ARROW:schema".into(),
+                encoded,
+            )]))
+            .build();
+        let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+            .with_properties(props)
+            .with_skip_arrow_metadata(true);
+        let mut out = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new_with_options(&mut out, batch.schema(), options)
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        out
+    }
+
+    /// Found by the `parquet-file` fuzz target: the reader panics inside arrow-ipc on this
+    /// footer; every entry point turns that into [`DataError::ReaderFailed`].
+    #[tokio::test]
+    async fn a_fieldless_arrow_schema_in_the_footer_is_an_error_not_a_panic() {
+        use object_store::{ObjectStoreExt as _, PutPayload};
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let path = object_store::path::Path::from("bad.parquet");
+        store
+            .put(&path, PutPayload::from(file_with_fieldless_arrow_schema()))
+            .await
+            .unwrap();
+        let loc = Location {
+            store,
+            path,
+            url: "memory:///bad.parquet".into(),
+        };
+        assert!(matches!(
+            footer(&loc, None).await,
+            Err(DataError::ReaderFailed)
+        ));
+        assert!(matches!(
+            read_plain(&loc, None, 8).await,
+            Err(DataError::ReaderFailed)
+        ));
+        assert!(matches!(inspect(&loc).await, Err(DataError::ReaderFailed)));
+    }
 
     #[test]
     fn a_master_key_id_names_a_vault_key_by_id_or_name() {

@@ -104,9 +104,10 @@ async fn read_all(loc: &Location) {
 
 /// Under libFuzzer every panic aborts at once (libfuzzer-sys's panic hook), even one that
 /// Conclave catches on purpose: `conclave_data::dataset` contains the Parquet reader's panics on
-/// malformed files and turns them into errors. This lets panics raised in the parquet crate's own
-/// code unwind to that guard; one that escapes the guard still fails the target (libfuzzer-sys
-/// aborts on any panic that leaves the harness).
+/// malformed files and turns them into errors. This lets panics raised in the reader's code (the
+/// parquet crate and the arrow crates it decodes with, e.g. arrow-ipc for the footer's
+/// `ARROW:schema`) unwind to that guard; one that escapes the guard still fails the target
+/// (libfuzzer-sys aborts on any panic that leaves the harness).
 fn let_parquet_panics_unwind() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -114,7 +115,7 @@ fn let_parquet_panics_unwind() {
         std::panic::set_hook(Box::new(move |info| {
             if info
                 .location()
-                .is_some_and(|l| l.file().contains("/parquet-"))
+                .is_some_and(|l| l.file().contains("/parquet-") || l.file().contains("/arrow-"))
             {
                 return;
             }
