@@ -317,10 +317,12 @@ pub fn harness(target: &str) -> anyhow::Result<Harness> {
                 let Ok(text) = std::str::from_utf8(input) else {
                     return;
                 };
-                let _ = conclave_workload::identity::unverified_claims(text);
+                let _ = conclave_protocol::jws::unverified_claims(text);
                 rt.block_on(async {
                     let _ = verifier.verify(text).await;
-                    let _ = conclave_workload::receipt::verify(text, &verifier).await;
+                    let _ =
+                        conclave_protocol::receipt::verify::<serde_json::Value>(text, &verifier)
+                            .await;
                 });
             })
         }

@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-use conclave_protocol::attestation::{
-    AttestSevSnpVmRequest, attest, b64url, b64url_decode, report_data_for,
-};
+use conclave_protocol::attestation::{AttestSevSnpVmRequest, attest, b64url, report_data_for};
 use conclave_protocol::jwk::Jwk;
 use conclave_protocol::runtime::RuntimeClaims;
 use conclave_tee::ephemeral::EphemeralKey;
@@ -19,7 +17,7 @@ use conclave_tee::{EvidenceSource, Platform};
 use serde_json::{Value, json};
 
 /// Key id of the receipt-signing key in `x-ms-runtime.keys`.
-pub const SIGNING_KEY_ID: &str = "TeeSigningKey";
+pub use conclave_protocol::receipt::SIGNING_KEY_ID;
 
 /// Name of the TLS key's RFC 7469 pin in the runtime data: `x-ms-runtime.tls.pin-sha256` in
 /// the attestation token.
@@ -65,11 +63,7 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The claims of a JWT, read without verifying it (the workload displays its own token).
-pub fn unverified_claims(token: &str) -> Option<Value> {
-    let payload = token.split('.').nth(1)?;
-    serde_json::from_slice(&b64url_decode(payload).ok()?).ok()
-}
+pub use conclave_protocol::jws::unverified_claims;
 
 impl TeeIdentity {
     /// New keys; `platform` is `None` for a workload started without a TEE. `tls_names` are the

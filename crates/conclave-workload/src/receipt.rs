@@ -1,47 +1,19 @@
 //! Result receipts: an analysis result signed inside the TEE (ES256, the key published in the
 //! attestation token's `x-ms-runtime.keys`), embedding that token and the ids and SHA-256 of
-//! every input. Anyone holding the attestation service's JWKS checks offline which measured code
-//! produced the result, over which ciphertexts.
+//! every input. The format and its offline verification are `conclave_protocol::receipt`'s;
+//! here the TEE signs, and the result is the workload's [`AnalysisResult`].
 
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
-use conclave_protocol::attestation::b64url_decode;
-use conclave_protocol::token::{TokenError, TokenVerifier};
-use serde_json::{Value, json};
+use serde_json::json;
+
+pub use conclave_protocol::receipt::{InputDescriptor, RECEIPT_TYPE, ReceiptError};
+use conclave_protocol::receipt::{ReceiptPayload, SIGNING_KEY_ID};
+use conclave_protocol::token::TokenVerifier;
 
 use crate::analytics::AnalysisResult;
-use crate::identity::{SIGNING_KEY_ID, TeeIdentity, now};
+use crate::identity::{TeeIdentity, now};
 
-/// Value of the receipt's `typ` claim.
-pub const RECEIPT_TYPE: &str = "conclave-analysis-receipt/v1";
-
-/// One input of an analysis, as the receipt names it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct InputDescriptor {
-    pub company: String,
-    /// Where the ciphertext was read from.
-    pub dataset: String,
-    /// The vault key that opened it.
-    pub key: String,
-    /// SHA-256 of the stored bytes (the ciphertext).
-    pub sha256: String,
-    pub bytes: u64,
-    pub records: u64,
-}
-
-/// A receipt's signed payload.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ReceiptPayload {
-    /// [`RECEIPT_TYPE`].
-    pub typ: String,
-    /// When it was signed (Unix seconds): the attestation token must be valid then.
-    pub iat: u64,
-    /// The party whose workload ran the analysis.
-    pub party: String,
-    pub inputs: Vec<InputDescriptor>,
-    pub result: AnalysisResult,
-    /// The workload's attestation token, which publishes the signing key.
-    pub attestation: String,
-}
+/// A verified receipt of the workload's analysis.
+pub type VerifiedReceipt = conclave_protocol::receipt::VerifiedReceipt<AnalysisResult>;
 
 /// Signs a receipt (compact JWS) for `result`.
 pub fn issue(
@@ -65,93 +37,21 @@ pub fn issue(
     )
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReceiptError {
-    #[error("the receipt is not a compact JWS ({0})")]
-    Malformed(String),
-    #[error("the receipt is signed with {0}; receipts are ES256")]
-    Algorithm(String),
-    #[error("the embedded attestation token is not valid at the receipt's time: {0}")]
-    Token(#[from] TokenError),
-    #[error("the attestation token publishes no P-256 signing key {SIGNING_KEY_ID:?}")]
-    NoSigningKey,
-    #[error("the receipt's signature does not verify with the attested TEE's signing key")]
-    BadSignature,
-}
-
-/// A receipt whose signature chains to an attested TEE.
-#[derive(Debug, Clone)]
-pub struct VerifiedReceipt {
-    pub issued_at: u64,
-    pub party: String,
-    pub inputs: Vec<InputDescriptor>,
-    pub result: AnalysisResult,
-    /// The verified claims of the embedded attestation token.
-    pub token_claims: Value,
-}
-
-impl VerifiedReceipt {
-    pub fn measurement(&self) -> Option<&str> {
-        conclave_protocol::runtime::launch_measurement(&self.token_claims)
-    }
-
-    pub fn platform(&self) -> Option<&str> {
-        conclave_protocol::runtime::platform(&self.token_claims)
-    }
-}
-
-fn signing_key(claims: &Value) -> Option<Vec<u8>> {
-    conclave_protocol::runtime::RuntimeClaims::from_claims(claims)?.p256_key(SIGNING_KEY_ID)
-}
-
-/// Checks a receipt: its token against the attestation service's keys (valid when the receipt
-/// was signed), then its signature against the signing key that token attests.
+/// Checks a receipt of the workload's analysis offline ([`conclave_protocol::receipt::verify`]).
+///
+/// # Errors
+/// [`ReceiptError`], as there.
 pub async fn verify(
     receipt: &str,
     verifier: &TokenVerifier,
 ) -> Result<VerifiedReceipt, ReceiptError> {
-    let receipt = receipt.trim();
-    let parts: Vec<&str> = receipt.split('.').collect();
-    let [h, p, s] = parts[..] else {
-        return Err(ReceiptError::Malformed("expected three parts".into()));
-    };
-    let decode = |part: &str, what: &str| {
-        b64url_decode(part).map_err(|_| ReceiptError::Malformed(format!("{what} is not base64url")))
-    };
-    let header: Value = serde_json::from_slice(&decode(h, "header")?)
-        .map_err(|_| ReceiptError::Malformed("header is not JSON".into()))?;
-    if header["alg"] != "ES256" {
-        return Err(ReceiptError::Algorithm(header["alg"].to_string()));
-    }
-    let payload: ReceiptPayload = serde_json::from_slice(&decode(p, "payload")?)
-        .map_err(|e| ReceiptError::Malformed(format!("the payload is not a receipt: {e}")))?;
-    if payload.typ != RECEIPT_TYPE {
-        return Err(ReceiptError::Malformed(format!(
-            "typ is {:?}, expected {RECEIPT_TYPE:?}",
-            payload.typ
-        )));
-    }
-    let issued_at = payload.iat;
-    let token = payload.attestation.as_str();
-    let verified = verifier.verify_at(token, issued_at).await?;
-    let key = signing_key(&verified.claims).ok_or(ReceiptError::NoSigningKey)?;
-    let signature = decode(s, "signature")?;
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
-        .verify(format!("{h}.{p}").as_bytes(), &signature)
-        .map_err(|_| ReceiptError::BadSignature)?;
-    conclave_protocol::jws::check_critical_headers(receipt).map_err(ReceiptError::Malformed)?;
-    Ok(VerifiedReceipt {
-        issued_at,
-        party: payload.party,
-        inputs: payload.inputs,
-        result: payload.result,
-        token_claims: verified.claims,
-    })
+    conclave_protocol::receipt::verify(receipt, verifier).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const ISSUER: &str = "https://attest.example";
 
