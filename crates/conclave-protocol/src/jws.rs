@@ -115,6 +115,13 @@ pub fn check_critical_headers(jws: &str) -> Result<(), String> {
     }
 }
 
+/// The claims of a compact JWS/JWT, read without verifying anything (for display only: a
+/// workload showing its own token).
+pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&crate::attestation::b64url_decode(payload).ok()?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,11 +167,4 @@ mod tests {
             assert!(err.contains(says), "{header}: {err}");
         }
     }
-}
-
-/// The claims of a compact JWS/JWT, read without verifying anything (for display only: a
-/// workload showing its own token).
-pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
-    let payload = token.split('.').nth(1)?;
-    serde_json::from_slice(&crate::attestation::b64url_decode(payload).ok()?).ok()
 }
