@@ -11,12 +11,16 @@
 //!   formatting, comments and key order do not change it and any change of content does;
 //! - [`approval`] signs and verifies owners' approvals of a digest (ES256 JWS, RFC 7515);
 //! - [`policy`] gives the runtime claim a workload attests for the contract it runs, and the
-//!   release-policy conditions with which an owner's key pins it.
+//!   release-policy conditions with which an owner's key pins it;
+//! - [`sealing`] seals a run's result to each result receiver (HPKE, RFC 9180);
+//! - [`receipt`] is what a run's signed receipt says, and its check against the contract.
 
 #![forbid(unsafe_code)]
 
 pub mod approval;
 pub mod policy;
+pub mod receipt;
+pub mod sealing;
 
 use std::collections::BTreeSet;
 
@@ -346,8 +350,12 @@ impl Contract {
                 }
             }
             if let Some(pem) = &p.receiver_key {
-                approval::parse_public_key(pem)
-                    .map_err(|e| ContractError(format!("party {:?}: receiver_key: {e}", p.id)))?;
+                approval::parse_approval_key(pem).map_err(|e| {
+                    ContractError(format!(
+                        "party {:?}: receiver_key: {e}; results are sealed with HPKE DHKEM(P-256) (RFC 9180)",
+                        p.id
+                    ))
+                })?;
             }
             if p.roles.contains(&Role::ResultReceiver) && p.receiver_key.is_none() {
                 return bad(format!(
@@ -362,6 +370,15 @@ impl Contract {
             .any(|p| p.roles.contains(&Role::Analyst))
         {
             return bad("no party is the analyst (roles = [\"analyst\"]): someone must run it");
+        }
+        if !self
+            .parties
+            .iter()
+            .any(|p| p.roles.contains(&Role::ResultReceiver))
+        {
+            return bad(
+                "no party receives the results (roles = [\"result-receiver\"], with a receiver_key): results leave the TEE only sealed to their receivers",
+            );
         }
         if self.inputs.is_empty() {
             return bad("the contract has no inputs");

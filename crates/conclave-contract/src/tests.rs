@@ -199,6 +199,11 @@ fn a_contract_that_cannot_be_run_or_approved_is_refused_with_the_field() {
             "no party is the analyst",
         ),
         (
+            "roles = [\"analyst\", \"result-receiver\"]",
+            "roles = [\"analyst\"]",
+            "no party receives the results",
+        ),
+        (
             "key = \"https://contoso-vault.example:8443/keys/contoso-data\"",
             "key = \"contoso-data\"",
             "is not a vault key id",
@@ -250,15 +255,20 @@ fn a_contract_that_cannot_be_run_or_approved_is_refused_with_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("an ECDSA P-256 public key is needed"), "{err}");
-    // As a receiver key it is fine: results may be encrypted to RSA.
+    // Nor a receiver key: results are sealed with HPKE over P-256.
     let receiver = format!("receiver_key = \"\"\"{}\"\"\"", k.contoso.1);
     assert!(good.contains(&receiver));
-    Contract::parse(&good.replacen(
+    let err = Contract::parse(&good.replacen(
         &receiver,
         &format!("receiver_key = \"\"\"{rsa_pem}\"\"\""),
         1,
     ))
-    .unwrap();
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("receiver_key") && err.contains("DHKEM(P-256)"),
+        "{err}"
+    );
     // One key for two parties: refused (each approves with its own).
     let err = Contract::parse(&good.replacen(&k.fabrikam.1, &k.contoso.1, 1))
         .unwrap_err()

@@ -12,8 +12,11 @@ use serde_json::Value;
 use crate::attestation::b64url_decode;
 use crate::token::{TokenError, TokenVerifier};
 
-/// Value of the receipt's `typ` claim.
+/// Value of the `typ` claim of a receipt of the workload's built-in analysis.
 pub const RECEIPT_TYPE: &str = "conclave-analysis-receipt/v1";
+
+/// Value of the `typ` claim of a receipt of an analysis contract's run.
+pub const CONTRACT_RECEIPT_TYPE: &str = "conclave-contract-receipt/v1";
 
 /// The `kid` of the TEE's receipt-signing key among the attested runtime keys.
 pub const SIGNING_KEY_ID: &str = "TeeSigningKey";
@@ -32,10 +35,11 @@ pub struct InputDescriptor {
     pub records: u64,
 }
 
-/// A receipt's signed payload, with the result of type `R`.
+/// A receipt's signed payload, with the result of type `R`. `typ` says which:
+/// [`RECEIPT_TYPE`] or [`CONTRACT_RECEIPT_TYPE`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReceiptPayload<R> {
-    /// [`RECEIPT_TYPE`].
+    /// What kind of receipt this is.
     pub typ: String,
     /// When it was signed (Unix seconds): the attestation token must be valid then.
     pub iat: u64,
@@ -92,10 +96,33 @@ fn signing_key(claims: &Value) -> Option<Vec<u8>> {
 /// §4.1.11).
 ///
 /// # Errors
-/// [`ReceiptError`]: not a JWS or not a receipt of type `R`, another algorithm, a token not
-/// valid at the receipt's time, no attested signing key, or a bad signature.
+/// [`ReceiptError`]: not a JWS, not a receipt of the built-in analysis ([`RECEIPT_TYPE`]) with
+/// a result of type `R`, another algorithm, a token not valid at the receipt's time, no attested
+/// signing key, or a bad signature.
 pub async fn verify<R: DeserializeOwned>(
     receipt: &str,
+    verifier: &TokenVerifier,
+) -> Result<VerifiedReceipt<R>, ReceiptError> {
+    verify_as(receipt, RECEIPT_TYPE, verifier).await
+}
+
+/// The `typ` claim of a receipt, read without verifying anything (to choose how to verify it).
+pub fn receipt_type(receipt: &str) -> Option<String> {
+    Some(
+        crate::jws::unverified_claims(receipt.trim())?
+            .get("typ")?
+            .as_str()?
+            .to_string(),
+    )
+}
+
+/// [`verify`] for a receipt whose `typ` must be `typ`.
+///
+/// # Errors
+/// As [`verify`].
+pub async fn verify_as<R: DeserializeOwned>(
+    receipt: &str,
+    typ: &str,
     verifier: &TokenVerifier,
 ) -> Result<VerifiedReceipt<R>, ReceiptError> {
     let receipt = receipt.trim();
@@ -113,9 +140,9 @@ pub async fn verify<R: DeserializeOwned>(
     }
     let payload: ReceiptPayload<R> = serde_json::from_slice(&decode(p, "payload")?)
         .map_err(|e| ReceiptError::Malformed(format!("the payload is not a receipt: {e}")))?;
-    if payload.typ != RECEIPT_TYPE {
+    if payload.typ != typ {
         return Err(ReceiptError::Malformed(format!(
-            "typ is {:?}, expected {RECEIPT_TYPE:?}",
+            "typ is {:?}, expected {typ:?}",
             payload.typ
         )));
     }

@@ -8,15 +8,23 @@
 //! A run: (1) attest the contract — fresh evidence whose runtime data carries the contract's
 //! claims (digest, k, ε), which owners' release policies pin; (2) ask each input's vault for its
 //! key with that token, recording each answer (a vault's refusal comes with its reason);
-//! (3) run the contract's queries with [`crate::engine`]; (4) release the result. Nothing is
-//! released unless every step succeeds.
+//! (3) hash each input's ciphertext and run the contract's queries with [`crate::engine`];
+//! (4) seal the result to each result receiver the contract names (HPKE,
+//! [`conclave_contract::sealing`]) and sign a receipt binding the contract's digest, the inputs
+//! (ciphertext SHA-256, key versions), the privacy parameters, what was withheld and the
+//! result's SHA-256 ([`conclave_contract::receipt`]), embedding the token that attested the
+//! contract. Nothing is released unless every step succeeds; the plaintext result is shown on
+//! this workload's page only when its own party is one of the receivers.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use conclave_contract::Contract;
 use conclave_contract::approval::ApprovalStatus;
+use conclave_contract::receipt::{ContractOutcome, PrivacyParameters, QuerySummary};
+use conclave_contract::sealing::SealedResult;
 use conclave_data::store::locate;
+use conclave_protocol::receipt::{CONTRACT_RECEIPT_TYPE, InputDescriptor};
 
 use crate::config::{DatasetConfig, KeyRef};
 use crate::engine::{self, ContractInput, ContractProgress, ContractResult, ContractRunError};
@@ -92,7 +100,25 @@ pub struct ContractRunView {
     pub releases: Vec<InputRelease>,
     pub progress: Option<ContractProgress>,
     pub error: Option<String>,
+    /// The inputs as the receipt names them (ciphertext SHA-256, key versions), once hashed.
+    pub inputs: Vec<InputDescriptor>,
+    /// The plaintext result, when this workload's party is one of its receivers.
     pub result: Option<ContractResult>,
+    /// Who the result was sealed to (the contract's result receivers).
+    pub sealed_to: Vec<String>,
+    /// Why the plaintext result is not shown here, when it is not.
+    pub result_withheld: Option<String>,
+    /// A receipt and sealed results can be downloaded (`/api/contracts/run/receipt`).
+    pub receipt_available: bool,
+}
+
+/// What a successful run releases.
+#[derive(Debug, Clone)]
+pub struct ContractRelease {
+    pub result: ContractResult,
+    pub inputs: Vec<InputDescriptor>,
+    /// The receipt and one sealed result per receiver.
+    pub bundle: conclave_contract::receipt::ContractReceiptBundle,
 }
 
 fn stem(path: &Path) -> Option<String> {
@@ -214,7 +240,7 @@ impl Workload {
         self: Arc<Self>,
         contract: Contract,
         cancel: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<ContractResult, RunStop> {
+    ) -> Result<ContractRelease, RunStop> {
         // 1. Attest the contract (one this workload honours in full: it attests nothing else).
         engine::check(&contract).await?;
         let source = self.evidence().ok_or_else(|| {
@@ -238,6 +264,7 @@ impl Workload {
         // 2. Every input's key, asked for with that token. All vaults are asked, so that the
         // page shows every owner's answer, not only the first refusal.
         let mut inputs = Vec::new();
+        let mut descriptors = Vec::new();
         let mut refusals = Vec::new();
         for (i, input) in contract.inputs.iter().enumerate() {
             let dataset = self.contract_dataset(input);
@@ -250,6 +277,14 @@ impl Workload {
                 },
                 Ok(dataset) => match self.keyring.release_with(&dataset, token.clone()).await {
                     Ok((kid, key)) => {
+                        descriptors.push(InputDescriptor {
+                            company: input.provider.clone(),
+                            dataset: input.url.clone(),
+                            key: kid.clone(),
+                            sha256: String::new(),
+                            bytes: 0,
+                            records: 0,
+                        });
                         inputs.push(ContractInput {
                             table: input.table.clone(),
                             location: locate(&input.url)
@@ -281,13 +316,83 @@ impl Workload {
             return Err(RunStop::Engine(ContractRunError::Cancelled));
         }
 
-        // 3. Run it.
-        self.update_contract_run(|v| v.state = AnalysisState::Running);
+        // 3. Hash each input's ciphertext (the receipt names what was read), then run.
+        self.update_contract_run(|v| v.state = AnalysisState::Hashing);
+        for (d, input) in descriptors.iter_mut().zip(&inputs) {
+            let fail = |e: conclave_data::dataset::DataError| {
+                RunStop::Engine(ContractRunError::Input {
+                    table: input.table.clone(),
+                    detail: e.to_string(),
+                })
+            };
+            (d.sha256, d.bytes) = conclave_data::dataset::digest(&input.location)
+                .await
+                .map_err(fail)?;
+            d.records = conclave_data::dataset::row_count(&input.location, input.unwrapper.clone())
+                .await
+                .map_err(fail)?;
+        }
+        self.update_contract_run(|v| {
+            v.state = AnalysisState::Running;
+            v.inputs = descriptors.clone();
+        });
         let me = self.clone();
         let report = Arc::new(move |p: ContractProgress| {
             me.update_contract_run(|v| v.progress = Some(p));
         });
-        Ok(engine::run(&contract, inputs, report, cancel).await?)
+        let result = engine::run(&contract, inputs, report, cancel).await?;
+
+        // 4. Sealed to each receiver; the receipt binds it all.
+        let plaintext = serde_jcs::to_vec(&result)
+            .map_err(|e| RunStop::Refused(format!("the result does not serialise: {e}")))?;
+        let receivers = conclave_contract::receipt::receivers(&contract);
+        let digest = contract.digest();
+        let sealed: Vec<SealedResult> = receivers
+            .iter()
+            .map(|p| {
+                conclave_contract::sealing::seal(
+                    &plaintext,
+                    &p.id,
+                    p.receiver_key.as_deref().unwrap_or_default(),
+                    &digest,
+                )
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| RunStop::Refused(e.to_string()))?;
+        let outcome = ContractOutcome {
+            contract: contract.name.clone(),
+            digest: digest.clone(),
+            privacy: PrivacyParameters {
+                k: claims.k,
+                epsilon: claims.epsilon,
+                delta: claims.delta,
+            },
+            queries: result
+                .queries
+                .iter()
+                .map(|q| QuerySummary {
+                    name: q.name.clone(),
+                    rows: q.rows.len() as u64,
+                    suppressed_groups: q.suppressed_groups,
+                    noise: "none".into(),
+                })
+                .collect(),
+            receivers: receivers.iter().map(|p| p.id.clone()).collect(),
+            output_sha256: conclave_contract::receipt::output_digest(&plaintext),
+        };
+        let receipt = crate::receipt::issue_as(
+            &self.identity,
+            &token,
+            CONTRACT_RECEIPT_TYPE,
+            &self.config.party,
+            &descriptors,
+            &outcome,
+        );
+        Ok(ContractRelease {
+            result,
+            inputs: descriptors,
+            bundle: conclave_contract::receipt::ContractReceiptBundle { receipt, sealed },
+        })
     }
 
     /// The dataset config a contract's input is released through: the provider's dataset in

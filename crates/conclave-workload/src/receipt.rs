@@ -23,10 +23,23 @@ pub fn issue(
     inputs: &[InputDescriptor],
     result: &AnalysisResult,
 ) -> String {
+    issue_as(identity, token, RECEIPT_TYPE, party, inputs, result)
+}
+
+/// Signs a receipt (compact JWS) of type `typ` (a `conclave_protocol::receipt` type) for
+/// `result`, embedding `token`, the attestation token that publishes the signing key.
+pub fn issue_as<R: serde::Serialize + Clone>(
+    identity: &TeeIdentity,
+    token: &str,
+    typ: &str,
+    party: &str,
+    inputs: &[InputDescriptor],
+    result: &R,
+) -> String {
     identity.sign_jws(
         &json!({"alg": "ES256", "typ": "JWT", "kid": SIGNING_KEY_ID}),
         &serde_json::to_value(ReceiptPayload {
-            typ: RECEIPT_TYPE.into(),
+            typ: typ.into(),
             iat: now(),
             party: party.into(),
             inputs: inputs.to_vec(),

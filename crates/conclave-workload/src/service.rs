@@ -55,6 +55,8 @@ pub struct Workload {
     http: reqwest::Client,
     contract_run: Mutex<ContractRunView>,
     contract_cancel: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    /// The last successful contract run's receipt and sealed results.
+    contract_receipt: Mutex<Option<conclave_contract::receipt::ContractReceiptBundle>>,
     metrics: Arc<conclave_net::observe::Metrics>,
     /// `conclave_workload_analyses_total{outcome}`: done, cancelled, failed.
     analyses: Family<OutcomeLabels, Counter>,
@@ -218,6 +220,7 @@ impl Workload {
             http,
             contract_run: Mutex::default(),
             contract_cancel: Mutex::default(),
+            contract_receipt: Mutex::default(),
             auth,
             config,
             identity,
@@ -353,16 +356,36 @@ impl Workload {
         }
         let (cancel, cancelled) = tokio::sync::watch::channel(false);
         *self.contract_cancel.lock().expect("cancel lock") = Some(cancel);
+        *self.contract_receipt.lock().expect("receipt lock") = None;
+        let own_party = self.config.party.clone();
         self.changed.send_modify(|v| *v += 1);
         let me = self.clone();
         tokio::spawn(async move {
             let outcome = me.clone().run_contract(contract, cancelled).await;
+            if let Ok(release) = &outcome {
+                *me.contract_receipt.lock().expect("receipt lock") = Some(release.bundle.clone());
+            }
             me.update_contract_run(|v| {
                 v.finished_at = Some(now());
                 match outcome {
-                    Ok(result) => {
+                    Ok(release) => {
                         v.state = AnalysisState::Done;
-                        v.result = Some(result);
+                        v.inputs = release.inputs;
+                        v.sealed_to = release
+                            .bundle
+                            .sealed
+                            .iter()
+                            .map(|s| s.receiver.clone())
+                            .collect();
+                        v.receipt_available = true;
+                        if v.sealed_to.contains(&own_party) {
+                            v.result = Some(release.result);
+                        } else {
+                            v.result_withheld = Some(format!(
+                                "the contract's results go to {} only, sealed to their keys; {own_party} is not a result receiver",
+                                v.sealed_to.join(", ")
+                            ));
+                        }
                     }
                     Err(contract_runs::RunStop::Engine(
                         crate::engine::ContractRunError::Cancelled,
@@ -378,6 +401,12 @@ impl Workload {
             });
         });
         Ok(self.contract_run())
+    }
+
+    /// The last successful contract run's receipt and sealed results, if the current run (or
+    /// the last) succeeded.
+    pub fn contract_receipt(&self) -> Option<conclave_contract::receipt::ContractReceiptBundle> {
+        self.contract_receipt.lock().expect("receipt lock").clone()
     }
 
     pub fn cancel_contract_run(&self) -> bool {
@@ -890,6 +919,34 @@ async fn analysis_receipt(
         .into_response())
 }
 
+/// The last contract run's receipt and sealed results ([`ContractReceiptBundle`] as JSON), for
+/// `conclave receipt verify`.
+///
+/// [`ContractReceiptBundle`]: conclave_contract::receipt::ContractReceiptBundle
+async fn contract_run_receipt(
+    State(w): St,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    require(&who, Role::Analyst, "downloading a contract run's receipt")?;
+    let bundle = w.contract_receipt.lock().expect("receipt lock").clone();
+    let bundle = bundle.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoReceipt",
+            "no contract run has completed since the last one started",
+        )
+    })?;
+    tracing::info!(target: "conclave::access", user = %who.name, sub = %who.subject, via = who.via, "contract receipt downloaded");
+    Ok((
+        [(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"contract-receipt.json\"",
+        )],
+        Json(bundle),
+    )
+        .into_response())
+}
+
 async fn contracts_list(
     State(w): St,
     Extension(who): Extension<Principal>,
@@ -1336,6 +1393,7 @@ pub fn router(w: Arc<Workload>) -> axum::Router {
         .route("/api/contracts/run", get(contract_run_get))
         .route("/api/contracts/run/cancel", post(contract_run_cancel))
         .route("/api/contracts/run/events", get(contract_run_events))
+        .route("/api/contracts/run/receipt", get(contract_run_receipt))
         .route("/auth/login", get(login))
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))

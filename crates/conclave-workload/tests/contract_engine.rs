@@ -90,8 +90,10 @@ fn shipped(name: &str) -> String {
     let mut text = std::fs::read_to_string(path).unwrap();
     for party in ["contoso", "fabrikam", "woodgrove"] {
         let (_, public) = conclave_contract::approval::generate_key().unwrap();
+        let (_, receiver) = conclave_contract::approval::generate_key().unwrap();
         text = text
             .replace(&format!("<{party}'s approval public key (PEM)>"), &public)
+            .replace(&format!("<{party}'s receiver public key (PEM)>"), &receiver)
             .replace(
                 &format!("<{party}'s vault>"),
                 &format!("{party}-vault.example"),

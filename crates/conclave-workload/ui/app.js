@@ -202,7 +202,9 @@ $("#next").addEventListener("click", () => { offset += PAGE; loadRecords(); });
 
 function barChart(container, groups, { value = (g) => g.count, label = (g) => g.label, format = fmt.format, title = "" } = {}) {
   const max = Math.max(1, ...groups.map(value));
-  const rowH = 22, labelW = 120, width = 420, valueW = 80;
+  // The label column fits the longest label (about 7 px a character at the labels' size).
+  const longest = Math.max(0, ...groups.map((g) => String(label(g)).length));
+  const rowH = 22, labelW = Math.min(260, Math.max(120, 7 * longest + 12)), valueW = 80, width = labelW + 300;
   const chart = svg("svg", { viewBox: "0 0 " + width + " " + (groups.length * rowH + 4), role: "img" });
   chart.append(Object.assign(svg("title"), { textContent: title }));
   groups.forEach((g, i) => {
@@ -245,12 +247,13 @@ function companyName(id) {
 const MAP_NAMES = { "United States": "United States of America" };
 let world = null;
 
-async function drawMap(result) {
+// Colours `map` (an <svg> of the world) by average salary per country; `groups` are
+// {label: country, count, average_salary}; the legend goes in `legend`.
+async function drawMap(map, legend, groups) {
   if (!world) world = await (await fetch("/ui/world-110m.json")).json();
-  const map = $("#map");
   for (const p of map.querySelectorAll("path")) p.remove();
   const salaries = new Map();
-  for (const g of result.salary_by_country.groups) salaries.set(MAP_NAMES[g.label] || g.label, g);
+  for (const g of groups) if (g.average_salary != null) salaries.set(MAP_NAMES[g.label] || g.label, g);
   const values = [...salaries.values()].map((g) => g.average_salary);
   const lo = Math.min(...values), hi = Math.max(...values);
   // Sequential blues, light (low) to dark (high).
@@ -271,7 +274,6 @@ async function drawMap(result) {
     map.append(path);
   }
   const missing = [...salaries.keys()].filter((n) => !world.countries.some((c) => c.name === n));
-  const legend = $("#map-legend");
   legend.replaceChildren();
   const swatches = el("span", { class: "swatches" });
   scale.forEach((c, i) => {
@@ -332,7 +334,7 @@ function renderResults(view) {
     inputs.append(el("tr", {}, el("th", { scope: "row", text: companyName(i.company) }), el("td", { class: "num", text: fmt.format(i.records) }),
       el("td", {}, el("code", { text: i.sha256 })), el("td", {}, el("code", { text: i.key }))));
   }
-  drawMap(result);
+  drawMap($("#map"), $("#map-legend"), result.salary_by_country.groups);
 }
 
 let shownResult = null;
@@ -453,6 +455,18 @@ function renderQuery(q) {
     barChart(chart, q.rows, { value: (r) => r.records, label: (r) => labels.map((l) => r[l]).join(" / "), title: q.name });
     box.append(chart);
   }
+  // A query of average salaries by country is also drawn on the world map.
+  const names = q.columns.map((c) => c.name);
+  if (["country", "records", "average_salary"].every((n) => names.includes(n)) && q.rows.length) {
+    const title = "map-title-" + q.name;
+    const map = svg("svg", { class: "map", role: "img", "aria-labelledby": title, viewBox: "0 0 960 480", preserveAspectRatio: "xMidYMid meet" });
+    const t = svg("title", { id: title });
+    t.textContent = "World map of " + q.name;
+    map.append(t);
+    const legend = el("figcaption");
+    box.append(el("figure", { class: "map-figure" }, map, legend));
+    drawMap(map, legend, q.rows.map((r) => ({ label: r.country, count: r.records, average_salary: r.average_salary })));
+  }
   const head = el("tr", {}, ...q.columns.map((c) => el("th", { scope: "col", text: c.name })));
   const body = el("tbody");
   for (const r of q.rows) {
@@ -472,8 +486,9 @@ function renderContractRun(v) {
   const texts = {
     idle: "No contract has run yet.",
     releasing: "Attesting " + name + " and asking each owner's vault for its key…",
+    hashing: "Hashing the inputs' ciphertext for the receipt…",
     running: "Running " + name + " inside the TEE…",
-    done: name + " finished; its result is below.",
+    done: name + " finished; its result was sealed to " + (v.sealed_to || []).join(", ") + ".",
     failed: name + " released nothing: " + (v.error || ""),
     cancelled: v.error || "Cancelled.",
   };
@@ -501,8 +516,23 @@ function renderContractRun(v) {
         el("div", { class: "bar-inner", style: "width:" + pct + "%" })),
       el("span", { class: "progress-text", text: pr.query + ": " + fmt.format(pr.records) + " records decrypted" })));
   }
+  const sealed = $("#contract-receipt");
+  sealed.hidden = !v.receipt_available;
+  if (v.receipt_available) {
+    $("#contract-sealed-to").textContent = v.sealed_to.join(", ");
+    const inputs = $("#contract-inputs tbody");
+    inputs.replaceChildren();
+    for (const i of v.inputs) {
+      inputs.append(el("tr", {},
+        el("th", { scope: "row", text: i.company }),
+        el("td", { class: "num", text: fmt.format(i.records) }),
+        el("td", {}, el("code", { title: i.sha256, text: i.sha256.slice(0, 16) + "…" })),
+        el("td", {}, el("code", { text: i.key.split("/").pop().slice(0, 12) + "…", title: i.key }))));
+    }
+  }
   const results = $("#contract-results");
   results.replaceChildren();
+  if (v.result_withheld) results.append(el("p", { class: "note", text: v.result_withheld }));
   if (v.result) for (const q of v.result.queries) results.append(renderQuery(q));
 }
 

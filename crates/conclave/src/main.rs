@@ -16,6 +16,7 @@ mod launch_digest;
 mod measure_cmd;
 mod party_cmd;
 mod progress;
+mod receipt_cmd;
 mod sim_cmd;
 mod tee_cmd;
 
@@ -80,7 +81,7 @@ enum Command {
     Contract(contract_cmd::ContractCommand),
     /// Check result receipts.
     #[command(subcommand)]
-    Receipt(party_cmd::ReceiptCommand),
+    Receipt(receipt_cmd::ReceiptCommand),
     /// Check or print a vault's audit log.
     #[command(subcommand)]
     Audit(kms_cmd::AuditCommand),
@@ -134,7 +135,7 @@ async fn main() -> std::process::ExitCode {
         Command::Data(cmd) => data_cmd::run(cmd).await,
         Command::Bench(cmd) => bench_cmd::run(cmd).await,
         Command::Party(cmd) => party_cmd::run_party(cmd).await,
-        Command::Receipt(cmd) => party_cmd::run_receipt(cmd).await,
+        Command::Receipt(cmd) => receipt_cmd::run(cmd).await,
         Command::Contract(cmd) => contract_cmd::run(cmd),
         Command::Idp(cmd) => idp_cmd::run(cmd).await,
     };

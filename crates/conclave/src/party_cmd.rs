@@ -1,4 +1,4 @@
-//! `conclave party serve` (the party workload) and `conclave receipt verify`.
+//! `conclave party serve` (the party workload) and `conclave party verify-endpoint`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,32 +61,7 @@ pub enum PartyCommand {
     },
 }
 
-#[derive(Subcommand)]
-pub enum ReceiptCommand {
-    /// Check a result receipt offline: its attestation token against the attestation service's
-    /// keys, its signature against the attested TEE's key. Prints what produced it, from what.
-    Verify {
-        /// The receipt (a compact JWS, as the workload's page downloads it).
-        file: PathBuf,
-        /// The attestation service's JWKS: a file, or an https:// URL (`<service>/certs`).
-        #[arg(long)]
-        jwks: String,
-        /// Require this issuer.
-        #[arg(long)]
-        issuer: Option<String>,
-        /// Require this launch measurement (hex).
-        #[arg(long)]
-        expect_measurement: Option<String>,
-        /// CA certificate to trust when fetching the JWKS over TLS.
-        #[arg(long, env = "CONCLAVE_CA")]
-        ca: Option<PathBuf>,
-        /// Print the verified receipt as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn token_verifier(
+pub(crate) fn token_verifier(
     jwks: &str,
     issuer: Option<&str>,
     ca: Option<&std::path::Path>,
@@ -220,73 +195,5 @@ pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
         "workload listening"
     );
     conclave_workload::serve(config, platform, listener, crate::shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn run_receipt(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
-    let ReceiptCommand::Verify {
-        file,
-        jwks,
-        issuer,
-        expect_measurement,
-        ca,
-        json,
-    } = cmd;
-    let receipt =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let verifier = token_verifier(&jwks, issuer.as_deref(), ca.as_deref())?;
-    let verified = match conclave_workload::receipt::verify(&receipt, &verifier).await {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("receipt REJECTED: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let measurement = verified.measurement().unwrap_or_default().to_string();
-    if let Some(want) = expect_measurement
-        && !want.eq_ignore_ascii_case(&measurement)
-    {
-        eprintln!("receipt REJECTED: produced by measurement {measurement}, expected {want}");
-        return Ok(ExitCode::FAILURE);
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "issued_at": verified.issued_at,
-                "party": verified.party,
-                "platform": verified.platform(),
-                "measurement": measurement,
-                "issuer": verified.token_claims["iss"],
-                "inputs": verified.inputs,
-                "result": verified.result,
-            }))?
-        );
-    } else {
-        println!("receipt OK");
-        println!("  party:        {}", verified.party);
-        println!(
-            "  platform:     {}{}",
-            verified.platform().unwrap_or("?"),
-            if verified.platform() == Some("sim") {
-                " (SIMULATED: no hardware protection)"
-            } else {
-                ""
-            }
-        );
-        println!("  measurement:  {measurement}");
-        println!("  attested by:  {}", verified.token_claims["iss"]);
-        println!("  signed at:    {} (Unix time)", verified.issued_at);
-        for i in &verified.inputs {
-            println!(
-                "  input:        {} {} records, sha256 {} ({})",
-                i.company, i.records, i.sha256, i.dataset
-            );
-        }
-        println!(
-            "  result:       {} records, k = {}",
-            verified.result.total_records, verified.result.k
-        );
-    }
     Ok(ExitCode::SUCCESS)
 }

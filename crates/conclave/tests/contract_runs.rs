@@ -1,7 +1,9 @@
 //! A workload runs analysis contracts end to end against the real attestation service and a
 //! real vault: it attests each contract's digest and k, the owners' vaults release their keys
 //! only for the contracts they approved, and a contract an owner did not approve is refused at
-//! that owner's vault, with the reason in the run and in the vault's audit log.
+//! that owner's vault, with the reason in the run and in the vault's audit log. A run's result
+//! leaves sealed to the contract's receivers, with a signed receipt that `conclave receipt
+//! verify` checks against the contract and the result a receiver opens.
 
 mod common;
 use common::*;
@@ -23,17 +25,41 @@ const PARTIES: [(Party, u64); 3] = [
     (Party::Woodgrove, 1_000),
 ];
 
-/// A contract of `contracts/` for this test's vault and storage, with its approval keys.
-fn contract_text(name: &str, vault: &str, storage: &Path, keys: &[(String, String)]) -> String {
+const BIN: &str = env!("CARGO_BIN_EXE_conclave");
+
+/// A party's keys: (party, approval private, approval public, receiver private, receiver public).
+type Keys = (String, String, String, String, String);
+
+/// A contract of `contracts/` for this test's vault and storage, with its parties' keys.
+fn contract_text(name: &str, vault: &str, storage: &Path, keys: &[Keys]) -> String {
     let path = format!("{}/../../contracts/{name}.toml", env!("CARGO_MANIFEST_DIR"));
     let mut text = std::fs::read_to_string(path).unwrap();
     let host = vault.trim_start_matches("https://");
-    for (party, public) in keys {
+    for (party, _, approval, _, receiver) in keys {
         text = text
-            .replace(&format!("<{party}'s approval public key (PEM)>"), public)
+            .replace(&format!("<{party}'s approval public key (PEM)>"), approval)
+            .replace(&format!("<{party}'s receiver public key (PEM)>"), receiver)
             .replace(&format!("<{party}'s vault>"), host);
     }
     text.replace("<storage>", storage.to_str().unwrap())
+}
+
+/// `conclave receipt verify` on `bundle`, with `args` after it: (success, stdout, stderr).
+fn receipt_verify(env: &Env, bundle: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["receipt", "verify"])
+        .arg(bundle)
+        .args(["--jwks", &format!("{}/certs", env.attest_url)])
+        .arg("--ca")
+        .arg(env.ca.cert_path())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 async fn wait_final(w: &Workload) -> ContractRunView {
@@ -55,28 +81,25 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
     std::fs::create_dir_all(&storage).unwrap();
     std::fs::create_dir_all(&contracts).unwrap();
 
-    // Approval keys; the contracts filled in for this deployment.
-    let keys: Vec<(String, String, String)> = ["contoso", "fabrikam", "woodgrove"]
+    // Approval and receiver keys; the contracts filled in for this deployment.
+    let keys: Vec<Keys> = ["contoso", "fabrikam", "woodgrove"]
         .iter()
         .map(|p| {
             let (private, public) = conclave_contract::approval::generate_key().unwrap();
-            (p.to_string(), private, public)
+            let (r_private, r_public) = conclave_contract::approval::generate_key().unwrap();
+            (p.to_string(), private, public, r_private, r_public)
         })
-        .collect();
-    let publics: Vec<(String, String)> = keys
-        .iter()
-        .map(|(p, _, public)| (p.clone(), public.clone()))
         .collect();
     let mut digests = std::collections::BTreeMap::new();
     for name in ["partner-demographics", "contoso-salaries"] {
-        let text = contract_text(name, &env.vault_url, &storage, &publics);
+        let text = contract_text(name, &env.vault_url, &storage, &keys);
         std::fs::write(contracts.join(format!("{name}.toml")), &text).unwrap();
         let contract = Contract::parse(&text).unwrap();
         digests.insert(name, contract.clone());
     }
     // Everyone approves the demographics; nobody the salaries (Contoso's decision).
     let demographics = &digests["partner-demographics"];
-    for (party, private, _) in &keys {
+    for (party, private, ..) in &keys {
         let jws =
             conclave_contract::approval::sign(demographics, party, private, 1_800_000_000).unwrap();
         std::fs::write(
@@ -200,11 +223,112 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
         .sum();
     assert_eq!(total, PARTIES.iter().map(|(_, n)| n).sum::<u64>());
 
+    // What was read is named (ciphertext hashes, key versions); the result was sealed to the
+    // contract's three receivers, Woodgrove among them (so its page shows the result).
+    assert_eq!(run.sealed_to, ["contoso", "fabrikam", "woodgrove"]);
+    assert!(run.receipt_available && run.result_withheld.is_none());
+    assert_eq!(run.inputs.len(), 3);
+    for (input, (party, n)) in run.inputs.iter().zip(PARTIES) {
+        assert_eq!(input.company, party.name());
+        assert_eq!(input.records, n);
+        assert_eq!(input.sha256.len(), 64);
+        assert!(
+            input
+                .key
+                .starts_with(&format!("{}/keys/{}-data/", env.vault_url, party.name())),
+            "{}",
+            input.key
+        );
+    }
+
+    // The receipt and sealed results: each receiver opens its own and gets the very result,
+    // checked against the contract it approved.
+    let bundle = w.contract_receipt().unwrap();
+    assert_eq!(bundle.sealed.len(), 3);
+    let bundle_file = env.dir.join("contract-receipt.json");
+    std::fs::write(&bundle_file, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let contract_file = contracts.join("partner-demographics.toml");
+    for (party, _, _, receiver_private, _) in &keys {
+        let key_file = env.dir.join(format!("{party}-receiver.key"));
+        std::fs::write(&key_file, receiver_private).unwrap();
+        let opened = env.dir.join(format!("{party}-result.json"));
+        let (ok, stdout, stderr) = receipt_verify(
+            &env,
+            &bundle_file,
+            &[
+                "--contract",
+                contract_file.to_str().unwrap(),
+                "--receiver-key",
+                key_file.to_str().unwrap(),
+                "--out",
+                opened.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "{stdout}{stderr}");
+        assert!(
+            stdout.contains(&format!("opened as:    {party}")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("SIMULATED"), "{stdout}");
+        let opened: Value = serde_json::from_slice(&std::fs::read(&opened).unwrap()).unwrap();
+        assert_eq!(opened, serde_json::to_value(&result).unwrap());
+    }
+    // Checked against another contract: refused, with what differs.
+    let (ok, _, stderr) = receipt_verify(
+        &env,
+        &bundle_file,
+        &[
+            "--contract",
+            contracts.join("contoso-salaries.toml").to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("it is not a run of") && stderr.contains("contract digest"),
+        "{stderr}"
+    );
+    // A key that is no receiver's (an approval key) opens nothing.
+    let approval_key = env.dir.join("contoso-approval.key");
+    std::fs::write(&approval_key, &keys[0].1).unwrap();
+    let (ok, _, stderr) = receipt_verify(
+        &env,
+        &bundle_file,
+        &["--receiver-key", approval_key.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("none of the 3 sealed results"), "{stderr}");
+    // A sealed result swapped for another plaintext sealed to the same receiver (base-mode HPKE
+    // lets anyone seal): it opens, but it is not what the receipt signs.
+    let mut forged = bundle.clone();
+    forged.sealed[0] = conclave_contract::sealing::seal(
+        b"{\"queries\":[]}",
+        "contoso",
+        &keys[0].4,
+        &demographics.digest(),
+    )
+    .unwrap();
+    let forged_file = env.dir.join("forged.json");
+    std::fs::write(&forged_file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let (ok, _, stderr) = receipt_verify(
+        &env,
+        &forged_file,
+        &[
+            "--receiver-key",
+            env.dir.join("contoso-receiver.key").to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("is not the one the receipt signs"),
+        "{stderr}"
+    );
+
     // The unapproved one is refused at Contoso's vault, which says why; nothing runs.
     w.start_contract_run("contoso-salaries", "tester").unwrap();
     let run = wait_final(&w).await;
     assert_eq!(run.state, AnalysisState::Failed);
     assert!(run.result.is_none());
+    assert!(w.contract_receipt().is_none() && !run.receipt_available);
     let ReleaseState::Denied { by, reason, .. } = &run.releases[0].release else {
         panic!("{:?}", run.releases);
     };

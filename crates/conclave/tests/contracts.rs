@@ -42,6 +42,10 @@ fn write_contract(dir: &Path, sql_suffix: &str) -> (PathBuf, PathBuf, PathBuf) {
         .unwrap()
         .replace("<contoso's approval public key (PEM)>", &public(&ck))
         .replace("<fabrikam's approval public key (PEM)>", &public(&fk))
+        .replace(
+            "<woodgrove's receiver public key (PEM)>",
+            &conclave_contract::approval::generate_key().unwrap().1,
+        )
         .replace("<container>", "demo")
         .replace("<contoso's vault>", "contoso-vault.example:8443")
         .replace("<fabrikam's vault>", "fabrikam-vault.example:8443")
