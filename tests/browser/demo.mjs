@@ -169,12 +169,14 @@ try {
   check(tampered.includes("x-ms-sevsnpvm-launchmeasurement"), "tampered workload refused on its measurement");
   await page.screenshot({ path: path.join(shots, "tampered.png"), fullPage: true });
 
-  // Woodgrove's analysis: progress to 100 %, tables, charts, the map.
-  console.log("Woodgrove analysis");
+  // Woodgrove's analysis contracts: who approved each, a run with its result (tables, charts,
+  // the map) sealed to its receivers, and the contract Contoso did not approve, refused at
+  // Contoso's vault with the reason on the page.
+  console.log("Woodgrove analysis contracts");
   await page.goto(url(7));
   await page.waitForSelector("#attestation-status[data-state='attested']");
-  check(await page.isDisabled("#run-analysis"), "a member cannot run the analysis");
-  check((await page.textContent("#analysis-status")).includes("needs the analyst role"), "the page says the analysis needs the analyst role");
+  check(await page.isHidden("#contracts"), "a member is not shown the analysis contracts");
+  check(await page.isHidden("#analytics"), "the built-in analysis is off in the demo");
   // Sign out, and back in as Woodgrove's analyst.
   await page.click("#sign-out");
   await page.waitForSelector("#username");
@@ -187,23 +189,36 @@ try {
   const analystRecords = await page.textContent("#records-status");
   check(analystRecords.includes("needs the member role") && (await page.locator("#records tbody tr").count()) === 0,
     "the analyst is shown no records: " + analystRecords);
-  check(await page.isVisible("#analytics"), "analytics section shown to Woodgrove");
-  await page.click("#run-analysis");
-  // The state names are the workload's own (/api/status), not this test's.
-  const states = await page.evaluate(async () => (await (await fetch("/api/status")).json()).analysis_states);
-  await page.waitForSelector("#analysis-status[data-state='" + states.success + "']", { timeout: 120_000 });
-  const bars = await page.locator("#progress [role='progressbar']").evaluateAll((els) => els.map((e) => e.getAttribute("aria-valuenow")));
-  check(bars.length === 3 && bars.every((v) => v === "100"), "three progress bars at 100% (" + bars.join(", ") + ")");
-  await page.waitForSelector("#map path.has-data");
-  const coloured = await page.locator("#map path.has-data").count();
+  await page.waitForSelector("#contracts-table tbody tr[data-contract]");
+  check((await page.locator("#contracts-table tbody tr[data-contract]").count()) === 3, "three contracts listed");
+  const salariesRow = "#contracts-table tr[data-contract='contoso-salaries']";
+  check((await page.textContent(salariesRow + " .approval[data-status='not-approved']")).includes("Contoso has not approved"),
+    "the page says Contoso has not approved its salaries contract");
+  check((await page.locator("#contracts-table tr[data-contract='partner-demographics'] .approval[data-status='approved']").count()) === 3,
+    "the demographics contract is approved by all three parties");
+  await page.click("#contracts-table button[data-contract='partner-demographics']");
+  await page.waitForSelector("#contract-status[data-state='done']", { timeout: 120_000 });
+  const queries = await page.locator("#contract-results .contract-query").count();
+  check(queries >= 8, queries + " query results shown");
+  await page.waitForSelector("#contract-results svg.map path.has-data");
+  const coloured = await page.locator("#contract-results .contract-query[data-query='salary_by_country'] svg.map path.has-data").count();
   check(coloured >= 20, "map colours " + coloured + " countries");
-  const fills = await page.locator("#map path.has-data").evaluateAll((els) => new Set(els.map((e) => getComputedStyle(e).fill)).size);
+  const fills = await page.locator("#contract-results svg.map path.has-data").evaluateAll((els) => new Set(els.map((e) => getComputedStyle(e).fill)).size);
   check(fills >= 3, "map uses " + fills + " distinct colours");
-  check((await page.locator("#top-countries tbody tr").count()) === 10, "top 10 countries table");
-  check((await page.locator("#generations .company-chart").count()) === 3, "generation chart per company");
-  check((await page.textContent("#suppression-note")).includes("k = 5"), "suppression rule stated");
-  check(await page.isVisible("#receipt-link"), "receipt download offered");
-  await page.screenshot({ path: path.join(shots, "woodgrove-analysis.png"), fullPage: true });
+  check((await page.locator("#contract-results .chart").count()) >= 3, "bar charts drawn");
+  check(await page.isVisible("#contract-receipt-download"), "receipt and sealed results offered for download");
+  check((await page.textContent("#contract-sealed-to")).includes("woodgrove"), "sealed to the receivers, Woodgrove among them");
+  check((await page.locator("#contract-inputs tbody tr").count()) === 3, "the three inputs named with their ciphertext hashes");
+  await page.screenshot({ path: path.join(shots, "woodgrove-contract.png"), fullPage: true });
+  await page.click("#contracts-table button[data-contract='contoso-salaries']");
+  await page.waitForSelector("#contract-status[data-state='failed']", { timeout: 60_000 });
+  const refusal = await page.textContent("#contract-status");
+  check(refusal.includes("Contoso's vault refused") && refusal.includes("x-ms-runtime.contract.digest"),
+    "the refusal and its reason are shown: " + refusal);
+  check((await page.locator("#contract-releases tr[data-table='contoso'] td.release[data-state='denied']").count()) === 1,
+    "Contoso's key shown as denied");
+  check(await page.isHidden("#contract-receipt"), "no receipt for a refused run");
+  await page.screenshot({ path: path.join(shots, "woodgrove-contract-refused.png"), fullPage: true });
 
   // Keyboard: the run button is reachable by Tab and has an accessible name.
   const labelled = await page.locator("button:visible").evaluateAll((els) => els.every((e) => e.textContent.trim().length > 0));
@@ -218,6 +233,8 @@ try {
   check(!(await page.content()).includes(password("contoso-member")), "the portal shows no password");
   await page.waitForSelector(".audit[data-party='fabrikam'] tr[data-outcome='denied']", { timeout: 30_000 });
   check(true, "Fabrikam's audit log shows the denied release");
+  const contosoAudit = await page.textContent(".audit[data-party='contoso']");
+  check(contosoAudit.includes("x-ms-runtime.contract.digest"), "Contoso's audit log shows the refused contract with its reason");
   await page.screenshot({ path: path.join(shots, "portal.png"), fullPage: true });
 } catch (e) {
   failures++;

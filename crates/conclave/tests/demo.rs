@@ -15,8 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_conclave");
 const RECORDS: u64 = 300;
 const SEEDS: [(Party, u64); 3] = [
     (Party::Contoso, 1),
-    (Party::Fabrikam, 2),
-    (Party::Woodgrove, 3),
+    (Party::Fabrikam, 1),
+    (Party::Woodgrove, 1),
 ];
 
 /// A base port with the ten after it free.
@@ -316,13 +316,16 @@ impl Demo {
     }
 
     /// Who the tests act as by default: the workload's party's member, or Woodgrove's analyst
-    /// for analyses (the snooper and the tampered workload run Woodgrove's config).
+    /// for analyses and contracts (the snooper and the tampered workload run Woodgrove's
+    /// config).
     fn default_user(&self, workload: &str, path: &str) -> String {
         let party = self.workload(workload)["party"]
             .as_str()
             .unwrap()
             .to_string();
-        if path.starts_with("api/analysis") && party == "woodgrove" {
+        if (path.starts_with("api/analysis") || path.starts_with("api/contracts"))
+            && party == "woodgrove"
+        {
             format!("{party}-analyst")
         } else {
             format!("{party}-member")
@@ -359,6 +362,21 @@ impl Demo {
     fn post(&self, workload: &str, path: &str) -> (u16, Value) {
         let r = self.as_user(reqwest::Method::POST, workload, path);
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    /// Runs contract `id` on `workload` and waits for the run's final view.
+    fn run_contract(&self, workload: &str, id: &str) -> Value {
+        let (code, started) = self.post(workload, &format!("api/contracts/{id}/run"));
+        assert_eq!(code, 202, "{started}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, v) = self.get(workload, "api/contracts/run");
+            if analysis_state(&v).is_final() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn all_own_records(&self, workload: &str) -> Vec<Record> {
@@ -443,6 +461,113 @@ fn reference_analysis(dir: &Path, k: u64, year: i64) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A query of a contract run's result as the reference's groups: its `labels` columns joined
+/// by "/", `records` as the count, and the average salary when the query has one; only the rows
+/// whose `column` is `value`, with `only`.
+fn contract_groups(
+    result: &Value,
+    query: &str,
+    labels: &[&str],
+    only: Option<(&str, &Value)>,
+) -> Vec<Value> {
+    contract_query(result, query)["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| only.is_none_or(|(column, value)| &r[column] == value))
+        .map(|r| {
+            let label: Vec<&str> = labels.iter().map(|l| r[*l].as_str().unwrap()).collect();
+            let mut g = serde_json::json!({"label": label.join("/"), "count": r["records"]});
+            if let Some(a) = r.get("average_salary").filter(|a| !a.is_null()) {
+                g["average_salary"] = a.clone();
+            }
+            g
+        })
+        .collect()
+}
+
+fn contract_query<'a>(result: &'a Value, name: &str) -> &'a Value {
+    result["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == name)
+        .unwrap_or_else(|| panic!("no query {name}: {result}"))
+}
+
+/// The demographics contract's result equals the reference analysis (shaped as the built-in
+/// analysis's result), part by part.
+fn assert_demographics_equal(result: &Value, reference: &Value) {
+    let top: Vec<Value> = reference["top_countries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| serde_json::json!({"label": c["country"], "count": c["count"]}))
+        .collect();
+    assert!(!top.is_empty());
+    assert_eq!(
+        contract_groups(result, "top_countries", &["country"], None),
+        top
+    );
+    assert_eq!(
+        contract_query(result, "top_countries")["suppressed_groups"],
+        reference["top_countries_suppressed"]
+    );
+    for c in reference["top_countries"].as_array().unwrap() {
+        assert_eq!(
+            contract_groups(
+                result,
+                "top_cities",
+                &["city"],
+                Some(("country", &c["country"]))
+            ),
+            c["top_cities"]["groups"].as_array().unwrap().clone(),
+            "{}",
+            c["country"]
+        );
+    }
+    let companies = contract_query(result, "companies")["rows"]
+        .as_array()
+        .unwrap();
+    let reference_companies = reference["companies"].as_object().unwrap();
+    assert_eq!(companies.len(), reference_companies.len());
+    for (name, c) in reference_companies {
+        let row = companies
+            .iter()
+            .find(|r| r["company"] == name.as_str())
+            .unwrap();
+        assert_eq!(row["records"], c["records"], "{name}");
+        assert_eq!(row["average_salary"], c["average_salary"], "{name}");
+        let company = Value::from(name.as_str());
+        for (query, label, table) in [
+            ("generations", "generation", "generations"),
+            ("eye_colors", "eye_color", "eye_colors"),
+            ("favorite_colors", "favorite_color", "favorite_colors"),
+        ] {
+            assert_eq!(
+                contract_groups(result, query, &[label], Some(("company", &company))),
+                c[table]["groups"].as_array().unwrap().clone(),
+                "{name} {query}"
+            );
+        }
+    }
+    for (query, label) in [
+        ("salary_by_country", "country"),
+        ("salary_by_generation", "generation"),
+    ] {
+        assert_eq!(
+            contract_groups(result, query, &[label], None),
+            reference[query]["groups"].as_array().unwrap().clone(),
+            "{query}"
+        );
+        assert_eq!(
+            contract_query(result, query)["suppressed_groups"],
+            reference[query]["suppressed_groups"],
+            "{query}"
+        );
+    }
 }
 
 /// An impostor: a TLS server with its own key that answers `/api/attestation` with a genuine
@@ -575,8 +700,9 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     for path in [
         "api/status",
         "api/records",
-        "api/analysis",
-        "api/analysis/receipt",
+        "api/contracts",
+        "api/contracts/run",
+        "api/contracts/run/receipt",
         "metrics",
         "api/no-such-api",
     ] {
@@ -653,7 +779,7 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.text().unwrap().contains("not for"));
-    // The analyst never sees records, even its own party's; a member runs no analysis.
+    // The analyst never sees records, even its own party's; a member runs no contract.
     let r = with_token(
         "woodgrove",
         "woodgrove-analyst",
@@ -666,17 +792,23 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         "woodgrove",
         "woodgrove-member",
         reqwest::Method::POST,
-        "api/analysis",
+        "api/contracts/partner-demographics/run",
     );
     assert_eq!(r.status(), 403);
     assert!(r.text().unwrap().contains("needs the analyst role"));
+    for path in ["api/contracts", "api/contracts/run"] {
+        let r = with_token("woodgrove", "woodgrove-member", reqwest::Method::GET, path);
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    // The built-in analysis is off: no owner's key is bound to it.
     let r = with_token(
         "woodgrove",
-        "woodgrove-member",
-        reqwest::Method::GET,
+        "woodgrove-analyst",
+        reqwest::Method::POST,
         "api/analysis",
     );
     assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("AnalysisNotConfigured"));
     let me = with_token(
         "woodgrove",
         "woodgrove-analyst",
@@ -827,10 +959,35 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         "{d}"
     );
 
-    // Woodgrove's analysis, with live progress over SSE, matching an independent computation.
-    let (code, started) = demo.post("woodgrove", "api/analysis");
+    // Woodgrove's workload lists the demo's contracts and who approved each.
+    let (code, list) = demo.get("woodgrove", "api/contracts");
+    assert_eq!(code, 200, "{list}");
+    let listed = |id: &str| {
+        list["contracts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id}: {list}"))
+            .clone()
+    };
+    assert!(list["broken"].as_array().unwrap().is_empty(), "{list}");
+    assert_eq!(listed("partner-demographics")["approved"], true);
+    assert_eq!(listed("shared-customers")["approved"], true);
+    let salaries = listed("contoso-salaries");
+    assert_eq!(salaries["approved"], false);
+    assert_eq!(salaries["approvals"][0]["party"], "contoso");
+    assert_eq!(salaries["approvals"][0]["status"], "not-approved");
+
+    // The partner demographics, as a contract: live progress over SSE, every owner's key
+    // released for it, and a result equal to an independent computation.
+    let (code, started) = demo.post("woodgrove", "api/contracts/partner-demographics/run");
     assert_eq!(code, 202, "{started}");
-    let events = demo.as_user(reqwest::Method::GET, "woodgrove", "api/analysis/events");
+    let events = demo.as_user(
+        reqwest::Method::GET,
+        "woodgrove",
+        "api/contracts/run/events",
+    );
     assert_eq!(
         events.headers()["content-type"].to_str().unwrap(),
         "text/event-stream"
@@ -848,24 +1005,35 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         line.clear();
     }
     assert_eq!(analysis_state(&last), AnalysisState::Done, "{last}");
-    for d in last["datasets"].as_array().unwrap() {
-        assert_eq!(d["percent"], 100.0, "{d}");
-        assert_eq!(d["records"], RECORDS);
+    assert!(!last["progress"].is_null(), "{last}");
+    for r in last["releases"].as_array().unwrap() {
+        assert_eq!(r["release"]["state"], "released", "{r}");
     }
+    for i in last["inputs"].as_array().unwrap() {
+        assert_eq!(i["records"], RECORDS, "{i}");
+    }
+    assert_eq!(
+        last["sealed_to"],
+        serde_json::json!(["contoso", "fabrikam", "woodgrove"])
+    );
     let (_, status) = demo.get("woodgrove", "api/status");
     let year = status["reference_year"].as_i64().unwrap();
-    let k = demo.info["k"].as_u64().unwrap();
+    let k = last["result"]["k"].as_u64().unwrap();
+    assert_eq!(k, 10, "the contract's k");
     let expected = reference_analysis(tmp.path(), k, year);
-    assert_eq!(last["result"], expected);
+    assert_demographics_equal(&last["result"], &expected);
 
-    // The receipt verifies offline against the attestation service's keys, and names the
-    // genuine Woodgrove measurement; a changed byte breaks it.
-    let (code, receipt) = demo.get_text("woodgrove", "api/analysis/receipt");
-    assert_eq!(code, 200);
-    let receipt_path = tmp.path().join("receipt.jws");
-    std::fs::write(&receipt_path, &receipt).unwrap();
+    // The receipt and sealed results verify offline against the attestation service's keys,
+    // the contract and Woodgrove's receiver key, and name the genuine Woodgrove measurement; a
+    // changed byte breaks it.
+    let (code, bundle) = demo.get_text("woodgrove", "api/contracts/run/receipt");
+    assert_eq!(code, 200, "{bundle}");
+    let receipt_path = tmp.path().join("contract-receipt.json");
+    std::fs::write(&receipt_path, &bundle).unwrap();
     let jwks = format!("{}/certs", demo.info["attestation"].as_str().unwrap());
     let ca = demo.info["ca"].as_str().unwrap().to_string();
+    let contract_file = state.join("contracts/partner-demographics.toml");
+    let receiver_key = state.join("keys/woodgrove-receiver.key");
     let verify = |extra: &[&str]| {
         let mut args = vec![
             "receipt",
@@ -879,7 +1047,13 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         args.extend_from_slice(extra);
         conclave(&args)
     };
-    let out = verify(&["--json"]);
+    let out = verify(&[
+        "--contract",
+        contract_file.to_str().unwrap(),
+        "--receiver-key",
+        receiver_key.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -892,17 +1066,55 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     );
     assert_eq!(verified["platform"], "sim");
     assert_eq!(verified["inputs"].as_array().unwrap().len(), 3);
-    assert_eq!(verified["result"], expected);
+    assert_eq!(verified["opened_by"], "woodgrove");
+    assert_eq!(verified["result"], last["result"]);
     let other = "ab".repeat(48);
     let out = verify(&["--expect-measurement", &other]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected"));
-    let mut forged = receipt.clone().into_bytes();
+    let mut forged: Value = serde_json::from_str(&bundle).unwrap();
+    let receipt = forged["receipt"].as_str().unwrap().to_string();
     let dot = receipt.find('.').unwrap() + 10;
-    forged[dot] = if forged[dot] == b'A' { b'B' } else { b'A' };
-    std::fs::write(&receipt_path, &forged).unwrap();
+    let mut bytes = receipt.into_bytes();
+    bytes[dot] = if bytes[dot] == b'A' { b'B' } else { b'A' };
+    forged["receipt"] = String::from_utf8(bytes).unwrap().into();
+    std::fs::write(&receipt_path, forged.to_string()).unwrap();
     let out = verify(&[]);
     assert!(!out.status.success());
+
+    // The cross-party join runs too (Fabrikam and Woodgrove approved it): its groups are
+    // released or, at this demo's size, mostly withheld below k, and counted either way.
+    let join = demo.run_contract("woodgrove", "shared-customers");
+    assert_eq!(analysis_state(&join), AnalysisState::Done, "{join}");
+    for q in ["shared_by_country", "shared_favorite_colors"] {
+        let q = contract_query(&join["result"], q);
+        let groups = q["rows"].as_array().unwrap().len() as u64
+            + q["suppressed_groups"].as_u64().unwrap();
+        assert!(groups > 0, "{join}");
+    }
+
+    // The contract Contoso did not approve: refused at Contoso's vault, which says why;
+    // nothing is released.
+    let refused = demo.run_contract("woodgrove", "contoso-salaries");
+    assert_eq!(analysis_state(&refused), AnalysisState::Failed, "{refused}");
+    assert!(refused["result"].is_null());
+    let release = &refused["releases"][0]["release"];
+    assert_eq!(release["state"], "denied", "{refused}");
+    assert_eq!(release["by"], "vault");
+    assert!(
+        release["reason"]
+            .as_str()
+            .unwrap()
+            .contains("x-ms-runtime.contract.digest"),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("Contoso's vault refused"),
+        "{refused}"
+    );
 
     // The workload's TLS key is the attested one (checked from outside, trusting no CA for it);
     // the snooper has no attestation; a server relaying Woodgrove's genuine token with its own
@@ -950,24 +1162,16 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     assert!(e.contains("is not the attested one"), "{e}");
     drop(relay);
 
-    // The snooper's analysis fails at the first key, and releases nothing.
-    let (code, _) = demo.post("snooper", "api/analysis");
-    assert_eq!(code, 202);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let snooped = loop {
-        let (_, v) = demo.get("snooper", "api/analysis");
-        if analysis_state(&v) == AnalysisState::Failed {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "{v}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // The snooper cannot even ask: without a TEE it cannot attest a contract.
+    let snooped = demo.run_contract("snooper", "partner-demographics");
+    assert_eq!(analysis_state(&snooped), AnalysisState::Failed, "{snooped}");
     assert!(snooped["result"].is_null());
     assert!(
         snooped["error"]
             .as_str()
             .unwrap()
-            .contains("key release denied")
+            .contains("cannot attest a contract"),
+        "{snooped}"
     );
 
     // No plaintext from any endpoint of the snooper or the tampered workload.
@@ -981,8 +1185,8 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
             "api/status",
             "api/records",
             "api/records?limit=200",
-            "api/analysis",
-            "api/analysis/receipt",
+            "api/contracts/run",
+            "api/contracts/run/receipt",
             "api/keys/woodgrove/release",
         ] {
             let (_, body) = demo.get_text(w, path);
@@ -996,8 +1200,9 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     for w in ["contoso", "fabrikam", "woodgrove", "snooper", "tampered"] {
         for path in [
             "api/status",
-            "api/analysis",
-            "api/analysis/receipt",
+            "api/contracts",
+            "api/contracts/run",
+            "api/contracts/run/receipt",
             "api/records",
         ] {
             let (_, body) = demo.get_text(w, path);
@@ -1031,6 +1236,26 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         let e = e.get("event").unwrap_or(e);
         e["action"] == "release" && e["outcome"] == "denied" && e["principal"] == "contoso"
     }));
+    // Contoso's vault audited its refusal of the contract it did not approve, with the reason.
+    let audit: Value = demo
+        .http
+        .get(format!("{portal}api/audit/contoso"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        audit["value"].as_array().unwrap().iter().any(|e| {
+            let e = e.get("event").unwrap_or(e);
+            e["action"] == "release"
+                && e["outcome"] == "denied"
+                && e["principal"] == "woodgrove"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("x-ms-runtime.contract.digest"))
+        }),
+        "{audit}"
+    );
 
     // Ctrl-C: a clean exit; then every vault's audit chain verifies.
     demo.interrupt();
@@ -1060,7 +1285,7 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     assert_eq!(again.all_own_records("contoso"), contoso);
 
     // Contoso rotates its key. Its dataset still names the old version, which stays releasable:
-    // Woodgrove is released that one. Once Contoso moves the dataset to the new version (the
+    // Woodgrove's contract run is released that one. Once Contoso moves the dataset to the new version (the
     // vault re-wraps its data key), Woodgrove is released the new one.
     let vault = kids[0].split("/keys/").next().unwrap().to_string();
     let owner_token = format!(
@@ -1087,10 +1312,10 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     let v2 = rotated["key"]["kid"].as_str().unwrap().to_string();
     assert_ne!(v2, kids[0]);
     let released = |expected: &str| {
-        let (code, r) = again.post("woodgrove", "api/keys/contoso/release");
-        assert_eq!(code, 200, "{r}");
-        assert_eq!(r["state"], "released", "{r}");
-        assert_eq!(r["kid"], expected, "{r}");
+        let run = again.run_contract("woodgrove", "partner-demographics");
+        assert_eq!(analysis_state(&run), AnalysisState::Done, "{run}");
+        assert_eq!(run["inputs"][0]["company"], "contoso", "{run}");
+        assert_eq!(run["inputs"][0]["key"], expected, "{run}");
     };
     released(&kids[0]);
     let dataset = state.join("storage/contoso.parquet");

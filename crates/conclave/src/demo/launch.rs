@@ -163,7 +163,7 @@ pub(super) fn print_summary(info: &DemoInfo, took: Duration) {
         w("fabrikam")
     );
     println!(
-        "  Woodgrove Bank            {}   click \"Run the analysis\"",
+        "  Woodgrove Bank            {}   run an analysis contract (sign in as the analyst)",
         w("woodgrove")
     );
     println!(
@@ -191,7 +191,9 @@ pub(super) fn print_summary(info: &DemoInfo, took: Duration) {
                 .unwrap_or(&u.party)
         );
     }
-    println!("    (members see their party's records; Woodgrove's analyst runs the analysis)");
+    println!(
+        "    (members see their party's records; Woodgrove's analyst runs the analysis contracts)"
+    );
     println!();
     println!("  Attestation service       {}", info.attestation);
     println!(
@@ -262,10 +264,11 @@ impl WorkloadBinary {
     }
 }
 
-/// The workload config of party `me` listening on `port` with minimum group size `k`. The
-/// analytics partner lists every company's dataset (it is granted them), its own first; the
-/// others list their own and the other companies' but the partner's (which they are not
-/// granted), to show the refusal.
+/// The workload config of party `me` listening on `port` with minimum group size `k` (of the
+/// built-in analysis, off in the demo). The analytics partner lists every company's dataset
+/// (its vault tokens: it is granted them, for the contracts each owner approved), its own
+/// first, and runs the contracts of `<state>/contracts`; the others list their own and the
+/// other companies' but the partner's (which they are not granted), to show the refusal.
 pub(super) fn party_config(
     site: &Site,
     parties: &[PartyInfo],
@@ -286,8 +289,10 @@ pub(super) fn party_config(
         ca_pem: None,
         k,
         reference_year: None,
-        analysis: p.analyst,
-        contracts_dir: None,
+        // The analytics partner runs the approved contracts (`<state>/contracts`); the built-in
+        // analysis, which no owner's key is bound to, is off.
+        analysis: false,
+        contracts_dir: p.analyst.then(|| site.state.join("contracts")),
         tls_names: Vec::new(),
         auth: Some(AuthConfig {
             issuer: format!("{}/{}", site.idp_url, p.id),
@@ -332,7 +337,7 @@ pub(super) async fn launch_workloads(
         .zip(parties)
         .map(|(c, p)| {
             let role = if p.analyst {
-                "analytics partner: releases all three keys, shows only aggregates"
+                "analytics partner: runs the contracts the owners approved; each key is released for those only"
             } else {
                 "sees its own records; refused the other company's key"
             };

@@ -34,12 +34,14 @@ use serde_json::{Value, json};
 
 use conclave_deploy::{self as deploy, Stop, VaultSpec};
 
+mod contracts;
 mod identity;
 mod launch;
 mod portal;
 mod provisioning;
 mod topology;
 
+use contracts::*;
 use identity::*;
 use launch::*;
 use portal::*;
@@ -58,7 +60,8 @@ pub struct DemoArgs {
     /// workloads, identity provider.
     #[arg(long, default_value_t = 8400)]
     port: u16,
-    /// Smallest group the partner analysis releases.
+    /// The data owners' floor for k: Contoso's and Fabrikam's vaults release their keys only to
+    /// a contract whose smallest released group is at least this.
     #[arg(long, default_value_t = 5)]
     k: u64,
     /// Start over: delete the state directory first.
@@ -180,12 +183,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // encrypted dataset.
     let parties = start_vaults(&site, listeners.vaults, &stop)?;
     add_principals(&site, &parties).await?;
+    let contracts = write_contracts(&site.state, &parties)?;
     let binary = WorkloadBinary::current()?;
     let genuine: Vec<PartyConfig> = (0..parties.len())
         .map(|i| party_config(&site, &parties, i, ports.workload[i], args.k))
         .collect();
     let measurements: Vec<String> = genuine.iter().map(|c| binary.measurement(c)).collect();
-    provision_keys(&site, &parties, &measurements, args.records).await?;
+    provision_keys(
+        &site,
+        &parties,
+        &measurements,
+        args.records,
+        &contracts,
+        args.k,
+    )
+    .await?;
 
     // The workloads: genuine and tampered through the sim host, the snooper without a TEE.
     let (guests, mut workloads) =

@@ -1,5 +1,6 @@
 //! What each party sets up before anything runs: release policies pinning the genuine workloads'
-//! measurements, vault tokens on disk, and the encrypted datasets in storage.
+//! measurements (and, for the analytics partner's workload, the contracts each owner approved),
+//! vault tokens on disk, and the encrypted datasets in storage.
 
 use super::*;
 use conclave_kms::policy::{AuthorityBlock, Condition, ReleasePolicy};
@@ -121,20 +122,28 @@ pub(super) async fn add_principals(site: &Site, parties: &[PartyInfo]) -> anyhow
 
 /// Keys and data: each owner creates its key (or, on a later run, updates its policy: the
 /// genuine workloads' measurements change when the binary or the ports do), pinning
-/// `measurements` (one per party, in order). The analytics partner's workload may release every
-/// key, the others only their own; each owner grants the partner release and writes its
-/// encrypted dataset of `records` records.
+/// `measurements` (one per party, in order). Each party's own workload may release its key; the
+/// analytics partner's workload may release another owner's key only while it attests a
+/// contract that owner approved, with `k` at least `min_k` (the owner's floor). Each owner
+/// grants the partner release and writes its encrypted dataset of `records` records.
 pub(super) async fn provision_keys(
     site: &Site,
     parties: &[PartyInfo],
     measurements: &[String],
     records: u64,
+    contracts: &BTreeMap<&'static str, conclave_contract::Contract>,
+    min_k: u64,
 ) -> anyhow::Result<()> {
     let partner = &parties[analyst()];
     for (i, p) in parties.iter().enumerate() {
-        let mut allowed = vec![measurements[i].clone()];
+        let mut release_policy = policy(&site.attest_url, &[measurements[i].clone()]);
         if !p.analyst {
-            allowed.push(measurements[analyst()].clone());
+            let partner_pin = policy(&site.attest_url, &[measurements[analyst()].clone()]);
+            for terms in owner_terms(&p.id, contracts, min_k) {
+                release_policy
+                    .authorities
+                    .extend(terms.add_to(&partner_pin).authorities);
+            }
         }
         let owner = VaultClient::new(
             site.http.clone(),
@@ -142,7 +151,7 @@ pub(super) async fn provision_keys(
             &std::fs::read_to_string(token_path(&site.state, &p.id, &p.id))?,
         );
         let name = format!("{}-data", p.id);
-        let body = policy(&site.attest_url, &allowed).to_body(false);
+        let body = release_policy.to_body(false);
         match owner.get_key(&name).await {
             Ok(existing) => {
                 let version = existing.key.version().to_string();

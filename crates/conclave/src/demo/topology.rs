@@ -7,7 +7,9 @@ use super::*;
 pub(super) struct DemoParty {
     pub(super) party: Party,
     pub(super) name: &'static str,
-    /// The record generator's seed.
+    /// The record generator's seed: one for all three, so that the customers Fabrikam and
+    /// Woodgrove share are the same people (each party's own records still differ: the
+    /// generator salts each party's stream).
     pub(super) seed: u64,
     /// What its records are.
     pub(super) holds: &'static str,
@@ -28,14 +30,14 @@ pub(super) const PARTIES: [DemoParty; 3] = [
     DemoParty {
         party: Party::Fabrikam,
         name: "Fabrikam Fashion",
-        seed: 2,
+        seed: 1,
         holds: "retailer: its customers",
         analyst: false,
     },
     DemoParty {
         party: Party::Woodgrove,
         name: "Woodgrove Bank",
-        seed: 3,
+        seed: 1,
         holds: "bank and analytics partner: its clients",
         analyst: true,
     },
@@ -144,7 +146,7 @@ pub(super) fn prepare_state(state_dir: &Path, fresh: bool) -> anyhow::Result<Pat
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let state = std::fs::canonicalize(state_dir)?;
-    for dir in ["logs", "storage", "tokens", "workloads"] {
+    for dir in ["contracts", "keys", "logs", "storage", "tokens", "workloads"] {
         std::fs::create_dir_all(state.join(dir))?;
     }
     Ok(state)
