@@ -16,13 +16,16 @@ use conclave_data::dataset::{self, KeyUnwrapper, PrivateKeyUnwrapper, VaultPubli
 use conclave_data::generator::{Generator, Party, schema};
 use conclave_data::store::locate;
 use conclave_workload::analysis::{Input, analyze};
+use conclave_workload::engine::{self, ContractInput};
 
 use crate::progress::Progress;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Partner analysis throughput: raw AES-GCM floor, encrypted analysis, plaintext analysis,
-    /// and the original demo's per-field RSA scheme.
+    /// the original demo's per-field RSA scheme, the same analysis as a contract through
+    /// DataFusion over the encrypted datasets, DuckDB running the contract's SQL over the
+    /// plaintext ones, and the cross-party join contract; with peak memory.
     Analysis {
         #[arg(long, default_value_t = 10_000_000)]
         records: u64,
@@ -32,6 +35,9 @@ pub enum BenchCommand {
         /// Records to time the per-field RSA scheme on.
         #[arg(long, default_value_t = 2000)]
         rsa_sample: u64,
+        /// The Python with DuckDB (`pip install duckdb`) for the comparison.
+        #[arg(long, env = "CONCLAVE_BENCH_PYTHON", default_value = "python3")]
+        python: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -137,6 +143,121 @@ fn inputs(dir: &Path, unwrapper: Option<Arc<dyn KeyUnwrapper>>) -> anyhow::Resul
             })
         })
         .collect()
+}
+
+/// The contract's inputs over the cached encrypted datasets (`<party>.enc.parquet`; the
+/// shipped contracts name their tables after the parties).
+fn contract_inputs(
+    dir: &Path,
+    contract: &conclave_contract::Contract,
+    unwrapper: &Arc<dyn KeyUnwrapper>,
+) -> anyhow::Result<Vec<ContractInput>> {
+    contract
+        .inputs
+        .iter()
+        .map(|i| {
+            let path = dir.join(format!("{}.enc.parquet", i.table));
+            Ok(ContractInput {
+                table: i.table.clone(),
+                location: locate(path.to_str().context("path")?)?,
+                unwrapper: Some(unwrapper.clone()),
+            })
+        })
+        .collect()
+}
+
+/// A contract run through the engine, `rounds` times: the best time and the peak RSS.
+async fn time_contract(
+    contract: &conclave_contract::Contract,
+    dir: &Path,
+    unwrapper: &Arc<dyn KeyUnwrapper>,
+    rounds: u32,
+) -> anyhow::Result<(Duration, Option<u64>)> {
+    let (_cancel, watch) = tokio::sync::watch::channel(false);
+    let mut best = Duration::MAX;
+    let mut rss = None;
+    for round in 1..=rounds {
+        eprintln!(
+            "measuring contract {}, round {round}/{rounds} …",
+            contract.name
+        );
+        reset_peak_rss();
+        let start = Instant::now();
+        engine::run(
+            contract,
+            contract_inputs(dir, contract, unwrapper)?,
+            Arc::new(|_| {}),
+            watch.clone(),
+        )
+        .await
+        .with_context(|| format!("running contract {}", contract.name))?;
+        best = best.min(start.elapsed());
+        rss = rss.max(peak_rss());
+    }
+    Ok((best, rss))
+}
+
+/// What DuckDB measured ([`duckdb`]).
+#[derive(serde::Deserialize, serde::Serialize)]
+struct DuckDbRun {
+    duckdb: String,
+    seconds: f64,
+    rows: serde_json::Map<String, serde_json::Value>,
+    peak_rss_bytes: u64,
+}
+
+/// DuckDB (through `python`) running `contract`'s SQL over the plaintext datasets, best of three
+/// rounds on as many threads as this machine has. `Ok(Err(why))` when DuckDB is not installed.
+fn duckdb(
+    python: &Path,
+    dir: &Path,
+    contract: &conclave_contract::Contract,
+) -> anyhow::Result<Result<DuckDbRun, String>> {
+    use std::io::Write as _;
+    let tables: serde_json::Map<String, serde_json::Value> = contract
+        .inputs
+        .iter()
+        .map(|i| {
+            let path = dir.join(format!("{}.plain.parquet", i.table));
+            (i.table.clone(), path.display().to_string().into())
+        })
+        .collect();
+    let job = serde_json::json!({
+        "tables": tables,
+        "queries": contract.queries.iter().map(|q| serde_json::json!({"name": q.name, "sql": q.sql})).collect::<Vec<_>>(),
+        "rounds": 3,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    eprintln!("measuring DuckDB over the plaintext datasets (3 rounds) …");
+    let mut child = match std::process::Command::new(python)
+        .args(["-c", include_str!("bench_duckdb.py")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Err(format!(
+                "cannot run {}: {e}; DuckDB needs a Python with `pip install duckdb` (--python)",
+                python.display()
+            )));
+        }
+    };
+    child
+        .stdin
+        .take()
+        .context("DuckDB's stdin")?
+        .write_all(job.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    match out.status.code() {
+        Some(0) => Ok(Ok(
+            serde_json::from_slice(&out.stdout).context("DuckDB's figures are not JSON")?
+        )),
+        Some(3) => Ok(Err(stderr)),
+        _ => anyhow::bail!("DuckDB failed on the contract's SQL: {stderr}"),
+    }
 }
 
 /// Peak resident set size since the last reset, in bytes (Linux).
@@ -268,6 +389,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             records,
             cache_dir,
             rsa_sample,
+            python,
             json,
         } => {
             let key = prepare(&cache_dir, records).await?;
@@ -330,6 +452,23 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             eprintln!("measuring (d) per-field RSA-OAEP on {rsa_sample} records …");
             let rsa_per_record = original_scheme(rsa_sample)?;
 
+            // (e) The same analysis as a contract, through DataFusion over the encrypted data;
+            // (f) DuckDB running that SQL over the plaintext data; (g) the join contract.
+            let storage = format!("file://{}", dir.display());
+            let demographics =
+                crate::shipped_contracts::PARTNER_DEMOGRAPHICS.with_fresh_keys(&storage)?;
+            let (t_contract, rss_contract) =
+                time_contract(&demographics, &dir, &unwrapper, 3).await?;
+            let duck = duckdb(&python, &dir, &demographics)?;
+            let join = crate::shipped_contracts::SHARED_CUSTOMERS.with_fresh_keys(&storage)?;
+            let (t_join, rss_join) = time_contract(&join, &dir, &unwrapper, 1).await?;
+            let join_records: u64 = join
+                .inputs
+                .iter()
+                .filter_map(|i| PARTIES.iter().position(|p| p.name() == i.table))
+                .map(|i| records / 3 + u64::from((i as u64) < records % 3))
+                .sum();
+
             let rate = |t: Duration| records as f64 / t.as_secs_f64();
             let (r_aes, r_enc, r_plain, r_rsa) = (
                 rate(t_aes),
@@ -337,6 +476,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 rate(t_plain),
                 1.0 / rsa_per_record,
             );
+            let r_contract = rate(t_contract);
+            let r_duck = duck.as_ref().ok().map(|d| records as f64 / d.seconds);
+            let r_join = join_records as f64 / t_join.as_secs_f64();
             let out = serde_json::json!({
                 "records": records,
                 "encrypted_bytes": enc_bytes,
@@ -346,6 +488,31 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 "speedup_vs_original": r_enc / r_rsa,
                 "decryption_share_of_encrypted": (t_aes.as_secs_f64() / t_enc.as_secs_f64()).min(1.0),
                 "peak_rss_bytes_encrypted_analysis": rss,
+                "contract": {
+                    "name": demographics.name,
+                    "records_per_s": r_contract,
+                    "seconds": t_contract.as_secs_f64(),
+                    "peak_rss_bytes": rss_contract,
+                    "vs_builtin_encrypted": r_contract / r_enc,
+                },
+                "duckdb_plaintext": match &duck {
+                    Ok(d) => serde_json::json!({
+                        "version": d.duckdb,
+                        "records_per_s": records as f64 / d.seconds,
+                        "seconds": d.seconds,
+                        "rows": d.rows,
+                        "peak_rss_bytes": d.peak_rss_bytes,
+                    }),
+                    Err(why) => serde_json::json!({"unavailable": why}),
+                },
+                "contract_vs_duckdb": r_duck.map(|d| r_contract / d),
+                "join": {
+                    "name": join.name,
+                    "input_records": join_records,
+                    "records_per_s": r_join,
+                    "seconds": t_join.as_secs_f64(),
+                    "peak_rss_bytes": rss_join,
+                },
             });
             if json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -379,6 +546,45 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     println!(
                         "  peak RSS during (b)            {:>10.1} MiB",
                         rss as f64 / 1048576.0
+                    );
+                }
+                let mib = |b: Option<u64>| {
+                    b.map_or("?".to_string(), |b| {
+                        format!("{:.1} MiB", b as f64 / 1048576.0)
+                    })
+                };
+                println!(
+                    "  (e) contract {:<17} {:>14.0} records/s   ({:.2} s, peak RSS {}; goal < 256 MiB)",
+                    demographics.name,
+                    r_contract,
+                    t_contract.as_secs_f64(),
+                    mib(rss_contract)
+                );
+                match &duck {
+                    Ok(d) => println!(
+                        "  (f) DuckDB {:<20} {:>14.0} records/s   ({:.2} s on plaintext, peak RSS {})",
+                        d.duckdb,
+                        records as f64 / d.seconds,
+                        d.seconds,
+                        mib(Some(d.peak_rss_bytes))
+                    ),
+                    Err(why) => println!("  (f) DuckDB: not measured ({why})"),
+                }
+                println!(
+                    "  (g) join {:<21} {:>14.0} records/s   ({:.2} s over {join_records} records, peak RSS {})",
+                    join.name,
+                    r_join,
+                    t_join.as_secs_f64(),
+                    mib(rss_join)
+                );
+                println!(
+                    "  (e)/(b) contract vs built-in   {:>14.3}",
+                    r_contract / r_enc
+                );
+                if let Some(d) = r_duck {
+                    println!(
+                        "  (e)/(f) encrypted contract vs DuckDB on plaintext {:>6.3} (goal ≥ 1)",
+                        r_contract / d
                     );
                 }
             }

@@ -17,6 +17,7 @@ mod measure_cmd;
 mod party_cmd;
 mod progress;
 mod receipt_cmd;
+mod shipped_contracts;
 mod sim_cmd;
 mod tee_cmd;
 

@@ -42,26 +42,41 @@ pub enum PartyCommand {
     VerifyEndpoint {
         /// The workload's base URL (https://host:port).
         url: String,
-        /// The attestation service's JWKS: a file, or an https:// URL (`<service>/certs`).
-        #[arg(long)]
-        jwks: String,
-        /// Require tokens from this issuer.
-        #[arg(long)]
-        issuer: Option<String>,
-        /// Require this launch measurement (hex).
-        #[arg(long)]
-        expect_measurement: Option<String>,
-        /// CA certificate to trust when fetching the JWKS over TLS (not used for the workload:
-        /// its certificate is trusted through its attestation only).
-        #[arg(long, env = "CONCLAVE_CA")]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        attested_by: AttestedBy,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
-pub(crate) fn token_verifier(
+/// Who must have attested what is checked: the attestation service's keys, its issuer, the
+/// workload's measurement (`party verify-endpoint`, `receipt verify`).
+#[derive(clap::Args)]
+pub struct AttestedBy {
+    /// The attestation service's JWKS: a file, or an https:// URL (`<service>/certs`).
+    #[arg(long)]
+    pub jwks: String,
+    /// Require tokens from this issuer.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Require this launch measurement (hex).
+    #[arg(long)]
+    pub expect_measurement: Option<String>,
+    /// CA certificate to trust when fetching the JWKS over TLS (only for that: a workload's
+    /// certificate is trusted through its attestation).
+    #[arg(long, env = "CONCLAVE_CA")]
+    pub ca: Option<PathBuf>,
+}
+
+impl AttestedBy {
+    /// The verifier of attestation tokens these arguments describe.
+    pub fn verifier(&self) -> anyhow::Result<TokenVerifier> {
+        token_verifier(&self.jwks, self.issuer.as_deref(), self.ca.as_deref())
+    }
+}
+
+fn token_verifier(
     jwks: &str,
     issuer: Option<&str>,
     ca: Option<&std::path::Path>,
@@ -155,14 +170,12 @@ pub async fn run_party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
         } => (config, config_toml, tee),
         PartyCommand::VerifyEndpoint {
             url,
-            jwks,
-            issuer,
-            expect_measurement,
-            ca,
+            attested_by,
             json,
         } => {
-            let verifier = token_verifier(&jwks, issuer.as_deref(), ca.as_deref())?;
-            return verify_endpoint(&url, &verifier, expect_measurement.as_deref(), json).await;
+            let verifier = attested_by.verifier()?;
+            let expect = attested_by.expect_measurement.as_deref();
+            return verify_endpoint(&url, &verifier, expect, json).await;
         }
     };
     let platform = match tee.as_str() {

@@ -11,7 +11,7 @@ use conclave_contract::Contract;
 use conclave_contract::receipt::{ContractOutcome, ContractReceiptBundle};
 use conclave_protocol::receipt::{CONTRACT_RECEIPT_TYPE, VerifiedReceipt};
 
-use crate::party_cmd::token_verifier;
+use crate::party_cmd::AttestedBy;
 
 #[derive(Subcommand)]
 pub enum ReceiptCommand {
@@ -24,18 +24,8 @@ pub enum ReceiptCommand {
         /// The receipt: a compact JWS (the built-in analysis), or a contract run's bundle
         /// (`contract-receipt.json`: the receipt and the sealed results).
         file: PathBuf,
-        /// The attestation service's JWKS: a file, or an https:// URL (`<service>/certs`).
-        #[arg(long)]
-        jwks: String,
-        /// Require this issuer.
-        #[arg(long)]
-        issuer: Option<String>,
-        /// Require this launch measurement (hex).
-        #[arg(long)]
-        expect_measurement: Option<String>,
-        /// CA certificate to trust when fetching the JWKS over TLS.
-        #[arg(long, env = "CONCLAVE_CA")]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        attested_by: AttestedBy,
         /// A contract run: the contract (TOML or JSON) the run must be of.
         #[arg(long)]
         contract: Option<PathBuf>,
@@ -61,29 +51,59 @@ fn rejected(why: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-fn platform_line<R>(verified: &VerifiedReceipt<R>) -> String {
+/// What every verified receipt says of its origin, as JSON fields.
+fn origin_json<R>(verified: &VerifiedReceipt<R>, measurement: &str) -> serde_json::Value {
+    serde_json::json!({
+        "issued_at": verified.issued_at,
+        "party": verified.party,
+        "platform": verified.platform(),
+        "measurement": measurement,
+        "issuer": verified.token_claims["iss"],
+        "inputs": verified.inputs,
+    })
+}
+
+/// What every verified receipt says of its origin, printed.
+fn print_origin<R>(verified: &VerifiedReceipt<R>, measurement: &str) {
     let platform = verified.platform().unwrap_or("?");
-    if platform == "sim" {
-        format!("{platform} (SIMULATED: no hardware protection)")
+    let simulated = if platform == "sim" {
+        " (SIMULATED: no hardware protection)"
     } else {
-        platform.to_string()
+        ""
+    };
+    println!("  run by:       {}", verified.party);
+    println!("  platform:     {platform}{simulated}");
+    println!("  measurement:  {measurement}");
+    println!("  attested by:  {}", verified.token_claims["iss"]);
+    println!("  signed at:    {} (Unix time)", verified.issued_at);
+}
+
+/// The attested launch measurement, checked against `--expect-measurement`.
+fn measurement_of<R>(
+    verified: &VerifiedReceipt<R>,
+    expect: Option<&str>,
+) -> Result<String, String> {
+    let measurement = verified.measurement().unwrap_or_default().to_string();
+    match expect {
+        Some(want) if !want.eq_ignore_ascii_case(&measurement) => Err(format!(
+            "produced by measurement {measurement}, expected {want}"
+        )),
+        _ => Ok(measurement),
     }
 }
 
 pub async fn run(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
     let ReceiptCommand::Verify {
         file,
-        jwks,
-        issuer,
-        expect_measurement,
-        ca,
+        attested_by,
         contract,
         receiver_key,
         out,
         json,
     } = cmd;
     let text = read(&file)?;
-    let verifier = token_verifier(&jwks, issuer.as_deref(), ca.as_deref())?;
+    let verifier = attested_by.verifier()?;
+    let expect_measurement = attested_by.expect_measurement.as_deref();
     let bundle = if text.trim_start().starts_with('{') {
         Some(
             serde_json::from_str::<ContractReceiptBundle>(&text).with_context(|| {
@@ -107,7 +127,7 @@ pub async fn run(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
                 "--contract and --receiver-key are for a contract run's receipt; this is a receipt of the built-in analysis",
             );
         }
-        return analysis(receipt, &verifier, expect_measurement.as_deref(), json).await;
+        return analysis(receipt, &verifier, expect_measurement, json).await;
     }
     let verified = match conclave_protocol::receipt::verify_as::<ContractOutcome>(
         receipt,
@@ -119,14 +139,10 @@ pub async fn run(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
         Ok(v) => v,
         Err(e) => return rejected(e),
     };
-    let measurement = verified.measurement().unwrap_or_default().to_string();
-    if let Some(want) = &expect_measurement
-        && !want.eq_ignore_ascii_case(&measurement)
-    {
-        return rejected(format!(
-            "produced by measurement {measurement}, expected {want}"
-        ));
-    }
+    let measurement = match measurement_of(&verified, expect_measurement) {
+        Ok(m) => m,
+        Err(why) => return rejected(why),
+    };
     let outcome = &verified.result;
     if let Some(why) = outcome.attestation_discrepancy(&verified.token_claims) {
         return rejected(why);
@@ -184,22 +200,13 @@ pub async fn run(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
         opened = Some((receiver, result));
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "type": CONTRACT_RECEIPT_TYPE,
-                "issued_at": verified.issued_at,
-                "party": verified.party,
-                "platform": verified.platform(),
-                "measurement": measurement,
-                "issuer": verified.token_claims["iss"],
-                "inputs": verified.inputs,
-                "outcome": outcome,
-                "checked_against_contract": contract.is_some(),
-                "opened_by": opened.as_ref().map(|(r, _)| r),
-                "result": opened.as_ref().map(|(_, v)| v),
-            }))?
-        );
+        let mut v = origin_json(&verified, &measurement);
+        v["type"] = CONTRACT_RECEIPT_TYPE.into();
+        v["outcome"] = serde_json::to_value(outcome)?;
+        v["checked_against_contract"] = contract.is_some().into();
+        v["opened_by"] = serde_json::to_value(opened.as_ref().map(|(r, _)| r))?;
+        v["result"] = serde_json::to_value(opened.as_ref().map(|(_, v)| v))?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("receipt OK (analysis contract run)");
@@ -210,11 +217,7 @@ pub async fn run(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
     if let Some(path) = &contract {
         println!("                matches {}", path.display());
     }
-    println!("  run by:       {}", verified.party);
-    println!("  platform:     {}", platform_line(&verified));
-    println!("  measurement:  {measurement}");
-    println!("  attested by:  {}", verified.token_claims["iss"]);
-    println!("  signed at:    {} (Unix time)", verified.issued_at);
+    print_origin(&verified, &measurement);
     let p = &outcome.privacy;
     match (p.epsilon, p.delta) {
         (Some(e), Some(d)) => println!("  privacy:      k = {}, epsilon = {e}, delta = {d}", p.k),
@@ -255,34 +258,17 @@ async fn analysis(
         Ok(v) => v,
         Err(e) => return rejected(e),
     };
-    let measurement = verified.measurement().unwrap_or_default().to_string();
-    if let Some(want) = expect_measurement
-        && !want.eq_ignore_ascii_case(&measurement)
-    {
-        return rejected(format!(
-            "produced by measurement {measurement}, expected {want}"
-        ));
-    }
+    let measurement = match measurement_of(&verified, expect_measurement) {
+        Ok(m) => m,
+        Err(why) => return rejected(why),
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "issued_at": verified.issued_at,
-                "party": verified.party,
-                "platform": verified.platform(),
-                "measurement": measurement,
-                "issuer": verified.token_claims["iss"],
-                "inputs": verified.inputs,
-                "result": verified.result,
-            }))?
-        );
+        let mut v = origin_json(&verified, &measurement);
+        v["result"] = serde_json::to_value(&verified.result)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("receipt OK");
-        println!("  party:        {}", verified.party);
-        println!("  platform:     {}", platform_line(&verified));
-        println!("  measurement:  {measurement}");
-        println!("  attested by:  {}", verified.token_claims["iss"]);
-        println!("  signed at:    {} (Unix time)", verified.issued_at);
+        print_origin(&verified, &measurement);
         for i in &verified.inputs {
             println!(
                 "  input:        {} {} records, sha256 {} ({})",

@@ -1,12 +1,20 @@
 //! `conclave bench analysis` runs end to end on a small input and reports every figure (no
-//! timing is asserted: figures are printed, not tested).
+//! timing is asserted: figures are printed, not tested). DuckDB comes from the test venv
+//! (`.venv`, which scripts/test makes first); without it the bench says it did not measure it.
 
 mod cli;
 
 #[test]
 fn analysis_bench_reports_all_figures() {
     let dir = tempfile::tempdir().unwrap();
+    let venv_python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let has_duckdb = std::process::Command::new(&venv_python)
+        .args(["-c", "import duckdb"])
+        .status()
+        .is_ok_and(|s| s.success());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .env("CONCLAVE_BENCH_PYTHON", &venv_python)
         .args([
             "bench",
             "analysis",
@@ -35,6 +43,38 @@ fn analysis_bench_reports_all_figures() {
         assert!(v["records_per_s"][k].as_f64().unwrap() > 0.0, "{k}");
     }
     assert!(v["speedup_vs_original"].as_f64().is_some());
+    // The contract through DataFusion over the encrypted data, and the join contract.
+    assert_eq!(v["contract"]["name"], "partner-demographics");
+    assert!(
+        v["contract"]["records_per_s"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(v["contract"]["vs_builtin_encrypted"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["join"]["name"], "shared-customers");
+    assert_eq!(
+        v["join"]["input_records"], 2000,
+        "Fabrikam's and Woodgrove's thirds"
+    );
+    assert!(v["join"]["records_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    if cfg!(target_os = "linux") {
+        assert!(v["contract"]["peak_rss_bytes"].as_u64().unwrap() > 0, "{v}");
+    }
+    // DuckDB ran every query of the contract's SQL over the plaintext data.
+    if has_duckdb {
+        let duck = &v["duckdb_plaintext"];
+        assert!(duck["records_per_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert_eq!(duck["rows"].as_object().unwrap().len(), 8, "{v}");
+        assert!(v["contract_vs_duckdb"].as_f64().is_some());
+    } else {
+        assert!(
+            v["duckdb_plaintext"]["unavailable"]
+                .as_str()
+                .unwrap()
+                .contains("pip install duckdb"),
+            "{v}"
+        );
+        assert!(v["contract_vs_duckdb"].is_null());
+    }
     assert_eq!(v["records"], 3000);
     // The cache is reused: a second run does not regenerate.
     let files: Vec<_> = std::fs::read_dir(dir.path().join("3000"))

@@ -164,7 +164,7 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
 
     // Woodgrove's workload, attesting with the sim platform as the launched config.
     let config = PartyConfig::parse(&format!(
-        "party = \"woodgrove\"\ndisplay_name = \"Woodgrove Bank\"\nlisten = \"127.0.0.1:0\"\nattestation_url = {:?}\nca_file = {:?}\ncontracts_dir = {:?}\ndatasets = []\n",
+        "party = \"woodgrove\"\ndisplay_name = \"Woodgrove Bank\"\nlisten = \"127.0.0.1:0\"\nattestation_url = {:?}\nca_file = {:?}\ncontracts_dir = {:?}\nanalysis = true\ndatasets = []\n",
         env.attest_url,
         env.ca.cert_path(),
         contracts
@@ -180,7 +180,7 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
     let w = Workload::new(
         Arc::new(config),
         identity,
-        Some(evidence),
+        Some(evidence.clone()),
         env.http.clone(),
         env.ca.cert().clone(),
         None,
@@ -348,6 +348,28 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
                 .as_deref()
                 .is_some_and(|r| r.contains("x-ms-runtime.contract.digest"))
     }));
+
+    // The built-in analysis, which no owner bound its key to, is refused at the partners' vaults:
+    // their keys go to this workload only while it attests a contract they approved.
+    w.identity
+        .attest_once(evidence.as_ref(), &env.http, &env.attest_url)
+        .await
+        .unwrap();
+    w.start_analysis("tester").unwrap();
+    let analysis = loop {
+        let v = w.analysis();
+        if v.state.is_final() {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(analysis.state, AnalysisState::Failed);
+    assert!(analysis.result.is_none());
+    let error = analysis.error.unwrap();
+    assert!(
+        error.contains("key release denied") && error.contains("x-ms-runtime.contract.digest"),
+        "{error}"
+    );
 
     // Unknown contracts and path tricks are refused before anything happens.
     assert!(w.start_contract_run("../contracts/x", "tester").is_err());

@@ -1088,8 +1088,8 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
     assert_eq!(analysis_state(&join), AnalysisState::Done, "{join}");
     for q in ["shared_by_country", "shared_favorite_colors"] {
         let q = contract_query(&join["result"], q);
-        let groups = q["rows"].as_array().unwrap().len() as u64
-            + q["suppressed_groups"].as_u64().unwrap();
+        let groups =
+            q["rows"].as_array().unwrap().len() as u64 + q["suppressed_groups"].as_u64().unwrap();
         assert!(groups > 0, "{join}");
     }
 

@@ -8,33 +8,28 @@
 //! vault refuses its key to it, and the page shows why.
 
 use super::*;
+use crate::shipped_contracts::{self as shipped, PartyFill, ShippedContract};
 use conclave_contract::Contract;
 use conclave_contract::policy::OwnerTerms;
 
 /// A shipped contract and who approves it in the demo.
 pub(super) struct DemoContract {
-    /// Its file stem (how the workload's API names it).
-    pub(super) id: &'static str,
-    /// Its text, with `<…>` placeholders.
-    template: &'static str,
+    pub(super) contract: ShippedContract,
     /// The data providers that approve it.
     pub(super) approved_by: &'static [&'static str],
 }
 
 pub(super) const CONTRACTS: [DemoContract; 3] = [
     DemoContract {
-        id: "partner-demographics",
-        template: include_str!("../../../../contracts/partner-demographics.toml"),
+        contract: shipped::PARTNER_DEMOGRAPHICS,
         approved_by: &["contoso", "fabrikam", "woodgrove"],
     },
     DemoContract {
-        id: "shared-customers",
-        template: include_str!("../../../../contracts/shared-customers.toml"),
+        contract: shipped::SHARED_CUSTOMERS,
         approved_by: &["fabrikam", "woodgrove"],
     },
     DemoContract {
-        id: "contoso-salaries",
-        template: include_str!("../../../../contracts/contoso-salaries.toml"),
+        contract: shipped::CONTOSO_SALARIES,
         approved_by: &[],
     },
 ];
@@ -73,36 +68,40 @@ pub(super) fn write_contracts(
         }
     }
     let mut approval_keys = BTreeMap::new();
-    let mut text_of = Vec::new();
+    let mut keys = Vec::new();
     for p in parties {
         let (approval_private, approval) = key_pair(state, &format!("{}-approval", p.id))?;
         let (_, receiver) = key_pair(state, &format!("{}-receiver", p.id))?;
         approval_keys.insert(p.id.clone(), approval_private);
-        let host = p.vault.trim_start_matches("https://").to_string();
-        text_of.push((p.id.clone(), approval, receiver, host));
+        keys.push((approval, receiver));
     }
+    let fills: Vec<PartyFill<'_>> = parties
+        .iter()
+        .zip(&keys)
+        .map(|(p, (approval, receiver))| PartyFill {
+            id: &p.id,
+            approval_key: approval,
+            receiver_key: receiver,
+            vault_host: p.vault.trim_start_matches("https://"),
+        })
+        .collect();
     let storage = format!("file://{}", state.join("storage").display());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let mut contracts = BTreeMap::new();
     for c in &CONTRACTS {
-        let mut text = c.template.replace("<storage>", &storage);
-        for (id, approval, receiver, host) in &text_of {
-            text = text
-                .replace(&format!("<{id}'s approval public key (PEM)>"), approval)
-                .replace(&format!("<{id}'s receiver public key (PEM)>"), receiver)
-                .replace(&format!("<{id}'s vault>"), host);
-        }
+        let id = c.contract.id;
+        let text = c.contract.fill(&fills, &storage);
         let contract =
-            Contract::parse(&text).with_context(|| format!("the shipped contract {}", c.id))?;
-        std::fs::write(dir.join(format!("{}.toml", c.id)), &text)?;
+            Contract::parse(&text).with_context(|| format!("the shipped contract {id}"))?;
+        std::fs::write(dir.join(format!("{id}.toml")), &text)?;
         for party in c.approved_by {
             let jws =
                 conclave_contract::approval::sign(&contract, party, &approval_keys[*party], now)?;
-            std::fs::write(dir.join(format!("{}.{party}.jws", c.id)), jws)?;
+            std::fs::write(dir.join(format!("{id}.{party}.jws")), jws)?;
         }
-        contracts.insert(c.id, contract);
+        contracts.insert(id, contract);
     }
     Ok(contracts)
 }
@@ -117,7 +116,7 @@ pub(super) fn owner_terms(
     CONTRACTS
         .iter()
         .filter(|c| c.approved_by.contains(&owner))
-        .map(|c| &contracts[c.id])
+        .map(|c| &contracts[c.contract.id])
         .filter(|c| c.inputs.iter().any(|i| i.provider == owner))
         .map(|c| OwnerTerms {
             digest: c.digest(),

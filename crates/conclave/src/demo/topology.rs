@@ -146,7 +146,14 @@ pub(super) fn prepare_state(state_dir: &Path, fresh: bool) -> anyhow::Result<Pat
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let state = std::fs::canonicalize(state_dir)?;
-    for dir in ["contracts", "keys", "logs", "storage", "tokens", "workloads"] {
+    for dir in [
+        "contracts",
+        "keys",
+        "logs",
+        "storage",
+        "tokens",
+        "workloads",
+    ] {
         std::fs::create_dir_all(state.join(dir))?;
     }
     Ok(state)
