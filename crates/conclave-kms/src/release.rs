@@ -19,7 +19,7 @@ use crate::audit::AuditEvent;
 use crate::crypto::{self, WrapAlgorithm};
 use crate::policy::ReleasePolicy;
 use crate::service::{VResult, Vault, VaultError, now};
-use crate::store::{KeyRecord, Permission, Principal};
+use crate::store::{BudgetLedger, Debit, KeyRecord, Permission, Principal};
 
 /// The kid the TEE's key carries in `x-ms-runtime.keys` (named in `key_hsm`'s header).
 const TEE_KEY_ID: &str = "TeeEncryptionKey";
@@ -54,6 +54,23 @@ pub enum Refusal {
     NoTeeKey,
     /// The TEE key cannot be wrapped to (too small, malformed).
     BadTeeKey(String),
+    /// The key has a privacy budget and the token attests no ε for its run
+    /// ([`conclave_protocol::claims::CONTRACT_EPSILON_CLAIM`]).
+    EpsilonNotAttested,
+    /// The run's ε is more than the key's privacy budget has left (millionths of ε).
+    BudgetExhausted {
+        requested_micros: u64,
+        remaining_micros: u64,
+        total_micros: u64,
+    },
+}
+
+/// `micros` millionths of ε, as people write ε.
+fn epsilon(micros: u64) -> String {
+    format!(
+        "{}",
+        micros as f64 / conclave_protocol::vault::EPSILON_MICROS
+    )
 }
 
 impl Refusal {
@@ -73,6 +90,8 @@ impl Refusal {
             Refusal::PolicyNotSatisfied(_) => "policy_not_satisfied",
             Refusal::NoTeeKey => "no_tee_key",
             Refusal::BadTeeKey(_) => "bad_tee_key",
+            Refusal::EpsilonNotAttested => "epsilon_not_attested",
+            Refusal::BudgetExhausted { .. } => "privacy_budget_exhausted",
         }
     }
 
@@ -106,6 +125,20 @@ impl Refusal {
             Refusal::PolicyNotSatisfied(r) => format!("release policy not satisfied: {r}"),
             Refusal::NoTeeKey => "the token carries no TEE encryption key (an RSA key in x-ms-runtime.keys with key_ops [\"encrypt\"], key_use \"enc\" or use \"enc\")".into(),
             Refusal::BadTeeKey(e) => e.clone(),
+            Refusal::EpsilonNotAttested => format!(
+                "the key has a privacy budget, and the token attests no epsilon for the run ({}): only a workload running a contract with differential privacy may spend it",
+                conclave_protocol::claims::CONTRACT_EPSILON_CLAIM
+            ),
+            Refusal::BudgetExhausted {
+                requested_micros,
+                remaining_micros,
+                total_micros,
+            } => format!(
+                "privacy budget exhausted: the run would spend epsilon {} and the key has {} left of {}; its owner can raise the total (conclave key budget)",
+                epsilon(*requested_micros),
+                epsilon(*remaining_micros),
+                epsilon(*total_micros)
+            ),
         }
     }
 
@@ -131,6 +164,16 @@ pub struct ReleaseFacts<'a> {
     /// [`Refusal::UntrustedIssuer`], [`Refusal::TokenRejected`]).
     pub token: Result<&'a VerifiedToken, Refusal>,
     pub hardware_only: bool,
+    /// The key's privacy-budget ledger, if its owner set one (read before deciding; the debit
+    /// checks it again as it writes).
+    pub budget: Option<BudgetLedger>,
+}
+
+/// A wrapped key ready to go, once its release is audited (and paid for).
+pub struct Granted {
+    jws: String,
+    enc: WrapAlgorithm,
+    debit_micros: Option<u64>,
 }
 
 /// A release the decision allows: what to wrap, how, and to which key.
@@ -140,6 +183,20 @@ pub struct Release {
     /// The TEE key's RSA modulus and exponent (big-endian).
     pub tee_n: Vec<u8>,
     pub tee_e: Vec<u8>,
+    /// What to debit from the key's privacy budget (millionths of ε), when it has one.
+    pub debit_micros: Option<u64>,
+}
+
+/// The ε a token attests for its run, in millionths rounded up: `None` when absent, or not a
+/// finite number above 0.
+pub fn attested_epsilon_micros(claims: &Value) -> Option<u64> {
+    let eps = conclave_protocol::release_policy::claim_at(
+        claims,
+        conclave_protocol::claims::CONTRACT_EPSILON_CLAIM,
+    )?
+    .as_f64()?;
+    let micros = (eps * conclave_protocol::vault::EPSILON_MICROS).ceil();
+    (eps.is_finite() && eps > 0.0 && micros < u64::MAX as f64).then_some(micros as u64)
 }
 
 /// The decision: every check of secure key release, in order, on the facts alone.
@@ -171,8 +228,27 @@ pub fn decide(f: &ReleaseFacts) -> Result<Release, Refusal> {
     policy
         .evaluate(verified.issuer(), claims)
         .map_err(|r| Refusal::PolicyNotSatisfied(r.to_string()))?;
+    let debit_micros = match &f.budget {
+        None => None,
+        Some(ledger) => {
+            let requested = attested_epsilon_micros(claims).ok_or(Refusal::EpsilonNotAttested)?;
+            if requested > ledger.remaining_micros() {
+                return Err(Refusal::BudgetExhausted {
+                    requested_micros: requested,
+                    remaining_micros: ledger.remaining_micros(),
+                    total_micros: ledger.total_micros,
+                });
+            }
+            Some(requested)
+        }
+    };
     let (tee_n, tee_e) = tee_key(claims).ok_or(Refusal::NoTeeKey)?;
-    Ok(Release { enc, tee_n, tee_e })
+    Ok(Release {
+        enc,
+        tee_n,
+        tee_e,
+        debit_micros,
+    })
 }
 
 /// The checks that need no token (the first of [`decide`]'s): the vault verifies a token only
@@ -245,6 +321,7 @@ impl Vault {
             req: &req,
             token: Err(Refusal::MalformedToken),
             hardware_only: self.config().hardware_only,
+            budget: self.store().budget(name)?,
         };
         let verified = match key_checks(&facts) {
             Ok(_) => self.verify_target(&req.target).await,
@@ -283,7 +360,7 @@ impl Vault {
         rec: &KeyRecord,
         req: &ReleaseRequest,
         release: Release,
-    ) -> VResult<Result<(String, WrapAlgorithm), Refusal>> {
+    ) -> VResult<Result<Granted, Refusal>> {
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(&rec.sealed_private)
             .map_err(VaultError::internal)?;
@@ -299,37 +376,75 @@ impl Vault {
             Err(err) => return Err(VaultError::internal(err)),
         };
         drop(pkcs8);
-        Ok(Ok((
-            self.release_jws(rec, req, release.enc, &wrapped)?,
-            release.enc,
-        )))
+        Ok(Ok(Granted {
+            jws: self.release_jws(rec, req, release.enc, &wrapped)?,
+            enc: release.enc,
+            debit_micros: release.debit_micros,
+        }))
     }
 
     /// The one place a release outcome is audited and counted: granted with the version, the
-    /// wrapping and the issuer; denied with the refusal's reason; both with the TEE's
-    /// measurement and platform when a token was verified.
+    /// wrapping and the issuer (and, for a key with a privacy budget, the ε debited and what
+    /// is left: the debit and the entry commit together); denied with the refusal's reason;
+    /// both with the TEE's measurement and platform when a token was verified.
     fn audit_release(
         &self,
         who: &Principal,
         name: &str,
         rec: &KeyRecord,
         verified: Option<&VerifiedToken>,
-        outcome: Result<(String, WrapAlgorithm), Refusal>,
+        outcome: Result<Granted, Refusal>,
     ) -> VResult<api::ReleaseResponse> {
-        let mut event = match &outcome {
-            Ok((_, enc)) => AuditEvent::new(&who.name, "release", Some(name), "granted").detail(
-                json!({"version": rec.version, "enc": enc.name(), "issuer": verified.map(VerifiedToken::issuer)}),
-            ),
-            Err(refusal) => AuditEvent::new(&who.name, "release", Some(name), "denied")
-                .reason(refusal.reason()),
+        let with_token = |mut event: AuditEvent| {
+            if let Some(c) = verified.map(|v| &v.claims) {
+                event.measurement = measurement_of(c);
+                event.platform = conclave_protocol::runtime::platform(c).map(String::from);
+            }
+            event
         };
-        if let Some(c) = verified.map(|v| &v.claims) {
-            event.measurement = measurement_of(c);
-            event.platform = conclave_protocol::runtime::platform(c).map(String::from);
-        }
+        let outcome = match outcome {
+            Ok(granted) => {
+                let mut detail = json!({"version": rec.version, "enc": granted.enc.name(), "issuer": verified.map(VerifiedToken::issuer)});
+                let paid = match granted.debit_micros {
+                    None => {
+                        self.store().audit(with_token(
+                            AuditEvent::new(&who.name, "release", Some(name), "granted")
+                                .detail(detail),
+                        ))?;
+                        Ok(())
+                    }
+                    Some(micros) => {
+                        let (debit, _) =
+                            self.store().debit_budget(name, micros, now(), |after| {
+                                detail["epsilon"] = json!(epsilon(micros).parse::<f64>().ok());
+                                detail["remainingEpsilon"] =
+                                    json!(epsilon(after.remaining_micros()).parse::<f64>().ok());
+                                with_token(
+                                    AuditEvent::new(&who.name, "release", Some(name), "granted")
+                                        .detail(detail),
+                                )
+                            })?;
+                        match debit {
+                            Debit::Paid(_) => Ok(()),
+                            // Spent meanwhile by a concurrent release (the check before the
+                            // token was verified saw more).
+                            Debit::Insufficient(ledger) => Err(Refusal::BudgetExhausted {
+                                requested_micros: micros,
+                                remaining_micros: ledger.remaining_micros(),
+                                total_micros: ledger.total_micros,
+                            }),
+                            // Its budget went with the key (purged meanwhile): nothing to pay
+                            // from, and a key that was just purged is not released.
+                            Debit::NoBudget => Err(Refusal::KeyDisabled),
+                        }
+                    }
+                };
+                paid.map(|()| granted.jws)
+            }
+            Err(refusal) => Err(refusal),
+        };
         match outcome {
-            Ok((jws, _)) => {
-                self.store().audit(event)?;
+            Ok(jws) => {
                 self.count_release("granted", "");
                 tracing::info!(principal = %who.name, key = name, "key released to an attested TEE");
                 Ok(api::ReleaseResponse { value: jws })
@@ -338,7 +453,10 @@ impl Vault {
                 self.count_release("denied", refusal.code());
                 let reason = refusal.reason();
                 tracing::warn!(principal = %who.name, key = name, "release denied: {reason}");
-                self.store().audit(event)?;
+                self.store().audit(with_token(
+                    AuditEvent::new(&who.name, "release", Some(name), "denied")
+                        .reason(reason.clone()),
+                ))?;
                 let mut e = VaultError::new(
                     refusal.status(),
                     if refusal.status() == StatusCode::FORBIDDEN {
@@ -431,6 +549,12 @@ mod tests {
             Refusal::PolicyNotSatisfied("x".into()),
             Refusal::NoTeeKey,
             Refusal::BadTeeKey("the TEE key is 1024 bits".into()),
+            Refusal::EpsilonNotAttested,
+            Refusal::BudgetExhausted {
+                requested_micros: 500_000,
+                remaining_micros: 250_000,
+                total_micros: 2_000_000,
+            },
         ];
         let mut seen = std::collections::BTreeSet::new();
         for r in &all {
@@ -448,9 +572,11 @@ mod tests {
                 Refusal::PolicyNotSatisfied(_) => 10,
                 Refusal::NoTeeKey => 11,
                 Refusal::BadTeeKey(_) => 12,
+                Refusal::EpsilonNotAttested => 13,
+                Refusal::BudgetExhausted { .. } => 14,
             });
         }
-        assert_eq!(seen.len(), 13, "one example of each refusal");
+        assert_eq!(seen.len(), 15, "one example of each refusal");
         all
     }
 
@@ -528,8 +654,10 @@ mod tests {
             req: &req,
             token: Ok(&good),
             hardware_only: false,
+            budget: None,
         };
         let released = decide(&base()).unwrap();
+        assert_eq!(released.debit_micros, None);
         assert_eq!(released.enc.name(), "RSA_AES_KEY_WRAP_256");
         assert_eq!(
             (released.tee_n, released.tee_e),
@@ -654,6 +782,81 @@ mod tests {
             }),
             "no_tee_key"
         );
+        // With a privacy budget: the token must attest the run's ε, which must fit in what is
+        // left (counted in millionths, rounded up).
+        let ledger = |total: u64, spent: u64| {
+            Some(BudgetLedger {
+                total_micros: total,
+                spent_micros: spent,
+                releases: 0,
+                updated: 0,
+            })
+        };
+        assert_eq!(
+            refused(ReleaseFacts {
+                budget: ledger(1_000_000, 0),
+                ..base()
+            }),
+            "epsilon_not_attested"
+        );
+        let dp = token(json!({"x-ms-runtime": {
+            "keys": [{"kid": TEE_KEY_ID, "kty": "RSA", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"}],
+            "contract": {"digest": "d", "k": 10, "epsilon": 0.3000001}}}));
+        let paid = decide(&ReleaseFacts {
+            token: Ok(&dp),
+            budget: ledger(1_000_000, 699_999),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(paid.debit_micros, Some(300_001));
+        let short = decide(&ReleaseFacts {
+            token: Ok(&dp),
+            budget: ledger(1_000_000, 700_000),
+            ..base()
+        })
+        .unwrap_err();
+        assert_eq!(
+            short,
+            Refusal::BudgetExhausted {
+                requested_micros: 300_001,
+                remaining_micros: 300_000,
+                total_micros: 1_000_000
+            }
+        );
+        assert!(
+            short.reason().contains("epsilon 0.300001"),
+            "{}",
+            short.reason()
+        );
+        assert!(
+            short.reason().contains("0.3 left of 1"),
+            "{}",
+            short.reason()
+        );
+        // Without a budget, an attested ε is not counted.
+        assert_eq!(
+            decide(&ReleaseFacts {
+                token: Ok(&dp),
+                ..base()
+            })
+            .unwrap()
+            .debit_micros,
+            None
+        );
+        for bad in [json!(0), json!(-1.0), json!("0.5"), json!(null)] {
+            let t = token(json!({"x-ms-runtime": {
+                "keys": [{"kid": TEE_KEY_ID, "kty": "RSA", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"}],
+                "contract": {"epsilon": bad}}}));
+            assert_eq!(
+                refused(ReleaseFacts {
+                    token: Ok(&t),
+                    budget: ledger(1_000_000, 0),
+                    ..base()
+                }),
+                "epsilon_not_attested",
+                "{bad}"
+            );
+        }
         // A refusal that needs no token is decided before the token is looked at.
         assert_eq!(
             refused(ReleaseFacts {
@@ -714,7 +917,11 @@ mod tests {
             "k",
             &rec,
             Some(&verified),
-            Ok(("jws".into(), WrapAlgorithm::CkmRsaAesKeyWrap)),
+            Ok(Granted {
+                jws: "jws".into(),
+                enc: WrapAlgorithm::CkmRsaAesKeyWrap,
+                debit_micros: None,
+            }),
         )
         .unwrap();
         let (seq, _) = v.store().audit_head().unwrap().unwrap();

@@ -132,6 +132,34 @@ pub struct KeyRecord {
     pub audit_from: Option<u64>,
 }
 
+/// A key's privacy-budget ledger, in millionths of ε (see
+/// [`conclave_protocol::vault::EPSILON_MICROS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BudgetLedger {
+    pub total_micros: u64,
+    pub spent_micros: u64,
+    /// Releases debited.
+    pub releases: u64,
+    /// Unix seconds of the last change.
+    pub updated: u64,
+}
+
+impl BudgetLedger {
+    /// What is left to spend (0 once the total is reached or lowered below what is spent).
+    pub fn remaining_micros(&self) -> u64 {
+        self.total_micros.saturating_sub(self.spent_micros)
+    }
+}
+
+/// What a debit found: the ledger after it, or — nothing written — the ledger that could not
+/// pay (or none, when the key has no budget).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Debit {
+    Paid(BudgetLedger),
+    Insufficient(BudgetLedger),
+    NoBudget,
+}
+
 /// A soft-deleted key (Azure Key Vault's DeletedKeyBundle): every version, kept until
 /// `scheduled_purge` (Unix seconds), recoverable until then.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -611,6 +639,77 @@ impl Store {
             .0)
     }
 
+    /// Sets key `name`'s total ε (millionths), keeping what is spent; creates the ledger.
+    pub fn put_budget(
+        &self,
+        name: &str,
+        total_micros: u64,
+        now: u64,
+        event: AuditEvent,
+    ) -> Result<BudgetLedger, StoreError> {
+        Ok(self
+            .write(event, |tx| {
+                let ledger = match tx.get(Table::Budgets, &Key::str(name))? {
+                    Some(v) => decode::<BudgetLedger>(name, &v)?,
+                    None => BudgetLedger {
+                        total_micros: 0,
+                        spent_micros: 0,
+                        releases: 0,
+                        updated: now,
+                    },
+                };
+                let ledger = BudgetLedger {
+                    total_micros,
+                    updated: now,
+                    ..ledger
+                };
+                tx.put(Table::Budgets, &Key::str(name), &encode(&ledger))?;
+                Ok(ledger)
+            })?
+            .0)
+    }
+
+    /// Key `name`'s ledger, if its owner set a budget.
+    pub fn budget(&self, name: &str) -> Result<Option<BudgetLedger>, StoreError> {
+        self.backend.read(|tx| {
+            tx.get(Table::Budgets, &Key::str(name))?
+                .map(|v| decode(name, &v))
+                .transpose()
+        })
+    }
+
+    /// Debits `micros` from key `name`'s ledger and appends the audit entry `event` makes of the
+    /// ledger after it, in one durable transaction: a release is recorded and paid for
+    /// together, or neither. Writes nothing when the ledger cannot pay (or there is none). Two
+    /// debits never both see the same balance: writes are serialised (redb's single writer,
+    /// PostgreSQL's write lock), on every replica.
+    pub fn debit_budget(
+        &self,
+        name: &str,
+        micros: u64,
+        now: u64,
+        event: impl FnOnce(&BudgetLedger) -> AuditEvent,
+    ) -> Result<(Debit, Option<AuditEntry>), StoreError> {
+        self.backend.write(|tx| {
+            let Some(v) = tx.get(Table::Budgets, &Key::str(name))? else {
+                return Ok((Debit::NoBudget, None));
+            };
+            let ledger: BudgetLedger = decode(name, &v)?;
+            if micros > ledger.remaining_micros() {
+                return Ok((Debit::Insufficient(ledger), None));
+            }
+            let after = BudgetLedger {
+                spent_micros: ledger.spent_micros + micros,
+                releases: ledger.releases + 1,
+                updated: now,
+                ..ledger
+            };
+            tx.put(Table::Budgets, &Key::str(name), &encode(&after))?;
+            let entry = self.append(tx, event(&after))?;
+            Ok((Debit::Paid(after), Some(entry)))
+        })
+    }
+
     /// Erases a deleted key for good (its sealed private parts with it). `false` when it is not
     /// deleted.
     pub fn purge_key(&self, name: &str, event: AuditEvent) -> Result<bool, StoreError> {
@@ -625,6 +724,7 @@ impl Store {
                     tx.remove(Table::Grants, &k)?;
                 }
                 tx.remove(Table::Rotation, &Key::str(name))?;
+                tx.remove(Table::Budgets, &Key::str(name))?;
                 Ok(true)
             })?
             .0)

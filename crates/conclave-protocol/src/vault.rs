@@ -255,6 +255,44 @@ pub struct KeyRotationPolicyAttributes {
     pub updated: Option<u64>,
 }
 
+/// The unit of a key's privacy-budget ledger: ε is counted in millionths, each release's ε
+/// rounded **up**, so that sums are exact and rounding never lets more through than was set.
+pub const EPSILON_MICROS: f64 = 1_000_000.0;
+
+/// `PUT /keys/{name}/privacybudget` (Conclave's, not Azure's API): the total differential-privacy
+/// loss ε the owner allows over all releases of the key (every version). Releases already made
+/// stay spent; a total below what is spent leaves nothing to release.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyBudgetParameters {
+    /// Finite, at least 0.
+    #[serde(rename = "totalEpsilon")]
+    pub total_epsilon: f64,
+}
+
+/// A key's privacy-budget ledger (`GET`/`PUT /keys/{name}/privacybudget`). With a budget set, the
+/// key is released only to a workload that attests the ε of its run
+/// (`x-ms-runtime.contract.epsilon`, see conclave-contract's `policy`), and each release debits
+/// that ε in the same durable transaction as its audit entry; a release that would overspend is
+/// refused, with what remains in the reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PrivacyBudget {
+    /// `https://<vault>/keys/<name>/privacybudget`.
+    pub id: String,
+    #[serde(rename = "totalEpsilon")]
+    pub total_epsilon: f64,
+    /// Spent by the releases so far.
+    #[serde(rename = "spentEpsilon")]
+    pub spent_epsilon: f64,
+    /// `totalEpsilon - spentEpsilon`, at least 0.
+    #[serde(rename = "remainingEpsilon")]
+    pub remaining_epsilon: f64,
+    /// Releases debited.
+    pub releases: u64,
+    /// Unix seconds of the last change.
+    pub updated: u64,
+}
+
 /// The signed payload of a release (`KeyReleaseResult.value`, a JWS): the request echoed and the
 /// released key, as Azure's secure key release answers it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -10,7 +10,8 @@ use crate::vault::{
     DeletedKeyBundle, DeletedKeyListResult, Grant, GrantList, GrantRequest, KeyBundle,
     KeyListResult, KeyOperationResult, KeyOperationsParameters, KeyReleasePayload,
     KeyRestoreParameters, KeyRotationPolicy, KeyTransferBlob, Permission, PrincipalCreated,
-    PrincipalRequest, ReleaseRequest, ReleaseResponse, UpdateKeyRequest,
+    PrincipalRequest, PrivacyBudget, PrivacyBudgetParameters, ReleaseRequest, ReleaseResponse,
+    UpdateKeyRequest,
 };
 
 /// API version sent with every request (the vault accepts any).
@@ -189,6 +190,30 @@ impl VaultClient {
             reqwest::Method::PUT,
             &format!("/keys/{name}/rotationpolicy"),
             Some(doc),
+        )
+        .await
+    }
+
+    /// `GET /keys/{name}/privacybudget`: the key's privacy-budget ledger (404 when none is set).
+    pub async fn get_privacy_budget(&self, name: &str) -> Result<PrivacyBudget, ClientError> {
+        self.answer(
+            reqwest::Method::GET,
+            &format!("/keys/{name}/privacybudget"),
+            NO_BODY,
+        )
+        .await
+    }
+
+    /// `PUT /keys/{name}/privacybudget` (owner only): sets the key's total ε.
+    pub async fn put_privacy_budget(
+        &self,
+        name: &str,
+        total_epsilon: f64,
+    ) -> Result<PrivacyBudget, ClientError> {
+        self.answer(
+            reqwest::Method::PUT,
+            &format!("/keys/{name}/privacybudget"),
+            Some(&PrivacyBudgetParameters { total_epsilon }),
         )
         .await
     }

@@ -325,6 +325,18 @@ pub enum KeyCommand {
         #[arg(long)]
         expiry: Option<String>,
     },
+    /// Show a key's privacy budget (total, spent and remaining ε), or set its total with
+    /// --epsilon (owner only). With a budget, the key is released only to runs that attest their
+    /// ε (contracts with differential privacy), each release debiting it; one that would
+    /// overspend is refused.
+    Budget {
+        #[command(flatten)]
+        conn: VaultConn,
+        name: String,
+        /// The total ε over all releases of the key (every version); what is spent stays spent.
+        #[arg(long)]
+        epsilon: Option<f64>,
+    },
     /// Back a key up (owner only): every version, sealed so that only a vault of the same
     /// security domain restores it.
     Backup {
@@ -659,6 +671,18 @@ pub async fn run_key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
                 },
             };
             print(&conn.client()?.put_rotation_policy(&name, &doc).await?)
+        }
+        KeyCommand::Budget {
+            conn,
+            name,
+            epsilon,
+        } => {
+            let client = conn.client()?;
+            let budget = match epsilon {
+                Some(total) => client.put_privacy_budget(&name, total).await?,
+                None => client.get_privacy_budget(&name).await?,
+            };
+            print(&budget)
         }
         KeyCommand::Backup { conn, name, out } => {
             let blob = conn.client()?.backup_key(&name).await?;

@@ -469,6 +469,77 @@ impl Vault {
         Ok(stored)
     }
 
+    /// The answer shape of key `name`'s ledger.
+    fn budget_document(&self, name: &str, l: &crate::store::BudgetLedger) -> api::PrivacyBudget {
+        let eps = |micros: u64| micros as f64 / api::EPSILON_MICROS;
+        api::PrivacyBudget {
+            id: format!("{}/keys/{name}/privacybudget", self.config.vault_url),
+            total_epsilon: eps(l.total_micros),
+            spent_epsilon: eps(l.spent_micros),
+            remaining_epsilon: eps(l.remaining_micros()),
+            releases: l.releases,
+            updated: l.updated,
+        }
+    }
+
+    /// `GET /keys/{name}/privacybudget` (Conclave's): the key's privacy-budget ledger; 404 when
+    /// its owner set none.
+    pub(super) fn get_privacy_budget(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> VResult<api::PrivacyBudget> {
+        let rec = self.key_or_404(name, None)?;
+        if !self.permitted(who, &rec, Permission::Get)? {
+            return Err(self.deny(who, "get", name, "no get grant on this key"));
+        }
+        match self.store.budget(name)? {
+            Some(l) => Ok(self.budget_document(name, &l)),
+            None => Err(VaultError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "PrivacyBudgetNotFound",
+                format!(
+                    "key {name} has no privacy budget: its releases are not counted; its owner sets one with `conclave key budget`"
+                ),
+            )),
+        }
+    }
+
+    /// `PUT /keys/{name}/privacybudget` (owner only): sets the total ε over all releases of the
+    /// key, keeping what is spent; audited.
+    pub(super) fn put_privacy_budget(
+        &self,
+        who: &Principal,
+        name: &str,
+        params: &api::PrivacyBudgetParameters,
+    ) -> VResult<api::PrivacyBudget> {
+        let rec = self.key_or_404(name, None)?;
+        self.require_owner(
+            who,
+            &rec.owner,
+            name,
+            ("privacy-budget", "set its privacy budget"),
+            Manager::OwnerOnly,
+        )?;
+        let total = params.total_epsilon;
+        // 10^6 ε is far beyond any meaningful privacy loss, and keeps millionths within u64.
+        if !(total.is_finite() && (0.0..=1e6).contains(&total)) {
+            return Err(VaultError::bad(format!(
+                "totalEpsilon {total} must be a finite number from 0 to 1000000"
+            )));
+        }
+        // Rounded down: the owner's total is never exceeded.
+        let micros = (total * api::EPSILON_MICROS).floor() as u64;
+        let ledger = self.store.put_budget(
+            name,
+            micros,
+            now(),
+            AuditEvent::new(&who.name, "privacy-budget", Some(name), "ok")
+                .detail(serde_json::json!({"totalEpsilon": micros as f64 / api::EPSILON_MICROS})),
+        )?;
+        Ok(self.budget_document(name, &ledger))
+    }
+
     /// Rotates every key whose rotation policy says its latest version is due at `now` (Unix
     /// seconds); the vault runs this every minute. Returns the keys rotated.
     pub fn rotate_due(&self, now: u64) -> Result<Vec<String>, VaultError> {

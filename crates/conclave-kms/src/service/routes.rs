@@ -178,6 +178,37 @@ async fn rotate_key(
 }
 
 #[utoipa::path(
+    get, path = "/keys/{name}/privacybudget", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    responses((status = 200, description = "The key's privacy-budget ledger (Conclave's, not Azure's)", body = crate::api::PrivacyBudget), (status = 404, description = "No such key, or no budget set", body = crate::api::AzureError))
+)]
+async fn get_privacy_budget(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> VResult<Json<api::PrivacyBudget>> {
+    let who = v.authenticate(&headers)?;
+    v.get_privacy_budget(&who, &name).map(Json)
+}
+
+#[utoipa::path(
+    put, path = "/keys/{name}/privacybudget", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
+    request_body = crate::api::PrivacyBudgetParameters,
+    responses((status = 200, description = "The key's ledger with its new total", body = crate::api::PrivacyBudget), (status = 400, description = "A total that is not a finite number from 0 to 10^6", body = crate::api::AzureError), (status = 403, description = "Not the owner (audited)", body = crate::api::AzureError), (status = 404, description = "No such key", body = crate::api::AzureError))
+)]
+async fn put_privacy_budget(
+    State(v): St,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> VResult<Json<api::PrivacyBudget>> {
+    let who = v.authenticate(&headers)?;
+    let params: api::PrivacyBudgetParameters = v.body(&who, "privacy-budget", &name, body)?;
+    v.put_privacy_budget(&who, &name, &params)
+        .map_err(|e| v.rejected(&who, "privacy-budget", &name, e))
+        .map(Json)
+}
+
+#[utoipa::path(
     get, path = "/keys/{name}/rotationpolicy", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name")),
     responses((status = 200, description = "Azure's KeyRotationPolicy", body = crate::api::KeyRotationPolicy), (status = 404, description = "No such key", body = crate::api::AzureError))
 )]
@@ -558,7 +589,7 @@ async fn healthz() -> &'static str {
     paths(
         list_keys, get_key, get_version, create_key, backup_key, restore_key, delete_key,
         list_deleted, get_deleted, recover_deleted, purge_deleted, rotate_key,
-        get_rotation_policy, put_rotation_policy, list_versions, update_key, release_latest,
+        get_rotation_policy, put_rotation_policy, get_privacy_budget, put_privacy_budget, list_versions, update_key, release_latest,
         release_version, rewrap, list_grants, put_grant, delete_grant, audit, audit_checkpoint,
         audit_key, audit_proofs, add_principal, healthz,
         readyz
@@ -660,6 +691,10 @@ pub fn router(vault: Arc<Vault>) -> Router {
         .route(
             "/keys/{name}/rotationpolicy",
             get(get_rotation_policy).put(put_rotation_policy),
+        )
+        .route(
+            "/keys/{name}/privacybudget",
+            get(get_privacy_budget).put(put_privacy_budget),
         )
         .route("/keys/restore", post(restore_key))
         .route("/keys/{name}/versions", get(list_versions))

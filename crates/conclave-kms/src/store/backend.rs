@@ -32,10 +32,12 @@ pub enum Table {
     Rotation,
     /// stored hash index → 32-byte hash (integer keys): the audit log's Merkle tree.
     Tree,
+    /// name → privacy-budget ledger.
+    Budgets,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Keys,
         Table::Latest,
         Table::Grants,
@@ -46,6 +48,7 @@ impl Table {
         Table::Deleted,
         Table::Rotation,
         Table::Tree,
+        Table::Budgets,
     ];
 
     /// The table's name (redb's; PostgreSQL's with a `vault_` prefix).
@@ -61,6 +64,7 @@ impl Table {
             Table::Deleted => "deleted",
             Table::Rotation => "rotation",
             Table::Tree => "audit_tree",
+            Table::Budgets => "budgets",
         }
     }
 

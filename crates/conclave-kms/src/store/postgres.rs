@@ -25,11 +25,18 @@ use super::StoreError;
 use super::backend::{Key, Lookup, Table, Tx};
 
 /// The schema, in order: (version, description, SQL).
-const MIGRATIONS: [(i32, &str, &str); 1] = [(
-    1,
-    "vault tables",
-    include_str!("../../migrations/0001_vault_tables.sql"),
-)];
+const MIGRATIONS: [(i32, &str, &str); 2] = [
+    (
+        1,
+        "vault tables",
+        include_str!("../../migrations/0001_vault_tables.sql"),
+    ),
+    (
+        2,
+        "privacy budgets",
+        include_str!("../../migrations/0002_privacy_budgets.sql"),
+    ),
+];
 
 /// The advisory lock each write transaction holds ("conclave" in ASCII).
 const WRITE_LOCK: i64 = 0x636f_6e63_6c61_7665;
