@@ -22,7 +22,7 @@ pub mod policy;
 pub mod receipt;
 pub mod sealing;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -139,16 +139,33 @@ pub struct OutputRules {
     pub differential_privacy: Option<DifferentialPrivacy>,
 }
 
-/// Differential privacy for one run of the contract.
+/// Differential privacy for one run of the contract: every released statistic is noised, and
+/// which groups are released is decided on a noisy count, so that one person's records change
+/// what comes out only within (ε, δ) (the unit of privacy is one record of one input).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DifferentialPrivacy {
     pub mechanism: Mechanism,
     /// The privacy loss ε of one run (over all its queries): finite, above 0.
     pub epsilon: f64,
-    /// δ: 0 for the Laplace mechanism; above 0 and below 1 for the Gaussian.
+    /// δ of one run: from 0 (inclusive) to 1 for the Laplace mechanism, where it pays for
+    /// releasing which groups exist (a query with GROUP BY needs δ above 0; one without does
+    /// not); above 0 and below 1 for the Gaussian.
     #[serde(default)]
     pub delta: f64,
+    /// The range `[lower, upper]` each summed or averaged input column is clamped to before it
+    /// is aggregated: what bounds one record's effect on a SUM or AVG (its sensitivity). A
+    /// query that sums or averages a column without bounds is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bounds: BTreeMap<String, [f64; 2]>,
+}
+
+/// Whether `t` (a [`Column::data_type`]) is a number that can be clamped and summed.
+pub fn numeric_column_type(t: &str) -> bool {
+    t.starts_with("int")
+        || t.starts_with("uint")
+        || t.starts_with("float")
+        || t.starts_with("decimal(")
 }
 
 /// A differential-privacy mechanism.
@@ -485,9 +502,37 @@ impl Contract {
                     dp.epsilon
                 ));
             }
+            for (column, [lower, upper]) in &dp.bounds {
+                let declared = self.inputs.iter().find_map(|i| {
+                    i.schema
+                        .iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(column))
+                });
+                match declared {
+                    None => {
+                        return bad(format!(
+                            "output.differential_privacy.bounds: {column:?} is no input's column"
+                        ));
+                    }
+                    Some(c) if !numeric_column_type(&c.data_type) => {
+                        return bad(format!(
+                            "output.differential_privacy.bounds: column {column:?} is {}, not a number",
+                            c.data_type
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                if !(lower.is_finite() && upper.is_finite() && lower < upper) {
+                    return bad(format!(
+                        "output.differential_privacy.bounds: {column:?} = [{lower}, {upper}] must be two finite numbers, the lower first"
+                    ));
+                }
+            }
             match dp.mechanism {
-                Mechanism::Laplace if dp.delta != 0.0 => {
-                    return bad("output.differential_privacy: the Laplace mechanism has delta 0");
+                Mechanism::Laplace if !(0.0..1.0).contains(&dp.delta) => {
+                    return bad(
+                        "output.differential_privacy: the Laplace mechanism needs 0 <= delta < 1",
+                    );
                 }
                 Mechanism::Gaussian if !(dp.delta > 0.0 && dp.delta < 1.0) => {
                     return bad(

@@ -194,6 +194,26 @@ fn a_contract_that_cannot_be_run_or_approved_is_refused_with_the_field() {
             "needs 0 < delta < 1",
         ),
         (
+            "epsilon = 0.5 }",
+            "epsilon = 0.5, delta = 1.0 }",
+            "needs 0 <= delta < 1",
+        ),
+        (
+            "epsilon = 0.5 }",
+            "epsilon = 0.5, bounds = { country = [0, 1] } }",
+            "column \"country\" is string, not a number",
+        ),
+        (
+            "epsilon = 0.5 }",
+            "epsilon = 0.5, bounds = { income = [0, 1] } }",
+            "\"income\" is no input's column",
+        ),
+        (
+            "epsilon = 0.5 }",
+            "epsilon = 0.5, bounds = { salary = [10, 1] } }",
+            "must be two finite numbers, the lower first",
+        ),
+        (
             "roles = [\"analyst\", \"result-receiver\"]",
             "roles = [\"result-receiver\"]",
             "no party is the analyst",

@@ -374,7 +374,7 @@ impl Workload {
                     name: q.name.clone(),
                     rows: q.rows.len() as u64,
                     suppressed_groups: q.suppressed_groups,
-                    noise: "none".into(),
+                    noise: q.noise.clone(),
                 })
                 .collect(),
             receivers: receivers.iter().map(|p| p.id.clone()).collect(),

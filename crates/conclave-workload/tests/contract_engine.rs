@@ -449,9 +449,10 @@ async fn output_rules_are_enforced_whatever_the_sql_says() {
         &[],
     );
     dp.output.differential_privacy = Some(conclave_contract::DifferentialPrivacy {
-        mechanism: conclave_contract::Mechanism::Laplace,
+        mechanism: conclave_contract::Mechanism::Gaussian,
         epsilon: 1.0,
-        delta: 0.0,
+        delta: 1e-6,
+        bounds: Default::default(),
     });
     let (r, _) = run_contract(&data, &dp).await;
     assert!(
@@ -551,4 +552,137 @@ async fn a_join_contract_counts_the_shared_customers() {
         .collect();
     let want: BTreeMap<String, u64> = by_color.into_iter().filter(|(_, n)| *n >= k).collect();
     assert_eq!(got, want);
+}
+
+/// `sql` over Contoso's records as a contract with differential privacy (Laplace).
+fn private(sql: &str, epsilon: f64, delta: f64, bounds: &[(&str, f64, f64)]) -> Contract {
+    // k = 50: with noise of scale 2, a group of one record reaches 50 with probability
+    // about 1e-11, which is the δ the group selection costs.
+    let mut contract = with_query(sql, 50, &[]);
+    contract.output.differential_privacy = Some(conclave_contract::DifferentialPrivacy {
+        mechanism: conclave_contract::Mechanism::Laplace,
+        epsilon,
+        delta,
+        bounds: bounds
+            .iter()
+            .map(|(c, l, u)| (c.to_string(), [*l, *u]))
+            .collect(),
+    });
+    contract
+}
+
+/// Differential privacy: every released value is noised by OpenDP's Laplace mechanism, groups
+/// are selected on noisy counts, and what DP cannot bound is refused before anything runs.
+/// (The closeness bounds below are many noise scales wide: failing them by chance has a
+/// probability far below 1e-9.)
+#[tokio::test(flavor = "multi_thread")]
+async fn differential_privacy_noises_every_released_value() {
+    let data = Datasets::new().await;
+    let sql = "SELECT country, COUNT(*) AS records, SUM(salary) AS total, AVG(salary) AS average_salary FROM contoso GROUP BY country";
+    let exact = run_contract(&data, &with_query(sql, 10, &[]))
+        .await
+        .0
+        .unwrap();
+    let exact: BTreeMap<String, (f64, f64, f64)> = query(&exact, "q")
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                text(r, "country"),
+                (
+                    r["records"].as_f64().unwrap(),
+                    r["total"].as_f64().unwrap(),
+                    r["average_salary"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert!(exact.len() > 10, "{exact:?}");
+
+    // ε = 2 over one aggregation of four noisy measurements (the group count, the sum, and the
+    // average's sum and count): 0.5 each, so counts get scale 2 and sums 250000 / 0.5.
+    let contract = private(sql, 2.0, 1e-6, &[("salary", 0.0, 250_000.0)]);
+    conclave_workload::engine::check(&contract).await.unwrap();
+    let noisy = run_contract(&data, &contract).await.0.unwrap();
+    let q = query(&noisy, "q");
+    assert!(q.noise.starts_with("laplace (OpenDP)"), "{}", q.noise);
+    assert!(q.noise.contains("4 noisy measurements"), "{}", q.noise);
+    let mut moved = 0;
+    for r in &q.rows {
+        let (records, total, average) = exact[&text(r, "country")];
+        let n = r["records"].as_f64().unwrap();
+        assert!((n - records).abs() <= 60.0, "count {n} for {records}");
+        assert!(n >= 50.0, "a group below k was released: {r:?}");
+        let t = r["total"].as_f64().unwrap();
+        assert!((t - total).abs() <= 20.0 * 500_000.0, "sum {t} for {total}");
+        let a = r["average_salary"].as_f64().unwrap();
+        assert!((0.0..=250_000.0).contains(&a), "average {a}");
+        // A noisy sum over a noisy count: within 20 sum scales over the count (whose own noise,
+        // within 60, moves it a little).
+        if records >= 200.0 {
+            let tolerance = 20.0 * 500_000.0 / (records - 60.0) + 0.5 * average;
+            assert!(
+                (a - average).abs() <= tolerance,
+                "average {a} for {average}"
+            );
+        }
+        moved += usize::from(n != records);
+    }
+    assert!(moved > 0, "no count was noised: {q:?}");
+    // Groups are kept or withheld on their noisy counts; together they are every group.
+    let all = run_contract(&data, &with_query(sql, 1, &[]))
+        .await
+        .0
+        .unwrap();
+    assert_eq!(
+        q.rows.len() as u64 + q.suppressed_groups,
+        query(&all, "q").rows.len() as u64
+    );
+
+    // Without GROUP BY no δ is needed: the one group is noised and released.
+    let total = private(
+        "SELECT COUNT(*) AS records, AVG(salary) AS average_salary FROM contoso",
+        1.0,
+        0.0,
+        &[("salary", 0.0, 250_000.0)],
+    );
+    let r = run_contract(&data, &total).await.0.unwrap();
+    let row = &query(&r, "q").rows[0];
+    let n = row["records"].as_f64().unwrap();
+    assert!((n - 12_000.0).abs() <= 200.0, "{n}");
+
+    // Refused before anything runs, each with what to change.
+    let refused = |c: Contract| async move {
+        match conclave_workload::engine::check(&c).await {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("accepted: {:?}", c.queries),
+        }
+    };
+    let e = refused(private(sql, 2.0, 1e-6, &[])).await;
+    assert!(e.contains("needs bounds for salary"), "{e}");
+    let e = refused(private(sql, 2.0, 0.0, &[("salary", 0.0, 250_000.0)])).await;
+    assert!(e.contains("raise output.differential_privacy.delta"), "{e}");
+    let e = refused(private(
+        "SELECT country, COUNT(*) AS records FROM contoso GROUP BY ROLLUP(country)",
+        2.0,
+        1e-6,
+        &[],
+    ))
+    .await;
+    assert!(e.contains("ROLLUP"), "{e}");
+    let mut join = Contract::parse(&shipped("shared-customers")).unwrap();
+    join.output.differential_privacy = private(sql, 2.0, 1e-6, &[("salary", 0.0, 1e6)])
+        .output
+        .differential_privacy;
+    let e = refused(join).await;
+    assert!(e.contains("a join under an aggregation"), "{e}");
+    let mut gaussian = private(sql, 2.0, 1e-6, &[("salary", 0.0, 250_000.0)]);
+    gaussian
+        .output
+        .differential_privacy
+        .as_mut()
+        .unwrap()
+        .mechanism = conclave_contract::Mechanism::Gaussian;
+    let e = refused(gaussian).await;
+    assert!(e.contains("Gaussian"), "{e}");
 }

@@ -330,10 +330,15 @@ fn show(c: &Contract) {
         println!("  never in a result: {}", o.forbidden_columns.join(", "));
     }
     match &o.differential_privacy {
-        Some(dp) => println!(
-            "  differential privacy: {:?}, epsilon {} and delta {} per run",
-            dp.mechanism, dp.epsilon, dp.delta
-        ),
+        Some(dp) => {
+            println!(
+                "  differential privacy: {:?}, epsilon {} and delta {} per run",
+                dp.mechanism, dp.epsilon, dp.delta
+            );
+            for (column, [lower, upper]) in &dp.bounds {
+                println!("    {column} clamped to [{lower}, {upper}] before it is summed");
+            }
+        }
         None => println!("  no differential privacy: repeated runs can reveal more than one does"),
     }
 }

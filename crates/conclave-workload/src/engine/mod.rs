@@ -12,6 +12,7 @@
 //! on verbatim (an engine's messages can quote the values they failed on); planning errors,
 //! which come from the SQL and the schemas only, are.
 
+pub mod privacy;
 pub mod rules;
 
 use std::collections::BTreeSet;
@@ -76,8 +77,16 @@ pub struct QueryResult {
     /// One JSON object per row, keyed by column name.
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     /// Groups withheld by the workload for having fewer than `k` records (over all of the
-    /// query's release aggregates).
+    /// query's release aggregates); with differential privacy, on their noisy counts.
     pub suppressed_groups: u64,
+    /// The noise added: `none`, or the mechanism and what this query spent
+    /// ([`privacy::describe`]).
+    #[serde(default = "no_noise")]
+    pub noise: String,
+}
+
+fn no_noise() -> String {
+    "none".into()
 }
 
 /// What a contract run releases.
@@ -126,9 +135,11 @@ pub fn supported(contract: &Contract) -> Result<(), ContractRunError> {
         query: "(contract)".into(),
         detail: detail.into(),
     };
-    if contract.output.differential_privacy.is_some() {
+    if let Some(dp) = &contract.output.differential_privacy
+        && dp.mechanism != conclave_contract::Mechanism::Laplace
+    {
         return Err(unsupported(
-            "differential_privacy is not implemented by this workload yet; it will not attest an epsilon it does not apply",
+            "differential_privacy with the Gaussian mechanism is not implemented by this workload (it applies the Laplace mechanism); it will not attest privacy it does not apply",
         ));
     }
     if !contract.output.aggregate_only {
@@ -188,6 +199,7 @@ pub async fn run(
     // Every query is planned and checked before any runs: a contract breaking its rules in
     // its last query releases nothing from the first.
     let plans = plan_queries(&ctx, contract, &forbidden).await?;
+    let noise = noise_plan(contract, &plans)?;
 
     let mut results = Vec::new();
     let queries = contract.queries.len();
@@ -214,7 +226,15 @@ pub async fn run(
                 }
             })
         };
-        let result = run_query(&ctx, &q.name, plan, gates, k).await;
+        let result = run_query(
+            &ctx,
+            &q.name,
+            plan,
+            gates,
+            k,
+            noise.as_ref().map(|n| n[index].as_slice()),
+        )
+        .await;
         ticker.abort();
         tick();
         results.push(result?);
@@ -299,7 +319,26 @@ pub async fn check(contract: &Contract) -> Result<(), ContractRunError> {
             })?;
     }
     let forbidden: BTreeSet<String> = contract.output.forbidden_columns.iter().cloned().collect();
-    plan_queries(&ctx, contract, &forbidden).await.map(|_| ())
+    let plans = plan_queries(&ctx, contract, &forbidden).await?;
+    noise_plan(contract, &plans).map(|_| ())
+}
+
+/// With differential privacy, the calibrated noise of every release aggregate, query by query
+/// ([`privacy::plan`]); `None` without.
+fn noise_plan(
+    contract: &Contract,
+    plans: &[(LogicalPlan, Vec<Aggregate>)],
+) -> Result<Option<Vec<Vec<privacy::GateNoise>>>, ContractRunError> {
+    let Some(dp) = &contract.output.differential_privacy else {
+        return Ok(None);
+    };
+    let gates: Vec<Vec<Aggregate>> = plans.iter().map(|(_, g)| g.clone()).collect();
+    privacy::plan(&gates, dp, contract.output.k.max(1))
+        .map(Some)
+        .map_err(|(q, violation)| ContractRunError::Rule {
+            query: contract.queries[q].name.clone(),
+            violation,
+        })
 }
 
 /// The Arrow type a contract's column type names (the canonical one of [`type_matches`]).
@@ -334,14 +373,26 @@ async fn run_query(
     plan: LogicalPlan,
     gates: Vec<Aggregate>,
     k: u64,
+    noise: Option<&[privacy::GateNoise]>,
 ) -> Result<QueryResult, ContractRunError> {
     let fail = |e: DataFusionError| execution_error(name, e);
     let mut suppressed = 0u64;
     let mut replacements = Vec::with_capacity(gates.len());
     for (i, gate) in gates.iter().enumerate() {
-        let (counted, hidden) = rules::with_group_records(gate).map_err(fail)?;
-        let batches = execute(ctx, &counted).await.map_err(fail)?;
-        let (kept, withheld) = withhold_small_groups(batches, hidden, k).map_err(fail)?;
+        let (kept, withheld) = match noise.map(|n| &n[i]) {
+            None => {
+                let (counted, hidden) = rules::with_group_records(gate).map_err(fail)?;
+                let batches = execute(ctx, &counted).await.map_err(fail)?;
+                withhold_small_groups(batches, hidden, k).map_err(fail)?
+            }
+            Some(noise) => {
+                let clamped = privacy::clamped(gate, noise).map_err(fail)?;
+                let (counted, hidden) = rules::with_group_records(&clamped).map_err(fail)?;
+                let batches = execute(ctx, &counted).await.map_err(fail)?;
+                let target = Arc::new(gate.schema.as_arrow().clone());
+                privacy::release(noise, batches, hidden, k, &target).map_err(fail)?
+            }
+        };
         suppressed += withheld;
         replacements.push(released_groups(i, gate, kept).map_err(fail)?);
     }
@@ -374,6 +425,7 @@ async fn run_query(
             .collect(),
         rows: json_rows(&batches).map_err(fail)?,
         suppressed_groups: suppressed,
+        noise: noise.map_or_else(no_noise, privacy::describe),
     })
 }
 

@@ -327,7 +327,10 @@ fn bare_at(plan: &LogicalPlan, i: usize) -> bool {
 }
 
 /// The input columns an expression over `plan`'s output derives from.
-fn expr_sources(plan: &LogicalPlan, expr: &Expr) -> Result<BTreeSet<Source>, RuleViolation> {
+pub(crate) fn expr_sources(
+    plan: &LogicalPlan,
+    expr: &Expr,
+) -> Result<BTreeSet<Source>, RuleViolation> {
     no_subquery(expr)?;
     let mut out = BTreeSet::new();
     for c in expr.column_refs() {

@@ -1,0 +1,584 @@
+//! Differential privacy for a contract that asks for it (`output.differential_privacy`), with
+//! the noise, its calibration and its privacy accounting from OpenDP (Harvard's maintained DP
+//! library: `make_laplace`, `make_laplace_threshold` and their privacy maps); no sampling code
+//! is written here.
+//!
+//! The unit of privacy is one record of one input. Each **release aggregate** (see [`super::rules`])
+//! is a statistic of its groups; with DP:
+//!
+//! - a record counts in at most one group of a release aggregate: no join under it (a record
+//!   could match several rows), no DISTINCT, no ROLLUP/CUBE/GROUPING SETS;
+//! - which groups are released is decided on a noisy count: with GROUP BY, OpenDP's Laplace
+//!   threshold mechanism (propose-test-release over the groups' counts, threshold `k`), which
+//!   costs δ; without, the one group's count is noised and released if it reaches `k`;
+//! - each released value is noised: `COUNT(*)` is the noisy count itself, `COUNT(x)` gets its
+//!   own noise, `SUM(x)` is taken over `x` clamped to the contract's `bounds` (sensitivity
+//!   `max(|lower|, |upper|)`), and `AVG(x)` is a noisy clamped sum over a noisy count, clamped
+//!   to the bounds;
+//! - the run's ε is split evenly over the contract's release aggregates, and each aggregate's
+//!   share evenly over its noisy statistics (sequential composition); δ is split evenly over
+//!   the aggregates and spent by their thresholds. OpenDP's privacy maps check each
+//!   measurement's (ε, δ) against its share before anything runs.
+//!
+//! Only the Laplace mechanism is applied; a contract asking for the Gaussian is refused (the
+//! workload does not attest privacy it does not apply).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use conclave_contract::DifferentialPrivacy;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, UInt64Array,
+};
+use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::common::DataFusionError;
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast as cast_expr, lit, when};
+use opendp::core::Measurement;
+use opendp::domains::{AtomDomain, MapDomain, VectorDomain};
+use opendp::measurements::{make_laplace, make_laplace_threshold};
+use opendp::measures::{Approximate, MaxDivergence};
+use opendp::metrics::{AbsoluteDistance, L0PInfDistance, L1Distance};
+
+use super::rules::{self, RuleViolation};
+
+type CountNoise =
+    Measurement<VectorDomain<AtomDomain<i64>>, L1Distance<i64>, MaxDivergence, Vec<i64>>;
+type SumNoise =
+    Measurement<VectorDomain<AtomDomain<f64>>, L1Distance<f64>, MaxDivergence, Vec<f64>>;
+type GroupThreshold = Measurement<
+    MapDomain<AtomDomain<u64>, AtomDomain<i64>>,
+    L0PInfDistance<1, AbsoluteDistance<i64>>,
+    Approximate<MaxDivergence>,
+    HashMap<u64, i64>,
+>;
+
+/// What one aggregate of a release aggregate releases.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statistic {
+    /// `COUNT(*)` (or of a literal): the group's noisy count.
+    Rows,
+    /// `COUNT(x)`: its own noisy count.
+    Count,
+    /// `SUM(x)` over `x` clamped to `[lower, upper]`.
+    Sum { lower: f64, upper: f64 },
+    /// `AVG(x)`: a noisy clamped sum over a noisy count, clamped to `[lower, upper]`.
+    Avg { lower: f64, upper: f64 },
+}
+
+impl Statistic {
+    /// How many noisy measurements it takes beyond the group count.
+    fn measurements(&self) -> usize {
+        match self {
+            Statistic::Rows => 0,
+            Statistic::Count | Statistic::Sum { .. } => 1,
+            Statistic::Avg { .. } => 2,
+        }
+    }
+}
+
+/// The noise of one release aggregate, calibrated: the scales OpenDP's privacy maps accepted
+/// (its measurements are rebuilt from them where they run: they are not `Send`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateNoise {
+    /// One per aggregate expression of the release aggregate.
+    pub statistics: Vec<Statistic>,
+    /// ε of each noisy measurement.
+    pub epsilon_each: f64,
+    /// (ε, δ) the group selection costs (OpenDP's map); the group count's ε without GROUP BY.
+    pub selection: (f64, f64),
+    /// The scale of the threshold mechanism's noise, with GROUP BY.
+    threshold_scale: Option<f64>,
+    /// The smallest noisy count released (`k`).
+    threshold: i64,
+    /// The scale of counts' noise (and of the group count without GROUP BY): sensitivity 1.
+    count_scale: f64,
+    /// Per SUM/AVG statistic (by position), its clamped sum's noise scale.
+    sum_scales: Vec<Option<f64>>,
+}
+
+fn opendp_error(e: opendp::error::Error) -> String {
+    match e.message {
+        Some(m) => format!("{}: {m}", e.variant),
+        None => e.variant.to_string(),
+    }
+}
+
+/// Laplace noise on a vector of counts, each record in at most one (L1 sensitivity 1).
+fn count_measurement(scale: f64) -> Result<CountNoise, opendp::error::Error> {
+    make_laplace(
+        VectorDomain::new(AtomDomain::<i64>::default()),
+        L1Distance::<i64>::default(),
+        scale,
+        None,
+    )
+}
+
+/// Laplace noise on a vector of sums of clamped values.
+fn sum_measurement(scale: f64) -> Result<SumNoise, opendp::error::Error> {
+    make_laplace(
+        VectorDomain::new(AtomDomain::<f64>::new_non_nan()),
+        L1Distance::<f64>::default(),
+        scale,
+        None,
+    )
+}
+
+/// OpenDP's Laplace threshold mechanism over the groups' counts (group → count), releasing the
+/// groups whose noisy count reaches `threshold`.
+fn threshold_measurement(
+    scale: f64,
+    threshold: i64,
+) -> Result<GroupThreshold, opendp::error::Error> {
+    make_laplace_threshold(
+        MapDomain::new(AtomDomain::<u64>::default(), AtomDomain::<i64>::default()),
+        L0PInfDistance(AbsoluteDistance::<i64>::default()),
+        scale,
+        threshold,
+        None,
+    )
+}
+
+/// The scale of Laplace noise for counts at ε `epsilon` (OpenDP's privacy map confirms it).
+fn count_noise(epsilon: f64) -> Result<f64, String> {
+    calibrate(epsilon, 1.0, |scale| {
+        count_measurement(scale)
+            .and_then(|m| m.map(&1))
+            .map_err(opendp_error)
+    })
+}
+
+/// The scale of Laplace noise for sums of values within `[-bound, bound]` at ε `epsilon`.
+fn sum_noise(epsilon: f64, bound: f64) -> Result<f64, String> {
+    calibrate(epsilon, bound, |scale| {
+        sum_measurement(scale)
+            .and_then(|m| m.map(&bound))
+            .map_err(opendp_error)
+    })
+}
+
+/// The smallest scale (from `sensitivity / epsilon` up, in small steps) whose measurement
+/// OpenDP's privacy map says spends at most `epsilon` (its maps round conservatively).
+fn calibrate(
+    epsilon: f64,
+    sensitivity: f64,
+    spends: impl Fn(f64) -> Result<f64, String>,
+) -> Result<f64, String> {
+    let mut scale = sensitivity / epsilon;
+    for _ in 0..64 {
+        let spent = spends(scale)?;
+        if spent <= epsilon {
+            return Ok(scale);
+        }
+        scale *= 1.0 + 1e-9_f64.max((spent - epsilon) / epsilon);
+    }
+    Err(format!(
+        "no noise scale meets epsilon {epsilon} (sensitivity {sensitivity})"
+    ))
+}
+
+/// The DP plan of every release aggregate of a contract (`gates`, query by query), or why the
+/// contract cannot be run with differential privacy (with the query's position).
+///
+/// # Errors
+/// A [`RuleViolation`] naming what DP cannot bound (a join, DISTINCT, grouping sets, an
+/// unbounded SUM/AVG), or the δ the group selection needs beyond the contract's.
+pub fn plan(
+    gates: &[Vec<Aggregate>],
+    dp: &DifferentialPrivacy,
+    k: u64,
+) -> Result<Vec<Vec<GateNoise>>, (usize, RuleViolation)> {
+    let total: usize = gates.iter().map(Vec::len).sum();
+    if total == 0 {
+        return Ok(gates.iter().map(|_| Vec::new()).collect());
+    }
+    let epsilon_gate = dp.epsilon / total as f64;
+    let delta_gate = dp.delta / total as f64;
+    let threshold = i64::try_from(k).unwrap_or(i64::MAX).max(1);
+    let mut out = Vec::new();
+    for (q, query_gates) in gates.iter().enumerate() {
+        let fail = |v: RuleViolation| (q, v);
+        let unsupported = |what: String| (q, RuleViolation::Unsupported(what));
+        let mut noises = Vec::new();
+        for gate in query_gates {
+            let statistics = statistics(gate, dp).map_err(fail)?;
+            let grouped = !gate.group_expr.is_empty();
+            let n = 1 + statistics
+                .iter()
+                .map(Statistic::measurements)
+                .sum::<usize>();
+            let epsilon_each = epsilon_gate / n as f64;
+            let count_scale = count_noise(epsilon_each).map_err(&unsupported)?;
+            let sum_scales = statistics
+                .iter()
+                .map(|s| match s {
+                    Statistic::Sum { lower, upper } | Statistic::Avg { lower, upper } => {
+                        sum_noise(epsilon_each, lower.abs().max(upper.abs())).map(Some)
+                    }
+                    _ => Ok(None),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&unsupported)?;
+            let (threshold_scale, selection) = if grouped {
+                let spends = |scale: f64| {
+                    threshold_measurement(scale, threshold)
+                        .and_then(|m| m.map(&(1, 1, 1)))
+                        .map_err(opendp_error)
+                };
+                let scale = calibrate(epsilon_each, 1.0, |s| spends(s).map(|d| d.0))
+                    .map_err(&unsupported)?;
+                let spent = spends(scale).map_err(&unsupported)?;
+                if spent.1 > delta_gate {
+                    return Err(unsupported(format!(
+                        "with differential privacy, releasing which groups exist (GROUP BY) costs delta {:.3e} per aggregation at k = {k} and this epsilon, and the contract's delta leaves {delta_gate:.3e}: raise output.differential_privacy.delta (or k, or epsilon)",
+                        spent.1
+                    )));
+                }
+                (Some(scale), spent)
+            } else {
+                (None, (epsilon_each, 0.0))
+            };
+            noises.push(GateNoise {
+                statistics,
+                epsilon_each,
+                selection,
+                threshold_scale,
+                threshold,
+                count_scale,
+                sum_scales,
+            });
+        }
+        out.push(noises);
+    }
+    Ok(out)
+}
+
+/// The statistics of a release aggregate under DP, or what DP cannot bound in it.
+fn statistics(gate: &Aggregate, dp: &DifferentialPrivacy) -> Result<Vec<Statistic>, RuleViolation> {
+    let unsupported = |what: &str| {
+        Err(RuleViolation::Unsupported(format!(
+            "{what} with differential privacy"
+        )))
+    };
+    if gate
+        .group_expr
+        .iter()
+        .any(|g| matches!(g, Expr::GroupingSet(_)))
+    {
+        return unsupported("ROLLUP, CUBE or GROUPING SETS (a record counts in several groups)");
+    }
+    if has_join(&gate.input) {
+        return unsupported(
+            "a join under an aggregation (one record can match several rows, so its effect is unbounded)",
+        );
+    }
+    let mut out = Vec::new();
+    for e in &gate.aggr_expr {
+        let Expr::AggregateFunction(f) = unalias(e) else {
+            return unsupported(&format!("the aggregate {e}"));
+        };
+        if f.params.distinct {
+            return unsupported("DISTINCT in an aggregate");
+        }
+        let name = f.func.name().to_ascii_lowercase();
+        let arg = f
+            .params
+            .args
+            .iter()
+            .find(|a| !matches!(a, Expr::Literal(..)));
+        let stat = match (name.as_str(), arg) {
+            ("count", None) => Statistic::Rows,
+            ("count", Some(_)) => Statistic::Count,
+            (kind @ ("sum" | "avg"), Some(arg)) => {
+                let sources = rules::expr_sources(&gate.input, arg)?;
+                let mut range: Option<(f64, f64)> = None;
+                for (table, column) in &sources {
+                    let Some([lower, upper]) = dp
+                        .bounds
+                        .iter()
+                        .find(|(c, _)| c.eq_ignore_ascii_case(column))
+                        .map(|(_, b)| *b)
+                    else {
+                        return Err(RuleViolation::Unsupported(format!(
+                            "{}({column}) of table {table} with differential privacy needs bounds for {column} (output.differential_privacy.bounds = {{ {column} = [lower, upper] }}): they bound one record's effect on it",
+                            kind.to_ascii_uppercase()
+                        )));
+                    };
+                    range = Some(match range {
+                        None => (lower, upper),
+                        Some((l, u)) => (l.min(lower), u.max(upper)),
+                    });
+                }
+                let Some((lower, upper)) = range else {
+                    return unsupported(&format!(
+                        "{}() of no input column",
+                        kind.to_ascii_uppercase()
+                    ));
+                };
+                if kind == "sum" {
+                    Statistic::Sum { lower, upper }
+                } else {
+                    Statistic::Avg { lower, upper }
+                }
+            }
+            _ => return unsupported(&format!("{}()", name.to_ascii_uppercase())),
+        };
+        out.push(stat);
+    }
+    Ok(out)
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+fn has_join(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Join(_)) || plan.inputs().into_iter().any(has_join)
+}
+
+/// `gate` with every SUM and AVG taken over its argument clamped to its bounds (as a double).
+///
+/// # Errors
+/// DataFusion's, should the aggregate not be rebuilt.
+pub fn clamped(gate: &Aggregate, noise: &GateNoise) -> datafusion::common::Result<Aggregate> {
+    let mut aggr = Vec::with_capacity(gate.aggr_expr.len());
+    for (e, stat) in gate.aggr_expr.iter().zip(&noise.statistics) {
+        let (Statistic::Sum { lower, upper } | Statistic::Avg { lower, upper }) = stat else {
+            aggr.push(e.clone());
+            continue;
+        };
+        let mut e = e.clone();
+        let mut target = &mut e;
+        while let Expr::Alias(a) = target {
+            target = a.expr.as_mut();
+        }
+        if let Expr::AggregateFunction(f) = target {
+            for arg in f.params.args.iter_mut() {
+                if matches!(arg, Expr::Literal(..)) {
+                    continue;
+                }
+                let x = cast_expr(arg.clone(), DataType::Float64);
+                *arg = when(x.clone().lt(lit(*lower)), lit(*lower))
+                    .when(x.clone().gt(lit(*upper)), lit(*upper))
+                    .otherwise(x)?;
+            }
+        }
+        aggr.push(e);
+    }
+    Aggregate::try_new(Arc::clone(&gate.input), gate.group_expr.clone(), aggr)
+}
+
+fn internal(e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(e.to_string())
+}
+
+fn int64(b: &RecordBatch, i: usize) -> datafusion::common::Result<Int64Array> {
+    let c = cast(b.column(i), &DataType::Int64)?;
+    Ok(c.as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| internal("a count is not an Int64"))?
+        .clone())
+}
+
+fn float64(b: &RecordBatch, i: usize) -> datafusion::common::Result<Float64Array> {
+    let c = cast(b.column(i), &DataType::Float64)?;
+    Ok(c.as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| internal("a sum is not a Float64"))?
+        .clone())
+}
+
+/// The released groups of a release aggregate run with DP: `batches` are the rows of its
+/// [`clamped`] form with hidden counts (the last `hidden` columns, `COUNT(*)` first), `target`
+/// its original output schema. Selects groups on their noisy counts (at least `k`), noises
+/// every value, and returns the kept groups in `target`'s types with how many were withheld.
+///
+/// # Errors
+/// OpenDP's or Arrow's failure (a value out of a type's range), as an internal error.
+pub fn release(
+    noise: &GateNoise,
+    batches: Vec<RecordBatch>,
+    hidden: usize,
+    k: u64,
+    target: &SchemaRef,
+) -> datafusion::common::Result<(Vec<RecordBatch>, u64)> {
+    let Some(first) = batches.first() else {
+        return Ok((Vec::new(), 0));
+    };
+    let b = concat_batches(&first.schema(), &batches)?;
+    let width = b.num_columns();
+    let aggregates = noise.statistics.len();
+    let keys = width - hidden - aggregates;
+    let rows = int64(&b, width - hidden)?;
+    let fail = |e: opendp::error::Error| internal(opendp_error(e));
+    let counts = count_measurement(noise.count_scale).map_err(fail)?;
+    let sums: Vec<Option<SumNoise>> = noise
+        .sum_scales
+        .iter()
+        .map(|s| s.map(sum_measurement).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(fail)?;
+
+    // Which groups are released, with their noisy counts.
+    let mut kept: Vec<(u64, i64)> = match noise.threshold_scale {
+        Some(scale) => {
+            let threshold = threshold_measurement(scale, noise.threshold).map_err(fail)?;
+            let counts: HashMap<u64, i64> = (0..b.num_rows() as u64)
+                .map(|i| (i, rows.value(i as usize)))
+                .collect();
+            threshold
+                .invoke(&counts)
+                .map_err(fail)?
+                .into_iter()
+                .collect()
+        }
+        None => {
+            let exact: Vec<i64> = rows.values().iter().copied().collect();
+            let noisy = counts.invoke(&exact).map_err(fail)?;
+            noisy
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (i as u64, c))
+                .filter(|(_, c)| *c >= 0 && *c as u64 >= k)
+                .collect()
+        }
+    };
+    kept.sort_unstable();
+    let withheld = (b.num_rows() - kept.len()) as u64;
+    let indices = UInt64Array::from(kept.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+    let noisy_rows: Vec<i64> = kept.iter().map(|(_, c)| (*c).max(0)).collect();
+
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(keys + aggregates);
+    for i in 0..keys {
+        columns.push(take(b.column(i), &indices, None)?);
+    }
+    // The hidden COUNT(x) of each aggregate's argument follows COUNT(*), in aggregate order.
+    let mut covered = width - hidden + 1;
+    for (j, stat) in noise.statistics.iter().enumerate() {
+        let column = keys + j;
+        let pick = |a: &dyn Array| take(a, &indices, None);
+        let value: ArrayRef = match stat {
+            Statistic::Rows => Arc::new(Int64Array::from(noisy_rows.clone())),
+            Statistic::Count => {
+                let exact = int64(&b, column)?;
+                let exact = pick(&exact)?;
+                let exact: Vec<i64> = exact
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| internal("a count is not an Int64"))?
+                    .iter()
+                    .map(|v| v.unwrap_or(0))
+                    .collect();
+                let noisy = counts.invoke(&exact).map_err(fail)?;
+                Arc::new(Int64Array::from(
+                    noisy.into_iter().map(|c| c.max(0)).collect::<Vec<_>>(),
+                ))
+            }
+            Statistic::Sum { .. } => {
+                let exact = float64(&b, column)?;
+                let exact = pick(&exact)?;
+                let exact: Vec<f64> = as_f64s(&exact)?;
+                let sums = sums[j].as_ref().ok_or_else(|| internal("no sum noise"))?;
+                Arc::new(Float64Array::from(sums.invoke(&exact).map_err(fail)?))
+            }
+            Statistic::Avg { lower, upper } => {
+                let mean = as_f64s(&pick(&float64(&b, column)?)?)?;
+                let count = int64(&b, covered)?;
+                let count = pick(&count)?;
+                let count: Vec<i64> = count
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| internal("a count is not an Int64"))?
+                    .iter()
+                    .map(|v| v.unwrap_or(0))
+                    .collect();
+                let sum: Vec<f64> = mean
+                    .iter()
+                    .zip(&count)
+                    .map(|(m, c)| m * *c as f64)
+                    .collect();
+                let sums = sums[j].as_ref().ok_or_else(|| internal("no sum noise"))?;
+                let noisy_sum = sums.invoke(&sum).map_err(fail)?;
+                let noisy_count = counts.invoke(&count).map_err(fail)?;
+                Arc::new(Float64Array::from(
+                    noisy_sum
+                        .iter()
+                        .zip(&noisy_count)
+                        .map(|(s, c)| (*c >= 1).then(|| (s / *c as f64).clamp(*lower, *upper)))
+                        .collect::<Vec<_>>(),
+                ))
+            }
+        };
+        covered += usize::from(!matches!(stat, Statistic::Rows));
+        let want = target.field(keys + j).data_type();
+        let value = if want.is_integer() {
+            let rounded = as_f64s(&cast(&value, &DataType::Float64)?)?
+                .into_iter()
+                .map(f64::round)
+                .collect::<Vec<_>>();
+            cast(&(Arc::new(Float64Array::from(rounded)) as ArrayRef), want)?
+        } else {
+            cast(&value, want)?
+        };
+        columns.push(value);
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(
+        target
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(kept.len())),
+    )?;
+    Ok((vec![batch], withheld))
+}
+
+/// The values of a Float64 array, nulls as 0 (an empty group's sum).
+fn as_f64s(a: &ArrayRef) -> datafusion::common::Result<Vec<f64>> {
+    Ok(a.as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| internal("a value is not a Float64"))?
+        .iter()
+        .map(|v| v.filter(|v| v.is_finite()).unwrap_or(0.0))
+        .collect())
+}
+
+/// How a query's values were noised, for its receipt.
+pub fn describe(noises: &[GateNoise]) -> String {
+    if noises.is_empty() {
+        return "none".into();
+    }
+    let statistics: usize = noises
+        .iter()
+        .map(|n| {
+            1 + n
+                .statistics
+                .iter()
+                .map(Statistic::measurements)
+                .sum::<usize>()
+        })
+        .sum();
+    let epsilon: f64 = noises
+        .iter()
+        .map(|n| {
+            n.selection.0
+                + n.epsilon_each
+                    * n.statistics
+                        .iter()
+                        .map(Statistic::measurements)
+                        .sum::<usize>() as f64
+        })
+        .sum();
+    let delta: f64 = noises.iter().map(|n| n.selection.1).sum();
+    format!(
+        "laplace (OpenDP): {statistics} noisy measurements over {} aggregation(s), groups selected on noisy counts; epsilon {epsilon:.6}, delta {delta:.3e} spent by this query",
+        noises.len()
+    )
+}
