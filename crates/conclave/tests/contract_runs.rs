@@ -121,6 +121,7 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
     let token_file = env.dir.join("woodgrove-workload.token");
     std::fs::write(&token_file, &analyst_token).unwrap();
     let mut datasets = Vec::new();
+    let mut woodgrove_owner = None;
     for (party, n) in PARTIES {
         let name = format!("{}-data", party.name());
         let policy = if party == Party::Woodgrove {
@@ -141,6 +142,9 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
             .await
             .unwrap();
         let key = owner.get_key(&name).await.unwrap();
+        if party == Party::Woodgrove {
+            woodgrove_owner = Some(owner.clone());
+        }
         let public = VaultPublicKey::from_jwk(&serde_json::to_value(&key.key).unwrap()).unwrap();
         let url = storage.join(format!("{}.parquet", party.name()));
         let mut g = Generator::new(party, 11, n);
@@ -370,6 +374,57 @@ async fn owners_keys_are_released_only_for_the_contracts_they_approved() {
         error.contains("key release denied") && error.contains("x-ms-runtime.contract.digest"),
         "{error}"
     );
+
+    // Differential privacy end to end: a contract over Woodgrove's own records with ε = 3 per
+    // run, against a key whose owner allows ε = 4 in all. The first run is noised (OpenDP) and
+    // paid for at the vault; the second would overspend and is refused there, with what is left.
+    let mut private = demographics.clone();
+    private.name = "woodgrove-private-countries".into();
+    private.inputs.retain(|i| i.provider == "woodgrove");
+    private.queries.truncate(1);
+    private.queries[0].name = "countries".into();
+    private.queries[0].sql = "SELECT country, COUNT(*) AS records, AVG(salary) AS average_salary FROM woodgrove GROUP BY country".into();
+    private.output.k = 20;
+    private.output.differential_privacy = Some(conclave_contract::DifferentialPrivacy {
+        mechanism: conclave_contract::Mechanism::Laplace,
+        epsilon: 3.0,
+        delta: 1e-6,
+        bounds: [("salary".to_string(), [0.0, 300_000.0])].into(),
+    });
+    std::fs::write(
+        contracts.join("woodgrove-private.toml"),
+        serde_json::to_string_pretty(&private).unwrap(),
+    )
+    .unwrap();
+    let woodgrove_owner = woodgrove_owner.unwrap();
+    woodgrove_owner
+        .put_privacy_budget("woodgrove-data", 4.0)
+        .await
+        .unwrap();
+    w.start_contract_run("woodgrove-private", "tester").unwrap();
+    let run = wait_final(&w).await;
+    assert_eq!(run.state, AnalysisState::Done, "{:?}", run.error);
+    let q = &run.result.unwrap().queries[0];
+    assert!(q.noise.starts_with("laplace (OpenDP)"), "{}", q.noise);
+    assert!(!q.rows.is_empty());
+    let budget = woodgrove_owner
+        .get_privacy_budget("woodgrove-data")
+        .await
+        .unwrap();
+    assert_eq!((budget.spent_epsilon, budget.releases), (3.0, 1));
+    w.start_contract_run("woodgrove-private", "tester").unwrap();
+    let run = wait_final(&w).await;
+    assert_eq!(run.state, AnalysisState::Failed);
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("privacy budget exhausted") && error.contains("1 left of 4"),
+        "{error}"
+    );
+    let budget = woodgrove_owner
+        .get_privacy_budget("woodgrove-data")
+        .await
+        .unwrap();
+    assert_eq!(budget.releases, 1);
 
     // Unknown contracts and path tricks are refused before anything happens.
     assert!(w.start_contract_run("../contracts/x", "tester").is_err());
