@@ -328,9 +328,14 @@ impl Workload {
             (d.sha256, d.bytes) = conclave_data::dataset::digest(&input.location)
                 .await
                 .map_err(fail)?;
-            d.records = conclave_data::dataset::row_count(&input.location, input.unwrapper.clone())
-                .await
-                .map_err(fail)?;
+            // With differential privacy an input's exact size is what the noise protects: the
+            // receipt does not name it.
+            if contract.output.differential_privacy.is_none() {
+                d.records =
+                    conclave_data::dataset::row_count(&input.location, input.unwrapper.clone())
+                        .await
+                        .map_err(fail)?;
+            }
         }
         self.update_contract_run(|v| {
             v.state = AnalysisState::Running;

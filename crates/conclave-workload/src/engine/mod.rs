@@ -200,6 +200,7 @@ pub async fn run(
     // its last query releases nothing from the first.
     let plans = plan_queries(&ctx, contract, &forbidden).await?;
     let noise = noise_plan(contract, &plans)?;
+    let private = noise.is_some();
 
     let mut results = Vec::new();
     let queries = contract.queries.len();
@@ -212,7 +213,12 @@ pub async fn run(
                     query: name.clone(),
                     query_index: index,
                     queries,
-                    records: progress.load(Ordering::Relaxed),
+                    // With differential privacy the exact number of records is not shown.
+                    records: if private {
+                        0
+                    } else {
+                        progress.load(Ordering::Relaxed)
+                    },
                 })
             }
         };

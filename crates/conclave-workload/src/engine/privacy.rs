@@ -30,7 +30,7 @@ use conclave_contract::DifferentialPrivacy;
 use datafusion::arrow::array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, UInt64Array,
 };
-use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_indices, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast as cast_expr, lit, when};
@@ -281,6 +281,13 @@ fn statistics(gate: &Aggregate, dp: &DifferentialPrivacy) -> Result<Vec<Statisti
             return unsupported("DISTINCT in an aggregate");
         }
         let name = f.func.name().to_ascii_lowercase();
+        if f.params
+            .args
+            .iter()
+            .any(|a| matches!(a, Expr::Literal(v, _) if v.is_null()))
+        {
+            return unsupported(&format!("{}(NULL)", name.to_ascii_uppercase()));
+        }
         let arg = f
             .params
             .args
@@ -446,8 +453,30 @@ pub fn release(
                 .collect()
         }
     };
+    // In the order of the groups' keys: the engine's output order (first seen per hash
+    // partition, withheld groups included) depends on the data.
     kept.sort_unstable();
-    let withheld = (b.num_rows() - kept.len()) as u64;
+    if keys > 0 && kept.len() > 1 {
+        let candidates = UInt64Array::from(kept.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+        let sort_columns = (0..keys)
+            .map(|i| {
+                Ok(SortColumn {
+                    values: take(b.column(i), &candidates, None)?,
+                    options: None,
+                })
+            })
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let order = lexsort_to_indices(&sort_columns, None)?;
+        kept = order.values().iter().map(|&o| kept[o as usize]).collect();
+    }
+    // With GROUP BY, how many groups were not released is not said: the number of groups
+    // there are is exact, not noised. Without, the one group's withholding is decided on its
+    // noisy count.
+    let withheld = if noise.threshold_scale.is_some() {
+        0
+    } else {
+        (b.num_rows() - kept.len()) as u64
+    };
     let indices = UInt64Array::from(kept.iter().map(|(i, _)| *i).collect::<Vec<_>>());
     let noisy_rows: Vec<i64> = kept.iter().map(|(_, c)| (*c).max(0)).collect();
 
@@ -517,7 +546,16 @@ pub fn release(
         let value = if want.is_integer() {
             let rounded = as_f64s(&cast(&value, &DataType::Float64)?)?
                 .into_iter()
-                .map(f64::round)
+                .map(|v| {
+                    // Noise can take a value out of the column type's range (a negative sum of
+                    // an unsigned column): the nearest value the type holds.
+                    let (lowest, highest) = if want.is_unsigned_integer() {
+                        (0.0, u64::MAX as f64)
+                    } else {
+                        (i64::MIN as f64, i64::MAX as f64)
+                    };
+                    v.round().clamp(lowest, highest)
+                })
                 .collect::<Vec<_>>();
             cast(&(Arc::new(Float64Array::from(rounded)) as ArrayRef), want)?
         } else {
@@ -541,13 +579,23 @@ pub fn release(
 }
 
 /// The values of a Float64 array, nulls as 0 (an empty group's sum).
+///
+/// # Errors
+/// A value that is not finite (a sum beyond f64's range: bounds too wide), whose sensitivity
+/// the noise would no longer cover.
 fn as_f64s(a: &ArrayRef) -> datafusion::common::Result<Vec<f64>> {
-    Ok(a.as_any()
+    a.as_any()
         .downcast_ref::<Float64Array>()
         .ok_or_else(|| internal("a value is not a Float64"))?
         .iter()
-        .map(|v| v.filter(|v| v.is_finite()).unwrap_or(0.0))
-        .collect())
+        .map(|v| match v {
+            None => Ok(0.0),
+            Some(v) if v.is_finite() => Ok(v),
+            Some(_) => Err(internal(
+                "a clamped sum is beyond the range of a double: narrow the contract's bounds",
+            )),
+        })
+        .collect()
 }
 
 /// How a query's values were noised, for its receipt.
@@ -578,7 +626,7 @@ pub fn describe(noises: &[GateNoise]) -> String {
         .sum();
     let delta: f64 = noises.iter().map(|n| n.selection.1).sum();
     format!(
-        "laplace (OpenDP): {statistics} noisy measurements over {} aggregation(s), groups selected on noisy counts; epsilon {epsilon:.6}, delta {delta:.3e} spent by this query",
+        "laplace (OpenDP): {statistics} noisy measurements over {} aggregation(s), groups selected on noisy counts (those not released are not counted); epsilon {epsilon:.6}, delta {delta:.3e} spent by this query",
         noises.len()
     )
 }
