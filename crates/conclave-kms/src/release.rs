@@ -19,7 +19,7 @@ use crate::audit::AuditEvent;
 use crate::crypto::{self, WrapAlgorithm};
 use crate::policy::ReleasePolicy;
 use crate::service::{VResult, Vault, VaultError, now};
-use crate::store::{BudgetLedger, Debit, KeyRecord, Permission, Principal};
+use crate::store::{BudgetLedger, KeyRecord, Payment, Permission, Principal, ReleaseEntry};
 
 /// The kid the TEE's key carries in `x-ms-runtime.keys` (named in `key_hsm`'s header).
 const TEE_KEY_ID: &str = "TeeEncryptionKey";
@@ -164,8 +164,9 @@ pub struct ReleaseFacts<'a> {
     /// [`Refusal::UntrustedIssuer`], [`Refusal::TokenRejected`]).
     pub token: Result<&'a VerifiedToken, Refusal>,
     pub hardware_only: bool,
-    /// The key's privacy-budget ledger, if its owner set one (read before deciding; the debit
-    /// checks it again as it writes).
+    /// The key's privacy-budget ledger, if its owner set one, as read before deciding: a
+    /// release it cannot pay is refused before anything is wrapped. What is paid is decided
+    /// again where it is written ([`crate::store::Store::record_release`]).
     pub budget: Option<BudgetLedger>,
 }
 
@@ -173,7 +174,6 @@ pub struct ReleaseFacts<'a> {
 pub struct Granted {
     jws: String,
     enc: WrapAlgorithm,
-    debit_micros: Option<u64>,
 }
 
 /// A release the decision allows: what to wrap, how, and to which key.
@@ -183,8 +183,6 @@ pub struct Release {
     /// The TEE key's RSA modulus and exponent (big-endian).
     pub tee_n: Vec<u8>,
     pub tee_e: Vec<u8>,
-    /// What to debit from the key's privacy budget (millionths of ε), when it has one.
-    pub debit_micros: Option<u64>,
 }
 
 /// The ε a token attests for its run, in millionths rounded up: `None` when absent, or not a
@@ -228,27 +226,18 @@ pub fn decide(f: &ReleaseFacts) -> Result<Release, Refusal> {
     policy
         .evaluate(verified.issuer(), claims)
         .map_err(|r| Refusal::PolicyNotSatisfied(r.to_string()))?;
-    let debit_micros = match &f.budget {
-        None => None,
-        Some(ledger) => {
-            let requested = attested_epsilon_micros(claims).ok_or(Refusal::EpsilonNotAttested)?;
-            if requested > ledger.remaining_micros() {
-                return Err(Refusal::BudgetExhausted {
-                    requested_micros: requested,
-                    remaining_micros: ledger.remaining_micros(),
-                    total_micros: ledger.total_micros,
-                });
-            }
-            Some(requested)
+    if let Some(ledger) = &f.budget {
+        let requested = attested_epsilon_micros(claims).ok_or(Refusal::EpsilonNotAttested)?;
+        if requested > ledger.remaining_micros() {
+            return Err(Refusal::BudgetExhausted {
+                requested_micros: requested,
+                remaining_micros: ledger.remaining_micros(),
+                total_micros: ledger.total_micros,
+            });
         }
-    };
+    }
     let (tee_n, tee_e) = tee_key(claims).ok_or(Refusal::NoTeeKey)?;
-    Ok(Release {
-        enc,
-        tee_n,
-        tee_e,
-        debit_micros,
-    })
+    Ok(Release { enc, tee_n, tee_e })
 }
 
 /// The checks that need no token (the first of [`decide`]'s): the vault verifies a token only
@@ -379,7 +368,6 @@ impl Vault {
         Ok(Ok(Granted {
             jws: self.release_jws(rec, req, release.enc, &wrapped)?,
             enc: release.enc,
-            debit_micros: release.debit_micros,
         }))
     }
 
@@ -404,42 +392,27 @@ impl Vault {
         };
         let outcome = match outcome {
             Ok(granted) => {
-                let mut detail = json!({"version": rec.version, "enc": granted.enc.name(), "issuer": verified.map(VerifiedToken::issuer)});
-                let paid = match granted.debit_micros {
-                    None => {
-                        self.store().audit(with_token(
-                            AuditEvent::new(&who.name, "release", Some(name), "granted")
-                                .detail(detail),
-                        ))?;
-                        Ok(())
-                    }
-                    Some(micros) => {
-                        let (debit, _) =
-                            self.store().debit_budget(name, micros, now(), |after| {
-                                detail["epsilon"] = json!(epsilon(micros).parse::<f64>().ok());
-                                detail["remainingEpsilon"] =
-                                    json!(epsilon(after.remaining_micros()).parse::<f64>().ok());
-                                with_token(
-                                    AuditEvent::new(&who.name, "release", Some(name), "granted")
-                                        .detail(detail),
-                                )
-                            })?;
-                        match debit {
-                            Debit::Paid(_) => Ok(()),
-                            // Spent meanwhile by a concurrent release (the check before the
-                            // token was verified saw more).
-                            Debit::Insufficient(ledger) => Err(Refusal::BudgetExhausted {
-                                requested_micros: micros,
-                                remaining_micros: ledger.remaining_micros(),
-                                total_micros: ledger.total_micros,
-                            }),
-                            // Its budget went with the key (purged meanwhile): nothing to pay
-                            // from, and a key that was just purged is not released.
-                            Debit::NoBudget => Err(Refusal::KeyDisabled),
-                        }
-                    }
-                };
-                paid.map(|()| granted.jws)
+                let detail = json!({"version": rec.version, "enc": granted.enc.name(), "issuer": verified.map(VerifiedToken::issuer)});
+                // Paid for (when the key has a budget) in the write that records it: a budget
+                // set or spent since `decide` read it counts.
+                let epsilon_micros = verified.and_then(|v| attested_epsilon_micros(&v.claims));
+                let payment = self.store().record_release(ReleaseEntry {
+                    key: name.to_string(),
+                    epsilon_micros,
+                    now: now(),
+                    event: with_token(
+                        AuditEvent::new(&who.name, "release", Some(name), "granted").detail(detail),
+                    ),
+                })?;
+                match payment {
+                    Payment::Free(_) | Payment::Paid(..) => Ok(granted.jws),
+                    Payment::NotAttested(_) => Err(Refusal::EpsilonNotAttested),
+                    Payment::Insufficient(ledger) => Err(Refusal::BudgetExhausted {
+                        requested_micros: epsilon_micros.unwrap_or_default(),
+                        remaining_micros: ledger.remaining_micros(),
+                        total_micros: ledger.total_micros,
+                    }),
+                }
             }
             Err(refusal) => Err(refusal),
         };
@@ -657,7 +630,6 @@ mod tests {
             budget: None,
         };
         let released = decide(&base()).unwrap();
-        assert_eq!(released.debit_micros, None);
         assert_eq!(released.enc.name(), "RSA_AES_KEY_WRAP_256");
         assert_eq!(
             (released.tee_n, released.tee_e),
@@ -802,13 +774,13 @@ mod tests {
         let dp = token(json!({"x-ms-runtime": {
             "keys": [{"kid": TEE_KEY_ID, "kty": "RSA", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"}],
             "contract": {"digest": "d", "k": 10, "epsilon": 0.3000001}}}));
-        let paid = decide(&ReleaseFacts {
+        assert_eq!(attested_epsilon_micros(&dp.claims), Some(300_001));
+        decide(&ReleaseFacts {
             token: Ok(&dp),
             budget: ledger(1_000_000, 699_999),
             ..base()
         })
         .unwrap();
-        assert_eq!(paid.debit_micros, Some(300_001));
         let short = decide(&ReleaseFacts {
             token: Ok(&dp),
             budget: ledger(1_000_000, 700_000),
@@ -833,16 +805,12 @@ mod tests {
             "{}",
             short.reason()
         );
-        // Without a budget, an attested ε is not counted.
-        assert_eq!(
-            decide(&ReleaseFacts {
-                token: Ok(&dp),
-                ..base()
-            })
-            .unwrap()
-            .debit_micros,
-            None
-        );
+        // Without a budget, an attested ε does not matter.
+        decide(&ReleaseFacts {
+            token: Ok(&dp),
+            ..base()
+        })
+        .unwrap();
         for bad in [json!(0), json!(-1.0), json!("0.5"), json!(null)] {
             let t = token(json!({"x-ms-runtime": {
                 "keys": [{"kid": TEE_KEY_ID, "kty": "RSA", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"}],
@@ -920,7 +888,6 @@ mod tests {
             Ok(Granted {
                 jws: "jws".into(),
                 enc: WrapAlgorithm::CkmRsaAesKeyWrap,
-                debit_micros: None,
             }),
         )
         .unwrap();
@@ -928,6 +895,79 @@ mod tests {
         let entry = v.store().audit_entries(seq, 1).unwrap().remove(0);
         assert_eq!(entry.event.outcome, "granted");
         assert_eq!(entry.event.platform.as_deref(), Some("sev-snp"));
+    }
+
+    /// What a release costs is decided where it is recorded: a budget the owner set, or a
+    /// debit another release made, after `decide` read the ledger still counts.
+    #[test]
+    fn a_release_is_paid_for_in_the_write_that_records_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = crate::service::tests::vault_with(dir.path(), Default::default());
+        let who = principal("woodgrove");
+        let rec = record();
+        let granted = || {
+            Ok(Granted {
+                jws: "jws".into(),
+                enc: WrapAlgorithm::CkmRsaAesKeyWrap,
+            })
+        };
+        let dp = |eps: f64| {
+            token(json!({"x-ms-runtime": {
+            "keys": [{"kid": TEE_KEY_ID, "kty": "RSA", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"}],
+            "contract": {"digest": "d", "k": 10, "epsilon": eps}}}))
+        };
+        let last = || {
+            let (seq, _) = v.store().audit_head().unwrap().unwrap();
+            v.store().audit_entries(seq, 1).unwrap().remove(0).event
+        };
+        // No budget: granted, nothing debited.
+        v.audit_release(&who, "k", &rec, Some(&dp(0.4)), granted())
+            .unwrap();
+        assert_eq!(last().outcome, "granted");
+        assert_eq!(v.store().budget("k").unwrap(), None);
+
+        // The owner sets the first budget after the decision read none: a token without ε is
+        // refused, one with ε pays.
+        v.store()
+            .put_budget(
+                "k",
+                1_000_000,
+                1,
+                AuditEvent::new("contoso", "budget", Some("k"), "ok"),
+            )
+            .unwrap();
+        let plain = token(json!({}));
+        let err = v
+            .audit_release(&who, "k", &rec, Some(&plain), granted())
+            .unwrap_err();
+        assert!(
+            err.message.contains("attests no epsilon"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            (last().outcome.as_str(), last().reason.is_some()),
+            ("denied", true)
+        );
+        for _ in 0..2 {
+            v.audit_release(&who, "k", &rec, Some(&dp(0.4)), granted())
+                .unwrap();
+        }
+        let paid = last();
+        assert_eq!(paid.outcome, "granted");
+        let detail = paid.detail.unwrap();
+        assert_eq!(detail["epsilon"], json!(0.4));
+        assert_eq!(detail["remainingEpsilon"], json!(0.2));
+        let ledger = v.store().budget("k").unwrap().unwrap();
+        assert_eq!((ledger.spent_micros, ledger.releases), (800_000, 2));
+
+        // A third run of 0.4 would overspend: refused with what is left, nothing debited.
+        let err = v
+            .audit_release(&who, "k", &rec, Some(&dp(0.4)), granted())
+            .unwrap_err();
+        assert!(err.message.contains("0.2 left of 1"), "{}", err.message);
+        assert_eq!(last().outcome, "denied");
+        assert_eq!(v.store().budget("k").unwrap(), Some(ledger));
     }
 
     #[test]

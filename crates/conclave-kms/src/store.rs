@@ -151,13 +151,43 @@ impl BudgetLedger {
     }
 }
 
-/// What a debit found: the ledger after it, or — nothing written — the ledger that could not
-/// pay (or none, when the key has no budget).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Debit {
-    Paid(BudgetLedger),
+/// A granted release's audit entry, for [`Store::record_release`]: written only if the key's
+/// privacy budget, read in the same write transaction, pays for the run.
+#[derive(Debug)]
+pub struct ReleaseEntry {
+    /// The key released.
+    pub key: String,
+    /// The ε the token attests for the run (millionths), if any.
+    pub epsilon_micros: Option<u64>,
+    /// Unix seconds (the ledger's `updated` when it is debited).
+    pub now: u64,
+    /// The `granted` entry; a debit adds `epsilon` and `remainingEpsilon` to its detail.
+    pub event: AuditEvent,
+}
+
+/// What [`Store::record_release`] found in the key's ledger, as it wrote (or did not).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payment {
+    /// The key has no budget: the entry is written, nothing debited.
+    Free(AuditEntry),
+    /// Debited: the ledger after the debit, and the entry.
+    Paid(BudgetLedger, AuditEntry),
+    /// Nothing written: the run's ε is more than is left.
     Insufficient(BudgetLedger),
-    NoBudget,
+    /// Nothing written: the key has a budget and the token attests no ε.
+    NotAttested(BudgetLedger),
+}
+
+/// What a group commit appends: an entry as it is, or a release that must be paid for first.
+enum Pending {
+    Audit(AuditEvent),
+    Release(ReleaseEntry),
+}
+
+/// A group commit's outcome for one [`Pending`] item.
+enum Committed {
+    Entry(AuditEntry),
+    Release(Payment),
 }
 
 /// A soft-deleted key (Azure Key Vault's DeletedKeyBundle): every version, kept until
@@ -194,7 +224,8 @@ pub struct Store {
 
 /// Audit-only appends (releases, denials) from concurrent requests share one transaction: the
 /// first caller to find no commit in progress becomes the leader and commits everything queued
-/// meanwhile; the others wait for it. Each caller still returns only after its own entry is on
+/// meanwhile, in order (a release paid from a privacy budget sees the debits before it in the
+/// batch); the others wait for it. Each caller still returns only after its own entry is on
 /// disk, so an acknowledged request is never lost; under load, one fsync serves many requests.
 #[derive(Default)]
 struct GroupCommit {
@@ -212,9 +243,9 @@ impl GroupCommit {
 #[derive(Default)]
 struct GroupState {
     next_ticket: u64,
-    queue: Vec<(u64, AuditEvent)>,
+    queue: Vec<(u64, Pending)>,
     leader: bool,
-    results: std::collections::HashMap<u64, Result<AuditEntry, StoreError>>,
+    results: std::collections::HashMap<u64, Result<Committed, StoreError>>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -384,19 +415,40 @@ impl Store {
     /// Appends `event` to the audit chain; returns after the entry is durable. Concurrent
     /// appends share one commit (see `GroupCommit`).
     pub fn audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        match self.append_grouped(Pending::Audit(event))? {
+            Committed::Entry(entry) => Ok(entry),
+            Committed::Release(_) => unreachable!("an audit event commits as an entry"),
+        }
+    }
+
+    /// Records a granted release, paid for when the key has a privacy budget: in one durable
+    /// transaction, the key's ledger is read, debited by the run's ε and the entry appended —
+    /// or, when the ledger cannot pay (or the token attests no ε for a key with a budget),
+    /// nothing is written. The decision is made inside the write, so a budget set or spent by
+    /// a concurrent request (on any replica: writes are serialised by redb's single writer or
+    /// PostgreSQL's write lock) is always seen. Concurrent calls share a commit, like
+    /// [`audit`](Self::audit)'s.
+    pub fn record_release(&self, entry: ReleaseEntry) -> Result<Payment, StoreError> {
+        match self.append_grouped(Pending::Release(entry))? {
+            Committed::Release(payment) => Ok(payment),
+            Committed::Entry(_) => unreachable!("a release commits as a payment"),
+        }
+    }
+
+    fn append_grouped(&self, item: Pending) -> Result<Committed, StoreError> {
         let started = std::time::Instant::now();
-        let outcome = self.append_grouped(event);
+        let outcome = self.commit_grouped(item);
         if let Some(h) = self.append_latency.get() {
             h.observe(started.elapsed().as_secs_f64());
         }
         outcome
     }
 
-    fn append_grouped(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+    fn commit_grouped(&self, item: Pending) -> Result<Committed, StoreError> {
         let mut st = self.group.lock();
         let ticket = st.next_ticket;
         st.next_ticket += 1;
-        st.queue.push((ticket, event));
+        st.queue.push((ticket, item));
         if st.leader {
             // Another caller is committing; it (or the next leader) takes this entry.
             loop {
@@ -410,14 +462,13 @@ impl Store {
             }
         }
         st.leader = true;
-        let (tickets, events): (Vec<u64>, Vec<AuditEvent>) =
+        let (tickets, items): (Vec<u64>, Vec<Pending>) =
             std::mem::take(&mut st.queue).into_iter().unzip();
         drop(st);
         // A panic in the commit must not leave the followers waiting for a leader that is gone.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.commit_audit_batch(events)
-        }))
-        .unwrap_or_else(|_| Err(StoreError::Db("the audit commit panicked".into())));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit_batch(items)))
+                .unwrap_or_else(|_| Err(StoreError::Db("the audit commit panicked".into())));
         let mut st = self.group.lock();
         match outcome {
             Ok(entries) => st
@@ -446,13 +497,46 @@ impl Store {
             .expect("the leader's own entry is in its batch")
     }
 
-    fn commit_audit_batch(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, StoreError> {
+    fn commit_batch(&self, items: Vec<Pending>) -> Result<Vec<Committed>, StoreError> {
         self.backend.write(|tx| {
-            events
+            items
                 .into_iter()
-                .map(|event| self.append(tx, event))
+                .map(|item| match item {
+                    Pending::Audit(event) => self.append(tx, event).map(Committed::Entry),
+                    Pending::Release(release) => self.pay(tx, release).map(Committed::Release),
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
+    }
+
+    /// [`record_release`](Self::record_release)'s part of a batch's transaction.
+    fn pay(&self, tx: &mut dyn Tx, r: ReleaseEntry) -> Result<Payment, StoreError> {
+        let ledger = tx
+            .get(Table::Budgets, &Key::str(&r.key))?
+            .map(|v| decode::<BudgetLedger>(&r.key, &v))
+            .transpose()?;
+        let (ledger, micros) = match (ledger, r.epsilon_micros) {
+            (None, _) => return Ok(Payment::Free(self.append(tx, r.event)?)),
+            (Some(ledger), None) => return Ok(Payment::NotAttested(ledger)),
+            (Some(ledger), Some(micros)) if micros > ledger.remaining_micros() => {
+                return Ok(Payment::Insufficient(ledger));
+            }
+            (Some(ledger), Some(micros)) => (ledger, micros),
+        };
+        let after = BudgetLedger {
+            spent_micros: ledger.spent_micros + micros,
+            releases: ledger.releases + 1,
+            updated: r.now,
+            ..ledger
+        };
+        tx.put(Table::Budgets, &Key::str(&r.key), &encode(&after))?;
+        let mut event = r.event;
+        let detail = event.detail.get_or_insert_with(|| serde_json::json!({}));
+        // Millionths over 10^6: the nearest double to the decimal, as a person would write it.
+        let eps = |m: u64| m as f64 / conclave_protocol::vault::EPSILON_MICROS;
+        detail["epsilon"] = serde_json::json!(eps(micros));
+        detail["remainingEpsilon"] = serde_json::json!(eps(after.remaining_micros()));
+        Ok(Payment::Paid(after, self.append(tx, event)?))
     }
 
     /// Stores a new key version, which becomes the key's latest. Refused
@@ -488,11 +572,13 @@ impl Store {
     }
 
     /// Restores every version of a key from a backup, in one transaction: the newest becomes
-    /// the key's latest. Refused (returns `None`, nothing written) when a key of that name
-    /// exists.
+    /// the key's latest, and its privacy-budget ledger (as backed up: total, spent, releases)
+    /// comes back with it, or none if it had none. Refused (returns `None`, nothing written)
+    /// when a key of that name exists.
     pub fn restore_key(
         &self,
         versions: &[KeyRecord],
+        budget: Option<&BudgetLedger>,
         event: AuditEvent,
     ) -> Result<Option<AuditEntry>, StoreError> {
         // `versions` comes from `versions()`, latest last; `max_by_key` returns the last of
@@ -522,6 +608,10 @@ impl Store {
                 &Key::str(&newest.name),
                 newest.version.as_bytes(),
             )?;
+            match budget {
+                Some(ledger) => tx.put(Table::Budgets, &Key::str(&newest.name), &encode(ledger))?,
+                None => drop(tx.remove(Table::Budgets, &Key::str(&newest.name))?),
+            }
             Ok(true)
         })?;
         Ok(restored.then_some(entry))
@@ -675,38 +765,6 @@ impl Store {
             tx.get(Table::Budgets, &Key::str(name))?
                 .map(|v| decode(name, &v))
                 .transpose()
-        })
-    }
-
-    /// Debits `micros` from key `name`'s ledger and appends the audit entry `event` makes of the
-    /// ledger after it, in one durable transaction: a release is recorded and paid for
-    /// together, or neither. Writes nothing when the ledger cannot pay (or there is none). Two
-    /// debits never both see the same balance: writes are serialised (redb's single writer,
-    /// PostgreSQL's write lock), on every replica.
-    pub fn debit_budget(
-        &self,
-        name: &str,
-        micros: u64,
-        now: u64,
-        event: impl FnOnce(&BudgetLedger) -> AuditEvent,
-    ) -> Result<(Debit, Option<AuditEntry>), StoreError> {
-        self.backend.write(|tx| {
-            let Some(v) = tx.get(Table::Budgets, &Key::str(name))? else {
-                return Ok((Debit::NoBudget, None));
-            };
-            let ledger: BudgetLedger = decode(name, &v)?;
-            if micros > ledger.remaining_micros() {
-                return Ok((Debit::Insufficient(ledger), None));
-            }
-            let after = BudgetLedger {
-                spent_micros: ledger.spent_micros + micros,
-                releases: ledger.releases + 1,
-                updated: now,
-                ..ledger
-            };
-            tx.put(Table::Budgets, &Key::str(name), &encode(&after))?;
-            let entry = self.append(tx, event(&after))?;
-            Ok((Debit::Paid(after), Some(entry)))
         })
     }
 

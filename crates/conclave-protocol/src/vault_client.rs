@@ -298,6 +298,18 @@ impl VaultClient {
         .await
     }
 
+    /// `DELETE /deletedkeys/{name}`: erases a deleted key for good (refused with purge
+    /// protection on).
+    pub async fn purge_deleted(&self, name: &str) -> Result<(), ClientError> {
+        self.call::<serde::de::IgnoredAny>(
+            reqwest::Method::DELETE,
+            &format!("/deletedkeys/{name}"),
+            NO_BODY,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// `PUT /keys/{name}/grants/{principal}`.
     pub async fn grant(
         &self,

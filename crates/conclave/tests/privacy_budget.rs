@@ -7,54 +7,6 @@
 mod common;
 use common::*;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
-
-const BIN: &str = env!("CARGO_BIN_EXE_conclave");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `conclave kms serve` with its state in `state`, trusting `authority` (whose TLS certificate
-/// the CA in `ca_dir` issued).
-fn start(state: &Path, ca_dir: &Path, port: u16, authority: &str) -> Child {
-    Command::new(BIN)
-        .args([
-            "kms",
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--attestation-authority",
-            authority,
-        ])
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--ca-dir")
-        .arg(ca_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the vault did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The TEE's runtime data with a contract's claims, as a workload attests before a run.
 fn contract_runtime(tee: &EphemeralKey, epsilon: Option<f64>) -> Vec<u8> {
     let mut runtime: Value = serde_json::from_slice(&tee.runtime_json()).unwrap();
@@ -90,10 +42,9 @@ async fn releases(admin: &VaultClient) -> Vec<(String, Option<String>, Option<f6
 async fn a_privacy_budget_is_debited_once_per_release_and_refuses_when_spent_across_a_restart() {
     let env = env().await;
     let state = env.dir.join("budget-vault");
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}");
-    let mut child = start(&state, &env.dir.join("ca"), port, &env.attest_url);
-    wait_ready(&env.http, &url).await;
+    let mut vault = VaultProcess::start(&state, &env.dir.join("ca"), &env.attest_url);
+    vault.wait(&env.http, "/readyz").await;
+    let url = vault.url.clone();
     let admin_token = std::fs::read_to_string(state.join("admin.token")).unwrap();
     let admin = VaultClient::new(env.http.clone(), &url, &admin_token);
     let principal = |name: &'static str| {
@@ -189,10 +140,9 @@ async fn a_privacy_budget_is_debited_once_per_release_and_refuses_when_spent_acr
     assert_eq!(exhausted, 5, "{log:?}");
 
     // kill -9 and start again: the ledger is as it was, and still refuses…
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut child = start(&state, &env.dir.join("ca"), port, &env.attest_url);
-    wait_ready(&env.http, &url).await;
+    vault.kill();
+    vault.restart();
+    vault.wait(&env.http, "/readyz").await;
     let after = contoso.get_privacy_budget("k").await.unwrap();
     assert_eq!(
         (after.spent_epsilon, after.releases),
@@ -214,7 +164,12 @@ async fn a_privacy_budget_is_debited_once_per_release_and_refuses_when_spent_acr
             .await
             .unwrap();
     }
-    let (_, message) = refused(contoso.release("k", &release_to(token)).await.unwrap_err());
+    let (_, message) = refused(
+        contoso
+            .release("k", &release_to(token.clone()))
+            .await
+            .unwrap_err(),
+    );
     assert!(message.contains("left of 1.5"), "{message}");
     let last = contoso.get_privacy_budget("k").await.unwrap();
     assert_eq!(last.releases, 5);
@@ -226,6 +181,25 @@ async fn a_privacy_budget_is_debited_once_per_release_and_refuses_when_spent_acr
         .filter(|e| e.event.action == "privacy-budget" && e.event.outcome == "ok")
         .collect();
     assert_eq!(set.len(), 2);
-    child.kill().unwrap();
-    child.wait().unwrap();
+
+    // A backup carries the ledger: the key deleted, purged and restored from it comes back
+    // with what was spent, and still refuses (a key restored without its budget would have
+    // none, and release unpaid).
+    let backup = contoso.backup_key("k").await.unwrap();
+    contoso.delete_key("k").await.unwrap();
+    contoso.purge_deleted("k").await.unwrap();
+    let (status, _) = refused(contoso.get_privacy_budget("k").await.unwrap_err());
+    assert_eq!(status, 404);
+    contoso.restore_key(&backup).await.unwrap();
+    let restored = contoso.get_privacy_budget("k").await.unwrap();
+    assert_eq!(
+        (
+            restored.total_epsilon,
+            restored.spent_epsilon,
+            restored.releases
+        ),
+        (last.total_epsilon, last.spent_epsilon, 5)
+    );
+    let (_, message) = refused(contoso.release("k", &release_to(token)).await.unwrap_err());
+    assert!(message.contains("left of 1.5"), "{message}");
 }

@@ -1,8 +1,10 @@
 //! `kill -9` of the vault during a stream of creates and grants: after each restart every
 //! acknowledged write is there, and at the end the audit chain verifies.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+use common::VaultProcess;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use conclave_kms::api::CreateKeyRequest;
@@ -10,47 +12,6 @@ use conclave_kms::client::VaultClient;
 use conclave_kms::store::Permission;
 
 const BIN: &str = env!("CARGO_BIN_EXE_conclave");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(dir: &Path, port: u16) -> Child {
-    Command::new(BIN)
-        .args([
-            "kms",
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--attestation-authority",
-            "https://127.0.0.1:9",
-        ])
-        .arg("--state-dir")
-        .arg(dir.join("vault"))
-        .arg("--ca-dir")
-        .arg(dir.join("ca"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{url}/healthz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the vault did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_writes_survive_sigkill() {
@@ -60,9 +21,9 @@ async fn acknowledged_writes_survive_sigkill() {
         .unwrap_or(8);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}");
-    let mut child = start(dir, port);
+    // Its authority is never reached: the test releases nothing.
+    let mut vault = VaultProcess::start(&dir.join("vault"), &dir.join("ca"), "https://127.0.0.1:9");
+    let url = vault.url.clone();
     // The CA exists once the vault has started.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !dir.join("ca/ca.pem").exists() {
@@ -70,7 +31,7 @@ async fn acknowledged_writes_survive_sigkill() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let http = conclave_net::client(Some(&dir.join("ca/ca.pem"))).unwrap();
-    wait_ready(&http, &url).await;
+    vault.wait(&http, "/healthz").await;
     let admin = std::fs::read_to_string(dir.join("vault/admin.token")).unwrap();
     let owner_token = VaultClient::new(http.clone(), &url, &admin)
         .add_principal("owner", false)
@@ -85,7 +46,7 @@ async fn acknowledged_writes_survive_sigkill() {
         // Writes stream until the kill, which lands at a different moment each round.
         let kill_after = Duration::from_millis(60 + (point as u64 * 97) % 400);
         let started = Instant::now();
-        let pid = child.id();
+        let pid = vault.pid();
         let killer = tokio::spawn(async move {
             tokio::time::sleep(kill_after).await;
             // SIGKILL: no chance to flush anything.
@@ -104,10 +65,8 @@ async fn acknowledged_writes_survive_sigkill() {
             }
         }
         killer.await.unwrap();
-        let _ = child.wait();
-
-        child = start(dir, port);
-        wait_ready(&http, &url).await;
+        vault.restart();
+        vault.wait(&http, "/healthz").await;
         for k in &acked_keys {
             owner
                 .get_key(k)
@@ -129,10 +88,7 @@ async fn acknowledged_writes_survive_sigkill() {
     );
 
     // Stop cleanly and check the audit chain offline.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
+    assert!(vault.terminate());
     let out = Command::new(BIN)
         .args(["audit", "verify", "--state-dir"])
         .arg(dir.join("vault"))

@@ -16,11 +16,14 @@ struct BackupBlob {
     sealed: String,
 }
 
-/// What a backup seals: the key's name and every version, oldest first.
+/// What a backup seals: the key's name, every version (oldest first) and its privacy-budget
+/// ledger, if its owner set one (a key restored without it would have no budget at all).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BackupContents {
     name: String,
     versions: Vec<KeyRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    budget: Option<crate::store::BudgetLedger>,
 }
 
 impl Vault {
@@ -155,6 +158,7 @@ impl Vault {
         let contents = BackupContents {
             name: name.to_string(),
             versions: self.store.versions(name)?,
+            budget: self.store.budget(name)?,
         };
         let plain =
             zeroize::Zeroizing::new(serde_json::to_vec(&contents).map_err(VaultError::internal)?);
@@ -236,7 +240,10 @@ impl Vault {
         }
         let event = AuditEvent::new(&who.name, "restore", Some(&name), "ok")
             .detail(json!({"versions": backup.versions.len(), "owner": owner}));
-        match self.store.restore_key(&backup.versions, event)? {
+        match self
+            .store
+            .restore_key(&backup.versions, backup.budget.as_ref(), event)?
+        {
             Some(_) => {
                 let latest = self.key_or_404(&name, None)?;
                 Ok(self.bundle(&latest))

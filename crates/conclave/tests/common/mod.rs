@@ -272,3 +272,101 @@ pub fn refused(e: ClientError) -> (u16, String) {
         other => panic!("expected a refusal, got {other}"),
     }
 }
+
+/// `conclave kms serve` as a process of its own on a free loopback port, so that a test can kill
+/// it (`SIGKILL`: nothing flushed) and start it again on the same state. Killed when dropped.
+pub struct VaultProcess {
+    child: std::process::Child,
+    port: u16,
+    state: PathBuf,
+    ca_dir: PathBuf,
+    authority: String,
+    /// `https://127.0.0.1:{port}`.
+    pub url: String,
+}
+
+impl VaultProcess {
+    /// Starts the vault with its state in `state`, its TLS certificate from the CA in `ca_dir`
+    /// (which it makes if there is none), trusting the attestation authority `authority`.
+    pub fn start(state: &Path, ca_dir: &Path, authority: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (state, ca_dir) = (state.to_path_buf(), ca_dir.to_path_buf());
+        VaultProcess {
+            child: spawn_vault(port, &state, &ca_dir, authority),
+            port,
+            state,
+            ca_dir,
+            authority: authority.to_string(),
+            url: format!("https://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Waits (up to 30 s) until `GET {path}` (`/healthz`, or `/readyz` when the vault's
+    /// authority is up) answers 2xx.
+    pub async fn wait(&self, http: &reqwest::Client, path: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{}{path}", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the vault did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `SIGKILL`, and the process reaped.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Reaps the process after something else killed it, and starts it again on the same state
+    /// and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_vault(self.port, &self.state, &self.ca_dir, &self.authority);
+    }
+
+    /// `SIGTERM`; whether it then exited with success.
+    pub fn terminate(&mut self) -> bool {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap().success()
+    }
+}
+
+fn spawn_vault(port: u16, state: &Path, ca_dir: &Path, authority: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["kms", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--attestation-authority")
+        .arg(authority)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--ca-dir")
+        .arg(ca_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+impl Drop for VaultProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
