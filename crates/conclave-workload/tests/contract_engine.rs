@@ -443,22 +443,15 @@ async fn output_rules_are_enforced_whatever_the_sql_says() {
     assert_eq!(released, expected);
 
     // Settings the workload does not apply are refused, not attested.
-    let mut dp = with_query(
+    let mut rows = with_query(
         "SELECT country, COUNT(*) AS n FROM contoso GROUP BY country",
         1,
         &[],
     );
-    dp.output.differential_privacy = Some(conclave_contract::DifferentialPrivacy {
-        mechanism: conclave_contract::Mechanism::Gaussian,
-        epsilon: 1.0,
-        delta: 1e-6,
-        bounds: Default::default(),
-    });
-    let (r, _) = run_contract(&data, &dp).await;
-    assert!(
-        r.unwrap_err().to_string().contains("differential_privacy"),
-        "a contract asking for noise ran without it"
-    );
+    rows.output.aggregate_only = false;
+    let (r, _) = run_contract(&data, &rows).await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("aggregate_only"), "{e}");
 
     // Statements other than one query are not run.
     let (r, _) = run_contract(&data, &with_query("DROP TABLE contoso", 1, &[])).await;
@@ -571,8 +564,17 @@ fn private(sql: &str, epsilon: f64, delta: f64, bounds: &[(&str, f64, f64)]) -> 
     contract
 }
 
-/// Differential privacy: every released value is noised by OpenDP's Laplace mechanism, groups
-/// are selected on noisy counts, and what DP cannot bound is refused before anything runs.
+/// The (ε, δ) a query's receipt says it spent: "…; epsilon E, delta D spent by this query".
+fn spent(noise: &str) -> (f64, f64) {
+    let tail = noise.rsplit_once("; epsilon ").expect(noise).1;
+    let (epsilon, rest) = tail.split_once(", delta ").expect(noise);
+    let delta = rest.split_once(' ').expect(noise).0;
+    (epsilon.parse().unwrap(), delta.parse().unwrap())
+}
+
+/// Differential privacy: every released value is noised by OpenDP's Laplace or Gaussian
+/// mechanism, groups are selected on noisy counts, and what DP cannot bound is refused before
+/// anything runs.
 /// (The closeness bounds below are many noise scales wide: failing them by chance has a
 /// probability far below 1e-9.)
 #[tokio::test(flavor = "multi_thread")]
@@ -607,6 +609,9 @@ async fn differential_privacy_noises_every_released_value() {
     let q = query(&noisy, "q");
     assert!(q.noise.starts_with("laplace (OpenDP)"), "{}", q.noise);
     assert!(q.noise.contains("4 noisy measurements"), "{}", q.noise);
+    let (epsilon, delta) = spent(&q.noise);
+    assert!(epsilon <= 2.0 && epsilon > 1.9, "{}", q.noise);
+    assert!(delta <= 1e-6, "{}", q.noise);
     let mut moved = 0;
     for r in &q.rows {
         let (records, total, average) = exact[&text(r, "country")];
@@ -677,13 +682,43 @@ async fn differential_privacy_noises_every_released_value() {
         .differential_privacy;
     let e = refused(join).await;
     assert!(e.contains("a join under an aggregation"), "{e}");
-    let mut gaussian = private(sql, 2.0, 1e-6, &[("salary", 0.0, 250_000.0)]);
-    gaussian
-        .output
-        .differential_privacy
-        .as_mut()
-        .unwrap()
-        .mechanism = conclave_contract::Mechanism::Gaussian;
-    let e = refused(gaussian).await;
-    assert!(e.contains("Gaussian"), "{e}");
+
+    // The Gaussian mechanism: discrete Gaussian noise calibrated in zCDP and converted to
+    // (ε, δ) by OpenDP. Each of the four measurements gets ε 0.5 and δ 2.5e-5: σ about 9.3 for
+    // counts and 9.3 × 250000 for sums (the bounds below are 7 σ or more). The Gaussian's
+    // threshold needs more δ than the Laplace's at this k: its tail is what δ pays for.
+    let gaussian = |delta: f64| {
+        let mut c = private(sql, 2.0, delta, &[("salary", 0.0, 250_000.0)]);
+        c.output.differential_privacy.as_mut().unwrap().mechanism =
+            conclave_contract::Mechanism::Gaussian;
+        c
+    };
+    conclave_workload::engine::check(&gaussian(1e-4))
+        .await
+        .unwrap();
+    let noisy = run_contract(&data, &gaussian(1e-4)).await.0.unwrap();
+    let q = query(&noisy, "q");
+    assert!(q.noise.starts_with("gaussian (OpenDP)"), "{}", q.noise);
+    let (epsilon, delta) = spent(&q.noise);
+    assert!(epsilon <= 2.0 && epsilon > 1.5, "{}", q.noise);
+    assert!(delta <= 1e-4 && delta > 9e-5, "{}", q.noise);
+    assert!(!q.rows.is_empty());
+    let mut moved = 0;
+    for r in &q.rows {
+        let (records, total, _) = exact[&text(r, "country")];
+        let n = r["records"].as_f64().unwrap();
+        assert!((n - records).abs() <= 80.0, "count {n} for {records}");
+        assert!(n >= 50.0, "a group below k was released: {r:?}");
+        let t = r["total"].as_f64().unwrap();
+        assert!((t - total).abs() <= 2e7, "sum {t} for {total}");
+        let a = r["average_salary"].as_f64().unwrap();
+        assert!((0.0..=250_000.0).contains(&a), "average {a}");
+        moved += usize::from(n != records);
+    }
+    assert!(moved > 0, "no count was noised: {q:?}");
+    let countries: Vec<String> = q.rows.iter().map(|r| text(r, "country")).collect();
+    assert!(countries.is_sorted(), "{countries:?}");
+    // The threshold's own δ (one record's group passing k) must fit in its share.
+    let e = refused(gaussian(1e-6)).await;
+    assert!(e.contains("raise output.differential_privacy.delta"), "{e}");
 }

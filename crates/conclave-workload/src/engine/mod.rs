@@ -135,13 +135,6 @@ pub fn supported(contract: &Contract) -> Result<(), ContractRunError> {
         query: "(contract)".into(),
         detail: detail.into(),
     };
-    if let Some(dp) = &contract.output.differential_privacy
-        && dp.mechanism != conclave_contract::Mechanism::Laplace
-    {
-        return Err(unsupported(
-            "differential_privacy with the Gaussian mechanism is not implemented by this workload (it applies the Laplace mechanism); it will not attest privacy it does not apply",
-        ));
-    }
     if !contract.output.aggregate_only {
         return Err(unsupported(
             "aggregate_only = false: this workload releases aggregates only",

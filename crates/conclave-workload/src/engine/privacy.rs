@@ -1,32 +1,36 @@
 //! Differential privacy for a contract that asks for it (`output.differential_privacy`), with
 //! the noise, its calibration and its privacy accounting from OpenDP (Harvard's maintained DP
-//! library: `make_laplace`, `make_laplace_threshold` and their privacy maps); no sampling code
-//! is written here.
+//! library: `make_laplace`, `make_laplace_threshold`, `make_gaussian`,
+//! `make_gaussian_threshold`, `make_zCDP_to_approxDP`, `make_fix_delta` and their privacy
+//! maps); no sampling code is written here.
 //!
 //! The unit of privacy is one record of one input. Each **release aggregate** (see [`super::rules`])
 //! is a statistic of its groups; with DP:
 //!
 //! - a record counts in at most one group of a release aggregate: no join under it (a record
 //!   could match several rows), no DISTINCT, no ROLLUP/CUBE/GROUPING SETS;
-//! - which groups are released is decided on a noisy count: with GROUP BY, OpenDP's Laplace
-//!   threshold mechanism (propose-test-release over the groups' counts, threshold `k`), which
-//!   costs δ; without, the one group's count is noised and released if it reaches `k`;
+//! - which groups are released is decided on a noisy count: with GROUP BY, OpenDP's threshold
+//!   mechanism (propose-test-release over the groups' counts, threshold `k`), which costs δ;
+//!   without, the one group's count is noised and released if it reaches `k`;
 //! - each released value is noised: `COUNT(*)` is the noisy count itself, `COUNT(x)` gets its
 //!   own noise, `SUM(x)` is taken over `x` clamped to the contract's `bounds` (sensitivity
 //!   `max(|lower|, |upper|)`), and `AVG(x)` is a noisy clamped sum over a noisy count, clamped
 //!   to the bounds;
 //! - the run's ε is split evenly over the contract's release aggregates, and each aggregate's
 //!   share evenly over its noisy statistics (sequential composition); δ is split evenly over
-//!   the aggregates and spent by their thresholds. OpenDP's privacy maps check each
-//!   measurement's (ε, δ) against its share before anything runs.
+//!   the aggregates. OpenDP's privacy maps check each measurement's (ε, δ) against its share
+//!   before anything runs.
 //!
-//! Only the Laplace mechanism is applied; a contract asking for the Gaussian is refused (the
-//! workload does not attest privacy it does not apply).
+//! The mechanism is the contract's. **Laplace** (pure ε-DP for the values): an aggregate's δ is
+//! spent by its group threshold. **Gaussian** (discrete Gaussian noise, calibrated in zero-
+//! concentrated DP and converted to (ε, δ) by OpenDP's `make_zCDP_to_approxDP` at a fixed δ):
+//! an aggregate's δ is split evenly over its measurements (the threshold's own δ included), so
+//! each is (ε_each, δ_each)-DP and the run (ε, δ)-DP by basic composition.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use conclave_contract::DifferentialPrivacy;
+use conclave_contract::{DifferentialPrivacy, Mechanism};
 use datafusion::arrow::array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, UInt64Array,
 };
@@ -34,11 +38,14 @@ use datafusion::arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_in
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast as cast_expr, lit, when};
+use opendp::combinators::{make_fix_delta, make_zCDP_to_approxDP};
 use opendp::core::Measurement;
 use opendp::domains::{AtomDomain, MapDomain, VectorDomain};
-use opendp::measurements::{make_laplace, make_laplace_threshold};
-use opendp::measures::{Approximate, MaxDivergence};
-use opendp::metrics::{AbsoluteDistance, L0PInfDistance, L1Distance};
+use opendp::measurements::{
+    make_gaussian, make_gaussian_threshold, make_laplace, make_laplace_threshold,
+};
+use opendp::measures::{Approximate, MaxDivergence, ZeroConcentratedDivergence};
+use opendp::metrics::{AbsoluteDistance, L0PInfDistance, L1Distance, L2Distance};
 
 use super::rules::{self, RuleViolation};
 
@@ -52,6 +59,26 @@ type GroupThreshold = Measurement<
     Approximate<MaxDivergence>,
     HashMap<u64, i64>,
 >;
+type GaussianCounts = Measurement<
+    VectorDomain<AtomDomain<i64>>,
+    L2Distance<i64>,
+    ZeroConcentratedDivergence,
+    Vec<i64>,
+>;
+type GaussianSums = Measurement<
+    VectorDomain<AtomDomain<f64>>,
+    L2Distance<f64>,
+    ZeroConcentratedDivergence,
+    Vec<f64>,
+>;
+type GaussianThreshold = Measurement<
+    MapDomain<AtomDomain<u64>, AtomDomain<i64>>,
+    L0PInfDistance<2, AbsoluteDistance<i64>>,
+    Approximate<ZeroConcentratedDivergence>,
+    HashMap<u64, i64>,
+>;
+/// A measurement's function, whichever its mechanism.
+type Noisy<T> = Box<dyn Fn(&T) -> Result<T, opendp::error::Error>>;
 
 /// What one aggregate of a release aggregate releases.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +108,13 @@ impl Statistic {
 /// (its measurements are rebuilt from them where they run: they are not `Send`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateNoise {
+    pub mechanism: Mechanism,
     /// One per aggregate expression of the release aggregate.
     pub statistics: Vec<Statistic>,
     /// ε of each noisy measurement.
     pub epsilon_each: f64,
+    /// δ of each noisy measurement (0 with Laplace).
+    pub delta_each: f64,
     /// (ε, δ) the group selection costs (OpenDP's map); the group count's ε without GROUP BY.
     pub selection: (f64, f64),
     /// The scale of the threshold mechanism's noise, with GROUP BY.
@@ -139,32 +169,157 @@ fn threshold_measurement(
     )
 }
 
-/// The scale of Laplace noise for counts at ε `epsilon` (OpenDP's privacy map confirms it).
-fn count_noise(epsilon: f64) -> Result<f64, String> {
-    calibrate(epsilon, 1.0, |scale| {
-        count_measurement(scale)
-            .and_then(|m| m.map(&1))
-            .map_err(opendp_error)
+/// Discrete Gaussian noise on a vector of counts, each record in at most one (L2 sensitivity
+/// 1), in zero-concentrated DP.
+fn gaussian_counts(scale: f64) -> Result<GaussianCounts, opendp::error::Error> {
+    make_gaussian(
+        VectorDomain::new(AtomDomain::<i64>::default()),
+        L2Distance::<i64>::default(),
+        scale,
+        None,
+    )
+}
+
+/// Gaussian noise on a vector of sums of clamped values, in zero-concentrated DP.
+fn gaussian_sums(scale: f64) -> Result<GaussianSums, opendp::error::Error> {
+    make_gaussian(
+        VectorDomain::new(AtomDomain::<f64>::new_non_nan()),
+        L2Distance::<f64>::default(),
+        scale,
+        None,
+    )
+}
+
+/// OpenDP's Gaussian threshold mechanism over the groups' counts.
+fn gaussian_threshold(
+    scale: f64,
+    threshold: i64,
+) -> Result<GaussianThreshold, opendp::error::Error> {
+    make_gaussian_threshold(
+        MapDomain::new(AtomDomain::<u64>::default(), AtomDomain::<i64>::default()),
+        L0PInfDistance(AbsoluteDistance::<i64>::default()),
+        scale,
+        threshold,
+        None,
+    )
+}
+
+/// The noise on counts of a run with `mechanism`, at `scale`.
+fn count_noiser(mechanism: Mechanism, scale: f64) -> Result<Noisy<Vec<i64>>, opendp::error::Error> {
+    Ok(match mechanism {
+        Mechanism::Laplace => {
+            let m = count_measurement(scale)?;
+            Box::new(move |v| m.invoke(v))
+        }
+        Mechanism::Gaussian => {
+            let m = gaussian_counts(scale)?;
+            Box::new(move |v| m.invoke(v))
+        }
     })
 }
 
-/// The scale of Laplace noise for sums of values within `[-bound, bound]` at ε `epsilon`.
-fn sum_noise(epsilon: f64, bound: f64) -> Result<f64, String> {
-    calibrate(epsilon, bound, |scale| {
-        sum_measurement(scale)
-            .and_then(|m| m.map(&bound))
-            .map_err(opendp_error)
+/// The noise on clamped sums of a run with `mechanism`, at `scale`.
+fn sum_noiser(mechanism: Mechanism, scale: f64) -> Result<Noisy<Vec<f64>>, opendp::error::Error> {
+    Ok(match mechanism {
+        Mechanism::Laplace => {
+            let m = sum_measurement(scale)?;
+            Box::new(move |v| m.invoke(v))
+        }
+        Mechanism::Gaussian => {
+            let m = gaussian_sums(scale)?;
+            Box::new(move |v| m.invoke(v))
+        }
     })
 }
 
-/// The smallest scale (from `sensitivity / epsilon` up, in small steps) whose measurement
-/// OpenDP's privacy map says spends at most `epsilon` (its maps round conservatively).
+/// The group selection of a run with `mechanism`, at `scale`, releasing noisy counts from
+/// `threshold` up.
+fn threshold_noiser(
+    mechanism: Mechanism,
+    scale: f64,
+    threshold: i64,
+) -> Result<Noisy<HashMap<u64, i64>>, opendp::error::Error> {
+    Ok(match mechanism {
+        Mechanism::Laplace => {
+            let m = threshold_measurement(scale, threshold)?;
+            Box::new(move |v| m.invoke(v))
+        }
+        Mechanism::Gaussian => {
+            let m = gaussian_threshold(scale, threshold)?;
+            Box::new(move |v| m.invoke(v))
+        }
+    })
+}
+
+/// The ε a zero-concentrated measurement's map `rho` (at the input distance in question) comes
+/// to at δ `delta`, by OpenDP's conversion (`make_zCDP_to_approxDP`, then `make_fix_delta`).
+fn gaussian_epsilon<DI, MI, TO>(
+    m: Measurement<DI, MI, ZeroConcentratedDivergence, TO>,
+    d_in: &MI::Distance,
+    delta: f64,
+) -> Result<f64, String>
+where
+    DI: opendp::core::Domain,
+    MI: 'static + opendp::core::Metric,
+    (DI, MI): opendp::core::MetricSpace,
+{
+    make_zCDP_to_approxDP(m)
+        .and_then(|m| make_fix_delta(&m, delta))
+        .and_then(|m| m.map(d_in))
+        .map(|(epsilon, _)| epsilon)
+        .map_err(opendp_error)
+}
+
+/// The scale of noise for counts at (ε `epsilon`, δ `delta`) (OpenDP's privacy map confirms
+/// it; δ matters to the Gaussian only).
+fn count_noise(mechanism: Mechanism, epsilon: f64, delta: f64) -> Result<f64, String> {
+    match mechanism {
+        Mechanism::Laplace => calibrate(1.0 / epsilon, epsilon, |scale| {
+            count_measurement(scale)
+                .and_then(|m| m.map(&1))
+                .map_err(opendp_error)
+        }),
+        Mechanism::Gaussian => calibrate(gaussian_start(1.0, epsilon, delta), epsilon, |scale| {
+            gaussian_counts(scale)
+                .map_err(opendp_error)
+                .and_then(|m| gaussian_epsilon(m, &1, delta))
+        }),
+    }
+}
+
+/// The scale of noise for sums of values within `[-bound, bound]` at (ε, δ).
+fn sum_noise(mechanism: Mechanism, epsilon: f64, delta: f64, bound: f64) -> Result<f64, String> {
+    match mechanism {
+        Mechanism::Laplace => calibrate(bound / epsilon, epsilon, |scale| {
+            sum_measurement(scale)
+                .and_then(|m| m.map(&bound))
+                .map_err(opendp_error)
+        }),
+        Mechanism::Gaussian => calibrate(gaussian_start(bound, epsilon, delta), epsilon, |scale| {
+            gaussian_sums(scale)
+                .map_err(opendp_error)
+                .and_then(|m| gaussian_epsilon(m, &bound, delta))
+        }),
+    }
+}
+
+/// Where the search for a Gaussian scale starts: the σ of the ρ that the classic conversion
+/// ε = ρ + 2·sqrt(ρ·ln(1/δ)) (Bun and Steinke 2016, Prop. 1.3) allows; OpenDP's map is at
+/// least as tight, so it confirms this σ or a larger one.
+fn gaussian_start(sensitivity: f64, epsilon: f64, delta: f64) -> f64 {
+    let l = (1.0 / delta).ln();
+    let rho = ((l + epsilon).sqrt() - l.sqrt()).powi(2);
+    sensitivity / (2.0 * rho).sqrt()
+}
+
+/// The smallest scale (from `start` up, in small steps) whose measurement OpenDP's privacy map
+/// says spends at most `epsilon` (its maps round conservatively).
 fn calibrate(
+    start: f64,
     epsilon: f64,
-    sensitivity: f64,
     spends: impl Fn(f64) -> Result<f64, String>,
 ) -> Result<f64, String> {
-    let mut scale = sensitivity / epsilon;
+    let mut scale = start;
     for _ in 0..64 {
         let spent = spends(scale)?;
         if spent <= epsilon {
@@ -173,7 +328,7 @@ fn calibrate(
         scale *= 1.0 + 1e-9_f64.max((spent - epsilon) / epsilon);
     }
     Err(format!(
-        "no noise scale meets epsilon {epsilon} (sensitivity {sensitivity})"
+        "no noise scale from {start} up meets epsilon {epsilon}"
     ))
 }
 
@@ -208,39 +363,71 @@ pub fn plan(
                 .map(Statistic::measurements)
                 .sum::<usize>();
             let epsilon_each = epsilon_gate / n as f64;
-            let count_scale = count_noise(epsilon_each).map_err(&unsupported)?;
+            let delta_each = match dp.mechanism {
+                Mechanism::Laplace => 0.0,
+                Mechanism::Gaussian => delta_gate / n as f64,
+            };
+            let count_scale =
+                count_noise(dp.mechanism, epsilon_each, delta_each).map_err(&unsupported)?;
             let sum_scales = statistics
                 .iter()
                 .map(|s| match s {
                     Statistic::Sum { lower, upper } | Statistic::Avg { lower, upper } => {
-                        sum_noise(epsilon_each, lower.abs().max(upper.abs())).map(Some)
+                        let bound = lower.abs().max(upper.abs());
+                        sum_noise(dp.mechanism, epsilon_each, delta_each, bound).map(Some)
                     }
                     _ => Ok(None),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(&unsupported)?;
-            let (threshold_scale, selection) = if grouped {
-                let spends = |scale: f64| {
-                    threshold_measurement(scale, threshold)
-                        .and_then(|m| m.map(&(1, 1, 1)))
-                        .map_err(opendp_error)
-                };
-                let scale = calibrate(epsilon_each, 1.0, |s| spends(s).map(|d| d.0))
-                    .map_err(&unsupported)?;
-                let spent = spends(scale).map_err(&unsupported)?;
-                if spent.1 > delta_gate {
-                    return Err(unsupported(format!(
-                        "with differential privacy, releasing which groups exist (GROUP BY) costs delta {:.3e} per aggregation at k = {k} and this epsilon, and the contract's delta leaves {delta_gate:.3e}: raise output.differential_privacy.delta (or k, or epsilon)",
-                        spent.1
-                    )));
+            let too_little_delta = |needed: f64, left: f64| {
+                format!(
+                    "with differential privacy, releasing which groups exist (GROUP BY) costs delta {needed:.3e} per aggregation at k = {k} and this epsilon, and the contract's delta leaves {left:.3e}: raise output.differential_privacy.delta (or k, or epsilon)"
+                )
+            };
+            let (threshold_scale, selection) = match (grouped, dp.mechanism) {
+                (false, _) => (None, (epsilon_each, delta_each)),
+                (true, Mechanism::Laplace) => {
+                    let spends = |scale: f64| {
+                        threshold_measurement(scale, threshold)
+                            .and_then(|m| m.map(&(1, 1, 1)))
+                            .map_err(opendp_error)
+                    };
+                    let scale =
+                        calibrate(1.0 / epsilon_each, epsilon_each, |s| spends(s).map(|d| d.0))
+                            .map_err(&unsupported)?;
+                    let spent = spends(scale).map_err(&unsupported)?;
+                    if spent.1 > delta_gate {
+                        return Err(unsupported(too_little_delta(spent.1, delta_gate)));
+                    }
+                    (Some(scale), spent)
                 }
-                (Some(scale), spent)
-            } else {
-                (None, (epsilon_each, 0.0))
+                (true, Mechanism::Gaussian) => {
+                    // The threshold's own δ (a group of one record passing it) comes out of
+                    // its share first; the rest pays for its noise, converted from zCDP.
+                    let spends = |scale: f64| {
+                        let m = gaussian_threshold(scale, threshold).map_err(opendp_error)?;
+                        let (_, own) = m.map(&(1, 1, 1)).map_err(opendp_error)?;
+                        if own >= delta_each {
+                            return Err(too_little_delta(own, delta_each));
+                        }
+                        make_zCDP_to_approxDP(m)
+                            .and_then(|m| make_fix_delta(&m, delta_each))
+                            .and_then(|m| m.map(&(1, 1, 1)))
+                            .map(|(epsilon, _)| epsilon)
+                            .map_err(opendp_error)
+                    };
+                    let start = gaussian_start(1.0, epsilon_each, delta_each);
+                    let scale = calibrate(start, epsilon_each, spends).map_err(&unsupported)?;
+                    let epsilon = spends(scale).map_err(&unsupported)?;
+                    (Some(scale), (epsilon, delta_each))
+                }
             };
             noises.push(GateNoise {
+                mechanism: dp.mechanism,
                 statistics,
                 epsilon_each,
+                delta_each,
                 selection,
                 threshold_scale,
                 threshold,
@@ -398,6 +585,22 @@ fn float64(b: &RecordBatch, i: usize) -> datafusion::common::Result<Float64Array
         .clone())
 }
 
+/// Column `column` of `b` (a count, cast to Int64), at the rows `indices`; a null counts 0.
+fn kept_counts(
+    b: &RecordBatch,
+    column: usize,
+    indices: &UInt64Array,
+) -> datafusion::common::Result<Vec<i64>> {
+    let kept = take(&int64(b, column)?, indices, None)?;
+    Ok(kept
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| internal("a count is not an Int64"))?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect())
+}
+
 /// The released groups of a release aggregate run with DP: `batches` are the rows of its
 /// [`clamped`] form with hidden counts (the last `hidden` columns, `COUNT(*)` first), `target`
 /// its original output schema. Selects groups on their noisy counts (at least `k`), noises
@@ -421,30 +624,27 @@ pub fn release(
     let keys = width - hidden - aggregates;
     let rows = int64(&b, width - hidden)?;
     let fail = |e: opendp::error::Error| internal(opendp_error(e));
-    let counts = count_measurement(noise.count_scale).map_err(fail)?;
-    let sums: Vec<Option<SumNoise>> = noise
+    let counts = count_noiser(noise.mechanism, noise.count_scale).map_err(fail)?;
+    let sums: Vec<Option<Noisy<Vec<f64>>>> = noise
         .sum_scales
         .iter()
-        .map(|s| s.map(sum_measurement).transpose())
+        .map(|s| s.map(|s| sum_noiser(noise.mechanism, s)).transpose())
         .collect::<Result<_, _>>()
         .map_err(fail)?;
 
     // Which groups are released, with their noisy counts.
     let mut kept: Vec<(u64, i64)> = match noise.threshold_scale {
         Some(scale) => {
-            let threshold = threshold_measurement(scale, noise.threshold).map_err(fail)?;
+            let threshold =
+                threshold_noiser(noise.mechanism, scale, noise.threshold).map_err(fail)?;
             let counts: HashMap<u64, i64> = (0..b.num_rows() as u64)
                 .map(|i| (i, rows.value(i as usize)))
                 .collect();
-            threshold
-                .invoke(&counts)
-                .map_err(fail)?
-                .into_iter()
-                .collect()
+            threshold(&counts).map_err(fail)?.into_iter().collect()
         }
         None => {
             let exact: Vec<i64> = rows.values().iter().copied().collect();
-            let noisy = counts.invoke(&exact).map_err(fail)?;
+            let noisy = counts(&exact).map_err(fail)?;
             noisy
                 .into_iter()
                 .enumerate()
@@ -492,16 +692,8 @@ pub fn release(
         let value: ArrayRef = match stat {
             Statistic::Rows => Arc::new(Int64Array::from(noisy_rows.clone())),
             Statistic::Count => {
-                let exact = int64(&b, column)?;
-                let exact = pick(&exact)?;
-                let exact: Vec<i64> = exact
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| internal("a count is not an Int64"))?
-                    .iter()
-                    .map(|v| v.unwrap_or(0))
-                    .collect();
-                let noisy = counts.invoke(&exact).map_err(fail)?;
+                let exact = kept_counts(&b, column, &indices)?;
+                let noisy = counts(&exact).map_err(fail)?;
                 Arc::new(Int64Array::from(
                     noisy.into_iter().map(|c| c.max(0)).collect::<Vec<_>>(),
                 ))
@@ -511,27 +703,19 @@ pub fn release(
                 let exact = pick(&exact)?;
                 let exact: Vec<f64> = as_f64s(&exact)?;
                 let sums = sums[j].as_ref().ok_or_else(|| internal("no sum noise"))?;
-                Arc::new(Float64Array::from(sums.invoke(&exact).map_err(fail)?))
+                Arc::new(Float64Array::from(sums(&exact).map_err(fail)?))
             }
             Statistic::Avg { lower, upper } => {
                 let mean = as_f64s(&pick(&float64(&b, column)?)?)?;
-                let count = int64(&b, covered)?;
-                let count = pick(&count)?;
-                let count: Vec<i64> = count
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| internal("a count is not an Int64"))?
-                    .iter()
-                    .map(|v| v.unwrap_or(0))
-                    .collect();
+                let count = kept_counts(&b, covered, &indices)?;
                 let sum: Vec<f64> = mean
                     .iter()
                     .zip(&count)
                     .map(|(m, c)| m * *c as f64)
                     .collect();
                 let sums = sums[j].as_ref().ok_or_else(|| internal("no sum noise"))?;
-                let noisy_sum = sums.invoke(&sum).map_err(fail)?;
-                let noisy_count = counts.invoke(&count).map_err(fail)?;
+                let noisy_sum = sums(&sum).map_err(fail)?;
+                let noisy_count = counts(&count).map_err(fail)?;
                 Arc::new(Float64Array::from(
                     noisy_sum
                         .iter()
@@ -624,9 +808,23 @@ pub fn describe(noises: &[GateNoise]) -> String {
                         .sum::<usize>() as f64
         })
         .sum();
-    let delta: f64 = noises.iter().map(|n| n.selection.1).sum();
+    let delta: f64 = noises
+        .iter()
+        .map(|n| {
+            n.selection.1
+                + n.delta_each
+                    * n.statistics
+                        .iter()
+                        .map(Statistic::measurements)
+                        .sum::<usize>() as f64
+        })
+        .sum();
+    let mechanism = match noises[0].mechanism {
+        Mechanism::Laplace => "laplace",
+        Mechanism::Gaussian => "gaussian",
+    };
     format!(
-        "laplace (OpenDP): {statistics} noisy measurements over {} aggregation(s), groups selected on noisy counts (those not released are not counted); epsilon {epsilon:.6}, delta {delta:.3e} spent by this query",
+        "{mechanism} (OpenDP): {statistics} noisy measurements over {} aggregation(s), groups selected on noisy counts (those not released are not counted); epsilon {epsilon:.6}, delta {delta:.3e} spent by this query",
         noises.len()
     )
 }
