@@ -174,6 +174,7 @@ pub struct ReleaseFacts<'a> {
 pub struct Granted {
     jws: String,
     enc: WrapAlgorithm,
+    budgeted: bool,
 }
 
 /// A release the decision allows: what to wrap, how, and to which key.
@@ -183,6 +184,8 @@ pub struct Release {
     /// The TEE key's RSA modulus and exponent (big-endian).
     pub tee_n: Vec<u8>,
     pub tee_e: Vec<u8>,
+    /// Whether the key had a privacy budget when this was decided.
+    pub budgeted: bool,
 }
 
 /// The ε a token attests for its run, in millionths rounded up: `None` when absent, or not a
@@ -237,7 +240,12 @@ pub fn decide(f: &ReleaseFacts) -> Result<Release, Refusal> {
         }
     }
     let (tee_n, tee_e) = tee_key(claims).ok_or(Refusal::NoTeeKey)?;
-    Ok(Release { enc, tee_n, tee_e })
+    Ok(Release {
+        enc,
+        tee_n,
+        tee_e,
+        budgeted: f.budget.is_some(),
+    })
 }
 
 /// The checks that need no token (the first of [`decide`]'s): the vault verifies a token only
@@ -368,6 +376,7 @@ impl Vault {
         Ok(Ok(Granted {
             jws: self.release_jws(rec, req, release.enc, &wrapped)?,
             enc: release.enc,
+            budgeted: release.budgeted,
         }))
     }
 
@@ -399,6 +408,7 @@ impl Vault {
                 let payment = self.store().record_release(ReleaseEntry {
                     key: name.to_string(),
                     epsilon_micros,
+                    budgeted: granted.budgeted,
                     now: now(),
                     event: with_token(
                         AuditEvent::new(&who.name, "release", Some(name), "granted").detail(detail),
@@ -407,6 +417,9 @@ impl Vault {
                 match payment {
                     Payment::Free(_) | Payment::Paid(..) => Ok(granted.jws),
                     Payment::NotAttested(_) => Err(Refusal::EpsilonNotAttested),
+                    // Purged since the decision: its budget went with it, and a key that was
+                    // just purged is not released.
+                    Payment::BudgetGone => Err(Refusal::KeyDisabled),
                     Payment::Insufficient(ledger) => Err(Refusal::BudgetExhausted {
                         requested_micros: epsilon_micros.unwrap_or_default(),
                         remaining_micros: ledger.remaining_micros(),
@@ -888,6 +901,7 @@ mod tests {
             Ok(Granted {
                 jws: "jws".into(),
                 enc: WrapAlgorithm::CkmRsaAesKeyWrap,
+                budgeted: false,
             }),
         )
         .unwrap();
@@ -909,6 +923,7 @@ mod tests {
             Ok(Granted {
                 jws: "jws".into(),
                 enc: WrapAlgorithm::CkmRsaAesKeyWrap,
+                budgeted: false,
             })
         };
         let dp = |eps: f64| {

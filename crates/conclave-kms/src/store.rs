@@ -159,6 +159,9 @@ pub struct ReleaseEntry {
     pub key: String,
     /// The ε the token attests for the run (millionths), if any.
     pub epsilon_micros: Option<u64>,
+    /// Whether the decision saw a ledger for the key: one gone by the write (the key purged
+    /// meanwhile) refuses the release rather than let it go unpaid.
+    pub budgeted: bool,
     /// Unix seconds (the ledger's `updated` when it is debited).
     pub now: u64,
     /// The `granted` entry; a debit adds `epsilon` and `remainingEpsilon` to its detail.
@@ -176,6 +179,9 @@ pub enum Payment {
     Insufficient(BudgetLedger),
     /// Nothing written: the key has a budget and the token attests no ε.
     NotAttested(BudgetLedger),
+    /// Nothing written: the key had a budget when the release was decided, and has none now
+    /// (it was purged meanwhile).
+    BudgetGone,
 }
 
 /// What a group commit appends: an entry as it is, or a release that must be paid for first.
@@ -516,6 +522,7 @@ impl Store {
             .map(|v| decode::<BudgetLedger>(&r.key, &v))
             .transpose()?;
         let (ledger, micros) = match (ledger, r.epsilon_micros) {
+            (None, _) if r.budgeted => return Ok(Payment::BudgetGone),
             (None, _) => return Ok(Payment::Free(self.append(tx, r.event)?)),
             (Some(ledger), None) => return Ok(Payment::NotAttested(ledger)),
             (Some(ledger), Some(micros)) if micros > ledger.remaining_micros() => {
@@ -1185,6 +1192,65 @@ mod tests {
             .audit(AuditEvent::new("p", "release", Some("k"), "granted"))
             .unwrap();
         assert_eq!(store.audit_tree_head().unwrap().0, 22);
+    }
+
+    /// Concurrent releases of one key (committed in groups) are paid for in order: a ledger
+    /// that can pay for five pays for exactly five, and the others write nothing; a release
+    /// decided with a ledger that is gone by the write is refused.
+    #[test]
+    fn concurrent_releases_spend_a_ledger_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[7u8; 32]);
+        let store = Store::open(&dir.path().join("v.redb"), key.clone()).unwrap();
+        let budget = AuditEvent::new("owner", "privacy-budget", Some("k"), "ok");
+        store.put_budget("k", 500_000, 1, budget).unwrap();
+        let entry = |budgeted: bool| ReleaseEntry {
+            key: "k".into(),
+            epsilon_micros: Some(100_000),
+            budgeted,
+            now: 2,
+            event: AuditEvent::new("woodgrove", "release", Some("k"), "granted"),
+        };
+        let payments: Vec<Payment> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| s.spawn(|| store.record_release(entry(true)).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let paid: Vec<_> = payments
+            .iter()
+            .filter_map(|p| match p {
+                Payment::Paid(after, _) => Some(after.spent_micros),
+                Payment::Insufficient(_) => None,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut spent = paid.clone();
+        spent.sort_unstable();
+        assert_eq!(spent, [100_000, 200_000, 300_000, 400_000, 500_000]);
+        let ledger = store.budget("k").unwrap().unwrap();
+        assert_eq!((ledger.spent_micros, ledger.releases), (500_000, 5));
+        let granted = store
+            .audit_entries(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event.outcome == "granted")
+            .count();
+        assert_eq!(granted, 5);
+
+        // The ledger gone (the key purged) after a decision that saw it: refused, not free.
+        store
+            .backend
+            .write(|tx| tx.remove(Table::Budgets, &Key::str("k")).map(drop))
+            .unwrap();
+        assert_eq!(
+            store.record_release(entry(true)).unwrap(),
+            Payment::BudgetGone
+        );
+        assert!(matches!(
+            store.record_release(entry(false)).unwrap(),
+            Payment::Free(_)
+        ));
     }
 
     #[test]
