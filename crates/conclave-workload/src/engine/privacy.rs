@@ -279,11 +279,15 @@ fn count_noise(mechanism: Mechanism, epsilon: f64, delta: f64) -> Result<f64, St
                 .and_then(|m| m.map(&1))
                 .map_err(opendp_error)
         }),
-        Mechanism::Gaussian => calibrate(gaussian_start(1.0, epsilon, delta), epsilon, |scale| {
-            gaussian_counts(scale)
-                .map_err(opendp_error)
-                .and_then(|m| gaussian_epsilon(m, &1, delta))
-        }),
+        Mechanism::Gaussian => {
+            let spends = |scale| {
+                gaussian_counts(scale)
+                    .map_err(opendp_error)
+                    .and_then(|m| gaussian_epsilon(m, &1, delta))
+            };
+            calibrate(gaussian_start(1.0, epsilon, delta), epsilon, spends)
+                .map(|scale| tighten(scale, epsilon, spends))
+        }
     }
 }
 
@@ -295,21 +299,46 @@ fn sum_noise(mechanism: Mechanism, epsilon: f64, delta: f64, bound: f64) -> Resu
                 .and_then(|m| m.map(&bound))
                 .map_err(opendp_error)
         }),
-        Mechanism::Gaussian => calibrate(gaussian_start(bound, epsilon, delta), epsilon, |scale| {
-            gaussian_sums(scale)
-                .map_err(opendp_error)
-                .and_then(|m| gaussian_epsilon(m, &bound, delta))
-        }),
+        Mechanism::Gaussian => {
+            let spends = |scale| {
+                gaussian_sums(scale)
+                    .map_err(opendp_error)
+                    .and_then(|m| gaussian_epsilon(m, &bound, delta))
+            };
+            calibrate(gaussian_start(bound, epsilon, delta), epsilon, spends)
+                .map(|scale| tighten(scale, epsilon, spends))
+        }
     }
 }
 
 /// Where the search for a Gaussian scale starts: the σ of the ρ that the classic conversion
-/// ε = ρ + 2·sqrt(ρ·ln(1/δ)) (Bun and Steinke 2016, Prop. 1.3) allows; OpenDP's map is at
-/// least as tight, so it confirms this σ or a larger one.
+/// ε = ρ + 2·sqrt(ρ·ln(1/δ)) (Bun and Steinke 2016, Prop. 1.3) allows. OpenDP's conversion is
+/// tighter, so it accepts this σ; [`tighten`] then finds the smallest σ it accepts.
 fn gaussian_start(sensitivity: f64, epsilon: f64, delta: f64) -> f64 {
     let l = (1.0 / delta).ln();
     let rho = ((l + epsilon).sqrt() - l.sqrt()).powi(2);
     sensitivity / (2.0 * rho).sqrt()
+}
+
+/// The smallest scale at or below `passing` (one whose measurement spends at most `epsilon`)
+/// that still does, to a relative 1e-6: a bisection against OpenDP's privacy map (an error
+/// counts as not fitting).
+fn tighten(passing: f64, epsilon: f64, spends: impl Fn(f64) -> Result<f64, String>) -> f64 {
+    let fits = |scale: f64| spends(scale).is_ok_and(|spent| spent <= epsilon);
+    let (mut lo, mut hi) = (passing / 2.0, passing);
+    while lo > passing / 1024.0 && fits(lo) {
+        hi = lo;
+        lo /= 2.0;
+    }
+    while hi - lo > hi * 1e-6 {
+        let mid = (lo + hi) / 2.0;
+        if fits(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }
 
 /// The smallest scale (from `start` up, in small steps) whose measurement OpenDP's privacy map
@@ -380,9 +409,18 @@ pub fn plan(
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(&unsupported)?;
-            let too_little_delta = |needed: f64, left: f64| {
+            // The selection needs `needed` of a share `share` of the contract's δ: said as the
+            // contract δ that would cover it.
+            let too_little_delta = |needed: f64, share: f64| {
                 format!(
-                    "with differential privacy, releasing which groups exist (GROUP BY) costs delta {needed:.3e} per aggregation at k = {k} and this epsilon, and the contract's delta leaves {left:.3e}: raise output.differential_privacy.delta (or k, or epsilon)"
+                    "with differential privacy, releasing which groups exist (GROUP BY) at k = {k} and this epsilon needs output.differential_privacy.delta of about {:.3e} or more, and the contract's is {:.3e}: raise it (or k, or epsilon)",
+                    needed
+                        * if share > 0.0 {
+                            dp.delta / share
+                        } else {
+                            total as f64
+                        },
+                    dp.delta
                 )
             };
             let (threshold_scale, selection) = match (grouped, dp.mechanism) {
@@ -418,7 +456,9 @@ pub fn plan(
                             .map_err(opendp_error)
                     };
                     let start = gaussian_start(1.0, epsilon_each, delta_each);
-                    let scale = calibrate(start, epsilon_each, spends).map_err(&unsupported)?;
+                    let scale = calibrate(start, epsilon_each, spends)
+                        .map(|scale| tighten(scale, epsilon_each, spends))
+                        .map_err(&unsupported)?;
                     let epsilon = spends(scale).map_err(&unsupported)?;
                     (Some(scale), (epsilon, delta_each))
                 }
