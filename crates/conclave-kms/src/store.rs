@@ -194,6 +194,9 @@ enum Pending {
 enum Committed {
     Entry(AuditEntry),
     Release(Payment),
+    /// This item alone failed, having written nothing (a key's ledger that does not decode);
+    /// the rest of its batch commits.
+    Failed(StoreError),
 }
 
 /// A soft-deleted key (Azure Key Vault's DeletedKeyBundle): every version, kept until
@@ -423,7 +426,9 @@ impl Store {
     pub fn audit(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
         match self.append_grouped(Pending::Audit(event))? {
             Committed::Entry(entry) => Ok(entry),
-            Committed::Release(_) => unreachable!("an audit event commits as an entry"),
+            Committed::Release(_) | Committed::Failed(_) => {
+                unreachable!("an audit event commits as an entry or its batch fails")
+            }
         }
     }
 
@@ -437,7 +442,9 @@ impl Store {
     pub fn record_release(&self, entry: ReleaseEntry) -> Result<Payment, StoreError> {
         match self.append_grouped(Pending::Release(entry))? {
             Committed::Release(payment) => Ok(payment),
-            Committed::Entry(_) => unreachable!("a release commits as a payment"),
+            Committed::Entry(_) | Committed::Failed(_) => {
+                unreachable!("a release commits as a payment, or fails alone")
+            }
         }
     }
 
@@ -477,9 +484,16 @@ impl Store {
                 .unwrap_or_else(|_| Err(StoreError::Db("the audit commit panicked".into())));
         let mut st = self.group.lock();
         match outcome {
-            Ok(entries) => st
-                .results
-                .extend(tickets.into_iter().zip(entries.into_iter().map(Ok))),
+            Ok(entries) => {
+                st.results.extend(
+                    tickets
+                        .into_iter()
+                        .zip(entries.into_iter().map(|c| match c {
+                            Committed::Failed(e) => Err(e),
+                            c => Ok(c),
+                        })),
+                )
+            }
             Err(e) => {
                 let unavailable = matches!(e, StoreError::Unavailable(_));
                 let msg = e.to_string();
@@ -509,7 +523,13 @@ impl Store {
                 .into_iter()
                 .map(|item| match item {
                     Pending::Audit(event) => self.append(tx, event).map(Committed::Entry),
-                    Pending::Release(release) => self.pay(tx, release).map(Committed::Release),
+                    // A ledger that does not decode fails its own release only: nothing of it
+                    // was written yet.
+                    Pending::Release(release) => match self.pay(tx, release) {
+                        Ok(payment) => Ok(Committed::Release(payment)),
+                        Err(e @ StoreError::Corrupt(_)) => Ok(Committed::Failed(e)),
+                        Err(e) => Err(e),
+                    },
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -1250,6 +1270,34 @@ mod tests {
         assert!(matches!(
             store.record_release(entry(false)).unwrap(),
             Payment::Free(_)
+        ));
+
+        // A ledger that does not decode fails its own release, not the entries committed with
+        // it, and writes nothing of it.
+        store
+            .backend
+            .write(|tx| tx.put(Table::Budgets, &Key::str("k"), b"not a ledger"))
+            .unwrap();
+        let before = store.audit_head().unwrap().unwrap().0;
+        let committed = store
+            .commit_batch(vec![
+                Pending::Audit(AuditEvent::new("a", "get", Some("x"), "ok")),
+                Pending::Release(entry(true)),
+                Pending::Audit(AuditEvent::new("b", "get", Some("y"), "ok")),
+            ])
+            .unwrap();
+        assert!(matches!(
+            committed.as_slice(),
+            [
+                Committed::Entry(_),
+                Committed::Failed(StoreError::Corrupt(_)),
+                Committed::Entry(_)
+            ]
+        ));
+        assert_eq!(store.audit_head().unwrap().unwrap().0, before + 2);
+        assert!(matches!(
+            store.record_release(entry(true)),
+            Err(StoreError::Corrupt(_))
         ));
     }
 
