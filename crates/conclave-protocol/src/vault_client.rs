@@ -65,6 +65,13 @@ impl VaultClient {
 
     /// One request: `body` as JSON, the answer parsed as `T` (`None` for an empty answer), a
     /// refusal in Azure's error shape as [`ClientError::Refused`].
+    /// `DELETE {path}`, whose answer (if any) is not needed.
+    async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.call::<serde::de::IgnoredAny>(reqwest::Method::DELETE, path, NO_BODY)
+            .await
+            .map(|_| ())
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -301,13 +308,7 @@ impl VaultClient {
     /// `DELETE /deletedkeys/{name}`: erases a deleted key for good (refused with purge
     /// protection on).
     pub async fn purge_deleted(&self, name: &str) -> Result<(), ClientError> {
-        self.call::<serde::de::IgnoredAny>(
-            reqwest::Method::DELETE,
-            &format!("/deletedkeys/{name}"),
-            NO_BODY,
-        )
-        .await
-        .map(|_| ())
+        self.delete(&format!("/deletedkeys/{name}")).await
     }
 
     /// `PUT /keys/{name}/grants/{principal}`.
@@ -330,13 +331,8 @@ impl VaultClient {
 
     /// `DELETE /keys/{name}/grants/{principal}`.
     pub async fn revoke(&self, name: &str, principal: &str) -> Result<(), ClientError> {
-        self.call::<serde::de::IgnoredAny>(
-            reqwest::Method::DELETE,
-            &format!("/keys/{name}/grants/{principal}"),
-            NO_BODY,
-        )
-        .await
-        .map(|_| ())
+        self.delete(&format!("/keys/{name}/grants/{principal}"))
+            .await
     }
 
     /// `GET /keys/{name}/grants` (owner only).

@@ -204,31 +204,30 @@ fn gaussian_threshold(
     )
 }
 
+/// A measurement as its function alone.
+fn noisy<DI, MI, MO, T>(m: Measurement<DI, MI, MO, T>) -> Noisy<T>
+where
+    DI: opendp::core::Domain<Carrier = T> + 'static,
+    MI: opendp::core::Metric + 'static,
+    MO: opendp::core::Measure + 'static,
+    T: 'static,
+{
+    Box::new(move |v| m.invoke(v))
+}
+
 /// The noise on counts of a run with `mechanism`, at `scale`.
 fn count_noiser(mechanism: Mechanism, scale: f64) -> Result<Noisy<Vec<i64>>, opendp::error::Error> {
     Ok(match mechanism {
-        Mechanism::Laplace => {
-            let m = count_measurement(scale)?;
-            Box::new(move |v| m.invoke(v))
-        }
-        Mechanism::Gaussian => {
-            let m = gaussian_counts(scale)?;
-            Box::new(move |v| m.invoke(v))
-        }
+        Mechanism::Laplace => noisy(count_measurement(scale)?),
+        Mechanism::Gaussian => noisy(gaussian_counts(scale)?),
     })
 }
 
 /// The noise on clamped sums of a run with `mechanism`, at `scale`.
 fn sum_noiser(mechanism: Mechanism, scale: f64) -> Result<Noisy<Vec<f64>>, opendp::error::Error> {
     Ok(match mechanism {
-        Mechanism::Laplace => {
-            let m = sum_measurement(scale)?;
-            Box::new(move |v| m.invoke(v))
-        }
-        Mechanism::Gaussian => {
-            let m = gaussian_sums(scale)?;
-            Box::new(move |v| m.invoke(v))
-        }
+        Mechanism::Laplace => noisy(sum_measurement(scale)?),
+        Mechanism::Gaussian => noisy(gaussian_sums(scale)?),
     })
 }
 
@@ -240,14 +239,8 @@ fn threshold_noiser(
     threshold: i64,
 ) -> Result<Noisy<HashMap<u64, i64>>, opendp::error::Error> {
     Ok(match mechanism {
-        Mechanism::Laplace => {
-            let m = threshold_measurement(scale, threshold)?;
-            Box::new(move |v| m.invoke(v))
-        }
-        Mechanism::Gaussian => {
-            let m = gaussian_threshold(scale, threshold)?;
-            Box::new(move |v| m.invoke(v))
-        }
+        Mechanism::Laplace => noisy(threshold_measurement(scale, threshold)?),
+        Mechanism::Gaussian => noisy(gaussian_threshold(scale, threshold)?),
     })
 }
 
@@ -285,8 +278,7 @@ fn count_noise(mechanism: Mechanism, epsilon: f64, delta: f64) -> Result<f64, St
                     .map_err(opendp_error)
                     .and_then(|m| gaussian_epsilon(m, &1, delta))
             };
-            calibrate(gaussian_start(1.0, epsilon, delta), epsilon, spends)
-                .map(|scale| tighten(scale, epsilon, spends))
+            gaussian_scale(1.0, epsilon, delta, spends)
         }
     }
 }
@@ -305,10 +297,21 @@ fn sum_noise(mechanism: Mechanism, epsilon: f64, delta: f64, bound: f64) -> Resu
                     .map_err(opendp_error)
                     .and_then(|m| gaussian_epsilon(m, &bound, delta))
             };
-            calibrate(gaussian_start(bound, epsilon, delta), epsilon, spends)
-                .map(|scale| tighten(scale, epsilon, spends))
+            gaussian_scale(bound, epsilon, delta, spends)
         }
     }
+}
+
+/// The smallest Gaussian scale for `sensitivity` whose measurement, by `spends` (OpenDP's map,
+/// converted at δ `delta`), spends at most `epsilon`.
+fn gaussian_scale(
+    sensitivity: f64,
+    epsilon: f64,
+    delta: f64,
+    spends: impl Fn(f64) -> Result<f64, String> + Copy,
+) -> Result<f64, String> {
+    calibrate(gaussian_start(sensitivity, epsilon, delta), epsilon, spends)
+        .map(|scale| tighten(scale, epsilon, spends))
 }
 
 /// Where the search for a Gaussian scale starts: the σ of the ρ that the classic conversion
@@ -455,9 +458,7 @@ pub fn plan(
                             .map(|(epsilon, _)| epsilon)
                             .map_err(opendp_error)
                     };
-                    let start = gaussian_start(1.0, epsilon_each, delta_each);
-                    let scale = calibrate(start, epsilon_each, spends)
-                        .map(|scale| tighten(scale, epsilon_each, spends))
+                    let scale = gaussian_scale(1.0, epsilon_each, delta_each, spends)
                         .map_err(&unsupported)?;
                     let epsilon = spends(scale).map_err(&unsupported)?;
                     (Some(scale), (epsilon, delta_each))
