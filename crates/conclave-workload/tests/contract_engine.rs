@@ -564,6 +564,36 @@ fn private(sql: &str, epsilon: f64, delta: f64, bounds: &[(&str, f64, f64)]) -> 
     contract
 }
 
+/// Checks a noisy `SELECT country, COUNT(*) AS records, SUM(salary) AS total, AVG(salary) AS
+/// average_salary … GROUP BY country` (k = 50, salary bounds [0, 250000]) against the exact
+/// (records, total, average) per country: counts within `count_tolerance` and at least k, sums
+/// within `sum_tolerance`, averages within the bounds, some count moved, countries in order.
+fn assert_noised(
+    q: &QueryResult,
+    exact: &BTreeMap<String, (f64, f64, f64)>,
+    count_tolerance: f64,
+    sum_tolerance: f64,
+) {
+    let mut moved = 0;
+    for r in &q.rows {
+        let (records, total, _) = exact[&text(r, "country")];
+        let n = r["records"].as_f64().unwrap();
+        assert!(
+            (n - records).abs() <= count_tolerance,
+            "count {n} for {records}"
+        );
+        assert!(n >= 50.0, "a group below k was released: {r:?}");
+        let t = r["total"].as_f64().unwrap();
+        assert!((t - total).abs() <= sum_tolerance, "sum {t} for {total}");
+        let a = r["average_salary"].as_f64().unwrap();
+        assert!((0.0..=250_000.0).contains(&a), "average {a}");
+        moved += usize::from(n != records);
+    }
+    assert!(moved > 0, "no count was noised: {q:?}");
+    let countries: Vec<String> = q.rows.iter().map(|r| text(r, "country")).collect();
+    assert!(countries.is_sorted(), "{countries:?}");
+}
+
 /// The (ε, δ) a query's receipt says it spent: "…; epsilon E, delta D spent by this query".
 fn spent(noise: &str) -> (f64, f64) {
     let tail = noise.rsplit_once("; epsilon ").expect(noise).1;
@@ -612,16 +642,10 @@ async fn differential_privacy_noises_every_released_value() {
     let (epsilon, delta) = spent(&q.noise);
     assert!(epsilon <= 2.0 && epsilon > 1.9, "{}", q.noise);
     assert!(delta <= 1e-6, "{}", q.noise);
-    let mut moved = 0;
+    assert_noised(q, &exact, 60.0, 20.0 * 500_000.0);
     for r in &q.rows {
-        let (records, total, average) = exact[&text(r, "country")];
-        let n = r["records"].as_f64().unwrap();
-        assert!((n - records).abs() <= 60.0, "count {n} for {records}");
-        assert!(n >= 50.0, "a group below k was released: {r:?}");
-        let t = r["total"].as_f64().unwrap();
-        assert!((t - total).abs() <= 20.0 * 500_000.0, "sum {t} for {total}");
+        let (records, _, average) = exact[&text(r, "country")];
         let a = r["average_salary"].as_f64().unwrap();
-        assert!((0.0..=250_000.0).contains(&a), "average {a}");
         // A noisy sum over a noisy count: within 20 sum scales over the count (whose own noise,
         // within 60, moves it a little).
         if records >= 200.0 {
@@ -631,19 +655,16 @@ async fn differential_privacy_noises_every_released_value() {
                 "average {a} for {average}"
             );
         }
-        moved += usize::from(n != records);
     }
-    assert!(moved > 0, "no count was noised: {q:?}");
     // Groups are kept or withheld on their noisy counts; how many were withheld is not said
-    // (the number of groups is exact), and the released ones come in the order of their keys.
+    // (the number of groups is exact); the released ones come in the order of their keys
+    // (assert_noised).
     let all = run_contract(&data, &with_query(sql, 1, &[]))
         .await
         .0
         .unwrap();
     assert!(q.rows.len() <= query(&all, "q").rows.len());
     assert_eq!(q.suppressed_groups, 0);
-    let countries: Vec<String> = q.rows.iter().map(|r| text(r, "country")).collect();
-    assert!(countries.is_sorted(), "{countries:?}");
 
     // Without GROUP BY no δ is needed: the one group is noised and released.
     let total = private(
@@ -707,21 +728,7 @@ async fn differential_privacy_noises_every_released_value() {
     assert!(epsilon <= 2.0 && epsilon > 1.99, "{}", q.noise);
     assert!(delta <= 1e-4 && delta > 9e-5, "{}", q.noise);
     assert!(!q.rows.is_empty());
-    let mut moved = 0;
-    for r in &q.rows {
-        let (records, total, _) = exact[&text(r, "country")];
-        let n = r["records"].as_f64().unwrap();
-        assert!((n - records).abs() <= 80.0, "count {n} for {records}");
-        assert!(n >= 50.0, "a group below k was released: {r:?}");
-        let t = r["total"].as_f64().unwrap();
-        assert!((t - total).abs() <= 2e7, "sum {t} for {total}");
-        let a = r["average_salary"].as_f64().unwrap();
-        assert!((0.0..=250_000.0).contains(&a), "average {a}");
-        moved += usize::from(n != records);
-    }
-    assert!(moved > 0, "no count was noised: {q:?}");
-    let countries: Vec<String> = q.rows.iter().map(|r| text(r, "country")).collect();
-    assert!(countries.is_sorted(), "{countries:?}");
+    assert_noised(q, &exact, 80.0, 2e7);
     // The threshold's own δ (one record's group passing k) must fit in its share.
     let e = refused(gaussian(1e-6)).await;
     assert!(
