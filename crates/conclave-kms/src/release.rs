@@ -67,10 +67,7 @@ pub enum Refusal {
 
 /// `micros` millionths of ε, as people write ε.
 fn epsilon(micros: u64) -> String {
-    format!(
-        "{}",
-        micros as f64 / conclave_protocol::vault::EPSILON_MICROS
-    )
+    format!("{}", conclave_protocol::vault::epsilon_from_micros(micros))
 }
 
 impl Refusal {

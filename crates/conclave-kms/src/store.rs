@@ -559,8 +559,7 @@ impl Store {
         tx.put(Table::Budgets, &Key::str(&r.key), &encode(&after))?;
         let mut event = r.event;
         let detail = event.detail.get_or_insert_with(|| serde_json::json!({}));
-        // Millionths over 10^6: the nearest double to the decimal, as a person would write it.
-        let eps = |m: u64| m as f64 / conclave_protocol::vault::EPSILON_MICROS;
+        let eps = conclave_protocol::vault::epsilon_from_micros;
         detail["epsilon"] = serde_json::json!(eps(micros));
         detail["remainingEpsilon"] = serde_json::json!(eps(after.remaining_micros()));
         Ok(Payment::Paid(after, self.append(tx, event)?))

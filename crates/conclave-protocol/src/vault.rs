@@ -259,6 +259,12 @@ pub struct KeyRotationPolicyAttributes {
 /// rounded **up**, so that sums are exact and rounding never lets more through than was set.
 pub const EPSILON_MICROS: f64 = 1_000_000.0;
 
+/// ε of `micros` millionths: the nearest double to the decimal (0.3 for 300000), as a person
+/// would write it.
+pub fn epsilon_from_micros(micros: u64) -> f64 {
+    micros as f64 / EPSILON_MICROS
+}
+
 /// `PUT /keys/{name}/privacybudget` (Conclave's, not Azure's API): the total differential-privacy
 /// loss ε the owner allows over all releases of the key (every version). Releases already made
 /// stay spent; a total below what is spent leaves nothing to release.

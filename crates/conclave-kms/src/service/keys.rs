@@ -478,7 +478,7 @@ impl Vault {
 
     /// The answer shape of key `name`'s ledger.
     fn budget_document(&self, name: &str, l: &crate::store::BudgetLedger) -> api::PrivacyBudget {
-        let eps = |micros: u64| micros as f64 / api::EPSILON_MICROS;
+        let eps = api::epsilon_from_micros;
         api::PrivacyBudget {
             id: format!("{}/keys/{name}/privacybudget", self.config.vault_url),
             total_epsilon: eps(l.total_micros),
@@ -542,7 +542,7 @@ impl Vault {
             micros,
             now(),
             AuditEvent::new(&who.name, "privacy-budget", Some(name), "ok")
-                .detail(serde_json::json!({"totalEpsilon": micros as f64 / api::EPSILON_MICROS})),
+                .detail(serde_json::json!({"totalEpsilon": api::epsilon_from_micros(micros)})),
         )?;
         Ok(self.budget_document(name, &ledger))
     }
