@@ -14,7 +14,7 @@ use conclave_data::store::locate;
 use conclave_workload::analytics::{AnalysisResult, CompanyAggregate, Group, finish};
 use conclave_workload::engine::{
     ContractInput, ContractProgress, ContractResult, ContractRunError, QueryResult, RuleViolation,
-    run,
+    RunStage, run,
 };
 use conclave_workload::service::current_year;
 use serde_json::Value;
@@ -256,16 +256,29 @@ async fn demographics_equal_builtin(data: &Datasets, contract: &Contract, some_w
         assert!(query(&result, "top_cities").suppressed_groups > 0);
     }
 
-    // Progress went through every query, and counted the records each decoded.
-    let last = events.last().unwrap();
-    assert_eq!(last.query_index + 1, contract.queries.len());
+    // Progress read the inputs, then released every query. The demographics' aggregates have
+    // no joins, so they share one reader per input: every record is decoded once per run, not
+    // once per aggregate (about ten).
     let total: u64 = PARTIES.iter().map(|(_, n)| n).sum();
+    let last = events.last().unwrap();
+    assert_eq!(last.stage, RunStage::Releasing);
+    assert_eq!(last.queries_released, contract.queries.len());
+    assert_eq!(
+        (last.records, last.records_total),
+        (total, total),
+        "{last:?}"
+    );
+    let read = events
+        .iter()
+        .rposition(|e| e.stage == RunStage::Reading)
+        .unwrap();
     assert!(
-        events
+        events[read + 1..]
             .iter()
-            .any(|e| e.query == "top_countries" && e.records == total),
+            .all(|e| e.stage == RunStage::Releasing),
         "{events:?}"
     );
+    assert!(events[..=read].iter().all(|e| e.query.is_none()));
 }
 
 /// The shipped contract with its queries replaced by one.
@@ -490,8 +503,15 @@ fn records(party: Party) -> Vec<conclave_data::generator::Record> {
 async fn a_join_contract_counts_the_shared_customers() {
     let data = Datasets::new().await;
     let contract = Contract::parse(&shipped("shared-customers")).unwrap();
-    let (result, _) = run_contract(&data, &contract).await;
+    let (result, events) = run_contract(&data, &contract).await;
     let result = result.unwrap();
+
+    // Aggregates over joins read their inputs on their own (a shared reader could wait on a
+    // probe side that waits on its build side): each of the two queries reads both inputs.
+    let rows = |p: Party| PARTIES.iter().find(|(q, _)| *q == p).unwrap().1;
+    let both = rows(Party::Fabrikam) + rows(Party::Woodgrove);
+    let last = events.last().unwrap();
+    assert_eq!((last.records, last.records_total), (2 * both, 2 * both));
 
     // The same join, computed independently over the generated records: every pair of a
     // Fabrikam customer and a Woodgrove client with the same digits in their phone numbers.
@@ -736,4 +756,64 @@ async fn differential_privacy_noises_every_released_value() {
         "{e}"
     );
     assert!(e.contains("the contract's is 1.000e-6"), "{e}");
+}
+
+/// A run over a tampered input, or a cancelled run, releases nothing and says why, whether its
+/// aggregates share readers (the demographics) or read on their own (the join): a failure in a
+/// shared reader reaches every aggregate it feeds, and none waits for batches that never come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_or_cancelled_run_releases_nothing() {
+    let data = Datasets::new().await;
+    let contracts = [
+        Contract::parse(&shipped_contract()).unwrap(),
+        Contract::parse(&shipped("shared-customers")).unwrap(),
+    ];
+    let mut clean = Vec::new();
+    for contract in &contracts {
+        clean.push(run_contract(&data, contract).await.0.unwrap());
+    }
+    let path = data
+        .inputs
+        .iter()
+        .find(|(t, _, _)| t == "fabrikam")
+        .unwrap()
+        .1
+        .clone();
+    let original = std::fs::read(&path).unwrap();
+    for (contract, clean) in contracts.iter().zip(&clean) {
+        let mut failures = 0;
+        for pos in [
+            original.len() / 5,
+            original.len() / 3,
+            original.len() / 2,
+            original.len() * 4 / 5,
+            original.len() - 200,
+        ] {
+            let mut bytes = original.clone();
+            bytes[pos] ^= 0x55;
+            std::fs::write(&path, &bytes).unwrap();
+            match run_contract(&data, contract).await.0 {
+                Err(ContractRunError::Input { table, detail }) => {
+                    assert_eq!(table, "fabrikam", "{detail}");
+                    failures += 1;
+                }
+                Err(other) => panic!("{}: flip at {pos}: unexpected {other}", contract.name),
+                // A flip in a column the contract does not read changes nothing.
+                Ok(r) => assert_eq!(&r, clean, "a flip at {pos} changed a released figure"),
+            }
+        }
+        assert!(failures >= 1, "{}: no flip was noticed", contract.name);
+    }
+    std::fs::write(&path, &original).unwrap();
+
+    for contract in &contracts {
+        let (cancel, watch) = tokio::sync::watch::channel(true);
+        let r = run(contract, data.inputs(), Arc::new(|_| {}), watch).await;
+        assert!(
+            matches!(r, Err(ContractRunError::Cancelled)),
+            "{}: {r:?}",
+            contract.name
+        );
+        drop(cancel);
+    }
 }

@@ -509,12 +509,23 @@ function renderContractRun(v) {
   progress.replaceChildren();
   if (v.progress && analysisActive(v.state)) {
     const pr = v.progress;
-    const pct = (100 * (pr.query_index + (v.state === "done" ? 1 : 0))) / Math.max(1, pr.queries);
+    const reading = pr.stage === "reading";
+    // Reading decodes each input once for all the queries' aggregates: its bar is the records
+    // decoded (when shown: not with differential privacy); releasing, the queries released.
+    const pct = v.state === "done" ? 100
+      : reading ? (pr.records_total > 0 ? (100 * pr.records) / pr.records_total : 0)
+      : (100 * pr.queries_released) / Math.max(1, pr.queries);
+    const label = reading ? "Reading inputs for " + pr.queries + " queries"
+      : "Query " + Math.min(pr.queries, pr.queries_released + 1) + " of " + pr.queries;
+    const detail = reading
+      ? (pr.records_total > 0 ? fmt.format(pr.records) + " of " + fmt.format(pr.records_total) + " records decrypted"
+        : "records not shown (differential privacy)")
+      : "releasing " + (pr.query || "results");
     progress.append(el("div", { class: "progress-row" },
-      el("span", { text: "Query " + (pr.query_index + 1) + " of " + pr.queries }),
-      el("div", { class: "bar-outer", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(Math.round(pct)) },
-        el("div", { class: "bar-inner", style: "width:" + pct + "%" })),
-      el("span", { class: "progress-text", text: pr.query + ": " + fmt.format(pr.records) + " records decrypted" })));
+      el("span", { text: label }),
+      el("div", { class: "bar-outer", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(Math.round(Math.min(100, pct))) },
+        el("div", { class: "bar-inner", style: "width:" + Math.min(100, pct) + "%" })),
+      el("span", { class: "progress-text", text: detail })));
   }
   const sealed = $("#contract-receipt");
   sealed.hidden = !v.receipt_available;

@@ -16,8 +16,8 @@ pub mod privacy;
 pub mod rules;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use conclave_contract::Contract;
 use conclave_data::dataset::{self, KeyUnwrapper};
@@ -51,15 +51,32 @@ pub struct ContractInput {
     pub unwrapper: Option<Arc<dyn KeyUnwrapper>>,
 }
 
-/// How far a run is.
+/// How far a run is. A run first reads its inputs, running every query's release aggregates
+/// at once ([`RunStage::Reading`]), then releases the queries' results one by one.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContractProgress {
-    /// The query running (its name in the contract) and its position (from 0).
-    pub query: String,
-    pub query_index: usize,
+    pub stage: RunStage,
+    /// The query being released (its name in the contract), while releasing.
+    pub query: Option<String>,
+    /// Queries whose results are released so far, of `queries`.
+    pub queries_released: usize,
     pub queries: usize,
-    /// Records decoded so far in this query, over all its inputs.
+    /// Records decrypted and decoded so far, over all inputs; 0 with differential privacy.
     pub records: u64,
+    /// The records reading decodes in all: each input's once for the aggregates that share
+    /// readers, and again for each scan of an aggregate over a join; 0 with differential
+    /// privacy.
+    pub records_total: u64,
+}
+
+/// What a run is doing ([`ContractProgress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStage {
+    /// Decrypting the inputs and running the release aggregates over them.
+    Reading,
+    /// Withholding small groups (or adding noise), then running the rest of each query.
+    Releasing,
 }
 
 /// A result column: its name and Arrow type.
@@ -163,6 +180,8 @@ pub async fn run(
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
     let progress = Arc::new(AtomicU64::new(0));
+    let sharing = Arc::new(AtomicBool::new(false));
+    let mut sources = Vec::with_capacity(contract.inputs.len());
     for spec in &contract.inputs {
         let input = inputs
             .iter()
@@ -171,17 +190,19 @@ pub async fn run(
                 table: spec.table.clone(),
                 detail: "no dataset was given for it".into(),
             })?;
-        let schema = table_schema(spec, input).await?;
-        let table = DatasetTable {
-            schema,
-            source: Arc::new(Source {
-                table: spec.table.clone(),
-                location: input.location.clone(),
-                unwrapper: input.unwrapper.clone(),
-                records: Arc::clone(&progress),
-                cancel: cancel.clone(),
-            }),
-        };
+        let (schema, rows) = table_schema(spec, input).await?;
+        let source = Arc::new(Source {
+            table: spec.table.clone(),
+            location: input.location.clone(),
+            unwrapper: input.unwrapper.clone(),
+            rows,
+            records: Arc::clone(&progress),
+            cancel: cancel.clone(),
+            sharing: Arc::clone(&sharing),
+            scans: Mutex::default(),
+        });
+        sources.push(Arc::clone(&source));
+        let table = DatasetTable { schema, source };
         ctx.register_table(spec.table.as_str(), Arc::new(table))
             .map_err(|e| ContractRunError::Input {
                 table: spec.table.clone(),
@@ -195,48 +216,144 @@ pub async fn run(
     let noise = noise_plan(contract, &plans)?;
     let private = noise.is_some();
 
-    let mut results = Vec::new();
+    // Every release aggregate of every query, with its hidden counts (and, with differential
+    // privacy, its clamps), planned for execution. Those that read their inputs as streams
+    // (no joins) share one reader per input: each dataset is decrypted and decoded once per run,
+    // not once per aggregate.
+    let mut gates = Vec::new();
+    for (query, (_, aggregates)) in plans.iter().enumerate() {
+        for (index, aggregate) in aggregates.iter().enumerate() {
+            let fail = |e| execution_error(&contract.queries[query].name, e);
+            let gate_noise = noise.as_ref().map(|n| &n[query][index]);
+            let clamped = match gate_noise {
+                Some(n) => privacy::clamped(aggregate, n).map_err(fail)?,
+                None => aggregate.clone(),
+            };
+            let (counted, hidden) = rules::with_group_records(&clamped).map_err(fail)?;
+            let shared = streams_inputs(&aggregate.input);
+            sharing.store(shared, Ordering::Relaxed);
+            let physical = ctx
+                .state()
+                .create_physical_plan(&counted)
+                .await
+                .map_err(fail)?;
+            gates.push(GateRun {
+                query,
+                index,
+                hidden,
+                physical,
+                shared,
+            });
+        }
+    }
+    sharing.store(false, Ordering::Relaxed);
+    let passes: u64 = sources.iter().map(|s| s.planned_passes()).sum();
+
+    let reading = Arc::new(AtomicBool::new(true));
+    let released = Arc::new(AtomicUsize::new(0));
     let queries = contract.queries.len();
-    for (index, (q, (plan, gates))) in contract.queries.iter().zip(plans).enumerate() {
-        progress.store(0, Ordering::Relaxed);
-        let tick = {
-            let (report, progress, name) = (report.clone(), progress.clone(), q.name.clone());
-            move || {
-                report(ContractProgress {
-                    query: name.clone(),
-                    query_index: index,
-                    queries,
-                    // With differential privacy the exact number of records is not shown.
-                    records: if private {
-                        0
-                    } else {
-                        progress.load(Ordering::Relaxed)
-                    },
-                })
-            }
-        };
-        tick();
-        let ticker = {
-            let tick = tick.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    tick();
-                }
+    let names: Vec<String> = contract.queries.iter().map(|q| q.name.clone()).collect();
+    let tick = {
+        let (report, progress, reading, released, names) = (
+            report.clone(),
+            progress.clone(),
+            reading.clone(),
+            released.clone(),
+            names.clone(),
+        );
+        move || {
+            let done = released.load(Ordering::Relaxed).min(queries);
+            report(ContractProgress {
+                stage: if reading.load(Ordering::Relaxed) {
+                    RunStage::Reading
+                } else {
+                    RunStage::Releasing
+                },
+                query: names
+                    .get(done)
+                    .cloned()
+                    .filter(|_| !reading.load(Ordering::Relaxed)),
+                queries_released: done,
+                queries,
+                // With differential privacy the exact number of records is not shown.
+                records: if private {
+                    0
+                } else {
+                    progress.load(Ordering::Relaxed)
+                },
+                records_total: if private { 0 } else { passes },
             })
-        };
-        let result = run_query(
+        }
+    };
+    tick();
+    let _ticker = AbortOnDrop(tokio::spawn({
+        let tick = tick.clone();
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tick();
+            }
+        }
+    }));
+
+    // The shared readers start once every scan is planned, and the aggregates they feed run
+    // together (the slowest sets the pace: each reader waits for every one of its scans to take
+    // a batch before it decodes the next). Aggregates over joins read on their own, one after
+    // another, so that a join's build side never waits on a reader held up by its probe side.
+    let _readers: Vec<AbortOnDrop> = sources.iter().filter_map(|s| s.start_shared()).collect();
+    let mut outputs: Vec<Option<Vec<RecordBatch>>> = vec![None; gates.len()];
+    let mut together = tokio::task::JoinSet::new();
+    let mut alone = Vec::new();
+    for (i, gate) in gates.iter().enumerate() {
+        if gate.shared {
+            let (physical, task_ctx) = (Arc::clone(&gate.physical), ctx.task_ctx());
+            together.spawn(async move { (i, collect(physical, task_ctx).await) });
+        } else {
+            alone.push(i);
+        }
+    }
+    while let Some(joined) = together.join_next().await {
+        let (i, batches) = joined.map_err(|e| ContractRunError::Query {
+            query: "(contract)".into(),
+            detail: format!("an aggregate's task failed: {e}"),
+        })?;
+        let gate = &gates[i];
+        outputs[i] = Some(batches.map_err(|e| execution_error(&names[gate.query], e))?);
+    }
+    for i in alone {
+        let gate = &gates[i];
+        let batches = collect(Arc::clone(&gate.physical), ctx.task_ctx())
+            .await
+            .map_err(|e| execution_error(&names[gate.query], e))?;
+        outputs[i] = Some(batches);
+    }
+    reading.store(false, Ordering::Relaxed);
+    tick();
+
+    let mut results = Vec::with_capacity(queries);
+    let mut outputs = gates.into_iter().zip(outputs).peekable();
+    for (query, (plan, aggregates)) in plans.into_iter().enumerate() {
+        let mut gate_outputs = Vec::with_capacity(aggregates.len());
+        while let Some((gate, _)) = outputs.peek()
+            && gate.query == query
+        {
+            let (gate, batches) = outputs.next().expect("peeked");
+            debug_assert_eq!(gate.index, gate_outputs.len());
+            gate_outputs.push((gate.hidden, batches.expect("every aggregate ran")));
+        }
+        let result = release_query(
             &ctx,
-            &q.name,
+            &names[query],
             plan,
-            gates,
+            aggregates,
+            gate_outputs,
             k,
-            noise.as_ref().map(|n| n[index].as_slice()),
+            noise.as_ref().map(|n| n[query].as_slice()),
         )
-        .await;
-        ticker.abort();
+        .await?;
+        results.push(result);
+        released.store(query + 1, Ordering::Relaxed);
         tick();
-        results.push(result?);
     }
     Ok(ContractResult {
         contract: contract.name.clone(),
@@ -244,6 +361,63 @@ pub async fn run(
         k,
         queries: results,
     })
+}
+
+/// A release aggregate planned for execution ([`run`]).
+struct GateRun {
+    /// Its query's position in the contract, and its own among the query's aggregates.
+    query: usize,
+    index: usize,
+    /// Hidden count columns at the end of its output ([`rules::with_group_records`]).
+    hidden: usize,
+    physical: Arc<dyn ExecutionPlan>,
+    /// Whether its scans are fed by the inputs' shared readers.
+    shared: bool,
+}
+
+/// Aborts a task when dropped: a run that ends (or fails) stops its readers and ticker.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether `plan` consumes each of its scans as a stream, so that its scans can share readers
+/// with other plans' without waiting on one another: projections, filters, unions, sorts,
+/// limits, windows and nested aggregates do; a join (whose probe side waits for its build side)
+/// or anything less common does not, nor does any plan with a subquery expression left in it.
+fn streams_inputs(plan: &LogicalPlan) -> bool {
+    !plan
+        .exists(|node| {
+            let streaming = matches!(
+                node,
+                LogicalPlan::Projection(_)
+                    | LogicalPlan::Filter(_)
+                    | LogicalPlan::Aggregate(_)
+                    | LogicalPlan::Sort(_)
+                    | LogicalPlan::Limit(_)
+                    | LogicalPlan::Union(_)
+                    | LogicalPlan::SubqueryAlias(_)
+                    | LogicalPlan::TableScan(_)
+                    | LogicalPlan::Window(_)
+                    | LogicalPlan::Distinct(_)
+                    | LogicalPlan::Values(_)
+                    | LogicalPlan::EmptyRelation(_)
+            );
+            let subquery = node.expressions().iter().any(|e| {
+                e.exists(|e| {
+                    Ok(matches!(
+                        e,
+                        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                    ))
+                })
+                .unwrap_or(true)
+            });
+            Ok(!streaming || subquery)
+        })
+        .unwrap_or(true)
 }
 
 /// Plans every query of `contract` in `ctx` (its inputs registered) and checks each plan
@@ -366,28 +540,25 @@ fn declared_type(t: &str) -> DataType {
     }
 }
 
-async fn run_query(
+/// Releases query `name`'s results: each of its release aggregates' groups (`outputs`: their
+/// hidden count columns and batches, in order) checked against `k` (or noised and selected,
+/// with differential privacy), and the rest of the query run over the released groups only.
+async fn release_query(
     ctx: &SessionContext,
     name: &str,
     plan: LogicalPlan,
     gates: Vec<Aggregate>,
+    outputs: Vec<(usize, Vec<RecordBatch>)>,
     k: u64,
     noise: Option<&[privacy::GateNoise]>,
 ) -> Result<QueryResult, ContractRunError> {
     let fail = |e: DataFusionError| execution_error(name, e);
     let mut suppressed = 0u64;
     let mut replacements = Vec::with_capacity(gates.len());
-    for (i, gate) in gates.iter().enumerate() {
+    for (i, (gate, (hidden, batches))) in gates.iter().zip(outputs).enumerate() {
         let (kept, withheld) = match noise.map(|n| &n[i]) {
-            None => {
-                let (counted, hidden) = rules::with_group_records(gate).map_err(fail)?;
-                let batches = execute(ctx, &counted).await.map_err(fail)?;
-                withhold_small_groups(batches, hidden, k).map_err(fail)?
-            }
+            None => withhold_small_groups(batches, hidden, k).map_err(fail)?,
             Some(noise) => {
-                let clamped = privacy::clamped(gate, noise).map_err(fail)?;
-                let (counted, hidden) = rules::with_group_records(&clamped).map_err(fail)?;
-                let batches = execute(ctx, &counted).await.map_err(fail)?;
                 let target = Arc::new(gate.schema.as_arrow().clone());
                 privacy::release(noise, batches, hidden, k, &target).map_err(fail)?
             }
@@ -551,11 +722,12 @@ fn execution_error(query: &str, e: DataFusionError) -> ContractRunError {
 }
 
 /// The table an input is read as: the dataset's own Arrow types for the contract's columns, in
-/// the contract's order, once each is checked against the type the contract names.
+/// the contract's order, once each is checked against the type the contract names; and its
+/// number of records.
 async fn table_schema(
     spec: &conclave_contract::Input,
     input: &ContractInput,
-) -> Result<SchemaRef, ContractRunError> {
+) -> Result<(SchemaRef, u64), ContractRunError> {
     let fail = |detail: String| ContractRunError::Input {
         table: spec.table.clone(),
         detail,
@@ -579,7 +751,7 @@ async fn table_schema(
         }
         fields.push(field.as_ref().clone());
     }
-    Ok(Arc::new(Schema::new(fields)))
+    Ok((Arc::new(Schema::new(fields)), footer.rows))
 }
 
 /// Whether an Arrow type is one the contract's column type names (see
@@ -627,13 +799,145 @@ struct DatasetTable {
     source: Arc<Source>,
 }
 
+/// Batches handed from a shared reader to one scan: bounded, so that the reader waits for its
+/// slowest scan and memory stays a few batches per scan.
+const SHARED_BATCHES: usize = 4;
+
+type BatchSender = tokio::sync::mpsc::Sender<datafusion::common::Result<RecordBatch>>;
+type BatchReceiver = tokio::sync::mpsc::Receiver<datafusion::common::Result<RecordBatch>>;
+
 struct Source {
     table: String,
     location: Location,
     unwrapper: Option<Arc<dyn KeyUnwrapper>>,
-    /// Records decoded, over all inputs of the running query.
+    /// Records in the dataset (its footer's count).
+    rows: u64,
+    /// Records decoded, over all inputs of the run.
     records: Arc<AtomicU64>,
     cancel: tokio::sync::watch::Receiver<bool>,
+    /// Whether scans planned now are to be fed by the shared reader (set by [`run`] while it
+    /// plans each aggregate).
+    sharing: Arc<AtomicBool>,
+    scans: Mutex<PlannedScans>,
+}
+
+/// The scans of one input planned so far ([`Source`]).
+#[derive(Default)]
+struct PlannedScans {
+    /// Those waiting for the shared reader: the columns each reads, and where its batches go.
+    shared: Vec<(SchemaRef, BatchSender)>,
+    /// Those that read on their own.
+    alone: u64,
+}
+
+impl Source {
+    /// How many times the run will decode this input: once if any scan shares the reader, and
+    /// once for each scan that reads alone.
+    fn planned_passes(&self) -> u64 {
+        let scans = self.scans.lock().expect("scans lock");
+        self.rows * (u64::from(!scans.shared.is_empty()) + scans.alone)
+    }
+
+    /// Starts the shared reader for the scans planned to share it (none: no reader). It decodes
+    /// the union of their columns once and hands each scan its own columns of every batch;
+    /// a scan that has finished (or was never run) is skipped, and the reader stops when none
+    /// is left. Its failure (or a cancellation) ends every scan with it.
+    fn start_shared(self: &Arc<Self>) -> Option<AbortOnDrop> {
+        let scans = std::mem::take(&mut self.scans.lock().expect("scans lock").shared);
+        if scans.is_empty() {
+            return None;
+        }
+        let wanted: BTreeSet<&str> = scans
+            .iter()
+            .flat_map(|(schema, _)| schema.fields().iter().map(|f| f.name().as_str()))
+            .collect();
+        let columns: Vec<String> = wanted.into_iter().map(str::to_string).collect();
+        let source = Arc::clone(self);
+        Some(AbortOnDrop(tokio::spawn(async move {
+            let mut scans = scans;
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            let mut stream = source.open(&names);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.and_then(|b| {
+                    if *source.cancel.borrow() {
+                        return Err(DataFusionError::External(Box::new(ScanFailure::Cancelled)));
+                    }
+                    source
+                        .records
+                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    Ok(b)
+                });
+                let failed = batch.is_err();
+                let mut open = Vec::with_capacity(scans.len());
+                for (schema, tx) in scans {
+                    let own = match &batch {
+                        Ok(b) => conform(b, &schema),
+                        Err(e) => Err(source.same_failure(e)),
+                    };
+                    if tx.send(own).await.is_ok() {
+                        open.push((schema, tx));
+                    }
+                }
+                scans = open;
+                if failed || scans.is_empty() {
+                    return;
+                }
+            }
+        })))
+    }
+
+    /// The dataset's batches of `columns` (in the file's order), decrypted as they stream; an
+    /// input's failure is a [`ScanFailure`].
+    fn open(
+        self: &Arc<Self>,
+        columns: &[&str],
+    ) -> futures::stream::BoxStream<'static, datafusion::common::Result<RecordBatch>> {
+        let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        let source = Arc::clone(self);
+        let opened = async move {
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            let opened = match &source.unwrapper {
+                Some(u) => {
+                    dataset::read_encrypted(&source.location, u.clone(), Some(&columns), BATCH_ROWS)
+                        .await
+                }
+                None => dataset::read_plain(&source.location, Some(&columns), BATCH_ROWS).await,
+            };
+            match opened {
+                Ok(stream) => stream
+                    .map(move |b| {
+                        b.map_err(|e| {
+                            source.failure(format!("{e} (the dataset may be tampered with)"))
+                        })
+                    })
+                    .boxed(),
+                Err(e) => futures::stream::iter([Err(source.failure(e.to_string()))]).boxed(),
+            }
+        };
+        futures::stream::once(opened).flatten().boxed()
+    }
+
+    fn failure(&self, detail: String) -> DataFusionError {
+        DataFusionError::External(Box::new(ScanFailure::Input {
+            table: self.table.clone(),
+            detail,
+        }))
+    }
+
+    /// The error a shared reader's `e` is, for each of its scans (errors do not clone): the
+    /// input's own failure or cancellation as it is, anything else as the engine's.
+    fn same_failure(&self, e: &DataFusionError) -> DataFusionError {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast_ref::<ScanFailure>() {
+                Some(ScanFailure::Cancelled) => {
+                    DataFusionError::External(Box::new(ScanFailure::Cancelled))
+                }
+                Some(ScanFailure::Input { detail, .. }) => self.failure(detail.clone()),
+                None => DataFusionError::Execution(inner.to_string()),
+            },
+            other => DataFusionError::Execution(other.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Source {
@@ -643,6 +947,25 @@ impl std::fmt::Debug for Source {
             .field("encrypted", &self.unwrapper.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// `batch`'s columns in `schema`'s order (the reader yields the file's order; a table's is the
+/// contract's), under `schema`.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> datafusion::common::Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                DataFusionError::Internal(format!("the scan lost column {}", f.name()))
+            })
+        })
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
 }
 
 #[async_trait::async_trait]
@@ -666,9 +989,21 @@ impl TableProvider for DatasetTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => Arc::clone(&self.schema),
         };
+        let shared = {
+            let mut scans = self.source.scans.lock().expect("scans lock");
+            if self.source.sharing.load(Ordering::Relaxed) {
+                let (tx, rx) = tokio::sync::mpsc::channel(SHARED_BATCHES);
+                scans.shared.push((Arc::clone(&schema), tx));
+                Some(rx)
+            } else {
+                scans.alone += 1;
+                None
+            }
+        };
         let partition: Arc<dyn PartitionStream> = Arc::new(DatasetPartition {
             schema: Arc::clone(&schema),
             source: Arc::clone(&self.source),
+            shared: Mutex::new(shared),
         });
         Ok(Arc::new(StreamingTableExec::try_new(
             schema,
@@ -681,11 +1016,15 @@ impl TableProvider for DatasetTable {
     }
 }
 
-/// One scan of a dataset: the columns asked for, decrypted as they stream.
+/// One scan of a dataset: the columns asked for, decrypted as they stream, from the shared
+/// reader or read on its own.
 #[derive(Debug)]
 struct DatasetPartition {
     schema: SchemaRef,
     source: Arc<Source>,
+    /// Where the shared reader's batches arrive (taken by the first execution; a plan executed
+    /// again reads on its own).
+    shared: Mutex<Option<BatchReceiver>>,
 }
 
 impl PartitionStream for DatasetPartition {
@@ -695,87 +1034,38 @@ impl PartitionStream for DatasetPartition {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = Arc::clone(&self.schema);
-        let source = Arc::clone(&self.source);
-        let failure = {
-            let table = source.table.clone();
-            move |detail: String| {
-                DataFusionError::External(Box::new(ScanFailure::Input {
-                    table: table.clone(),
-                    detail,
-                }))
+        let shared = self.shared.lock().expect("receiver lock").take();
+        let batches = match shared {
+            Some(rx) => {
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+                )
+                .boxed()
             }
-        };
-        let open = {
-            let (source, schema, failure) = (source.clone(), schema.clone(), failure.clone());
-            async move {
+            None => {
+                let source = Arc::clone(&self.source);
                 let columns: Vec<&str> =
                     schema.fields().iter().map(|f| f.name().as_str()).collect();
-                let opened = match &source.unwrapper {
-                    Some(u) => {
-                        dataset::read_encrypted(
-                            &source.location,
-                            u.clone(),
-                            Some(&columns),
-                            BATCH_ROWS,
-                        )
-                        .await
-                    }
-                    None => dataset::read_plain(&source.location, Some(&columns), BATCH_ROWS).await,
-                };
-                opened.map_err(|e| failure(e.to_string()))
+                let schema = Arc::clone(&schema);
+                self.source
+                    .open(&columns)
+                    .map(move |batch| {
+                        if *source.cancel.borrow() {
+                            return Err(DataFusionError::External(Box::new(
+                                ScanFailure::Cancelled,
+                            )));
+                        }
+                        let batch = batch?;
+                        source
+                            .records
+                            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                        conform(&batch, &schema)
+                    })
+                    .boxed()
             }
         };
-        let tampered = failure.clone();
-        let batches = futures::stream::once(open)
-            .map(
-                move |opened| -> futures::stream::BoxStream<
-                    'static,
-                    datafusion::common::Result<RecordBatch>,
-                > {
-                    match opened {
-                        Ok(stream) => {
-                            let tampered = tampered.clone();
-                            stream
-                                .map(move |b| {
-                                    b.map_err(|e| {
-                                        tampered(format!("{e} (the dataset may be tampered with)"))
-                                    })
-                                })
-                                .boxed()
-                        }
-                        Err(e) => futures::stream::iter([Err(e)]).boxed(),
-                    }
-                },
-            )
-            .flatten()
-            .map(move |batch| {
-                if *source.cancel.borrow() {
-                    return Err(DataFusionError::External(Box::new(ScanFailure::Cancelled)));
-                }
-                let batch = batch?;
-                source
-                    .records
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                // The reader yields the columns in the file's order; the table's is the contract's.
-                let columns = schema
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        batch.column_by_name(f.name()).cloned().ok_or_else(|| {
-                            DataFusionError::Internal(format!("the scan lost column {}", f.name()))
-                        })
-                    })
-                    .collect::<datafusion::common::Result<Vec<_>>>()?;
-                Ok(RecordBatch::try_new_with_options(
-                    Arc::clone(&schema),
-                    columns,
-                    &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-                )?)
-            });
-        Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            batches,
-        ))
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
     }
 }
 
