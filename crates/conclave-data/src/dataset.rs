@@ -782,7 +782,14 @@ pub async fn read_encrypted(
     batch_size: usize,
 ) -> Result<BatchStream, DataError> {
     let retriever = Retriever::new(unwrapper);
-    open(loc, Some(&retriever), columns, batch_size).await
+    open(
+        loc,
+        Some(&retriever),
+        columns,
+        batch_size,
+        Strings::AsWritten,
+    )
+    .await
 }
 
 /// Opens a plaintext Parquet dataset for streaming.
@@ -791,7 +798,54 @@ pub async fn read_plain(
     columns: Option<&[&str]>,
     batch_size: usize,
 ) -> Result<BatchStream, DataError> {
-    open(loc, None, columns, batch_size).await
+    open(loc, None, columns, batch_size, Strings::AsWritten).await
+}
+
+/// How string columns are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    /// As the writer's Arrow schema says (a dictionary, for Conclave's and PyArrow's defaults).
+    AsWritten,
+    /// As Arrow `Utf8View` ([`string_views`]): 16-byte views into the pages' bytes, the layout
+    /// query engines hash, group and compare fastest (DataFusion's own Parquet scan reads
+    /// strings so by default, `schema_force_view_types`).
+    Views,
+}
+
+/// `schema` with every string column (plain, large, or dictionary of strings) as `Utf8View`:
+/// the schema [`read_with`] yields with [`Strings::Views`].
+pub fn string_views(schema: &arrow_schema::Schema) -> arrow_schema::Schema {
+    use arrow_schema::DataType;
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let fields: Vec<arrow_schema::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, v) if text(v) => {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            t if text(t) => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+/// Opens a dataset for streaming, as [`read_encrypted`] (with `unwrapper`) or [`read_plain`]
+/// (without) do, its string columns decoded as `strings` says.
+///
+/// # Errors
+/// As [`read_encrypted`] and [`read_plain`].
+pub async fn read_with(
+    loc: &Location,
+    unwrapper: Option<Arc<dyn KeyUnwrapper>>,
+    columns: Option<&[&str]>,
+    batch_size: usize,
+    strings: Strings,
+) -> Result<BatchStream, DataError> {
+    let retriever = unwrapper.map(Retriever::new);
+    open(loc, retriever.as_ref(), columns, batch_size, strings).await
 }
 
 /// What a dataset's footer says of its contents: the number of records and their Arrow schema
@@ -846,6 +900,7 @@ async fn open(
     retriever: Option<&Arc<Retriever>>,
     columns: Option<&[&str]>,
     batch_size: usize,
+    strings: Strings,
 ) -> Result<BatchStream, DataError> {
     let reader = StoreReader {
         store: loc.store.clone(),
@@ -856,7 +911,24 @@ async fn open(
         options = options.with_file_decryption_properties(r.properties()?);
     }
     let builder = contained_async(async {
-        Ok(ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?)
+        let builder =
+            ParquetRecordBatchStreamBuilder::new_with_options(reader, options.clone()).await?;
+        if strings == Strings::AsWritten {
+            return Ok(builder);
+        }
+        // The footer read once, decoded again under the schema with string views.
+        let views = Arc::new(string_views(builder.schema()));
+        let metadata = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(
+            Arc::clone(builder.metadata()),
+            options.with_schema(views),
+        )?;
+        let reader = StoreReader {
+            store: loc.store.clone(),
+            path: loc.path.clone(),
+        };
+        Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
+            reader, metadata,
+        ))
     })
     .await
     .map_err(|e| match retriever {

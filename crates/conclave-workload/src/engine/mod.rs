@@ -2,7 +2,9 @@
 //!
 //! Each input is registered as a table whose scan stream-decrypts the dataset with the key its
 //! vault released, decoding only the columns the query needs (DataFusion pushes the projection
-//! into the scan). Every query is planned, its plan checked against the contract's output rules
+//! into the scan), strings as Arrow views. Scans of release aggregates without joins share one
+//! reader per input, so that a run decodes each dataset once, whatever the number of queries
+//! (see [`run`]). Every query is planned, its plan checked against the contract's output rules
 //! ([`rules`]), and then run in two steps so that `k` is enforced by the workload and not by
 //! the query: first each **release aggregate** runs, with a hidden `COUNT(*)` of its own, and
 //! groups of fewer than `k` records are withheld (and counted); then the rest of the query
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use conclave_contract::Contract;
-use conclave_data::dataset::{self, KeyUnwrapper};
+use conclave_data::dataset::{self, KeyUnwrapper, Strings};
 use conclave_data::store::Location;
 use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::filter_record_batch;
@@ -536,7 +538,7 @@ fn declared_type(t: &str) -> DataType {
             .and_then(|r| r.split_once(','))
             .and_then(|(p, s)| Some((p.trim().parse::<u8>().ok()?, s.trim().parse::<i8>().ok()?)))
             .map(|(p, s)| DataType::Decimal128(p, s))
-            .unwrap_or(DataType::Utf8),
+            .unwrap_or(DataType::Utf8View),
     }
 }
 
@@ -751,7 +753,9 @@ async fn table_schema(
         }
         fields.push(field.as_ref().clone());
     }
-    Ok((Arc::new(Schema::new(fields)), footer.rows))
+    // Strings are read as views (see `Strings::Views`).
+    let schema = dataset::string_views(&Schema::new(fields));
+    Ok((Arc::new(schema), footer.rows))
 }
 
 /// Whether an Arrow type is one the contract's column type names (see
@@ -896,13 +900,14 @@ impl Source {
         let source = Arc::clone(self);
         let opened = async move {
             let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-            let opened = match &source.unwrapper {
-                Some(u) => {
-                    dataset::read_encrypted(&source.location, u.clone(), Some(&columns), BATCH_ROWS)
-                        .await
-                }
-                None => dataset::read_plain(&source.location, Some(&columns), BATCH_ROWS).await,
-            };
+            let opened = dataset::read_with(
+                &source.location,
+                source.unwrapper.clone(),
+                Some(&columns),
+                BATCH_ROWS,
+                Strings::Views,
+            )
+            .await;
             match opened {
                 Ok(stream) => stream
                     .map(move |b| {
