@@ -805,7 +805,7 @@ struct DatasetTable {
 
 /// Batches handed from a shared reader to one scan: bounded, so that the reader waits for its
 /// slowest scan and memory stays a few batches per scan.
-const SHARED_BATCHES: usize = 4;
+const SHARED_BATCHES: usize = 2;
 
 type BatchSender = tokio::sync::mpsc::Sender<datafusion::common::Result<RecordBatch>>;
 type BatchReceiver = tokio::sync::mpsc::Receiver<datafusion::common::Result<RecordBatch>>;
