@@ -8,7 +8,7 @@ use super::*;
 /// can only restore it into a vault of the same security domain.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BackupBlob {
-    /// [`BACKUP_FORMAT`].
+    /// [`BACKUP_FORMAT`] (or [`BACKUP_FORMAT_V1`]).
     format: String,
     /// The security domain's id (`security_domain::vault_id`): which vaults can open it.
     vault: String,
@@ -192,7 +192,7 @@ impl Vault {
             .decode(value.trim_end_matches('='))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|b: &BackupBlob| b.format == BACKUP_FORMAT)
+            .filter(|b: &BackupBlob| b.format == BACKUP_FORMAT || b.format == BACKUP_FORMAT_V1)
             .ok_or_else(|| VaultError::bad("value is not a Conclave key backup"))?;
         let vault = crate::security_domain::vault_id(&self.master);
         if blob.vault != vault {
@@ -208,10 +208,22 @@ impl Vault {
             .map_err(|_| VaultError::bad("value is not a Conclave key backup"))?;
         let plain = self
             .master
-            .open(BACKUP_FORMAT.as_bytes(), &sealed)
+            .open(blob.format.as_bytes(), &sealed)
             .map_err(|_| VaultError::bad("the backup is damaged: it does not decrypt"))?;
-        let backup: BackupContents = serde_json::from_slice(&plain)
+        let mut backup: BackupContents = serde_json::from_slice(&plain)
             .map_err(|e| VaultError::bad(format!("the backup is damaged: {e}")))?;
+        // A v1 backup does not say whether the key had a privacy budget. Fail closed: it comes
+        // back with a budget of 0 ε, so releases for differential privacy are refused (with
+        // the remaining budget in the reason) until the owner sets one.
+        let v1 = blob.format == BACKUP_FORMAT_V1;
+        if v1 {
+            backup.budget = Some(crate::store::BudgetLedger {
+                total_micros: 0,
+                spent_micros: 0,
+                releases: 0,
+                updated: super::now(),
+            });
+        }
         let name = backup.name.clone();
         if !api::valid_name(&name)
             || backup.versions.is_empty()
@@ -238,8 +250,13 @@ impl Vault {
                 ),
             ));
         }
-        let event = AuditEvent::new(&who.name, "restore", Some(&name), "ok")
-            .detail(json!({"versions": backup.versions.len(), "owner": owner}));
+        let mut detail = json!({"versions": backup.versions.len(), "owner": owner});
+        if v1 {
+            detail["budget"] = json!(
+                "a v1 backup carries no privacy budget: restored with a total of 0 epsilon, so differentially private releases are refused until the owner sets one (conclave key budget)"
+            );
+        }
+        let event = AuditEvent::new(&who.name, "restore", Some(&name), "ok").detail(detail);
         match self
             .store
             .restore_key(&backup.versions, backup.budget.as_ref(), event)?

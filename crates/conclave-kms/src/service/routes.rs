@@ -239,8 +239,12 @@ async fn put_rotation_policy(
         .map(Json)
 }
 
-/// `format` of a key backup.
-pub const BACKUP_FORMAT: &str = "conclave-key-backup/v1";
+/// `format` of the key backups a vault makes: v2 carries the key's privacy-budget ledger.
+pub const BACKUP_FORMAT: &str = "conclave-key-backup/v2";
+
+/// `format` of backups made before they carried the ledger: still restored, with a budget of
+/// 0 ε (see `restore_key`).
+pub const BACKUP_FORMAT_V1: &str = "conclave-key-backup/v1";
 
 #[utoipa::path(
     post, path = "/keys/{name}/backup", tag = "keys", security(("bearer" = [])), params(("name" = String, Path, description = "Key name: 1-127 letters, digits and dashes")),

@@ -516,3 +516,78 @@ fn a_release_refusal_is_audited_once_through_the_route() {
         );
     }
 }
+
+/// A backup made before backups carried the privacy-budget ledger (format v1) still restores,
+/// but cannot say whether the key had a budget: it comes back with a budget of 0 ε (fail
+/// closed, releases for differential privacy refused until the owner sets one). A v2 backup of
+/// a key without a budget restores without one; an unknown format is refused.
+#[test]
+fn a_v1_backup_restores_with_a_zero_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault_with(
+        dir.path(),
+        DeletionPolicy {
+            retention: Duration::from_secs(86_400),
+            purge_protection: false,
+        },
+    );
+    let owner = Principal {
+        name: "contoso".into(),
+        token_sha256: "x".into(),
+        admin: false,
+    };
+    v.create_key(&owner, "k", CreateKeyRequest::default())
+        .unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let v2 = v.backup_key(&owner, "k").unwrap().value;
+    let blob: Value = serde_json::from_slice(&b64.decode(&v2).unwrap()).unwrap();
+    assert_eq!(blob["format"], BACKUP_FORMAT);
+    let contents = v
+        .master
+        .open(
+            BACKUP_FORMAT.as_bytes(),
+            &b64.decode(blob["sealed"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    let as_format = |format: &str| api::KeyRestoreParameters {
+        value: b64.encode(
+            serde_json::to_vec(&json!({
+                "format": format,
+                "vault": blob["vault"],
+                "sealed": b64.encode(v.master.seal(format.as_bytes(), &contents)),
+            }))
+            .unwrap(),
+        ),
+    };
+    let gone = |v: &Vault| {
+        v.delete_key(&owner, "k").unwrap();
+        v.purge_deleted(&owner, "k").unwrap();
+    };
+
+    gone(&v);
+    v.restore_key(&owner, &api::KeyRestoreParameters { value: v2 })
+        .unwrap();
+    assert_eq!(
+        v.get_privacy_budget(&owner, "k").unwrap_err().status,
+        StatusCode::NOT_FOUND
+    );
+
+    gone(&v);
+    v.restore_key(&owner, &as_format(BACKUP_FORMAT_V1)).unwrap();
+    let budget = v.get_privacy_budget(&owner, "k").unwrap();
+    assert_eq!((budget.total_epsilon, budget.spent_epsilon), (0.0, 0.0));
+    let log = v.store.audit_entries(0, 1000).unwrap();
+    let restored = log.iter().rfind(|e| e.event.action == "restore").unwrap();
+    assert!(
+        serde_json::to_string(&restored.event)
+            .unwrap()
+            .contains("a v1 backup carries no privacy budget"),
+        "{log:?}"
+    );
+
+    gone(&v);
+    let e = v
+        .restore_key(&owner, &as_format("conclave-key-backup/v3"))
+        .unwrap_err();
+    assert_eq!(e.status, StatusCode::BAD_REQUEST);
+}
