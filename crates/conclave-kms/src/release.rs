@@ -228,7 +228,7 @@ pub fn decide(f: &ReleaseFacts) -> Result<Release, Refusal> {
         .map_err(|r| Refusal::PolicyNotSatisfied(r.to_string()))?;
     if let Some(ledger) = &f.budget {
         let requested = attested_epsilon_micros(claims).ok_or(Refusal::EpsilonNotAttested)?;
-        if requested > ledger.remaining_micros() {
+        if !ledger.affords(requested) {
             return Err(Refusal::BudgetExhausted {
                 requested_micros: requested,
                 remaining_micros: ledger.remaining_micros(),

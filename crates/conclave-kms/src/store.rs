@@ -149,6 +149,12 @@ impl BudgetLedger {
     pub fn remaining_micros(&self) -> u64 {
         self.total_micros.saturating_sub(self.spent_micros)
     }
+
+    /// Whether a release of `micros` millionths of ε fits in what is left: the one test of
+    /// both the release decision and the payment in the release's own write.
+    pub fn affords(&self, micros: u64) -> bool {
+        micros <= self.remaining_micros()
+    }
 }
 
 /// A granted release's audit entry, for [`Store::record_release`]: written only if the key's
@@ -545,7 +551,7 @@ impl Store {
             (None, _) if r.budgeted => return Ok(Payment::BudgetGone),
             (None, _) => return Ok(Payment::Free(self.append(tx, r.event)?)),
             (Some(ledger), None) => return Ok(Payment::NotAttested(ledger)),
-            (Some(ledger), Some(micros)) if micros > ledger.remaining_micros() => {
+            (Some(ledger), Some(micros)) if !ledger.affords(micros) => {
                 return Ok(Payment::Insufficient(ledger));
             }
             (Some(ledger), Some(micros)) => (ledger, micros),

@@ -1005,7 +1005,9 @@ fn the_whole_story_through_the_api_then_ctrl_c_then_a_second_start() {
         line.clear();
     }
     assert_eq!(analysis_state(&last), AnalysisState::Done, "{last}");
-    assert!(!last["progress"].is_null(), "{last}");
+    let progress = &last["progress"];
+    assert_eq!(progress["stage"], "releasing", "{last}");
+    assert_eq!(progress["queries_released"], progress["queries"], "{last}");
     for r in last["releases"].as_array().unwrap() {
         assert_eq!(r["release"]["state"], "released", "{r}");
     }
