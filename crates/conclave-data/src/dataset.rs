@@ -781,10 +781,9 @@ pub async fn read_encrypted(
     columns: Option<&[&str]>,
     batch_size: usize,
 ) -> Result<BatchStream, DataError> {
-    let retriever = Retriever::new(unwrapper);
-    open(
+    read_with(
         loc,
-        Some(&retriever),
+        Some(unwrapper),
         columns,
         batch_size,
         Strings::AsWritten,
@@ -798,7 +797,7 @@ pub async fn read_plain(
     columns: Option<&[&str]>,
     batch_size: usize,
 ) -> Result<BatchStream, DataError> {
-    open(loc, None, columns, batch_size, Strings::AsWritten).await
+    read_with(loc, None, columns, batch_size, Strings::AsWritten).await
 }
 
 /// How string columns are decoded.

@@ -512,6 +512,18 @@ async fn a_join_contract_counts_the_shared_customers() {
     let both = rows(Party::Fabrikam) + rows(Party::Woodgrove);
     let last = events.last().unwrap();
     assert_eq!((last.records, last.records_total), (2 * both, 2 * both));
+    // With a query without joins beside them, that one reads through the shared reader.
+    let mut mixed = contract.clone();
+    let mut alone = mixed.queries[0].clone();
+    alone.name = "fabrikam_countries".into();
+    alone.sql = "SELECT country, COUNT(*) AS records FROM fabrikam GROUP BY country".into();
+    mixed.queries.push(alone);
+    let (mixed_result, events) = run_contract(&data, &mixed).await;
+    let mixed_result = mixed_result.unwrap();
+    assert_eq!(mixed_result.queries[..2], result.queries[..]);
+    let last = events.last().unwrap();
+    let read = 2 * both + rows(Party::Fabrikam);
+    assert_eq!((last.records, last.records_total), (read, read));
 
     // The same join, computed independently over the generated records: every pair of a
     // Fabrikam customer and a Woodgrove client with the same digits in their phone numbers.
@@ -792,7 +804,12 @@ async fn a_tampered_or_cancelled_run_releases_nothing() {
             let mut bytes = original.clone();
             bytes[pos] ^= 0x55;
             std::fs::write(&path, &bytes).unwrap();
-            match run_contract(&data, contract).await.0 {
+            // A failure that did not reach every aggregate would hang the run: bounded here.
+            let run = tokio::time::timeout(
+                std::time::Duration::from_secs(120),
+                run_contract(&data, contract),
+            );
+            match run.await.expect("the run ended").0 {
                 Err(ContractRunError::Input { table, detail }) => {
                     assert_eq!(table, "fabrikam", "{detail}");
                     failures += 1;

@@ -513,13 +513,13 @@ function renderContractRun(v) {
     // Reading decodes each input once for all the queries' aggregates: its bar is the records
     // decoded (when shown: not with differential privacy); releasing, the queries released.
     const pct = v.state === "done" ? 100
-      : reading ? (pr.records_total > 0 ? (100 * pr.records) / pr.records_total : 0)
+      : reading ? (pr.records_total > 0 ? (100 * pr.records) / pr.records_total : 100)
       : (100 * pr.queries_released) / Math.max(1, pr.queries);
     const label = reading ? "Reading inputs for " + pr.queries + " queries"
       : "Query " + Math.min(pr.queries, pr.queries_released + 1) + " of " + pr.queries;
     const detail = reading
-      ? (pr.records_total > 0 ? fmt.format(pr.records) + " of " + fmt.format(pr.records_total) + " records decrypted"
-        : "records not shown (differential privacy)")
+      ? (pr.differential_privacy ? "records not shown (differential privacy)"
+        : fmt.format(pr.records) + " of " + fmt.format(pr.records_total) + " records decrypted")
       : "releasing " + (pr.query || "results");
     progress.append(el("div", { class: "progress-row" },
       el("span", { text: label }),

@@ -210,20 +210,12 @@ impl Vault {
             .master
             .open(blob.format.as_bytes(), &sealed)
             .map_err(|_| VaultError::bad("the backup is damaged: it does not decrypt"))?;
-        let mut backup: BackupContents = serde_json::from_slice(&plain)
+        let backup: BackupContents = serde_json::from_slice(&plain)
             .map_err(|e| VaultError::bad(format!("the backup is damaged: {e}")))?;
-        // A v1 backup does not say whether the key had a privacy budget. Fail closed: it comes
-        // back with a budget of 0 ε, so releases for differential privacy are refused (with
-        // the remaining budget in the reason) until the owner sets one.
-        let v1 = blob.format == BACKUP_FORMAT_V1;
-        if v1 {
-            backup.budget = Some(crate::store::BudgetLedger {
-                total_micros: 0,
-                spent_micros: 0,
-                releases: 0,
-                updated: super::now(),
-            });
-        }
+        // A v1 backup without a ledger may come from before backups carried one: whether the
+        // key had a budget is unknown, so the restore says so (a budget set then must be set
+        // again; a zero budget instead would refuse every release of a key used without DP).
+        let unknown_budget = blob.format == BACKUP_FORMAT_V1 && backup.budget.is_none();
         let name = backup.name.clone();
         if !api::valid_name(&name)
             || backup.versions.is_empty()
@@ -251,9 +243,9 @@ impl Vault {
             ));
         }
         let mut detail = json!({"versions": backup.versions.len(), "owner": owner});
-        if v1 {
+        if unknown_budget {
             detail["budget"] = json!(
-                "a v1 backup carries no privacy budget: restored with a total of 0 epsilon, so differentially private releases are refused until the owner sets one (conclave key budget)"
+                "this v1 backup has no privacy budget, and may predate backups that carry one: if the key had a budget, its owner sets it again (conclave key budget)"
             );
         }
         let event = AuditEvent::new(&who.name, "restore", Some(&name), "ok").detail(detail);

@@ -242,8 +242,8 @@ async fn put_rotation_policy(
 /// `format` of the key backups a vault makes: v2 carries the key's privacy-budget ledger.
 pub const BACKUP_FORMAT: &str = "conclave-key-backup/v2";
 
-/// `format` of backups made before they carried the ledger: still restored, with a budget of
-/// 0 ε (see `restore_key`).
+/// `format` of earlier backups, which may predate the ledger: still restored, and a restore
+/// without a ledger is flagged in its audit entry (see `restore_key`).
 pub const BACKUP_FORMAT_V1: &str = "conclave-key-backup/v1";
 
 #[utoipa::path(

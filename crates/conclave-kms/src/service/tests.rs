@@ -517,12 +517,12 @@ fn a_release_refusal_is_audited_once_through_the_route() {
     }
 }
 
-/// A backup made before backups carried the privacy-budget ledger (format v1) still restores,
-/// but cannot say whether the key had a budget: it comes back with a budget of 0 ε (fail
-/// closed, releases for differential privacy refused until the owner sets one). A v2 backup of
-/// a key without a budget restores without one; an unknown format is refused.
+/// A v1 backup still restores. Without a ledger it cannot say whether the key had a budget
+/// (backups once left it out), so the restore's audit entry says so; with one, the ledger comes
+/// back as it was. A v2 backup of a key without a budget restores without one, quietly; an
+/// unknown format is refused.
 #[test]
-fn a_v1_backup_restores_with_a_zero_budget() {
+fn a_v1_backup_restores_and_says_when_its_budget_is_unknown() {
     let dir = tempfile::tempdir().unwrap();
     let v = vault_with(
         dir.path(),
@@ -539,55 +539,84 @@ fn a_v1_backup_restores_with_a_zero_budget() {
     v.create_key(&owner, "k", CreateKeyRequest::default())
         .unwrap();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let v2 = v.backup_key(&owner, "k").unwrap().value;
-    let blob: Value = serde_json::from_slice(&b64.decode(&v2).unwrap()).unwrap();
-    assert_eq!(blob["format"], BACKUP_FORMAT);
-    let contents = v
-        .master
-        .open(
-            BACKUP_FORMAT.as_bytes(),
-            &b64.decode(blob["sealed"].as_str().unwrap()).unwrap(),
-        )
-        .unwrap();
-    let as_format = |format: &str| api::KeyRestoreParameters {
-        value: b64.encode(
-            serde_json::to_vec(&json!({
-                "format": format,
-                "vault": blob["vault"],
-                "sealed": b64.encode(v.master.seal(format.as_bytes(), &contents)),
-            }))
-            .unwrap(),
-        ),
+    // A backup's contents, re-sealed under another format.
+    let as_format = |value: &str, format: &str| {
+        let blob: Value = serde_json::from_slice(&b64.decode(value).unwrap()).unwrap();
+        assert_eq!(blob["format"], BACKUP_FORMAT);
+        let contents = v
+            .master
+            .open(
+                BACKUP_FORMAT.as_bytes(),
+                &b64.decode(blob["sealed"].as_str().unwrap()).unwrap(),
+            )
+            .unwrap();
+        api::KeyRestoreParameters {
+            value: b64.encode(
+                serde_json::to_vec(&json!({
+                    "format": format,
+                    "vault": blob["vault"],
+                    "sealed": b64.encode(v.master.seal(format.as_bytes(), &contents)),
+                }))
+                .unwrap(),
+            ),
+        }
     };
     let gone = |v: &Vault| {
         v.delete_key(&owner, "k").unwrap();
         v.purge_deleted(&owner, "k").unwrap();
     };
+    let flagged = |v: &Vault| {
+        let log = v.store.audit_entries(0, 10_000).unwrap();
+        let restored = log.iter().rfind(|e| e.event.action == "restore").unwrap();
+        serde_json::to_string(&restored.event)
+            .unwrap()
+            .contains("may predate backups that carry one")
+    };
+
+    let unbudgeted = v.backup_key(&owner, "k").unwrap().value;
+    gone(&v);
+    v.restore_key(
+        &owner,
+        &api::KeyRestoreParameters {
+            value: unbudgeted.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        v.get_privacy_budget(&owner, "k").unwrap_err().status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(!flagged(&v));
 
     gone(&v);
-    v.restore_key(&owner, &api::KeyRestoreParameters { value: v2 })
+    v.restore_key(&owner, &as_format(&unbudgeted, BACKUP_FORMAT_V1))
         .unwrap();
     assert_eq!(
         v.get_privacy_budget(&owner, "k").unwrap_err().status,
         StatusCode::NOT_FOUND
     );
+    assert!(flagged(&v));
 
+    // A v1 backup with a ledger (backups carried it before the format said so).
+    v.put_privacy_budget(
+        &owner,
+        "k",
+        &api::PrivacyBudgetParameters { total_epsilon: 3.0 },
+    )
+    .unwrap();
+    let budgeted = v.backup_key(&owner, "k").unwrap().value;
     gone(&v);
-    v.restore_key(&owner, &as_format(BACKUP_FORMAT_V1)).unwrap();
-    let budget = v.get_privacy_budget(&owner, "k").unwrap();
-    assert_eq!((budget.total_epsilon, budget.spent_epsilon), (0.0, 0.0));
-    let log = v.store.audit_entries(0, 1000).unwrap();
-    let restored = log.iter().rfind(|e| e.event.action == "restore").unwrap();
-    assert!(
-        serde_json::to_string(&restored.event)
-            .unwrap()
-            .contains("a v1 backup carries no privacy budget"),
-        "{log:?}"
+    v.restore_key(&owner, &as_format(&budgeted, BACKUP_FORMAT_V1))
+        .unwrap();
+    assert_eq!(
+        v.get_privacy_budget(&owner, "k").unwrap().total_epsilon,
+        3.0
     );
+    assert!(!flagged(&v));
 
     gone(&v);
     let e = v
-        .restore_key(&owner, &as_format("conclave-key-backup/v3"))
+        .restore_key(&owner, &as_format(&budgeted, "conclave-key-backup/v3"))
         .unwrap_err();
     assert_eq!(e.status, StatusCode::BAD_REQUEST);
 }

@@ -63,6 +63,8 @@ pub struct ContractProgress {
     /// Queries whose results are released so far, of `queries`.
     pub queries_released: usize,
     pub queries: usize,
+    /// Whether the contract adds noise: then the record counts are not shown (both 0).
+    pub differential_privacy: bool,
     /// Records decrypted and decoded so far, over all inputs; 0 with differential privacy.
     pub records: u64,
     /// The records reading decodes in all: each input's once for the aggregates that share
@@ -243,7 +245,7 @@ pub async fn run(
                 query,
                 index,
                 hidden,
-                physical,
+                physical: Some(physical),
                 shared,
             });
         }
@@ -255,6 +257,9 @@ pub async fn run(
     let released = Arc::new(AtomicUsize::new(0));
     let queries = contract.queries.len();
     let names: Vec<String> = contract.queries.iter().map(|q| q.name.clone()).collect();
+    // One report at a time, each from one reading of the state: reports never go back from
+    // releasing to reading, whichever of the ticker and the run sends them.
+    let reporting = Arc::new(Mutex::new(()));
     let tick = {
         let (report, progress, reading, released, names) = (
             report.clone(),
@@ -264,19 +269,19 @@ pub async fn run(
             names.clone(),
         );
         move || {
+            let _one = reporting.lock().expect("progress lock");
+            let is_reading = reading.load(Ordering::Relaxed);
             let done = released.load(Ordering::Relaxed).min(queries);
             report(ContractProgress {
-                stage: if reading.load(Ordering::Relaxed) {
+                stage: if is_reading {
                     RunStage::Reading
                 } else {
                     RunStage::Releasing
                 },
-                query: names
-                    .get(done)
-                    .cloned()
-                    .filter(|_| !reading.load(Ordering::Relaxed)),
+                query: names.get(done).cloned().filter(|_| !is_reading),
                 queries_released: done,
                 queries,
+                differential_privacy: private,
                 // With differential privacy the exact number of records is not shown.
                 records: if private {
                     0
@@ -306,27 +311,27 @@ pub async fn run(
     let mut outputs: Vec<Option<Vec<RecordBatch>>> = vec![None; gates.len()];
     let mut together = tokio::task::JoinSet::new();
     let mut alone = Vec::new();
-    for (i, gate) in gates.iter().enumerate() {
+    for (i, gate) in gates.iter_mut().enumerate() {
         if gate.shared {
-            let (physical, task_ctx) = (Arc::clone(&gate.physical), ctx.task_ctx());
+            let (physical, task_ctx) = (gate.physical.take().expect("runs once"), ctx.task_ctx());
             together.spawn(async move { (i, collect(physical, task_ctx).await) });
         } else {
             alone.push(i);
         }
     }
     while let Some(joined) = together.join_next().await {
-        let (i, batches) = joined.map_err(|e| ContractRunError::Query {
+        // A task's own failure (a panic) is not said: its message could quote values.
+        let (i, batches) = joined.map_err(|_| ContractRunError::Query {
             query: "(contract)".into(),
-            detail: format!("an aggregate's task failed: {e}"),
+            detail: "an aggregate's task failed; its message is withheld because it may quote record values".into(),
         })?;
-        let gate = &gates[i];
-        outputs[i] = Some(batches.map_err(|e| execution_error(&names[gate.query], e))?);
+        outputs[i] = Some(batches.map_err(|e| execution_error(&names[gates[i].query], e))?);
     }
     for i in alone {
-        let gate = &gates[i];
-        let batches = collect(Arc::clone(&gate.physical), ctx.task_ctx())
+        let physical = gates[i].physical.take().expect("runs once");
+        let batches = collect(physical, ctx.task_ctx())
             .await
-            .map_err(|e| execution_error(&names[gate.query], e))?;
+            .map_err(|e| execution_error(&names[gates[i].query], e))?;
         outputs[i] = Some(batches);
     }
     reading.store(false, Ordering::Relaxed);
@@ -372,7 +377,8 @@ struct GateRun {
     index: usize,
     /// Hidden count columns at the end of its output ([`rules::with_group_records`]).
     hidden: usize,
-    physical: Arc<dyn ExecutionPlan>,
+    /// Taken when it runs, so that its scans' receivers go with it once it is done.
+    physical: Option<Arc<dyn ExecutionPlan>>,
     /// Whether its scans are fed by the inputs' shared readers.
     shared: bool,
 }
@@ -1041,11 +1047,32 @@ impl PartitionStream for DatasetPartition {
         let schema = Arc::clone(&self.schema);
         let shared = self.shared.lock().expect("receiver lock").take();
         let batches = match shared {
+            // The reader hands over every record of the dataset, or an error: a hand-off that
+            // ends short (its task gone) fails the scan rather than aggregate part of the data.
             Some(rx) => {
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
-                )
+                let source = Arc::clone(&self.source);
+                futures::stream::unfold((rx, 0u64, false), move |(mut rx, seen, ended)| {
+                    let source = Arc::clone(&source);
+                    async move {
+                        if ended {
+                            return None;
+                        }
+                        match rx.recv().await {
+                            Some(b) => {
+                                let seen = seen + b.as_ref().map_or(0, |b| b.num_rows() as u64);
+                                Some((b, (rx, seen, false)))
+                            }
+                            None if seen < source.rows => {
+                                let short = source.failure(format!(
+                                    "its reader stopped after {seen} of {} records",
+                                    source.rows
+                                ));
+                                Some((Err(short), (rx, seen, true)))
+                            }
+                            None => None,
+                        }
+                    }
+                })
                 .boxed()
             }
             None => {
